@@ -1,0 +1,315 @@
+package canon
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// jcsDir holds the RFC 8785 reference vectors, shared read-only beside the
+// repository; they are read from there, never copied in.
+const jcsDir = "../../../shared/testdata/jcs"
+
+func TestRFC8785Vectors(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join(jcsDir, "input", "*.json"))
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no RFC 8785 vectors under %s (err %v): shared/ must sit beside the repository", jcsDir, err)
+	}
+	for _, in := range inputs {
+		name := filepath.Base(in)
+		t.Run(name, func(t *testing.T) {
+			src, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join(jcsDir, "output", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Append(nil, src)
+			if err != nil {
+				t.Fatalf("Append: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("got  %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// TestES6NumberSamples runs the sample lines of the RFC author's number test
+// file quoted in SOURCE.md ("hex-ieee,expected").
+func TestES6NumberSamples(t *testing.T) {
+	f, err := os.Open(filepath.Join(jcsDir, "SOURCE.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		hexBits, want, ok := strings.Cut(strings.TrimSpace(sc.Text()), ",")
+		if !ok || !strings.HasPrefix(sc.Text(), "    ") {
+			continue
+		}
+		bits, err := strconv.ParseUint(hexBits, 16, 64)
+		if err != nil {
+			t.Fatalf("bad sample line %q: %v", sc.Text(), err)
+		}
+		if got := string(appendES6Number(nil, math.Float64frombits(bits))); got != want {
+			t.Errorf("%s: got %s, want %s", hexBits, got, want)
+		}
+		n++
+	}
+	if n < 7 {
+		t.Fatalf("read %d sample lines from SOURCE.md, want at least 7", n)
+	}
+}
+
+func TestNumbers(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"0", "0"},
+		{"-0", "0"},
+		{"-0.0", "0"},
+		{"0e10", "0"},
+		{"1", "1"},
+		{"1.0", "1"},
+		{"-1.50", "-1.5"},
+		{"4.5", "4.5"},
+		{"4.50e0", "4.5"},
+		{"0.002", "0.002"},
+		{"2e-3", "0.002"},
+		{"1e-7", "1e-7"},
+		{"1E-7", "1e-7"},
+		{"0.000001", "0.000001"},
+		{"0.0000001", "1e-7"},
+		{"1e30", "1e+30"},
+		{"1E+30", "1e+30"},
+		{"1e21", "1e+21"},
+		{"1e20", "100000000000000000000"},
+		{"123456789012345", "123456789012345"},
+		{"1234567890123456789", "1234567890123456800"},
+		{"123456789012345678901234", "1.2345678901234569e+23"},
+		{"9007199254740993", "9007199254740992"},
+		{"0.1", "0.1"},
+		{"0.30000000000000004", "0.30000000000000004"},
+		{"5e-324", "5e-324"},
+		{"1.7976931348623157e308", "1.7976931348623157e+308"},
+		{"1e-400", "0"}, // underflows to zero, which is a double
+		{"-1e-400", "0"},
+		{"333333333.33333329", "333333333.3333333"},
+		{"1.5e-6", "0.0000015"},
+		{"12.3456e4", "123456"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Append(nil, []byte(tt.in))
+			if err != nil {
+				t.Fatalf("Append(%s): %v", tt.in, err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("Append(%s) = %s, want %s", tt.in, got, tt.want)
+			}
+			// Inside containers the number takes the same path.
+			got, err = Append(nil, []byte(`[`+tt.in+`]`))
+			if err != nil || string(got) != "["+tt.want+"]" {
+				t.Errorf("Append([%s]) = %s, %v", tt.in, got, err)
+			}
+		})
+	}
+}
+
+func TestStringsAndNames(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"unicode escape of ASCII", `"\u0075"`, `"u"`},
+		{"escaped solidus", `"\/"`, `"/"`},
+		{"short escapes", `"\b\f\n\r\t\"\\"`, `"\b\f\n\r\t\"\\"`},
+		{"other controls lowercase hex", `"\u0000\u001F\u000b"`, `"\u0000\u001f\u000b"`},
+		{"DEL and line separator stay raw", `"\u007f\u2028"`, "\"\x7f\u2028\""},
+		{"non-ASCII escape", `"\u00E9"`, `"é"`},
+		{"surrogate pair", `"\uD83D\uDE00"`, `"😀"`},
+		{"raw UTF-8 kept", `"€😀"`, `"€😀"`},
+		{"empty", `""`, `""`},
+		{"escape-only empty name", `{"\u0061":1,"":2}`, `{"":2,"a":1}`},
+		{"key order", `{"b":1,"a":2,"aa":3,"A":4}`, `{"A":4,"a":2,"aa":3,"b":1}`},
+		{"UTF-16 order: pair before U+E000", "{\"\\uE000\":1,\"😀\":2,\"z\":3}", "{\"z\":3,\"😀\":2,\"\ue000\":1}"},
+		{"escaped names sort decoded", `{"\u0062":1,"a":2}`, `{"a":2,"b":1}`},
+		{"nested objects", `{"b":{"d":1,"c":2},"a":[{"f":1,"e":2}]}`, `{"a":[{"e":2,"f":1}],"b":{"c":2,"d":1}}`},
+		{"whitespace removed", " {\n\t\"a\" : [ 1 , true , null , false ] \r\n} ", `{"a":[1,true,null,false]}`},
+		{"empty containers", `{"a":{},"b":[]}`, `{"a":{},"b":[]}`},
+		{"names with escapes in nested objects", `{"\u0063":{"\u0062":1,"\u0061":2},"\u0061":"\u00e9"}`, `{"a":"é","c":{"a":2,"b":1}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Append(nil, []byte(tt.in))
+			if err != nil {
+				t.Fatalf("Append(%s): %v", tt.in, err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("Append(%s)\n got %s\nwant %s", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompareUTF16(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int // sign
+	}{
+		{"a", "b", -1},
+		{"a", "a", 0},
+		{"a", "aa", -1},
+		{"\uffff", "😀", 1}, // U+FFFF vs surrogate D83D
+		{"\ue000", "\U00010000", 1},
+		{"\ud7ff", "\U00010000", -1},
+		{"😀", "😁", -1},
+		{"\U00010000", "\U0010FFFF", -1},
+		{"é", "z", 1},
+		{"xé", "x€", -1},
+	}
+	for _, tt := range tests {
+		got := compareUTF16(tt.a, tt.b)
+		if sign(got) != tt.want {
+			t.Errorf("compareUTF16(%q, %q) = %d, want sign %d", tt.a, tt.b, got, tt.want)
+		}
+		if sign(compareUTF16(tt.b, tt.a)) != -tt.want {
+			t.Errorf("compareUTF16(%q, %q) is not antisymmetric", tt.b, tt.a)
+		}
+	}
+}
+
+func sign(n int) int {
+	switch {
+	case n < 0:
+		return -1
+	case n > 0:
+		return 1
+	}
+	return 0
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		want   error
+		offset int
+	}{
+		{"empty input", ``, ErrSyntax, 0},
+		{"only whitespace", `   `, ErrSyntax, 3},
+		{"missing value", `{"a":}`, ErrSyntax, 5},
+		{"trailing comma", `[1,]`, ErrSyntax, 3},
+		{"missing colon", `{"a" 1}`, ErrSyntax, 5},
+		{"trailing garbage", `{} x`, ErrSyntax, 3},
+		{"unterminated", `{"a":[1,2`, ErrSyntax, 9},
+		{"leading zero", `01`, ErrSyntax, 1},
+		{"single quotes", `{'a':1}`, ErrSyntax, 1},
+		{"raw control char in string", "\"a\x01\"", ErrSyntax, 2},
+		{"bad escape", `"\x"`, ErrSyntax, 2},
+		{"NaN", `[NaN]`, ErrNotFinite, 1},
+		{"Infinity", `Infinity`, ErrNotFinite, 0},
+		{"-Infinity", `{"a":-Infinity}`, ErrNotFinite, 5},
+		{"duplicate name", `{"a":1,"a":2}`, ErrDuplicateName, 7},
+		{"duplicate via escape", `{"a":1,"\u0061":2}`, ErrDuplicateName, 7},
+		{"duplicate nested", `[{"x":{"k":1,"j":2,"k":3}}]`, ErrDuplicateName, 19},
+		{"invalid UTF-8 in value", "[\"ab\xff\"]", ErrInvalidUTF8, 4},
+		{"invalid UTF-8 in name", "{\"\xc3\":1}", ErrInvalidUTF8, 2},
+		{"invalid UTF-8 after escape", "\"\\n\xe2\x82\"", ErrInvalidUTF8, 3},
+		{"encoded surrogate in UTF-8", "\"\xed\xa0\x80\"", ErrInvalidUTF8, 1},
+		{"lone high surrogate", `"\uD800"`, ErrLoneSurrogate, 1},
+		{"lone low surrogate", `["x","\uDC00"]`, ErrLoneSurrogate, 6},
+		{"high then non-low", `"\uD800\u0041"`, ErrLoneSurrogate, 1},
+		{"high then text", `{"\uD83Dx":1}`, ErrLoneSurrogate, 2},
+		{"number too large", `{"n":1e400}`, ErrNumberRange, 5},
+		{"negative too large", `-1.8e308`, ErrNumberRange, 0},
+		{"too deep", strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), ErrTooDeep, MaxDepth},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := []byte("keep")
+			got, err := Append(prefix, []byte(tt.in))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Append(%q) error = %v, want %v", tt.in, err, tt.want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *canon.Error", err)
+			}
+			if ce.Offset != tt.offset {
+				t.Errorf("offset = %d, want %d (%v)", ce.Offset, tt.offset, err)
+			}
+			if !strings.Contains(err.Error(), "byte offset "+strconv.Itoa(tt.offset)) {
+				t.Errorf("message %q does not name the offset", err)
+			}
+			if string(got) != "keep" {
+				t.Errorf("dst = %q after error, want it unchanged", got)
+			}
+		})
+	}
+}
+
+func TestMaxDepthAccepted(t *testing.T) {
+	in := strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth)
+	got, err := Append(nil, []byte(in))
+	if err != nil || string(got) != in {
+		t.Fatalf("Append at MaxDepth: %v", err)
+	}
+}
+
+// A pathological nesting of a megabyte must be refused, not crash or crawl.
+func TestHugeNestingRefused(t *testing.T) {
+	for _, in := range []string{strings.Repeat("[", 1<<20), strings.Repeat(`{"a":`, 1<<18)} {
+		if _, err := Append(nil, []byte(in)); err == nil {
+			t.Fatalf("deep nesting of %d bytes accepted", len(in))
+		}
+	}
+}
+
+func TestAppendKeepsPrefix(t *testing.T) {
+	got, err := Append([]byte("prefix:"), []byte(`{"b":2,"a":1}`))
+	if err != nil || string(got) != `prefix:{"a":1,"b":2}` {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+// Canonicalizing canonical output changes nothing.
+func TestIdempotent(t *testing.T) {
+	inputs, _ := filepath.Glob(filepath.Join(jcsDir, "input", "*.json"))
+	for _, in := range inputs {
+		src, _ := os.ReadFile(in)
+		once, err := Append(nil, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		twice, err := Append(nil, once)
+		if err != nil || !bytes.Equal(once, twice) {
+			t.Errorf("%s: not idempotent: %v", in, err)
+		}
+	}
+}
+
+func TestWarmAppendAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	doc := makeDoc(1 << 10)
+	dst := make([]byte, 0, 2*len(doc))
+	if _, err := Append(dst, doc); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := Append(dst[:0], doc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Errorf("warm Append allocates %.1f times per call, want at most 1", allocs)
+	}
+}

@@ -1,0 +1,206 @@
+package canon
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestNormalizeTarget(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/payments", "/payments"},
+		{"", "/"},
+		{"/payments?", "/payments"},
+		{"/payments#frag", "/payments"},
+		{"/pay%6dents", "/payments"},
+		{"/a%2fb", "/a%2Fb"},
+		{"/a%2Fb", "/a%2Fb"},
+		{"/a/./b/../c", "/a/c"},
+		{"/../a", "/a"},
+		{"/a/.", "/a/"},
+		{"/v1.2/x", "/v1.2/x"},
+		{"/p?b=2&a=1", "/p?a=1&b=2"},
+		{"/p?a=2&b=1&a=1", "/p?a=2&a=1&b=1"},
+		{"/p?&&a=1&", "/p?a=1"},
+		{"/p?q=%7e+x%20y", "/p?q=~+x%20y"},
+		{"/p?x=100%", "/p?x=100%"},
+		{"/p%zz", "/p%zz"},
+		{"*", "/*"},
+	}
+	for _, tt := range tests {
+		if got := NormalizeTarget(tt.in); got != tt.want {
+			t.Errorf("NormalizeTarget(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestIsJSON(t *testing.T) {
+	tests := []struct {
+		ct   string
+		want bool
+	}{
+		{"application/json", true},
+		{"Application/JSON; charset=utf-8", true},
+		{"application/merge-patch+json", true},
+		{" application/problem+json ", true},
+		{"text/json", false},
+		{"application/jsonx", false},
+		{"application/x-www-form-urlencoded", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := IsJSON(tt.ct); got != tt.want {
+			t.Errorf("IsJSON(%q) = %v, want %v", tt.ct, got, tt.want)
+		}
+	}
+}
+
+// TestFingerprintFraming recomputes one fingerprint from the framing written
+// in the package doc, so the doc and the code cannot drift apart.
+func TestFingerprintFraming(t *testing.T) {
+	r := Request{
+		Method:      "post",
+		Target:      "/payments?b=1&a=2",
+		Headers:     [][2]string{{"X-Tenant", " t1 "}, {"Content-Type", "application/json"}, {"x-tenant", "t2"}},
+		ContentType: "application/json",
+		Body:        []byte(`{"b": 1.50, "a": "x"}`),
+	}
+	got, err := Fingerprint(r, Selection{Headers: []string{"X-Tenant", "X-Absent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	put := func(s string) { num(h, len(s)); h.Write([]byte(s)) }
+	put("idemgate-fingerprint-v1")
+	put("POST")
+	put("/payments?a=2&b=1")
+	num(h, 2)
+	put("x-absent")
+	num(h, 0)
+	put("x-tenant")
+	num(h, 2)
+	put("t1")
+	put("t2")
+	put("json")
+	put(`{"a":"x","b":1.5}`)
+	if want := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Errorf("Fingerprint = %s, want %s", got, want)
+	}
+}
+
+func num(h interface{ Write([]byte) (int, error) }, n int) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	h.Write(b[:])
+}
+
+func TestFingerprintEquivalence(t *testing.T) {
+	base := Request{Method: "POST", Target: "/payments", ContentType: "application/json", Body: []byte(`{"amount":1000,"currency":"EUR","client_timestamp":"2026-11-23T10:00:00Z"}`)}
+	with := func(f func(*Request)) Request { r := base; f(&r); return r }
+	tests := []struct {
+		name string
+		a, b Request
+		sel  Selection
+		same bool
+	}{
+		{"re-serialized JSON", base, with(func(r *Request) {
+			r.Body = []byte("{ \"currency\" : \"\\u0045UR\", \"client_timestamp\":\"2026-11-23T10:00:00Z\",\n \"amount\": 1000.0 }")
+		}), Selection{}, true},
+		{"other amount", base, with(func(r *Request) {
+			r.Body = []byte(`{"amount":1001,"currency":"EUR","client_timestamp":"2026-11-23T10:00:00Z"}`)
+		}), Selection{}, false},
+		{"method case", base, with(func(r *Request) { r.Method = "post" }), Selection{}, true},
+		{"other method", base, with(func(r *Request) { r.Method = "PUT" }), Selection{}, false},
+		{"other path", base, with(func(r *Request) { r.Target = "/refunds" }), Selection{}, false},
+		{"equivalent path", base, with(func(r *Request) { r.Target = "/x/../payments?" }), Selection{}, true},
+		{"excluded field differs", base, with(func(r *Request) {
+			r.Body = []byte(`{"amount":1000,"currency":"EUR","client_timestamp":"2026-11-23T10:00:05Z"}`)
+		}), Selection{Exclude: []string{"client_timestamp"}}, true},
+		{"excluded field differs, not excluded", base, with(func(r *Request) {
+			r.Body = []byte(`{"amount":1000,"currency":"EUR","client_timestamp":"2026-11-23T10:00:05Z"}`)
+		}), Selection{}, false},
+		{"only included fields count", base, with(func(r *Request) {
+			r.Body = []byte(`{"amount":1000,"currency":"USD"}`)
+		}), Selection{Include: []string{"amount"}}, true},
+		{"included field differs", base, with(func(r *Request) { r.Body = []byte(`{"amount":5}`) }), Selection{Include: []string{"amount"}}, false},
+		{"unselected header ignored", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Request-Id", "abc"}} }), Selection{}, true},
+		{"selected header counts", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", "t9"}} }), Selection{Headers: []string{"x-tenant"}}, false},
+		{"raw body hashed as bytes", with(func(r *Request) { r.ContentType = "text/plain"; r.Body = []byte("a=1") }),
+			with(func(r *Request) { r.ContentType = "text/plain"; r.Body = []byte("a=1 ") }), Selection{}, false},
+		{"JSON vs raw of the same bytes differ", base, with(func(r *Request) { r.ContentType = "" }), Selection{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fa, err := Fingerprint(tt.a, tt.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fb, err := Fingerprint(tt.b, tt.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (fa == fb) != tt.same {
+				t.Errorf("same = %v, want %v (%s vs %s)", fa == fb, tt.same, fa, fb)
+			}
+			if !strings.HasPrefix(fa, "sha256:") || len(fa) != len("sha256:")+64 {
+				t.Errorf("malformed fingerprint %q", fa)
+			}
+		})
+	}
+}
+
+func TestSelectFields(t *testing.T) {
+	doc := `{"a":{"b":1,"c":2},"items":[{"sku":"x","ts":1},{"sku":"y","ts":2}],"k.dot":3,"ts":9}`
+	tests := []struct {
+		name string
+		sel  Selection
+		want string
+	}{
+		{"exclude nested", Selection{Exclude: []string{"a.c", "ts"}}, `{"a":{"b":1},"items":[{"sku":"x","ts":1},{"sku":"y","ts":2}],"k.dot":3}`},
+		{"exclude in array element", Selection{Exclude: []string{"items.1.ts"}}, `{"a":{"b":1,"c":2},"items":[{"sku":"x","ts":1},{"sku":"y"}],"k.dot":3,"ts":9}`},
+		{"exclude absent is no-op", Selection{Exclude: []string{"nope.x"}}, doc},
+		{"include", Selection{Include: []string{"a.b", "k\\.dot"}}, `{"a":{"b":1},"k.dot":3}`},
+		{"include array index", Selection{Include: []string{"items.1.sku"}}, `{"items":[null,{"sku":"y"}]}`},
+		{"include missing", Selection{Include: []string{"missing"}}, `{}`},
+		{"include then exclude", Selection{Include: []string{"a"}, Exclude: []string{"a.c"}}, `{"a":{"b":1}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Request{Method: "POST", Target: "/", ContentType: "application/json", Body: []byte(doc)}
+			_, got, err := fingerprintBody(r, tt.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFingerprintErrors(t *testing.T) {
+	json := Request{Method: "POST", Target: "/", ContentType: "application/json", Body: []byte(`{"a":1,"a":2}`)}
+	if _, err := Fingerprint(json, Selection{}); !errors.Is(err, ErrDuplicateName) {
+		t.Errorf("duplicate names: err = %v", err)
+	}
+	ok := Request{Method: "POST", Target: "/", ContentType: "application/json", Body: []byte(`{}`)}
+	for _, sel := range []Selection{
+		{Include: []string{"items.#.sku"}},
+		{Exclude: []string{"a.*"}},
+		{Exclude: []string{""}},
+		{Exclude: []string{"a..b"}},
+		{Exclude: []string{"a\\"}},
+		{Headers: []string{"bad header"}},
+	} {
+		if _, err := Fingerprint(ok, sel); err == nil {
+			t.Errorf("selection %+v accepted", sel)
+		}
+	}
+	// An empty JSON body is no body, hashed raw rather than refused.
+	if _, err := Fingerprint(Request{Method: "POST", Target: "/", ContentType: "application/json"}, Selection{}); err != nil {
+		t.Errorf("empty JSON body: %v", err)
+	}
+}

@@ -1,0 +1,181 @@
+// The emulator's mock host only exists in native builds (the SDK gates it on
+// !wasm), so these tests cannot compile for wasip1.
+
+//go:build !wasm
+
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// wasmPath is relative to this package's directory, where go test runs.
+const wasmPath = "../build/idempotency.wasm"
+
+// vmTest runs f natively ("go") and against the compiled module under wazero
+// ("wasm"): the native run gives readable failures, the wasm run proves the
+// binary Envoy loads behaves the same. A missing module fails the test
+// rather than skipping it, so a green run always means both were exercised.
+//
+// Loading the module costs about 1.7 s (wazero compiles it), so f gets one
+// VM for all its cases: call vmTest once per Test and loop over the table
+// inside f. Each emulator f starts re-creates the plugin context, so cases
+// share only VM-level state, like successive configs on one Envoy worker.
+func vmTest(t *testing.T, f func(*testing.T, types.VMContext)) {
+	t.Helper()
+	t.Run("go", func(t *testing.T) {
+		f(t, &vmContext{})
+	})
+	t.Run("wasm", func(t *testing.T) {
+		wasm, err := os.ReadFile(wasmPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("build/idempotency.wasm missing: run `make wasm` first")
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", wasmPath, err)
+		}
+		vm, err := proxytest.NewWasmVMContext(wasm)
+		if err != nil {
+			t.Fatalf("load %s: %v", wasmPath, err)
+		}
+		defer func() {
+			if err := vm.Close(); err != nil {
+				t.Errorf("close wasm VM: %v", err)
+			}
+		}()
+		f(t, vm)
+	})
+}
+
+// newHost starts the process-wide emulator for vm with the given plugin
+// configuration and runs OnVMStart, as Envoy does before OnPluginStart.
+// Callers must defer the returned reset before starting another emulator.
+func newHost(t *testing.T, vm types.VMContext, config string) (proxytest.HostEmulator, func()) {
+	t.Helper()
+	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration([]byte(config))
+	host, reset := proxytest.NewHostEmulator(opt)
+	if st := host.StartVM(); st != types.OnVMStartStatusOK {
+		reset()
+		t.Fatalf("StartVM() = %v, want OK", st)
+	}
+	return host, reset
+}
+
+func TestPluginStart(t *testing.T) {
+	tests := []struct {
+		name    string
+		config  string
+		want    types.OnPluginStartStatus
+		wantLog string // substring of an error log; "" means no error logs
+	}{
+		{name: "empty", config: "", want: types.OnPluginStartStatusOK},
+		{name: "empty object", config: "{}", want: types.OnPluginStartStatusOK},
+		{name: "object with whitespace", config: " {\"a\": [1]} \n", want: types.OnPluginStartStatusOK},
+		{name: "invalid JSON", config: "{", want: types.OnPluginStartStatusFailed, wantLog: "not valid JSON"},
+		{name: "array", config: "[1]", want: types.OnPluginStartStatusFailed, wantLog: "not a JSON object (got an array)"},
+		{name: "string", config: `"x"`, want: types.OnPluginStartStatusFailed, wantLog: "not a JSON object (got string)"},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := newHost(t, vm, tc.config)
+				defer reset()
+
+				if got := host.StartPlugin(); got != tc.want {
+					t.Errorf("StartPlugin() = %v, want %v", got, tc.want)
+				}
+				errLogs := host.GetErrorLogs()
+				if tc.wantLog == "" {
+					if len(errLogs) != 0 {
+						t.Errorf("error logs = %q, want none", errLogs)
+					}
+					return
+				}
+				if !slices.ContainsFunc(errLogs, func(l string) bool { return strings.Contains(l, tc.wantLog) }) {
+					t.Errorf("error logs = %q, want one containing %q", errLogs, tc.wantLog)
+				}
+			})
+		}
+	})
+}
+
+func TestPassThrough(t *testing.T) {
+	// Header names are lower case because the emulator lower-cases them, as
+	// Envoy does, and the test compares what the host holds afterwards.
+	tests := []struct {
+		name                 string
+		reqHeaders, respHdrs [][2]string
+		reqBody, respBody    []byte // nil: the headers end the stream
+	}{
+		{
+			name: "POST with body",
+			reqHeaders: [][2]string{
+				{":method", "POST"}, {":path", "/payments"}, {":authority", "example.com"},
+				{"content-type", "application/json"}, {"idempotency-key", `"k1"`},
+			},
+			reqBody:  []byte(`{"amount":100,"currency":"EUR"}`),
+			respHdrs: [][2]string{{":status", "201"}, {"content-type", "application/json"}},
+			respBody: []byte(`{"id":"pay_1","amount":100}`),
+		},
+		{
+			name:       "GET without body",
+			reqHeaders: [][2]string{{":method", "GET"}, {":path", "/payments/pay_1"}, {":authority", "example.com"}},
+			respHdrs:   [][2]string{{":status", "404"}},
+		},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := newHost(t, vm, "{}")
+				defer reset()
+				if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
+					t.Fatalf("StartPlugin() = %v, want OK", st)
+				}
+
+				id := host.InitializeHttpContext()
+				steps := []struct {
+					name string
+					call func() types.Action
+				}{
+					{"request headers", func() types.Action { return host.CallOnRequestHeaders(id, tc.reqHeaders, tc.reqBody == nil) }},
+					{"request body", func() types.Action { return host.CallOnRequestBody(id, tc.reqBody, true) }},
+					{"response headers", func() types.Action { return host.CallOnResponseHeaders(id, tc.respHdrs, tc.respBody == nil) }},
+					{"response body", func() types.Action { return host.CallOnResponseBody(id, tc.respBody, true) }},
+				}
+				for _, s := range steps {
+					if (s.name == "request body" && tc.reqBody == nil) || (s.name == "response body" && tc.respBody == nil) {
+						continue
+					}
+					if got := s.call(); got != types.ActionContinue {
+						t.Errorf("%s: action = %v, want ActionContinue", s.name, got)
+					}
+				}
+				host.CompleteHttpContext(id)
+
+				if r := host.GetSentLocalResponse(id); r != nil {
+					t.Errorf("sent local response %d %q, want none", r.StatusCode, r.Data)
+				}
+				if got := host.GetCurrentRequestHeaders(id); !slices.Equal(got, tc.reqHeaders) {
+					t.Errorf("request headers = %q, want unchanged %q", got, tc.reqHeaders)
+				}
+				if got := host.GetCurrentResponseHeaders(id); !slices.Equal(got, tc.respHdrs) {
+					t.Errorf("response headers = %q, want unchanged %q", got, tc.respHdrs)
+				}
+				if got := host.GetCurrentRequestBody(id); string(got) != string(tc.reqBody) {
+					t.Errorf("request body = %q, want unchanged %q", got, tc.reqBody)
+				}
+				if got := host.GetCurrentResponseBody(id); string(got) != string(tc.respBody) {
+					t.Errorf("response body = %q, want unchanged %q", got, tc.respBody)
+				}
+			})
+		}
+	})
+}
