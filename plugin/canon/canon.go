@@ -61,8 +61,7 @@ type encoder struct {
 // start and end delimit it there so it can be moved into sorted order.
 type member struct {
 	name       string // decoded; aliases src or the names arena
-	key        uint64 // the name's first 8 bytes, big-endian, zero-padded
-	plain      bool   // key orders like UTF-16: no byte >= 0xEE in it
+	ascii      bool   // the name is ASCII: byte order is UTF-16 order
 	nameOff    int
 	start, end int
 }
@@ -168,8 +167,7 @@ func (e *encoder) object(dst []byte, i, depth int) ([]byte, int, error) {
 		if dst, i, err = e.value(dst, i, depth+1); err != nil {
 			return dst, i, err
 		}
-		key, plain := sortPrefix(name)
-		e.members = append(e.members, member{name: name, key: key, plain: plain, nameOff: nameOff, start: start, end: len(dst)})
+		e.members = append(e.members, member{name: name, ascii: ascii && !escaped, nameOff: nameOff, start: start, end: len(dst)})
 		i = e.skipSpace(i)
 		if e.src[i] == '}' {
 			i++

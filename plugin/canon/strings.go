@@ -199,8 +199,8 @@ func utf16Key(r rune) rune {
 }
 
 // sortMembers sorts members by name in UTF-16 order and reports whether they
-// were in order already. Objects are small, so an insertion sort that first
-// compares 8-byte prefixes beats a general sort; large ones use slices.
+// were in order already. Objects are small, so an insertion sort beats a
+// general sort; large ones use slices.
 func sortMembers(ms []member) (wasSorted bool) {
 	wasSorted = true
 	if len(ms) > 24 {
@@ -238,29 +238,12 @@ func sortMembers(ms []member) (wasSorted bool) {
 }
 
 func memberLess(a, b *member) bool {
-	if a.key != b.key && a.plain && b.plain {
-		return a.key < b.key
+	if a.ascii && b.ascii {
+		// Names mostly differ in their first byte; skip the call then.
+		if len(a.name) > 0 && len(b.name) > 0 && a.name[0] != b.name[0] {
+			return a.name[0] < b.name[0]
+		}
+		return a.name < b.name
 	}
 	return compareUTF16(a.name, b.name) < 0
-}
-
-// sortPrefix packs the first 8 bytes of a name, zero-padded, into an integer
-// whose order is the names' byte order (ties are resolved by the full
-// comparison). Byte order equals UTF-16 order unless a byte of 0xEE or more
-// (U+E000 and above) is involved; such prefixes are marked not plain.
-func sortPrefix(name string) (key uint64, plain bool) {
-	n := min(len(name), 8)
-	for k := 0; k < n; k++ {
-		key |= uint64(name[k]) << (56 - 8*k)
-	}
-	// All bytes below 0x80 (ASCII) is the common case; otherwise look closer.
-	if key&0x8080808080808080 == 0 {
-		return key, true
-	}
-	for k := 0; k < n; k++ {
-		if name[k] >= 0xEE {
-			return key, false
-		}
-	}
-	return key, true
 }
