@@ -214,24 +214,11 @@ func duplicate(ms []member) error {
 // scanString finds the end of the string whose opening quote is at src[i]:
 // it returns the index just after the closing quote, whether the string
 // holds escapes and whether it is plain ASCII (then it needs no UTF-8
-// check). Eight bytes are tested at a time for a quote, a backslash or a
-// byte >= 0x80; the input is validated, so the closing quote exists.
+// check). The input is validated, so the closing quote exists.
 func (e *encoder) scanString(i int) (end int, escaped, ascii bool) {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	b := e.buf
-	j := i + 1
 	ascii = true
-	for j+8 <= len(b) {
-		x := binary.LittleEndian.Uint64(b[j:])
-		q := x ^ (ones * '"')
-		bs := x ^ (ones * '\\')
-		if ((q-ones)&^q|(bs-ones)&^bs|x)&highs == 0 {
-			j += 8
-			continue
-		}
-		break
-	}
-	for j < len(b) {
+	for j := skipPlain(b, i+1); j < len(b); {
 		switch c := b[j]; {
 		case c == '"':
 			return j + 1, escaped, ascii
@@ -242,20 +229,26 @@ func (e *encoder) scanString(i int) (end int, escaped, ascii bool) {
 			if c >= utf8.RuneSelf {
 				ascii = false
 			}
-			j++
-			// Back to the 8-byte test once past the special byte.
-			for j+8 <= len(b) {
-				x := binary.LittleEndian.Uint64(b[j:])
-				q := x ^ (ones * '"')
-				bs := x ^ (ones * '\\')
-				if ((q-ones)&^q|(bs-ones)&^bs|x)&highs != 0 {
-					break
-				}
-				j += 8
-			}
+			j = skipPlain(b, j+1)
 		}
 	}
 	return len(b), escaped, ascii // unreachable for validated input
+}
+
+// skipPlain skips 8-byte blocks of b from j that hold no quote, no
+// backslash and no byte >= 0x80, testing each block at once (SWAR).
+func skipPlain(b []byte, j int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for j+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[j:])
+		q := x ^ (ones * '"')
+		bs := x ^ (ones * '\\')
+		if ((q-ones)&^q|(bs-ones)&^bs|x)&highs != 0 {
+			break
+		}
+		j += 8
+	}
+	return j
 }
 
 // name returns the decoded member name of the string src[i:end]. Names
