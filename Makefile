@@ -6,10 +6,20 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help wasm build test bench fuzz fuzz-smoke lint check demo e2e e2e-docker clean
+.PHONY: help deps wasm build test bench fuzz fuzz-smoke lint check demo e2e e2e-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+deps: ## install what the tests need beyond Go (redis-server, redis-cli) when missing
+	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing redis-server (tests start private instances on free loopback ports)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	else \
+	  echo "missing redis-server/redis-cli: install them (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis)" >&2; \
+	  exit 1; \
+	fi
 
 wasm: ## build the filter: build/idempotency.wasm (standard Go, wasip1 reactor)
 	@mkdir -p $(BUILD)
@@ -24,7 +34,7 @@ lint: ## gofmt and go vet (native and wasip1)
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
 
-test: wasm lint ## all tests (builds the wasm module first: its tests run against it)
+test: deps wasm lint ## all tests (builds the wasm module first: its tests run against it)
 	$(GO) test -count=1 ./...
 
 bench: ## benchmarks with allocations; numbers go into README

@@ -1,0 +1,171 @@
+// Package api holds the wire types of the control plane's HTTP/JSON API,
+// shared by the service and by the Wasm filter. It imports nothing beyond
+// the standard library's time, so the filter can use it without pulling in
+// Redis or network code.
+package api
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Paths of the API. The filter calls the first three; operators the admin
+// ones (also through idemctl keys).
+const (
+	PathReserve      = "/v1/reserve"
+	PathComplete     = "/v1/complete"
+	PathRelease      = "/v1/release"
+	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
+	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
+	PathHealthz      = "/healthz"
+	PathReadyz       = "/readyz"
+	PathMetrics      = "/metrics"
+)
+
+// Limits and defaults that both sides validate against.
+const (
+	MaxScopeLen          = 255
+	MaxKeyLen            = 255
+	DefaultLease         = 30 * time.Second
+	DefaultTTL           = 24 * time.Hour
+	DefaultMaxStoredBody = 1 << 20 // bytes of a stored response (status, headers, body)
+)
+
+// Outcome is the result of a reserve.
+type Outcome string
+
+const (
+	// Acquired: the caller holds the key until Complete, Release or the
+	// lease ends; it must forward the request upstream.
+	Acquired Outcome = "acquired"
+	// InProgress: another holder's lease is live; retry later.
+	InProgress Outcome = "in_progress"
+	// Mismatch: the key was used with another fingerprint (422).
+	Mismatch Outcome = "mismatch"
+	// Completed: the operation ran; replay Response.
+	Completed Outcome = "completed"
+)
+
+// ReserveRequest asks for the key scope+key for a request whose fingerprint
+// is Fingerprint. Zero LeaseMS or TTLMS mean the service's defaults.
+type ReserveRequest struct {
+	Scope       string `json:"scope"`
+	Key         string `json:"key"`
+	Fingerprint string `json:"fingerprint"`
+	LeaseMS     int64  `json:"lease_ms,omitempty"`
+	TTLMS       int64  `json:"ttl_ms,omitempty"`
+}
+
+// ReserveResponse carries the outcome and what goes with it.
+type ReserveResponse struct {
+	Outcome Outcome `json:"outcome"`
+	// Token is the fencing token of an Acquired reservation: Complete and
+	// Release must present it, and a newer reservation invalidates it.
+	Token string `json:"token,omitempty"`
+	// LeaseRemainingMS is how long an InProgress holder's lease still runs.
+	LeaseRemainingMS int64 `json:"lease_remaining_ms,omitempty"`
+	// Response is the stored response of a Completed key.
+	Response *StoredResponse `json:"response,omitempty"`
+}
+
+// StoredResponse is an upstream response kept for replay.
+type StoredResponse struct {
+	Status  int         `json:"status"`
+	Headers [][2]string `json:"headers,omitempty"`
+	Body    []byte      `json:"body,omitempty"` // base64 in JSON
+	// BodyOmitted marks a response whose headers and body exceeded the
+	// service's cap: only Status was stored. A replay of it cannot be
+	// faithful; the filter decides what to answer.
+	BodyOmitted bool `json:"body_omitted,omitempty"`
+}
+
+// CompleteRequest stores the response of the holder of Token.
+type CompleteRequest struct {
+	Scope    string         `json:"scope"`
+	Key      string         `json:"key"`
+	Token    string         `json:"token"`
+	Response StoredResponse `json:"response"`
+}
+
+// ReleaseRequest frees the reservation of the holder of Token, after a
+// transactional failure, so that a retry may execute.
+type ReleaseRequest struct {
+	Scope string `json:"scope"`
+	Key   string `json:"key"`
+	Token string `json:"token"`
+}
+
+// Result is the answer to Complete and Release: "completed" or "released".
+type Result struct {
+	Outcome string `json:"outcome"`
+}
+
+// State of a record.
+type State string
+
+const (
+	StateInProgress State = "in_progress"
+	StateCompleted  State = "completed"
+)
+
+// Record is what the admin API shows of a key. The body is left out unless
+// asked for: stored responses carry personal data.
+type Record struct {
+	Scope          string          `json:"scope"`
+	Key            string          `json:"key"`
+	State          State           `json:"state"`
+	Fingerprint    string          `json:"fingerprint"`
+	CreatedAt      time.Time       `json:"created_at"`
+	ExpiresAt      time.Time       `json:"expires_at"`
+	LeaseExpiresAt *time.Time      `json:"lease_expires_at,omitempty"` // in progress only
+	Status         int             `json:"status,omitempty"`           // completed only
+	BodyOmitted    bool            `json:"body_omitted,omitempty"`
+	Response       *StoredResponse `json:"response,omitempty"` // only with ?body=1
+}
+
+// Effect of an admin mutation, as idemctl reports it too.
+type Effect string
+
+const (
+	EffectDeleted      Effect = "deleted"
+	EffectReleased     Effect = "released"
+	EffectNoop         Effect = "noop"
+	EffectWouldDelete  Effect = "would_delete"
+	EffectWouldRelease Effect = "would_release"
+)
+
+// AdminResult answers DELETE and release on the admin API.
+type AdminResult struct {
+	Effect Effect  `json:"effect"`
+	Record *Record `json:"record,omitempty"` // the record before the change
+}
+
+// Problem is an RFC 9457 problem details body (application/problem+json),
+// the shape of every error the service returns.
+type Problem struct {
+	Type   string `json:"type,omitempty"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ValidateName checks a scope or a key: 1 to 255 bytes of valid UTF-8 with
+// no control characters, so that it is safe in Redis keys, logs and headers.
+func ValidateName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%s is empty", what)
+	}
+	if len(s) > MaxKeyLen {
+		return fmt.Errorf("%s is %d bytes long, more than %d", what, len(s), MaxKeyLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", what)
+	}
+	for i, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return fmt.Errorf("%s has a control character at byte %d", what, i)
+		}
+	}
+	return nil
+}
