@@ -1,6 +1,7 @@
 package canon
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,9 @@ const MaxDepth = 128
 // are not (they unescape every escaped string into a new one and rescan
 // nested values once per enclosing level).
 func Append(dst, src []byte) ([]byte, error) {
+	if off := tooDeep(src); off >= 0 {
+		return dst, &Error{Offset: off, Err: ErrTooDeep, Detail: "more than 128 levels of arrays and objects"}
+	}
 	if !gjson.ValidBytes(src) {
 		return dst, syntaxError(src)
 	}
@@ -44,6 +48,46 @@ func Append(dst, src []byte) ([]byte, error) {
 		return dst, err
 	}
 	return out, nil
+}
+
+// validatorDepth bounds the nesting handed to gjson's validator, which
+// recurses once per level: compiled to Wasm, where the engine's call stack is
+// small, a megabyte of '[' overflows it and traps the whole VM (seen under
+// wazero). Within this bound the recursion is harmless everywhere, and the
+// walk below enforces MaxDepth exactly.
+const validatorDepth = 1024
+
+// tooDeep returns the offset of the bracket that opens nesting level
+// validatorDepth+1 in src, or -1. Few documents hold that many brackets at
+// all, so a vectorized count spares most of them the string-aware scan.
+func tooDeep(src []byte) int {
+	if bytes.Count(src, []byte{'['})+bytes.Count(src, []byte{'{'}) <= validatorDepth {
+		return -1
+	}
+	depth, inString := 0, false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			if depth++; depth > validatorDepth {
+				return i
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return -1
 }
 
 // encoder holds the per-call state, pooled so that a warm call does not

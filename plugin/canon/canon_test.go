@@ -263,12 +263,38 @@ func TestMaxDepthAccepted(t *testing.T) {
 	}
 }
 
-// A pathological nesting of a megabyte must be refused, not crash or crawl.
+// A pathological nesting of a megabyte must be refused, not crash or crawl:
+// compiled to Wasm, unbounded recursion traps the VM (make test runs these
+// tests under wazero too).
 func TestHugeNestingRefused(t *testing.T) {
-	for _, in := range []string{strings.Repeat("[", 1<<20), strings.Repeat(`{"a":`, 1<<18)} {
-		if _, err := Append(nil, []byte(in)); err == nil {
-			t.Fatalf("deep nesting of %d bytes accepted", len(in))
+	tests := []struct {
+		in     string
+		offset int
+	}{
+		{strings.Repeat("[", 1<<20), validatorDepth},
+		{strings.Repeat(`{"a":`, 1<<18), validatorDepth * 5},
+		{strings.Repeat("[", 1<<20) + strings.Repeat("]", 1<<20), validatorDepth},
+		// The deepest nesting the validator sees; the walk stops it.
+		{strings.Repeat("[", validatorDepth) + strings.Repeat("]", validatorDepth), MaxDepth},
+		{strings.Repeat(`{"a":`, validatorDepth) + "1" + strings.Repeat("}", validatorDepth), MaxDepth * 5},
+		// Brackets in a string do not count; the walk then stops at MaxDepth.
+		{`["` + strings.Repeat("[", 2000) + `",` + strings.Repeat("[", 200) + strings.Repeat("]", 201), 2004 + MaxDepth - 1},
+	}
+	for _, tt := range tests {
+		_, err := Append(nil, []byte(tt.in))
+		var ce *Error
+		if !errors.As(err, &ce) || !errors.Is(err, ErrTooDeep) || ce.Offset != tt.offset {
+			t.Errorf("nesting of %d bytes: err = %v, want ErrTooDeep at %d", len(tt.in), err, tt.offset)
 		}
+	}
+}
+
+// Brackets inside strings do not nest.
+func TestBracketsInStrings(t *testing.T) {
+	in := `["` + strings.Repeat("[{", 2000) + `\"]` + `"]`
+	got, err := Append(nil, []byte(in))
+	if err != nil || string(got) != in {
+		t.Fatalf("Append = %.40q…, %v", got, err)
 	}
 }
 
