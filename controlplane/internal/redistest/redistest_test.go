@@ -1,0 +1,158 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestStartRestartStop(t *testing.T) {
+	s := Start(t, "--maxmemory", "16mb")
+	ctx := context.Background()
+	c := s.Client()
+
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	got, err := c.ConfigGet(ctx, "maxmemory").Result()
+	if err != nil {
+		t.Fatalf("CONFIG GET: %v", err)
+	}
+	if got["maxmemory"] != "16777216" {
+		t.Errorf("maxmemory = %q, want 16777216 (extra args not passed)", got["maxmemory"])
+	}
+
+	s.Restart()
+	// The pooled connection died with the old process; the client must
+	// reconnect on its own. One retry covers the dead pooled connection.
+	var n int64
+	for i := 0; i < 3; i++ {
+		if n, err = c.Exists(ctx, "k").Result(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("EXISTS after restart: %v", err)
+	}
+	if n != 0 {
+		t.Errorf("key survived a restart with persistence off")
+	}
+
+	s.Stop()
+	if err := ping(s.Addr()); err == nil {
+		t.Errorf("server still answers after Stop")
+	}
+	s.Stop() // idempotent
+}
+
+func TestStartTwoServersDistinctPorts(t *testing.T) {
+	a, b := Start(t), Start(t)
+	if a.Addr() == b.Addr() {
+		t.Fatalf("two servers on one address %s", a.Addr())
+	}
+	for _, s := range []*Server{a, b} {
+		if !strings.HasPrefix(s.Addr(), "127.0.0.1:") {
+			t.Errorf("Addr %q is not loopback", s.Addr())
+		}
+	}
+}
+
+func TestStartCluster(t *testing.T) {
+	c := StartCluster(t, 3)
+	if got := len(c.Addrs()); got != 3 {
+		t.Fatalf("len(Addrs) = %d, want 3", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc := c.Client()
+	// Keys on many slots: every write must land, which needs all masters.
+	for i := 0; i < 50; i++ {
+		k := fmt.Sprintf("key-%d", i)
+		if err := cc.Set(ctx, k, i, time.Minute).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+	// Each master must hold some of them: the slots are spread.
+	var mu sync.Mutex
+	sizes := map[string]int64{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("DBSIZE on %s: %w", m.Options().Addr, err)
+		}
+		mu.Lock()
+		sizes[m.Options().Addr] = n
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sizes) != 3 {
+		t.Fatalf("ForEachMaster saw %d masters, want 3: %v", len(sizes), sizes)
+	}
+	for addr, n := range sizes {
+		if n == 0 {
+			t.Errorf("master %s holds no key of 50: slots not spread (%v)", addr, sizes)
+		}
+	}
+}
+
+// fatalTB records the first Fatalf and ends the goroutine, as testing does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestMissingBinaryFailsWithInstallHint(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // an empty directory: nothing found
+	tests := []struct {
+		name  string
+		start func(testing.TB)
+		want  string
+	}{
+		{"server", func(tb testing.TB) { Start(tb) }, "redis-server not found"},
+		{"cluster", func(tb testing.TB) { StartCluster(tb, 3) }, "redis-cli not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fatalTB{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tt.start(f)
+			}()
+			<-done
+			if !strings.Contains(f.msg, tt.want) || !strings.Contains(f.msg, "apt-get install -y redis-server") {
+				t.Errorf("failure message %q, want %q and the install hint", f.msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestStartFailureShowsLog(t *testing.T) {
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Start(f, "--no-such-directive", "1")
+	}()
+	<-done
+	// redis-server explains a bad directive in its output; the failure
+	// must carry it.
+	if !strings.Contains(f.msg, "cannot start redis-server") || !strings.Contains(f.msg, "no-such-directive") {
+		t.Errorf("failure message %q lacks the server's own explanation", f.msg)
+	}
+}

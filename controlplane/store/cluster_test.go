@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+)
+
+// TestCluster runs the store's semantics on a three-master Redis Cluster
+// built with redis-cli --cluster create; one cluster serves all subtests.
+func TestCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	c, err := NewClient("redis-cluster://"+strings.Join(cl.Addrs(), ","), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, ok := c.(*redis.ClusterClient); !ok {
+		t.Fatalf("NewClient(redis-cluster://…) gave %T, want *redis.ClusterClient", c)
+	}
+	s := New(c, Options{})
+	if err := s.Ping(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("StateMachine", func(t *testing.T) { runScenarios(t, s) })
+	t.Run("ConcurrentReserveOneKey", func(t *testing.T) { runConcurrentReserves(t, s, 200) })
+	t.Run("KeysSpreadOverSlots", func(t *testing.T) { testSpread(t, s, cl.Client()) })
+}
+
+// testSpread reserves many keys and checks that each record's Redis key
+// hashes by its tag, that the records fall on many slots, and that every
+// master holds some.
+func testSpread(t *testing.T, s *Store, cc *redis.ClusterClient) {
+	ctx := testCtx(t)
+	const n = 60
+	slots := map[int64]int{}
+	for i := 0; i < n; i++ {
+		scope, key := fmt.Sprintf("tenant-%d", i%3), fmt.Sprintf("key-{%d}", i)
+		r, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: "F"})
+		if err != nil || r.Outcome != api.Acquired {
+			t.Fatalf("reserve %s/%s: %+v %v", scope, key, r, err)
+		}
+		if err := s.Complete(ctx, api.CompleteRequest{Scope: scope, Key: key, Token: r.Token, Response: responseFor(200)}); err != nil {
+			t.Fatalf("complete %s/%s: %v", scope, key, err)
+		}
+		rk := s.RecordKey(scope, key)
+		slot, err := cc.ClusterKeySlot(ctx, rk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The slot is the tag's: '{' and '}' inside scope and key did not
+		// move it.
+		tag := rk[strings.IndexByte(rk, '{')+1 : len(rk)-1]
+		tagSlot, err := cc.ClusterKeySlot(ctx, tag).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slot != tagSlot {
+			t.Fatalf("key %q on slot %d, its tag %q on %d", rk, slot, tag, tagSlot)
+		}
+		slots[slot]++
+	}
+	if len(slots) < n*3/4 {
+		t.Errorf("%d records on only %d slots, want them spread", n, len(slots))
+	}
+
+	var mu sync.Mutex
+	perMaster := map[string]int64{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, s.opt.Prefix+":*").Result()
+		if err != nil {
+			return fmt.Errorf("KEYS on %s: %w", m.Options().Addr, err)
+		}
+		mu.Lock()
+		perMaster[m.Options().Addr] += int64(len(keys))
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(perMaster) != 3 {
+		t.Fatalf("saw %d masters, want 3", len(perMaster))
+	}
+	for addr, k := range perMaster {
+		if k == 0 {
+			t.Errorf("master %s holds no record: %v", addr, perMaster)
+		}
+	}
+	t.Logf("%d records on %d slots; per master %v", n, len(slots), perMaster)
+}

@@ -1,0 +1,486 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+)
+
+// Errors of the store. Match them with errors.Is.
+var (
+	// ErrStaleToken: Complete or Release presented a token that does not
+	// hold: the record is absent, held under another token (taken over
+	// after the lease ran out), or already completed. Nothing changed.
+	ErrStaleToken = errors.New("token does not hold the key")
+	// ErrNotFound: no record for scope and key.
+	ErrNotFound = errors.New("no record for this scope and key")
+	// ErrNotInProgress: ForceRelease found a completed record and left it.
+	ErrNotInProgress = errors.New("record is not in progress")
+	// ErrInvalidRequest: the request failed validation (bad scope, key,
+	// fingerprint, lease, TTL, token or status); the detail is wrapped in.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrInvalidOptions: Options failed validation; see Options.Validate.
+	ErrInvalidOptions = errors.New("invalid store options")
+	// ErrUnavailable wraps every failure to get an answer from Redis
+	// (network, timeout, cluster down, context ended, unexpected reply).
+	ErrUnavailable = errors.New("redis unavailable")
+)
+
+// MaxFingerprintLen bounds a fingerprint; real ones are a hash, ~70 bytes.
+const MaxFingerprintLen = 1024
+
+// MaxTTL bounds a record's TTL (and so its lease). Beyond bounding memory,
+// it keeps now+TTL far inside what PEXPIRE accepts: a script that failed at
+// PEXPIRE after its HSET would leave a record that never expires, because
+// Redis does not roll a script back.
+const MaxTTL = 366 * 24 * time.Hour
+
+// maxTokenLen bounds a token presented to Complete/Release; ours are
+// "<gen>.<26 chars>".
+const maxTokenLen = 128
+
+// DefaultPrefix starts every Redis key of the store.
+const DefaultPrefix = "idemgate"
+
+// Options configures a Store. Zero values take the defaults.
+type Options struct {
+	// Prefix of every Redis key; default DefaultPrefix. It must not contain
+	// '{' or '}' (they would move the Cluster hash tag) nor control
+	// characters, and is at most 64 bytes.
+	Prefix string
+	// MaxStoredResponse caps the bytes of a stored response, counted as
+	// 3 for the status plus the lengths of every header name and value plus
+	// the body; over it only the status is stored, with BodyOmitted.
+	// Default api.DefaultMaxStoredBody.
+	MaxStoredResponse int
+	// DefaultLease and DefaultTTL replace a zero LeaseMS / TTLMS of a
+	// reserve. Defaults api.DefaultLease and api.DefaultTTL.
+	DefaultLease time.Duration
+	DefaultTTL   time.Duration
+	// Now is not consulted for any decision: leases and expiry are judged
+	// by Redis's TIME inside the scripts, so that every instance agrees
+	// whatever its own clock says. Reserved; may be nil.
+	Now func() time.Time
+}
+
+// Validate reports whether the options are usable; the service should call
+// it at start. New does not fail: a Store built from invalid options
+// returns the validation error (matching ErrInvalidOptions) from every
+// operation.
+func (o Options) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if len(o.Prefix) > 64 {
+		return o, fmt.Errorf("%w: prefix is %d bytes, more than 64", ErrInvalidOptions, len(o.Prefix))
+	}
+	for _, r := range o.Prefix {
+		if r == '{' || r == '}' || r < 0x20 || r == 0x7f {
+			return o, fmt.Errorf("%w: prefix %q contains '{', '}' or a control character", ErrInvalidOptions, o.Prefix)
+		}
+	}
+	switch {
+	case o.MaxStoredResponse == 0:
+		o.MaxStoredResponse = api.DefaultMaxStoredBody
+	case o.MaxStoredResponse < 0:
+		return o, fmt.Errorf("%w: MaxStoredResponse %d is negative", ErrInvalidOptions, o.MaxStoredResponse)
+	}
+	if o.DefaultLease == 0 {
+		o.DefaultLease = api.DefaultLease
+	}
+	if o.DefaultTTL == 0 {
+		o.DefaultTTL = api.DefaultTTL
+	}
+	if o.DefaultLease < time.Millisecond || o.DefaultTTL < time.Millisecond {
+		return o, fmt.Errorf("%w: default lease %v and TTL %v must be at least 1ms", ErrInvalidOptions, o.DefaultLease, o.DefaultTTL)
+	}
+	if o.DefaultTTL > MaxTTL {
+		return o, fmt.Errorf("%w: default TTL %v is longer than %v", ErrInvalidOptions, o.DefaultTTL, MaxTTL)
+	}
+	if o.DefaultTTL < o.DefaultLease {
+		return o, fmt.Errorf("%w: default TTL %v is shorter than the default lease %v", ErrInvalidOptions, o.DefaultTTL, o.DefaultLease)
+	}
+	return o, nil
+}
+
+// Store keeps idempotency records in Redis. It is safe for concurrent use.
+type Store struct {
+	c      redis.UniversalClient
+	opt    Options
+	optErr error
+}
+
+// New returns a Store on c. See Options.Validate for invalid options.
+func New(c redis.UniversalClient, opt Options) *Store {
+	o, err := opt.withDefaults()
+	return &Store{c: c, opt: o, optErr: err}
+}
+
+// RecordKey is the Redis key of the record for scope and key:
+//
+//	<prefix>:{<base64url(scope)>.<base64url(key)>}
+//
+// The braces make the whole encoded pair the Cluster hash tag, so all of a
+// record's data lives in one slot and different records spread over slots.
+// Scope and key may contain '{' and '}'; base64url (unpadded) has neither,
+// nor '.', so the tag is unambiguous and reversible, and every key of one
+// scope shares the prefix "<prefix>:{<base64url(scope)>." (a SCAN pattern).
+func (s *Store) RecordKey(scope, key string) string {
+	enc := base64.RawURLEncoding
+	var b strings.Builder
+	b.Grow(len(s.opt.Prefix) + 4 + enc.EncodedLen(len(scope)) + enc.EncodedLen(len(key)))
+	b.WriteString(s.opt.Prefix)
+	b.WriteString(":{")
+	b.WriteString(enc.EncodeToString([]byte(scope)))
+	b.WriteByte('.')
+	b.WriteString(enc.EncodeToString([]byte(key)))
+	b.WriteByte('}')
+	return b.String()
+}
+
+// newNonce returns 128 random bits (base32, 26 characters). crypto/rand
+// never fails on supported platforms (Go 1.24+ crashes instead).
+func newNonce() string { return rand.Text() }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, args...))
+}
+
+func validateScopeKey(scope, key string) error {
+	if err := api.ValidateName("scope", scope); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if err := api.ValidateName("key", key); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	return nil
+}
+
+func validateToken(tok string) error {
+	if tok == "" {
+		return invalid("token is empty")
+	}
+	if len(tok) > maxTokenLen {
+		return invalid("token is %d bytes long, more than %d", len(tok), maxTokenLen)
+	}
+	return nil
+}
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+func unexpected(op string, reply any) error {
+	return fmt.Errorf("store: %s: %w: unexpected reply %T %v", op, ErrUnavailable, reply, reply)
+}
+
+// Reserve asks for scope+key on behalf of a request with fingerprint
+// req.Fingerprint. See the package comment for the state machine.
+func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error) {
+	var none api.ReserveResponse
+	if s.optErr != nil {
+		return none, s.optErr
+	}
+	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+		return none, err
+	}
+	if req.Fingerprint == "" {
+		return none, invalid("fingerprint is empty")
+	}
+	if len(req.Fingerprint) > MaxFingerprintLen {
+		return none, invalid("fingerprint is %d bytes long, more than %d", len(req.Fingerprint), MaxFingerprintLen)
+	}
+	lease, ttl := req.LeaseMS, req.TTLMS
+	if lease < 0 {
+		return none, invalid("lease_ms %d is negative", lease)
+	}
+	if ttl < 0 {
+		return none, invalid("ttl_ms %d is negative", ttl)
+	}
+	if lease == 0 {
+		lease = s.opt.DefaultLease.Milliseconds()
+	}
+	if ttl == 0 {
+		ttl = s.opt.DefaultTTL.Milliseconds()
+	}
+	if ttl > MaxTTL.Milliseconds() {
+		return none, invalid("ttl %dms is longer than %dms", ttl, MaxTTL.Milliseconds())
+	}
+	if ttl < lease {
+		return none, invalid("ttl %dms is shorter than the lease %dms", ttl, lease)
+	}
+
+	v, err := reserveScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)},
+		req.Fingerprint, lease, ttl, newNonce()).Slice()
+	if err != nil {
+		return none, unavailable("reserve", err)
+	}
+	if len(v) == 0 {
+		return none, unexpected("reserve", v)
+	}
+	outcome, _ := v[0].(string)
+	switch {
+	case outcome == string(api.Acquired) && len(v) == 2:
+		tok, ok := v[1].(string)
+		if !ok {
+			break
+		}
+		return api.ReserveResponse{Outcome: api.Acquired, Token: tok}, nil
+	case outcome == string(api.InProgress) && len(v) == 2:
+		ms, ok := v[1].(int64)
+		if !ok {
+			break
+		}
+		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, nil
+	case outcome == string(api.Mismatch):
+		return api.ReserveResponse{Outcome: api.Mismatch}, nil
+	case outcome == string(api.Completed) && len(v) == 5:
+		status, ok1 := v[1].(int64)
+		hdr, ok2 := v[2].(string)
+		body, ok3 := v[3].(string)
+		omit, ok4 := v[4].(string)
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			break
+		}
+		resp, err := decodeResponse(status, hdr, body, omit == "1")
+		if err != nil {
+			return none, fmt.Errorf("store: reserve: %w", err)
+		}
+		return api.ReserveResponse{Outcome: api.Completed, Response: resp}, nil
+	}
+	return none, unexpected("reserve", v)
+}
+
+// Complete stores resp for the holder of req.Token. ErrStaleToken when the
+// token does not hold; nothing changed then. A response over the cap is
+// stored as its status only, with BodyOmitted.
+func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
+	if s.optErr != nil {
+		return s.optErr
+	}
+	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+		return err
+	}
+	if err := validateToken(req.Token); err != nil {
+		return err
+	}
+	r := req.Response
+	if r.Status < 100 || r.Status > 599 {
+		return invalid("status %d is not an HTTP status (100-599)", r.Status)
+	}
+	hdr, body, omit := "", r.Body, r.BodyOmitted
+	size := 3 + len(r.Body)
+	for _, h := range r.Headers {
+		size += len(h[0]) + len(h[1])
+	}
+	if size > s.opt.MaxStoredResponse {
+		omit = true
+	}
+	if omit {
+		body = nil
+	} else if len(r.Headers) > 0 {
+		b, err := json.Marshal(r.Headers)
+		if err != nil {
+			return fmt.Errorf("store: complete: encode headers: %w", err)
+		}
+		hdr = string(b)
+	}
+	omitArg := ""
+	if omit {
+		omitArg = "1"
+	}
+	n, err := completeScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)},
+		req.Token, newNonce(), r.Status, hdr, body, omitArg).Int64()
+	if err != nil {
+		return unavailable("complete", err)
+	}
+	if n != 1 {
+		return ErrStaleToken
+	}
+	return nil
+}
+
+// Release frees the in-progress reservation held by req.Token: the record
+// is gone and the next reserve acquires. ErrStaleToken when the token does
+// not hold; nothing changed then.
+func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
+	if s.optErr != nil {
+		return s.optErr
+	}
+	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+		return err
+	}
+	if err := validateToken(req.Token); err != nil {
+		return err
+	}
+	n, err := releaseScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)}, req.Token).Int64()
+	if err != nil {
+		return unavailable("release", err)
+	}
+	if n != 1 {
+		return ErrStaleToken
+	}
+	return nil
+}
+
+// Get returns the record of scope+key; its Response (headers and body) only
+// when withBody. ErrNotFound when absent.
+func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error) {
+	if s.optErr != nil {
+		return nil, s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return nil, err
+	}
+	arg := "0"
+	if withBody {
+		arg = "1"
+	}
+	v, err := getScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}, arg).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, unavailable("get", err)
+	}
+	return decodeRecord("get", scope, key, v, withBody)
+}
+
+// Delete removes the record of scope+key whatever its state and returns it
+// as it was (without body). ErrNotFound when absent.
+func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, error) {
+	if s.optErr != nil {
+		return nil, s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return nil, err
+	}
+	v, err := deleteScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, unavailable("delete", err)
+	}
+	return decodeRecord("delete", scope, key, v, false)
+}
+
+// ForceRelease frees an in-progress record whatever its token (the holder's
+// token becomes stale) and returns it as it was. ErrNotFound when absent;
+// ErrNotInProgress when completed, nothing changed then, and the record is
+// returned along with the error so the caller can show it.
+func (s *Store) ForceRelease(ctx context.Context, scope, key string) (*api.Record, error) {
+	if s.optErr != nil {
+		return nil, s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return nil, err
+	}
+	v, err := forceReleaseScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, unavailable("force release", err)
+	}
+	if len(v) < 1 {
+		return nil, unexpected("force release", v)
+	}
+	changed, ok := v[0].(int64)
+	if !ok {
+		return nil, unexpected("force release", v)
+	}
+	rec, err := decodeRecord("force release", scope, key, v[1:], false)
+	if err != nil {
+		return nil, err
+	}
+	if changed != 1 {
+		return rec, ErrNotInProgress
+	}
+	return rec, nil
+}
+
+// Ping checks that Redis answers (every node's connection is not checked
+// on a Cluster: one node answering is enough for readiness).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// decodeRecord turns the admin scripts' reply {st, fp, cr, exp, lease, code,
+// omit, hdr, body} into a Record.
+func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, error) {
+	if len(v) != 9 {
+		return nil, unexpected(op, v)
+	}
+	str := func(i int) string { s, _ := v[i].(string); return s }
+	ms := func(i int) (time.Time, bool) {
+		n, err := strconv.ParseInt(str(i), 10, 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		return time.UnixMilli(n).UTC(), true
+	}
+	rec := &api.Record{Scope: scope, Key: key, Fingerprint: str(1)}
+	var ok1, ok2 bool
+	rec.CreatedAt, ok1 = ms(2)
+	rec.ExpiresAt, ok2 = ms(3)
+	if !ok1 || !ok2 {
+		return nil, unexpected(op, v)
+	}
+	switch str(0) {
+	case "p":
+		rec.State = api.StateInProgress
+		if le, ok := ms(4); ok {
+			rec.LeaseExpiresAt = &le
+		}
+	case "c":
+		rec.State = api.StateCompleted
+		status, err := strconv.ParseInt(str(5), 10, 64)
+		if err != nil {
+			return nil, unexpected(op, v)
+		}
+		rec.Status = int(status)
+		rec.BodyOmitted = str(6) == "1"
+		if withBody {
+			resp, err := decodeResponse(status, str(7), str(8), rec.BodyOmitted)
+			if err != nil {
+				return nil, fmt.Errorf("store: %s: %w", op, err)
+			}
+			rec.Response = resp
+		}
+	default:
+		return nil, unexpected(op, v)
+	}
+	return rec, nil
+}
+
+func decodeResponse(status int64, hdr, body string, omitted bool) (*api.StoredResponse, error) {
+	resp := &api.StoredResponse{Status: int(status), BodyOmitted: omitted}
+	if hdr != "" {
+		if err := json.Unmarshal([]byte(hdr), &resp.Headers); err != nil {
+			return nil, fmt.Errorf("%w: stored headers are not valid JSON: %w", ErrUnavailable, err)
+		}
+	}
+	if body != "" {
+		resp.Body = []byte(body)
+	}
+	return resp, nil
+}

@@ -1,0 +1,803 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+)
+
+// testTimeout bounds every test's Redis calls, so a bug cannot hang a test.
+const testTimeout = 20 * time.Second
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newStandalone starts a private redis-server and a Store on it through
+// NewClient, as the service builds it.
+func newStandalone(t *testing.T, opt Options) (*Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	c, err := NewClient("redis://"+srv.Addr(), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return New(c, opt), srv
+}
+
+// step is one operation of a state-machine scenario. Tokens are named: a
+// reserve that acquires saves its token under tok, complete and release
+// present the token saved under tok.
+type step struct {
+	do      string // reserve, complete, release, get, sleep
+	fp      string
+	leaseMS int64
+	ttlMS   int64
+	tok     string
+	status  int           // complete: response status (body is derived)
+	sleep   time.Duration // sleep
+	want    api.Outcome   // reserve
+	wantErr error         // complete, release, get
+	state   api.State     // get: expected state
+	wantSt  int           // reserve completed / get completed: expected status
+}
+
+type scenario struct {
+	name  string
+	steps []step
+}
+
+func responseFor(status int) api.StoredResponse {
+	return api.StoredResponse{
+		Status:  status,
+		Headers: [][2]string{{"Content-Type", "application/json"}, {"X-Id", fmt.Sprint(status)}},
+		Body:    []byte(fmt.Sprintf(`{"status":%d}`, status)),
+	}
+}
+
+// The lease of the scenarios is short so that expiry can be waited for;
+// sleeps are bounded and add up to well under a second per scenario.
+const (
+	shortLease = 300
+	afterLease = 400 * time.Millisecond
+)
+
+var scenarios = []scenario{
+	{name: "absent then acquired then in progress", steps: []step{
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "get", state: api.StateInProgress},
+		{do: "reserve", fp: "A", want: api.InProgress},
+	}},
+	{name: "in progress other fingerprint is mismatch", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+		{do: "complete", tok: "t1", status: 201},
+	}},
+	{name: "completed replays, other fingerprint mismatch", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 201},
+		{do: "get", state: api.StateCompleted, wantSt: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+	}},
+	{name: "completed: second complete and release are stale", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "complete", tok: "t1", status: 500, wantErr: ErrStaleToken},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+	}},
+	{name: "release makes it absent, next reserve gets a new token", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "release", tok: "t1"},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "complete", tok: "t2", status: 202},
+		{do: "reserve", fp: "B", want: api.Completed, wantSt: 202},
+	}},
+	{name: "absent: complete and release are stale", steps: []step{
+		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
+		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "get", wantErr: ErrNotFound},
+	}},
+	{name: "wrong token on a live reservation changes nothing", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
+		{do: "get", state: api.StateInProgress},
+		{do: "complete", tok: "t1", status: 204},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 204},
+	}},
+	{name: "lease expiry: takeover with a new token, old token stale", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress},
+		{do: "sleep", sleep: afterLease},
+		{do: "reserve", fp: "B", leaseMS: shortLease, want: api.Mismatch},
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "complete", tok: "t2", status: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+	}},
+	{name: "lease expiry: untaken holder still completes", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "sleep", sleep: afterLease},
+		{do: "get", state: api.StateInProgress},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+	}},
+	{name: "takeover then release, old holder cannot release", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "sleep", sleep: afterLease},
+		{do: "reserve", fp: "A", leaseMS: 10_000, tok: "t2", want: api.Acquired},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "get", state: api.StateInProgress},
+		{do: "release", tok: "t2"},
+		{do: "get", wantErr: ErrNotFound},
+	}},
+	{name: "ttl expiry makes it absent", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 400, tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+		{do: "sleep", sleep: 500 * time.Millisecond},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+	}},
+	{name: "ttl expiry of an in-progress record", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 300, ttlMS: 300, tok: "t1", want: api.Acquired},
+		{do: "sleep", sleep: 400 * time.Millisecond},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "get", wantErr: ErrNotFound},
+	}},
+}
+
+// runScenarios runs every scenario in parallel on s, each on its own key.
+func runScenarios(t *testing.T, s *Store) {
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			runScenario(t, s, "tenant-sm", fmt.Sprintf("key-%d-{%s}", i, sc.name), sc.steps)
+		})
+	}
+}
+
+func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
+	ctx := testCtx(t)
+	tokens := map[string]string{}
+	seen := map[string]bool{}
+	for i, st := range steps {
+		where := fmt.Sprintf("step %d (%s %s)", i, st.do, st.tok)
+		switch st.do {
+		case "reserve":
+			got, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: st.fp, LeaseMS: st.leaseMS, TTLMS: st.ttlMS})
+			if err != nil {
+				t.Fatalf("%s: %v", where, err)
+			}
+			if got.Outcome != st.want {
+				t.Fatalf("%s: outcome %q, want %q (%+v)", where, got.Outcome, st.want, got)
+			}
+			switch got.Outcome {
+			case api.Acquired:
+				if got.Token == "" || seen[got.Token] {
+					t.Fatalf("%s: token %q empty or reused", where, got.Token)
+				}
+				seen[got.Token] = true
+				tokens[st.tok] = got.Token
+			case api.InProgress:
+				lease := st.leaseMS
+				if lease == 0 {
+					lease = api.DefaultLease.Milliseconds()
+				}
+				if got.LeaseRemainingMS <= 0 || got.LeaseRemainingMS > lease {
+					t.Fatalf("%s: remaining lease %dms, want in (0, %d]", where, got.LeaseRemainingMS, lease)
+				}
+			case api.Completed:
+				want := responseFor(st.wantSt)
+				if got.Response == nil || !reflect.DeepEqual(*got.Response, want) {
+					t.Fatalf("%s: response %+v, want %+v", where, got.Response, want)
+				}
+			}
+		case "complete", "release":
+			tok := tokens[st.tok]
+			if tok == "" {
+				tok = st.tok // an unknown token, e.g. "bogus"
+			}
+			before, beforeErr := s.Get(ctx, scope, key, true)
+			var err error
+			if st.do == "complete" {
+				err = s.Complete(ctx, api.CompleteRequest{Scope: scope, Key: key, Token: tok, Response: responseFor(st.status)})
+			} else {
+				err = s.Release(ctx, api.ReleaseRequest{Scope: scope, Key: key, Token: tok})
+			}
+			if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
+				t.Fatalf("%s: error %v, want %v", where, err, st.wantErr)
+			}
+			if err != nil {
+				// A rejected call changes nothing.
+				after, afterErr := s.Get(ctx, scope, key, true)
+				if !reflect.DeepEqual(before, after) || !errors.Is(afterErr, beforeErr) {
+					t.Fatalf("%s: rejected call changed the record:\nbefore %+v %v\nafter  %+v %v", where, before, beforeErr, after, afterErr)
+				}
+			}
+		case "get":
+			rec, err := s.Get(ctx, scope, key, false)
+			if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
+				t.Fatalf("%s: error %v, want %v", where, err, st.wantErr)
+			}
+			if err != nil {
+				continue
+			}
+			if rec.State != st.state || rec.Status != st.wantSt || rec.Scope != scope || rec.Key != key {
+				t.Fatalf("%s: record %+v, want state %q status %d", where, rec, st.state, st.wantSt)
+			}
+			if rec.Response != nil {
+				t.Fatalf("%s: Get without body returned a response", where)
+			}
+			if (rec.State == api.StateInProgress) != (rec.LeaseExpiresAt != nil) {
+				t.Fatalf("%s: lease expiry %v for state %q", where, rec.LeaseExpiresAt, rec.State)
+			}
+		case "sleep":
+			time.Sleep(st.sleep)
+		default:
+			t.Fatalf("%s: unknown step", where)
+		}
+	}
+}
+
+func TestStateMachine(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	runScenarios(t, s)
+}
+
+// runConcurrentReserves fires n reserves of one key at once: exactly one
+// may acquire, all others must see it in progress.
+func runConcurrentReserves(t *testing.T, s *Store, n int) {
+	ctx := testCtx(t)
+	var (
+		wg       sync.WaitGroup
+		start    = make(chan struct{})
+		outcomes = make([]api.ReserveResponse, n)
+		errs     = make([]error, n)
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			outcomes[i], errs[i] = s.Reserve(ctx, api.ReserveRequest{Scope: "tenant-race", Key: "one-key", Fingerprint: "fp"})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	counts := map[api.Outcome]int{}
+	for i := range outcomes {
+		if errs[i] != nil {
+			t.Fatalf("reserve %d: %v", i, errs[i])
+		}
+		counts[outcomes[i].Outcome]++
+	}
+	if counts[api.Acquired] != 1 || counts[api.InProgress] != n-1 {
+		t.Fatalf("outcomes %v, want exactly 1 acquired and %d in_progress", counts, n-1)
+	}
+}
+
+func TestConcurrentReserveOneKey(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	runConcurrentReserves(t, s, 200)
+}
+
+func TestReserveDefaults(t *testing.T) {
+	s, _ := newStandalone(t, Options{DefaultLease: 2 * time.Second, DefaultTTL: time.Minute})
+	ctx := testCtx(t)
+	if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get(ctx, "s", "k", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Times come from Redis's clock, same host here: allow 100ms skew.
+	lease := rec.LeaseExpiresAt.Sub(rec.CreatedAt)
+	ttl := rec.ExpiresAt.Sub(rec.CreatedAt)
+	if lease != 2*time.Second || ttl != time.Minute {
+		t.Errorf("lease %v ttl %v, want 2s and 1m", lease, ttl)
+	}
+	if d := time.Since(rec.CreatedAt); d < -100*time.Millisecond || d > 5*time.Second {
+		t.Errorf("created %v is not now", rec.CreatedAt)
+	}
+	pttl, err := s.c.PTTL(ctx, s.RecordKey("s", "k")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pttl <= 55*time.Second || pttl > time.Minute {
+		t.Errorf("PTTL %v, want about 1m", pttl)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	// Validation happens before any Redis call: no server needed.
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer c.Close()
+	s := New(c, Options{})
+	ctx := testCtx(t)
+	long := strings.Repeat("k", api.MaxKeyLen+1)
+	reserves := []struct {
+		name string
+		req  api.ReserveRequest
+	}{
+		{"empty scope", api.ReserveRequest{Key: "k", Fingerprint: "f"}},
+		{"empty key", api.ReserveRequest{Scope: "s", Fingerprint: "f"}},
+		{"long key", api.ReserveRequest{Scope: "s", Key: long, Fingerprint: "f"}},
+		{"control char in key", api.ReserveRequest{Scope: "s", Key: "a\x00b", Fingerprint: "f"}},
+		{"invalid utf-8 scope", api.ReserveRequest{Scope: "\xff", Key: "k", Fingerprint: "f"}},
+		{"empty fingerprint", api.ReserveRequest{Scope: "s", Key: "k"}},
+		{"long fingerprint", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: strings.Repeat("f", MaxFingerprintLen+1)}},
+		{"negative lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: -1}},
+		{"negative ttl", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: -1}},
+		{"ttl below lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1000, TTLMS: 999}},
+		{"ttl over the maximum", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: MaxTTL.Milliseconds() + 1}},
+		{"huge lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1 << 62, TTLMS: 1 << 62}},
+		{"ttl below default lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: 1000}},
+	}
+	for _, tt := range reserves {
+		t.Run("reserve "+tt.name, func(t *testing.T) {
+			if _, err := s.Reserve(ctx, tt.req); !errors.Is(err, ErrInvalidRequest) {
+				t.Errorf("Reserve error %v, want ErrInvalidRequest", err)
+			}
+		})
+	}
+	others := []struct {
+		name string
+		call func() error
+	}{
+		{"complete empty token", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Response: api.StoredResponse{Status: 200}})
+		}},
+		{"complete long token", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: long, Response: api.StoredResponse{Status: 200}})
+		}},
+		{"complete status 0", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t"})
+		}},
+		{"complete status 600", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 600}})
+		}},
+		{"complete bad scope", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Key: "k", Token: "t", Response: api.StoredResponse{Status: 200}})
+		}},
+		{"release empty token", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "k"}) }},
+		{"release bad key", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Token: "t"}) }},
+		{"get bad key", func() error { _, err := s.Get(ctx, "s", "", false); return err }},
+		{"delete bad scope", func() error { _, err := s.Delete(ctx, "\x7f", "k"); return err }},
+		{"force release bad key", func() error { _, err := s.ForceRelease(ctx, "s", long); return err }},
+	}
+	for _, tt := range others {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, ErrInvalidRequest) {
+				t.Errorf("error %v, want ErrInvalidRequest", err)
+			}
+		})
+	}
+}
+
+func TestInvalidOptionsFailEveryOperation(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer c.Close()
+	s := New(c, Options{Prefix: "bad{prefix"})
+	ctx := testCtx(t)
+	_, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"})
+	if !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Reserve error %v, want ErrInvalidOptions", err)
+	}
+	if _, err := s.Get(ctx, "s", "k", false); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Get error %v, want ErrInvalidOptions", err)
+	}
+}
+
+func TestResponseCap(t *testing.T) {
+	const limit = 100
+	s, _ := newStandalone(t, Options{MaxStoredResponse: limit})
+	ctx := testCtx(t)
+	hdr := [][2]string{{"Content-Type", "text/plain"}} // 22 bytes
+	tests := []struct {
+		name        string
+		resp        api.StoredResponse
+		wantOmitted bool
+	}{
+		{name: "empty body", resp: api.StoredResponse{Status: 204}},
+		{name: "exactly at the cap", resp: api.StoredResponse{Status: 200, Headers: hdr, Body: []byte(strings.Repeat("b", limit-3-22))}},
+		{name: "one byte over by body", resp: api.StoredResponse{Status: 200, Headers: hdr, Body: []byte(strings.Repeat("b", limit-3-22+1))}, wantOmitted: true},
+		{name: "over by headers alone", resp: api.StoredResponse{Status: 200, Headers: [][2]string{{"X-Big", strings.Repeat("h", limit)}}}, wantOmitted: true},
+		{name: "binary body kept intact", resp: api.StoredResponse{Status: 200, Body: []byte{0, 1, 2, 0xff, '\r', '\n', 0}}},
+		{name: "caller marked omitted", resp: api.StoredResponse{Status: 200, Body: []byte("x"), BodyOmitted: true}, wantOmitted: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("cap-%d", i)
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: key, Token: r.Token, Response: tt.resp}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.resp
+			if tt.wantOmitted {
+				want = api.StoredResponse{Status: tt.resp.Status, BodyOmitted: true}
+			}
+			if got.Outcome != api.Completed || !reflect.DeepEqual(*got.Response, want) {
+				t.Fatalf("replay %+v, want %+v", got.Response, want)
+			}
+			rec, err := s.Get(ctx, "s", key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.BodyOmitted != tt.wantOmitted || rec.Status != tt.resp.Status {
+				t.Errorf("record %+v, want status %d omitted %v", rec, tt.resp.Status, tt.wantOmitted)
+			}
+		})
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	reserve := func(t *testing.T, key, fp string) string {
+		t.Helper()
+		r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "adm", Key: key, Fingerprint: fp})
+		if err != nil || r.Outcome != api.Acquired {
+			t.Fatalf("reserve %s: %+v %v", key, r, err)
+		}
+		return r.Token
+	}
+	complete := func(t *testing.T, key, tok string) {
+		t.Helper()
+		if err := s.Complete(ctx, api.CompleteRequest{Scope: "adm", Key: key, Token: tok, Response: responseFor(201)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("get with and without body", func(t *testing.T) {
+		complete(t, "get", reserve(t, "get", "FP"))
+		rec, err := s.Get(ctx, "adm", "get", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.State != api.StateCompleted || rec.Fingerprint != "FP" || rec.Status != 201 || rec.Response != nil || rec.LeaseExpiresAt != nil {
+			t.Errorf("record without body %+v", rec)
+		}
+		if !rec.ExpiresAt.After(rec.CreatedAt) {
+			t.Errorf("expires %v not after created %v", rec.ExpiresAt, rec.CreatedAt)
+		}
+		rec, err = s.Get(ctx, "adm", "get", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := responseFor(201); rec.Response == nil || !reflect.DeepEqual(*rec.Response, want) {
+			t.Errorf("record with body %+v, want response %+v", rec.Response, want)
+		}
+	})
+
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, key string) string // returns the holder's token, if any
+		op      func(key string) (*api.Record, error)
+		wantErr error
+		wantRec api.State // state of the returned record; "" for none
+		after   error     // Get's error afterwards (nil: still there)
+	}{
+		{
+			name:    "delete in progress",
+			setup:   func(t *testing.T, key string) string { return reserve(t, key, "F") },
+			op:      func(key string) (*api.Record, error) { return s.Delete(ctx, "adm", key) },
+			wantRec: api.StateInProgress,
+			after:   ErrNotFound,
+		},
+		{
+			name: "delete completed",
+			setup: func(t *testing.T, key string) string {
+				tok := reserve(t, key, "F")
+				complete(t, key, tok)
+				return ""
+			},
+			op:      func(key string) (*api.Record, error) { return s.Delete(ctx, "adm", key) },
+			wantRec: api.StateCompleted,
+			after:   ErrNotFound,
+		},
+		{
+			name:    "delete absent",
+			op:      func(key string) (*api.Record, error) { return s.Delete(ctx, "adm", key) },
+			wantErr: ErrNotFound,
+			after:   ErrNotFound,
+		},
+		{
+			name:    "force release in progress",
+			setup:   func(t *testing.T, key string) string { return reserve(t, key, "F") },
+			op:      func(key string) (*api.Record, error) { return s.ForceRelease(ctx, "adm", key) },
+			wantRec: api.StateInProgress,
+			after:   ErrNotFound,
+		},
+		{
+			name: "force release completed changes nothing",
+			setup: func(t *testing.T, key string) string {
+				tok := reserve(t, key, "F")
+				complete(t, key, tok)
+				return ""
+			},
+			op:      func(key string) (*api.Record, error) { return s.ForceRelease(ctx, "adm", key) },
+			wantErr: ErrNotInProgress,
+			wantRec: api.StateCompleted,
+		},
+		{
+			name:    "force release absent",
+			op:      func(key string) (*api.Record, error) { return s.ForceRelease(ctx, "adm", key) },
+			wantErr: ErrNotFound,
+			after:   ErrNotFound,
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("admin-%d", i)
+			var tok string
+			if tt.setup != nil {
+				tok = tt.setup(t, key)
+			}
+			before, _ := s.Get(ctx, "adm", key, true)
+			rec, err := tt.op(key)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantRec == "" {
+				if rec != nil {
+					t.Errorf("record %+v, want none", rec)
+				}
+			} else if rec == nil || rec.State != tt.wantRec || rec.Fingerprint != "F" || rec.Response != nil {
+				t.Errorf("record %+v, want state %q fingerprint F and no body", rec, tt.wantRec)
+			}
+			after, err := s.Get(ctx, "adm", key, true)
+			if !errors.Is(err, tt.after) || (err == nil) != (tt.after == nil) {
+				t.Fatalf("Get afterwards: %v, want %v", err, tt.after)
+			}
+			if tt.after == nil && !reflect.DeepEqual(before, after) {
+				t.Errorf("record changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+			if tok != "" {
+				// The holder's token is stale now, and the key is free.
+				if err := s.Complete(ctx, api.CompleteRequest{Scope: "adm", Key: key, Token: tok, Response: responseFor(200)}); !errors.Is(err, ErrStaleToken) {
+					t.Errorf("holder's complete after admin action: %v, want ErrStaleToken", err)
+				}
+				if r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "adm", Key: key, Fingerprint: "other"}); err != nil || r.Outcome != api.Acquired {
+					t.Errorf("reserve after admin action: %+v %v, want acquired", r, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRecordKey(t *testing.T) {
+	s := New(nil, Options{Prefix: "idg"})
+	tests := []struct {
+		scope, key string
+		want       string
+	}{
+		{"s", "k", "idg:{cw.aw}"},
+		{"a{b}", "}{", "idg:{YXtifQ.fXs}"},
+		{"tenant", "550e8400-e29b-41d4-a716-446655440000", "idg:{dGVuYW50.NTUwZTg0MDAtZTI5Yi00MWQ0LWE3MTYtNDQ2NjU1NDQwMDAw}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.scope+"/"+tt.key, func(t *testing.T) {
+			got := s.RecordKey(tt.scope, tt.key)
+			if got != tt.want {
+				t.Errorf("RecordKey = %q, want %q", got, tt.want)
+			}
+			if strings.Count(got, "{") != 1 || strings.Count(got, "}") != 1 || !strings.HasSuffix(got, "}") {
+				t.Errorf("RecordKey %q must hold exactly one hash tag, at its end", got)
+			}
+		})
+	}
+	// Distinct (scope, key) pairs never share a record key, even when the
+	// concatenations agree.
+	if s.RecordKey("ab", "c") == s.RecordKey("a", "bc") {
+		t.Error("RecordKey is ambiguous")
+	}
+}
+
+// TestScriptsIdempotentOnRetry re-runs each script with the same arguments,
+// as a go-redis retry after a lost reply does: the second run must change
+// nothing and, for reserve and complete, answer like the first.
+func TestScriptsIdempotentOnRetry(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	k := []string{s.RecordKey("s", "retry")}
+
+	first, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(first, again) || first[0] != "acquired" {
+		t.Fatalf("reserve re-run answered %v, first run %v", again, first)
+	}
+	other, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE2").Slice()
+	if err != nil || other[0] != "in_progress" {
+		t.Fatalf("reserve with another nonce: %v %v, want in_progress", other, err)
+	}
+
+	tok := first[1].(string)
+	for run := 0; run < 2; run++ {
+		n, err := completeScript.Run(ctx, s.c, k, tok, "CALL1", 200, "", "b", "").Int64()
+		if err != nil || n != 1 {
+			t.Fatalf("complete run %d: %d %v, want 1", run, n, err)
+		}
+	}
+	n, err := completeScript.Run(ctx, s.c, k, tok, "CALL2", 500, "", "x", "").Int64()
+	if err != nil || n != 0 {
+		t.Fatalf("another complete with the same token: %d %v, want 0", n, err)
+	}
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "retry", Fingerprint: "FP"})
+	if err != nil || r.Outcome != api.Completed || r.Response.Status != 200 || string(r.Response.Body) != "b" {
+		t.Fatalf("after retried completes: %+v %v", r, err)
+	}
+
+	k2 := []string{s.RecordKey("s", "retry-release")}
+	rel, err := reserveScript.Run(ctx, s.c, k2, "FP", 10_000, 60_000, "NONCE3").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run, want := range []int64{1, 0} {
+		n, err := releaseScript.Run(ctx, s.c, k2, rel[1]).Int64()
+		if err != nil || n != want {
+			t.Fatalf("release run %d: %d %v, want %d", run, n, err, want)
+		}
+	}
+}
+
+func TestNoscriptFallback(t *testing.T) {
+	s, srv := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k1", Fingerprint: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	// Forget the loaded scripts, as a restart or failover would.
+	if err := srv.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k2", Fingerprint: "A"})
+	if err != nil || r.Outcome != api.Acquired {
+		t.Fatalf("reserve after SCRIPT FLUSH: %+v %v", r, err)
+	}
+	ok, err := srv.Client().ScriptExists(ctx, reserveScript.Hash()).Result()
+	if err != nil || !ok[0] {
+		t.Fatalf("script not reloaded by the EVAL fallback: %v %v", ok, err)
+	}
+}
+
+// TestRedisRestart stops Redis mid-test: every operation must fail fast
+// with ErrUnavailable, and work again once Redis is back (data gone, as
+// persistence is off, and scripts reloaded through the NOSCRIPT fallback).
+func TestRedisRestart(t *testing.T) {
+	s, srv := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"})
+	if err != nil || r.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+
+	srv.Stop()
+	ops := []struct {
+		name string
+		call func() error
+	}{
+		{"reserve", func() error {
+			_, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"})
+			return err
+		}},
+		{"complete", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: r.Token, Response: responseFor(200)})
+		}},
+		{"release", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "k", Token: r.Token}) }},
+		{"get", func() error { _, err := s.Get(ctx, "s", "k", false); return err }},
+		{"delete", func() error { _, err := s.Delete(ctx, "s", "k"); return err }},
+		{"force release", func() error { _, err := s.ForceRelease(ctx, "s", "k"); return err }},
+		{"ping", func() error { return s.Ping(ctx) }},
+	}
+	for _, op := range ops {
+		start := time.Now()
+		err := op.call()
+		took := time.Since(start)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s during outage: %v, want ErrUnavailable", op.name, err)
+		}
+		if took > 2*time.Second {
+			t.Errorf("%s during outage took %v, want under 2s", op.name, took)
+		}
+		t.Logf("%s during outage: %v after %v", op.name, err, took)
+	}
+
+	srv.Restart()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+	if ok, err := srv.Client().ScriptExists(ctx, reserveScript.Hash()).Result(); err != nil || ok[0] {
+		t.Fatalf("restarted Redis already has the script (%v %v): the fallback is not tested", ok, err)
+	}
+	r2, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"})
+	if err != nil || r2.Outcome != api.Acquired {
+		t.Fatalf("reserve after restart: %+v %v, want acquired (data gone)", r2, err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: r.Token, Response: responseFor(200)}); !errors.Is(err, ErrStaleToken) {
+		t.Errorf("pre-restart token: %v, want ErrStaleToken", err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: r2.Token, Response: responseFor(200)}); err != nil {
+		t.Errorf("complete after restart: %v", err)
+	}
+}
+
+// TestRedisHangs pauses Redis (it accepts connections but does not answer):
+// an operation must fail with ErrUnavailable within the client's timeouts,
+// and a context deadline must cut it shorter.
+func TestRedisHangs(t *testing.T) {
+	s, srv := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().Do(ctx, "CLIENT", "PAUSE", "3000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		timeout time.Duration // 0: none beyond the test's
+		max     time.Duration
+	}{
+		// Read timeout 500ms, one retry after a short backoff.
+		{name: "client timeouts", max: 2 * time.Second},
+		{name: "context deadline", timeout: 100 * time.Millisecond, max: 400 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ctx
+			if tt.timeout > 0 {
+				var cancel context.CancelFunc
+				c, cancel = context.WithTimeout(ctx, tt.timeout)
+				defer cancel()
+			}
+			start := time.Now()
+			_, err := s.Get(c, "s", "paused", false)
+			took := time.Since(start)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Errorf("get on a paused Redis: %v, want ErrUnavailable", err)
+			}
+			if took > tt.max {
+				t.Errorf("took %v, want under %v", took, tt.max)
+			}
+			t.Logf("%v after %v", err, took)
+		})
+	}
+}
