@@ -1,0 +1,331 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/seal"
+	"github.com/idemgate/idemgate/controlplane/server"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+// config is the validated configuration of the service.
+type config struct {
+	Listen         string
+	RedisURL       string
+	Token          string
+	AdminToken     string
+	InsecureNoAuth bool
+
+	Lease             time.Duration
+	TTL               time.Duration
+	MaxStoredResponse int
+	MaxRequestBytes   int64 // resolved: never 0
+	RedisPrefix       string
+
+	OpTimeout       time.Duration
+	ReadyTimeout    time.Duration
+	ShutdownTimeout time.Duration
+	Redis           store.ClientOptions
+
+	LogLevel  slog.Level
+	LogFormat string // "json" or "text"
+
+	// EncryptionKeys: empty means no encryption at rest; else the first
+	// key seals and every key opens.
+	EncryptionKeys [][]byte
+}
+
+// Environment variables. Flags win over them.
+const (
+	envListen          = "IDEM_CONTROLPLANE_ADDR"
+	envRedisURL        = "IDEM_REDIS_URL"
+	envRedisAddr       = "IDEM_REDIS_ADDR" // host:port, read as redis://host:port when IDEM_REDIS_URL is unset
+	envToken           = "IDEM_CONTROLPLANE_TOKEN"
+	envAdminToken      = "IDEM_ADMIN_TOKEN"
+	envEncryptionKey   = "IDEM_ENCRYPTION_KEY"
+	envEncryptionPrev  = "IDEM_ENCRYPTION_KEY_PREVIOUS"
+	defaultListen      = "127.0.0.1:8081"
+	defaultRedisURL    = "redis://127.0.0.1:6379"
+	defaultShutdown    = 15 * time.Second
+	minTokenLen        = 16
+	tokenCharsetForErr = "A-Z a-z 0-9 - . _ ~ + / ="
+)
+
+// flagEnv maps a flag to its environment variable.
+var flagEnv = map[string]string{
+	"listen":              envListen,
+	"redis-url":           envRedisURL,
+	"token":               envToken,
+	"admin-token":         envAdminToken,
+	"lease":               "IDEM_LEASE",
+	"ttl":                 "IDEM_TTL",
+	"max-stored-response": "IDEM_MAX_STORED_RESPONSE",
+	"max-request-bytes":   "IDEM_MAX_REQUEST_BYTES",
+	"redis-prefix":        "IDEM_REDIS_PREFIX",
+	"op-timeout":          "IDEM_OP_TIMEOUT",
+	"ready-timeout":       "IDEM_READY_TIMEOUT",
+	"shutdown-timeout":    "IDEM_SHUTDOWN_TIMEOUT",
+	"redis-dial-timeout":  "IDEM_REDIS_DIAL_TIMEOUT",
+	"redis-read-timeout":  "IDEM_REDIS_READ_TIMEOUT",
+	"redis-write-timeout": "IDEM_REDIS_WRITE_TIMEOUT",
+	"redis-pool-size":     "IDEM_REDIS_POOL_SIZE",
+	"redis-max-retries":   "IDEM_REDIS_MAX_RETRIES",
+	"log-level":           "IDEM_LOG_LEVEL",
+	"log-format":          "IDEM_LOG_FORMAT",
+	// --insecure-no-auth has no environment variable on purpose: turning
+	// authentication off must be visible on the command line.
+}
+
+// newFlagSet defines the flags into c and returns the set.
+func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var logLevel string
+	fs.StringVar(&c.Listen, "listen", defaultListen, "`ADDRESS` (host:port) to serve the API on")
+	fs.StringVar(&c.RedisURL, "redis-url", defaultRedisURL, "Redis `URL`: redis://, rediss://, redis-cluster://h1:p1,h2:p2 or redis-sentinel://h1:p1,h2:p2/MASTER (env IDEM_REDIS_URL, else IDEM_REDIS_ADDR as host:port)")
+	fs.StringVar(&c.Token, "token", "", "bearer `TOKEN` the filter presents; required unless --insecure-no-auth (prefer the environment variable: flags show in ps)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "separate bearer `TOKEN` for the admin endpoints; unset: they accept --token")
+	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false, "serve without authentication: LOCAL DEVELOPMENT ONLY")
+	fs.DurationVar(&c.Lease, "lease", api.DefaultLease, "default lease of a reservation")
+	fs.DurationVar(&c.TTL, "ttl", api.DefaultTTL, "default lifetime of a record")
+	fs.IntVar(&c.MaxStoredResponse, "max-stored-response", api.DefaultMaxStoredBody, "cap in `BYTES` on a stored response (headers and body); over it only the status is kept (body_omitted)")
+	fs.Int64Var(&c.MaxRequestBytes, "max-request-bytes", 0, "request body limit in `BYTES`; 0: 2 × max-stored-response + 64 KiB")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", store.DefaultPrefix, "`PREFIX` of every Redis key (≤ 64 bytes, no braces)")
+	fs.DurationVar(&c.OpTimeout, "op-timeout", server.DefaultOpTimeout, "bound on one store operation; past it the API answers 503")
+	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", server.DefaultReadyTimeout, "bound on the Redis PING of /readyz")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "on SIGINT/SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&c.Redis.DialTimeout, "redis-dial-timeout", store.DefaultDialTimeout, "Redis connect timeout")
+	fs.DurationVar(&c.Redis.ReadTimeout, "redis-read-timeout", store.DefaultReadTimeout, "Redis read timeout")
+	fs.DurationVar(&c.Redis.WriteTimeout, "redis-write-timeout", store.DefaultWriteTimeout, "Redis write timeout")
+	fs.IntVar(&c.Redis.PoolSize, "redis-pool-size", 0, "Redis connections per node; 0: 10 per GOMAXPROCS")
+	fs.IntVar(&c.Redis.MaxRetries, "redis-max-retries", store.DefaultMaxRetries, "retries of a failed Redis command; -1: none, 0: the store's default")
+	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
+	fs.VisitAll(func(f *flag.Flag) {
+		if env := flagEnv[f.Name]; env != "" && !strings.Contains(f.Usage, env) {
+			f.Usage += " (env " + env + ")"
+		}
+	})
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: controlplane [FLAGS]\n\nThe idemgate control plane: an HTTP API over Redis. Every flag falls back\nto an environment variable (IDEM_...; see controlplane/README.md).\nIDEM_ENCRYPTION_KEY (base64 of 32 bytes) turns on encryption at rest of\nstored response bodies; IDEM_ENCRYPTION_KEY_PREVIOUS opens bodies sealed\nwith the key before a rotation.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs, &logLevel
+}
+
+// parseConfig reads flags, then the environment for flags not given, and
+// validates the result. It returns flag.ErrHelp for -h/--help.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs, logLevel := newFlagSet(&c, io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		// The flag package's messages are terse but name the flag.
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, env := range flagEnv {
+		v := getenv(env)
+		if given[name] || v == "" {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			if name == "token" || name == "admin-token" {
+				return c, fmt.Errorf("%s: invalid value", env)
+			}
+			return c, fmt.Errorf("%s=%q: %v", env, v, err)
+		}
+	}
+	if !given["redis-url"] && getenv(envRedisURL) == "" {
+		if addr := getenv(envRedisAddr); addr != "" {
+			c.RedisURL = "redis://" + addr
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return c, fmt.Errorf("%s=%q: want host:port", envRedisAddr, addr)
+			}
+		}
+	}
+
+	lvl, err := parseLevel(*logLevel)
+	if err != nil {
+		return c, err
+	}
+	c.LogLevel = lvl
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return c, fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
+	}
+
+	if err := validateListen(c.Listen); err != nil {
+		return c, err
+	}
+	if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
+		return c, fmt.Errorf("--redis-url: %v", err)
+	}
+	if err := validateAuth(&c); err != nil {
+		return c, err
+	}
+
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--lease", c.Lease}, {"--ttl", c.TTL}, {"--op-timeout", c.OpTimeout},
+		{"--ready-timeout", c.ReadyTimeout}, {"--shutdown-timeout", c.ShutdownTimeout},
+		{"--redis-dial-timeout", c.Redis.DialTimeout}, {"--redis-read-timeout", c.Redis.ReadTimeout},
+		{"--redis-write-timeout", c.Redis.WriteTimeout},
+	} {
+		if d.v <= 0 {
+			return c, fmt.Errorf("%s is %v; want a positive duration such as 500ms or 30s", d.name, d.v)
+		}
+	}
+	if c.Lease%time.Millisecond != 0 || c.TTL%time.Millisecond != 0 {
+		return c, errors.New("--lease and --ttl are kept in milliseconds; give whole milliseconds")
+	}
+	if c.Lease > c.TTL {
+		return c, fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)
+	}
+	if c.Redis.PoolSize < 0 {
+		return c, fmt.Errorf("--redis-pool-size is %d; want 0 (default) or more", c.Redis.PoolSize)
+	}
+	if c.Redis.MaxRetries < -1 {
+		return c, fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.Redis.MaxRetries)
+	}
+	if c.MaxStoredResponse <= 0 {
+		return c, fmt.Errorf("--max-stored-response is %d; want a positive number of bytes", c.MaxStoredResponse)
+	}
+
+	if k := getenv(envEncryptionKey); k != "" {
+		key, err := seal.ParseKey(k)
+		if err != nil {
+			return c, fmt.Errorf("%s: %v", envEncryptionKey, err)
+		}
+		c.EncryptionKeys = append(c.EncryptionKeys, key)
+		if p := getenv(envEncryptionPrev); p != "" {
+			prev, err := seal.ParseKey(p)
+			if err != nil {
+				return c, fmt.Errorf("%s: %v", envEncryptionPrev, err)
+			}
+			c.EncryptionKeys = append(c.EncryptionKeys, prev)
+		}
+	} else if getenv(envEncryptionPrev) != "" {
+		return c, fmt.Errorf("%s is set but %s is not: set the new key too", envEncryptionPrev, envEncryptionKey)
+	}
+
+	if err := c.storeOptions().Validate(); err != nil {
+		return c, fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
+	}
+
+	minReq := server.MinRequestBytes(c.storeCap())
+	switch {
+	case c.MaxRequestBytes == 0:
+		c.MaxRequestBytes = server.DefaultMaxRequestBytes(c.storeCap())
+	case c.MaxRequestBytes < minReq:
+		return c, fmt.Errorf("--max-request-bytes %d cannot carry a complete with a %d-byte stored response (base64 in JSON): want at least %d, or 0 for the default",
+			c.MaxRequestBytes, c.MaxStoredResponse, minReq)
+	}
+	return c, nil
+}
+
+// storeCap is the cap the store enforces: with encryption, a sealed body is
+// seal.Overhead bytes longer, so the store's cap grows by that much and
+// --max-stored-response keeps meaning plaintext bytes.
+func (c *config) storeCap() int {
+	if len(c.EncryptionKeys) > 0 {
+		return c.MaxStoredResponse + seal.Overhead
+	}
+	return c.MaxStoredResponse
+}
+
+func (c *config) storeOptions() store.Options {
+	return store.Options{
+		Prefix:            c.RedisPrefix,
+		MaxStoredResponse: c.storeCap(),
+		DefaultLease:      c.Lease,
+		DefaultTTL:        c.TTL,
+	}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+}
+
+func validateListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:8081 or :8081", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("--listen %q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+func validateAuth(c *config) error {
+	if c.InsecureNoAuth {
+		if c.Token != "" || c.AdminToken != "" {
+			return fmt.Errorf("--insecure-no-auth is given but a token is set too (--token/--admin-token or %s/%s): choose one", envToken, envAdminToken)
+		}
+		return nil
+	}
+	if c.Token == "" {
+		return fmt.Errorf("no token: set %s (or --token), or pass --insecure-no-auth for local development", envToken)
+	}
+	for _, t := range []struct{ name, v string }{{"token", c.Token}, {"admin token", c.AdminToken}} {
+		if t.v == "" {
+			continue
+		}
+		if len(t.v) < minTokenLen {
+			return fmt.Errorf("the %s is %d characters; want at least %d (e.g. openssl rand -hex 32)", t.name, len(t.v), minTokenLen)
+		}
+		if !isToken68(t.v) {
+			return fmt.Errorf("the %s has characters a bearer token cannot carry; use %s", t.name, tokenCharsetForErr)
+		}
+	}
+	if c.AdminToken != "" && c.AdminToken == c.Token {
+		return errors.New("the admin token equals the token: unset it to let the admin endpoints accept the token, or choose another")
+	}
+	return nil
+}
+
+// isToken68 reports whether s is an RFC 6750 b64token.
+func isToken68(s string) bool {
+	trailing := false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch == '=':
+			trailing = true
+		case trailing:
+			return false
+		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9',
+			ch == '-', ch == '.', ch == '_', ch == '~', ch == '+', ch == '/':
+		default:
+			return false
+		}
+	}
+	return s != "" && s[0] != '='
+}

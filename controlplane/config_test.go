@@ -1,0 +1,250 @@
+package main
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/seal"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+const testToken = "0123456789abcdef0123456789abcdef"
+
+func envMap(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	got, err := parseConfig(nil, envMap(envToken, testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		Listen:            "127.0.0.1:8081",
+		RedisURL:          "redis://127.0.0.1:6379",
+		Token:             testToken,
+		Lease:             30 * time.Second,
+		TTL:               24 * time.Hour,
+		MaxStoredResponse: 1 << 20,
+		MaxRequestBytes:   2<<20 + 64<<10, // 2,162,688
+		RedisPrefix:       store.DefaultPrefix,
+		OpTimeout:         time.Second,
+		ReadyTimeout:      time.Second,
+		ShutdownTimeout:   15 * time.Second,
+		Redis: store.ClientOptions{
+			DialTimeout:  store.DefaultDialTimeout,
+			ReadTimeout:  store.DefaultReadTimeout,
+			WriteTimeout: store.DefaultWriteTimeout,
+			MaxRetries:   store.DefaultMaxRetries,
+		},
+		LogLevel:  slog.LevelInfo,
+		LogFormat: "json",
+	}
+	if got.Listen != want.Listen || got.RedisURL != want.RedisURL || got.Token != want.Token ||
+		got.Lease != want.Lease || got.TTL != want.TTL || got.MaxStoredResponse != want.MaxStoredResponse ||
+		got.MaxRequestBytes != want.MaxRequestBytes || got.RedisPrefix != want.RedisPrefix ||
+		got.OpTimeout != want.OpTimeout || got.ReadyTimeout != want.ReadyTimeout ||
+		got.ShutdownTimeout != want.ShutdownTimeout || got.Redis != want.Redis ||
+		got.LogLevel != want.LogLevel || got.LogFormat != want.LogFormat ||
+		got.AdminToken != "" || got.InsecureNoAuth || got.EncryptionKeys != nil {
+		t.Errorf("parseConfig defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	key2 := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("o", 32)))
+	tests := []struct {
+		name  string
+		args  []string
+		env   []string
+		check func(t *testing.T, c config)
+	}{
+		{
+			name: "flags win over the environment",
+			args: []string{"--listen", ":9999", "--lease", "5s", "--redis-url", "redis://flag:1"},
+			env:  []string{envToken, testToken, envListen, "127.0.0.1:1", "IDEM_LEASE", "7s", envRedisURL, "redis://env:2"},
+			check: func(t *testing.T, c config) {
+				if c.Listen != ":9999" || c.Lease != 5*time.Second || c.RedisURL != "redis://flag:1" {
+					t.Errorf("got listen %q lease %v redis %q", c.Listen, c.Lease, c.RedisURL)
+				}
+			},
+		},
+		{
+			name: "environment fills what flags leave",
+			env: []string{envToken, testToken, envListen, "0.0.0.0:8081", "IDEM_TTL", "1h", "IDEM_OP_TIMEOUT", "250ms",
+				"IDEM_REDIS_POOL_SIZE", "32", "IDEM_REDIS_MAX_RETRIES", "-1", "IDEM_LOG_LEVEL", "debug", "IDEM_LOG_FORMAT", "text",
+				"IDEM_MAX_STORED_RESPONSE", "1000", "IDEM_SHUTDOWN_TIMEOUT", "3s", "IDEM_REDIS_PREFIX", "tenant-a"},
+			check: func(t *testing.T, c config) {
+				if c.Listen != "0.0.0.0:8081" || c.TTL != time.Hour || c.OpTimeout != 250*time.Millisecond ||
+					c.Redis.PoolSize != 32 || c.Redis.MaxRetries != -1 || c.LogLevel != slog.LevelDebug ||
+					c.LogFormat != "text" || c.MaxStoredResponse != 1000 || c.ShutdownTimeout != 3*time.Second ||
+					c.RedisPrefix != "tenant-a" {
+					t.Errorf("got %+v", c)
+				}
+				if want := int64(2*1000 + 64<<10); c.MaxRequestBytes != want {
+					t.Errorf("MaxRequestBytes = %d, want %d (derived from the cap)", c.MaxRequestBytes, want)
+				}
+			},
+		},
+		{
+			name: "IDEM_REDIS_ADDR is read as redis://host:port",
+			env:  []string{envToken, testToken, envRedisAddr, "10.0.0.5:6380"},
+			check: func(t *testing.T, c config) {
+				if c.RedisURL != "redis://10.0.0.5:6380" {
+					t.Errorf("RedisURL = %q", c.RedisURL)
+				}
+			},
+		},
+		{
+			name: "IDEM_REDIS_URL wins over IDEM_REDIS_ADDR",
+			env:  []string{envToken, testToken, envRedisAddr, "10.0.0.5:6380", envRedisURL, "redis-cluster://a:1,b:2"},
+			check: func(t *testing.T, c config) {
+				if c.RedisURL != "redis-cluster://a:1,b:2" {
+					t.Errorf("RedisURL = %q", c.RedisURL)
+				}
+			},
+		},
+		{
+			name: "sentinel URL",
+			args: []string{"--redis-url", "redis-sentinel://s1:26379,s2:26379/mymaster"},
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if c.RedisURL != "redis-sentinel://s1:26379,s2:26379/mymaster" {
+					t.Errorf("RedisURL = %q", c.RedisURL)
+				}
+			},
+		},
+		{
+			name: "insecure mode needs no token",
+			args: []string{"--insecure-no-auth"},
+			check: func(t *testing.T, c config) {
+				if !c.InsecureNoAuth || c.Token != "" {
+					t.Errorf("got insecure %v token %q", c.InsecureNoAuth, c.Token)
+				}
+			},
+		},
+		{
+			name: "separate admin token",
+			env:  []string{envToken, testToken, envAdminToken, "admin-0123456789abcdef"},
+			check: func(t *testing.T, c config) {
+				if c.AdminToken != "admin-0123456789abcdef" {
+					t.Errorf("AdminToken = %q", c.AdminToken)
+				}
+			},
+		},
+		{
+			name: "encryption key: the store's cap grows by the seal overhead",
+			env:  []string{envToken, testToken, envEncryptionKey, key, envEncryptionPrev, key2},
+			check: func(t *testing.T, c config) {
+				if len(c.EncryptionKeys) != 2 || string(c.EncryptionKeys[0]) != strings.Repeat("k", 32) {
+					t.Fatalf("EncryptionKeys = %q", c.EncryptionKeys)
+				}
+				if got, want := c.storeCap(), 1<<20+seal.Overhead; got != want {
+					t.Errorf("storeCap = %d, want %d", got, want)
+				}
+				if got, want := c.MaxRequestBytes, int64(2*(1<<20+seal.Overhead)+64<<10); got != want {
+					t.Errorf("MaxRequestBytes = %d, want %d", got, want)
+				}
+			},
+		},
+		{
+			name: "explicit request limit at the minimum",
+			args: []string{"--max-stored-response", "3000", "--max-request-bytes", "20384"}, // 4000 + 16384
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if c.MaxRequestBytes != 20384 {
+					t.Errorf("MaxRequestBytes = %d", c.MaxRequestBytes)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, envMap(tt.env...))
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     []string
+		wantErr string
+		secret  string // must not appear in the error
+	}{
+		{"no token", nil, nil, "no token: set IDEM_CONTROLPLANE_TOKEN", ""},
+		{"insecure and a token", []string{"--insecure-no-auth"}, []string{envToken, testToken}, "choose one", testToken},
+		{"short token", []string{"--token", "short"}, nil, "want at least 16", "short"},
+		{"token with a space", nil, []string{envToken, "0123456789 abcdef0"}, "characters a bearer token cannot carry", "0123456789 abcdef0"},
+		{"admin token equals token", nil, []string{envToken, testToken, envAdminToken, testToken}, "admin token equals the token", testToken},
+		{"short admin token", nil, []string{envToken, testToken, envAdminToken, "adm"}, "admin token is 3 characters", ""},
+		{"bad duration in env", nil, []string{envToken, testToken, "IDEM_LEASE", "thirty"}, `IDEM_LEASE="thirty"`, ""},
+		{"bad int in env", nil, []string{envToken, testToken, "IDEM_MAX_STORED_RESPONSE", "1MiB"}, "IDEM_MAX_STORED_RESPONSE", ""},
+		{"zero lease", []string{"--lease", "0s"}, []string{envToken, testToken}, "--lease is 0s; want a positive duration", ""},
+		{"negative op timeout", []string{"--op-timeout", "-1s"}, []string{envToken, testToken}, "--op-timeout", ""},
+		{"sub-millisecond lease", []string{"--lease", "1500us"}, []string{envToken, testToken}, "whole milliseconds", ""},
+		{"lease longer than ttl", []string{"--lease", "2h", "--ttl", "1h"}, []string{envToken, testToken}, "longer than --ttl", ""},
+		{"unknown redis scheme", []string{"--redis-url", "http://x:1"}, []string{envToken, testToken}, "--redis-url: redis URL: unknown scheme", ""},
+		{"redis password not echoed", []string{"--redis-url", "redis://u:hunter2@h:1/x/y"}, []string{envToken, testToken}, "--redis-url", "hunter2"},
+		{"bad IDEM_REDIS_ADDR", nil, []string{envToken, testToken, envRedisAddr, "nohostport"}, "IDEM_REDIS_ADDR", ""},
+		{"bad listen", []string{"--listen", "8081"}, []string{envToken, testToken}, "--listen \"8081\": want host:port", ""},
+		{"bad listen port", []string{"--listen", "127.0.0.1:http2"}, []string{envToken, testToken}, "port \"http2\"", ""},
+		{"request limit too small", []string{"--max-request-bytes", "1000000"}, []string{envToken, testToken}, "want at least 1414488", ""},
+		{"zero cap", []string{"--max-stored-response", "0"}, []string{envToken, testToken}, "--max-stored-response is 0", ""},
+		{"negative pool", []string{"--redis-pool-size", "-2"}, []string{envToken, testToken}, "--redis-pool-size", ""},
+		{"retries below -1", []string{"--redis-max-retries", "-2"}, []string{envToken, testToken}, "--redis-max-retries", ""},
+		{"prefix with a brace", []string{"--redis-prefix", "a{b"}, []string{envToken, testToken}, "--redis-prefix", ""},
+		{"encryption key of 16 bytes", nil, []string{envToken, testToken, envEncryptionKey, "AAAAAAAAAAAAAAAAAAAAAA=="}, "IDEM_ENCRYPTION_KEY: decodes to 16 bytes, want 32", "AAAAAAAAAAAAAAAAAAAAAA=="},
+		{"encryption key not base64", nil, []string{envToken, testToken, envEncryptionKey, "secret!secret!"}, "IDEM_ENCRYPTION_KEY: not base64", "secret!secret!"},
+		{"previous key alone", nil, []string{envToken, testToken, envEncryptionPrev, base64.StdEncoding.EncodeToString(make([]byte, 32))}, "IDEM_ENCRYPTION_KEY is not", ""},
+		{"bad log level", []string{"--log-level", "loud"}, []string{envToken, testToken}, "--log-level \"loud\"", ""},
+		{"bad log format", []string{"--log-format", "xml"}, []string{envToken, testToken}, "--log-format \"xml\"", ""},
+		{"positional argument", []string{"serve"}, []string{envToken, testToken}, `unexpected argument "serve"`, ""},
+		{"unknown flag", []string{"--port", "1"}, []string{envToken, testToken}, "flag provided but not defined: -port", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, envMap(tt.env...))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("parseConfig = %v, want error containing %q", err, tt.wantErr)
+			}
+			if tt.secret != "" && strings.Contains(err.Error(), tt.secret) {
+				t.Errorf("error %q echoes the secret %q", err, tt.secret)
+			}
+		})
+	}
+}
+
+func TestParseConfigHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		if _, err := parseConfig([]string{arg}, envMap()); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("parseConfig(%s) = %v, want flag.ErrHelp", arg, err)
+		}
+	}
+}
+
+func TestIsToken68(t *testing.T) {
+	for in, want := range map[string]bool{
+		"abcDEF012-._~+/": true, "abc==": true, "=abc": false, "a=b": false,
+		"a b": false, "a\tb": false, "é": false, "": false, `a"b`: false,
+	} {
+		if got := isToken68(in); got != want {
+			t.Errorf("isToken68(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,209 @@
+// Command controlplane is idemgate's key service: an HTTP/JSON API over
+// Redis that every Envoy's idempotency filter shares. See README.md in this
+// directory for the API, the configuration and the operations guide.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idemgate/idemgate/controlplane/seal"
+	"github.com/idemgate/idemgate/controlplane/server"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process at once
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // could not listen, or serving failed
+	exitUsage   = 2 // invalid configuration
+)
+
+// run starts the service and serves until ctx ends, then drains.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		var c config
+		fs, _ := newFlagSet(&c, stderr)
+		fs.Usage()
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "controlplane: %v\n", err)
+		return exitUsage
+	}
+	log := newLogger(cfg, stderr)
+	// go-redis logs pool and failover events through a global logger;
+	// route them into the structured log.
+	redis.SetLogger(redisLogger{log})
+
+	var sealer *seal.Sealer
+	if len(cfg.EncryptionKeys) > 0 {
+		if sealer, err = seal.New(cfg.EncryptionKeys[0], cfg.EncryptionKeys[1:]...); err != nil {
+			fmt.Fprintf(stderr, "controlplane: %s: %v\n", envEncryptionKey, err)
+			return exitUsage
+		}
+	}
+	client, err := store.NewClient(cfg.RedisURL, cfg.Redis)
+	if err != nil {
+		fmt.Fprintf(stderr, "controlplane: --redis-url: %v\n", err)
+		return exitUsage
+	}
+	defer client.Close()
+	st := store.New(client, cfg.storeOptions())
+	handler, err := server.New(st, server.Options{
+		Token:           cfg.Token,
+		AdminToken:      cfg.AdminToken,
+		InsecureNoAuth:  cfg.InsecureNoAuth,
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		OpTimeout:       cfg.OpTimeout,
+		ReadyTimeout:    cfg.ReadyTimeout,
+		Sealer:          sealer,
+		Logger:          log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "controlplane: %v\n", err)
+		return exitUsage
+	}
+
+	if cfg.InsecureNoAuth {
+		log.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this address can reserve and complete keys, read stored responses and delete records. Local development only; never expose this address.",
+			"listen", cfg.Listen)
+	}
+	target, _ := store.ParseRedisURL(cfg.RedisURL) // validated by parseConfig
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", "listen", cfg.Listen, "error", err)
+		return exitFailure
+	}
+	log.Info("control plane listening",
+		"addr", ln.Addr().String(),
+		"redis", target.String(),
+		"auth", authMode(cfg),
+		"encryption_at_rest", sealer != nil,
+		"lease", cfg.Lease, "ttl", cfg.TTL,
+		"max_stored_response", cfg.MaxStoredResponse,
+		"max_request_bytes", cfg.MaxRequestBytes)
+	// Redis being down at start is not fatal: /readyz reports it and the
+	// API answers 503 until it is back.
+	pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	if err := st.Ping(pctx); err != nil {
+		log.Warn("Redis does not answer yet; /readyz says not ready until it does", "redis", target.String(), "error", err)
+	}
+	cancel()
+
+	if err := serve(ctx, newHTTPServer(cfg, handler, log), ln, cfg.ShutdownTimeout, log); err != nil {
+		log.Error("serving failed", "error", err)
+		return exitFailure
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+func authMode(c config) string {
+	switch {
+	case c.InsecureNoAuth:
+		return "OFF"
+	case c.AdminToken != "":
+		return "bearer token; separate admin token"
+	}
+	return "bearer token (admin endpoints too)"
+}
+
+func newLogger(c config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// redisLogger adapts slog to go-redis's internal logger. Its messages
+// (dial failures, Sentinel failovers, Cluster reloads) go out at Info: a
+// failing request is also logged at Error by the server, with the cause.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Log(ctx, slog.LevelInfo, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// HTTP server timeouts. The callers are Envoy's filter (small reserve and
+// release bodies, a complete of up to a few MiB, all on a fast network) and
+// operators.
+const (
+	// readHeaderTimeout: a slow-loris client cannot hold a connection
+	// without sending its headers.
+	readHeaderTimeout = 5 * time.Second
+	// readTimeout covers headers and a complete's body (≤ ~2 MiB): seconds
+	// even on a slow link.
+	readTimeout = 30 * time.Second
+	// writeTimeoutSlack is added to the op timeout: the answer is written
+	// right after the store call.
+	writeTimeoutSlack = 10 * time.Second
+	// idleTimeout closes keep-alive connections idle this long. Envoy pools
+	// connections to the control plane; set its cluster's idle_timeout
+	// below this (e.g. 60s) so Envoy, not the server, closes idle ones and
+	// never sends on a connection the server is closing.
+	idleTimeout = 5 * time.Minute
+	// maxHeaderBytes: our requests carry a handful of short headers.
+	maxHeaderBytes = 32 << 10
+)
+
+func newHTTPServer(c config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              c.Listen,
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      readTimeout + c.OpTimeout + writeTimeoutSlack,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// serve serves on ln until ctx ends, then stops accepting connections and
+// waits up to shutdownTimeout for in-flight requests to finish; past it the
+// remaining connections are closed. It returns nil after a clean drain.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err // Serve never returns nil
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown: in-flight requests did not finish within %v: %w", shutdownTimeout, err)
+	}
+	return nil
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// An in-flight request finishes while Shutdown runs, and serve returns nil
+// only after it has.
+func TestServeDrainsInFlight(t *testing.T) {
+	started := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(w, "finished")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, newHTTPServer(config{OpTimeout: time.Second}, h, testLogger()), ln, 5*time.Second, testLogger())
+	}()
+
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/slow")
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answered <- answer{resp.StatusCode, string(b), err}
+	}()
+	<-started
+	cancel() // SIGTERM arrives while the request is in flight
+
+	select {
+	case err := <-served:
+		t.Fatalf("serve returned (%v) before the in-flight request finished", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	a := <-answered
+	if a.err != nil || a.status != 200 || a.body != "finished" {
+		t.Fatalf("in-flight request = %d %q %v, want 200 finished", a.status, a.body, a.err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve = %v, want nil after a clean drain", err)
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts connections after shutdown")
+	}
+}
+
+// Past the shutdown timeout, serve gives up on stuck requests and says so.
+func TestServeShutdownTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, newHTTPServer(config{OpTimeout: time.Second}, h, testLogger()), ln, 100*time.Millisecond, testLogger())
+	}()
+	go func() {
+		if resp, err := http.Get("http://" + ln.Addr().String() + "/stuck"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel()
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "did not finish within 100ms") {
+			t.Errorf("serve = %v, want a shutdown timeout error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve did not return after its shutdown timeout")
+	}
+}
+
+func TestHTTPServerTimeouts(t *testing.T) {
+	s := newHTTPServer(config{OpTimeout: 2 * time.Second}, http.NotFoundHandler(), testLogger())
+	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 {
+		t.Errorf("server timeouts unset: %+v", s)
+	}
+	if s.WriteTimeout <= s.ReadTimeout+2*time.Second {
+		t.Errorf("WriteTimeout %v leaves no room after reading the body and a store call", s.WriteTimeout)
+	}
+}
+
+// run wires everything: it serves the API on real Redis and stops cleanly.
+func TestRun(t *testing.T) {
+	rs := redistest.Start(t)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+
+	addr := waitListening(t, logs, exited)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+api.PathReserve,
+		strings.NewReader(`{"scope":"s","key":"k","fingerprint":"fp"}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res api.ReserveResponse
+	err = json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || res.Outcome != api.Acquired {
+		t.Fatalf("reserve through run = %d %+v %v", resp.StatusCode, res, err)
+	}
+	if resp, err := http.Get("http://" + addr + api.PathReadyz); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz = %v %v", resp, err)
+	}
+
+	cancel()
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Errorf("run = %d after SIGTERM, want 0; log:\n%s", code, logs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+	for _, want := range []string{"shutting down", `"msg":"stopped"`, `"encryption_at_rest":false`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs.String(), testToken) {
+		t.Error("the log contains the token")
+	}
+}
+
+func TestRunInsecureWarns(t *testing.T) {
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan int, 1)
+	// Redis is not needed to start: it is unreachable here on purpose.
+	go func() {
+		exited <- run(ctx, []string{"--insecure-no-auth", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--log-format", "text"}, envMap(), logs)
+	}()
+	waitFor(t, logs, exited, "listening")
+	cancel()
+	if code := <-exited; code != exitOK {
+		t.Errorf("run = %d", code)
+	}
+	out := logs.String()
+	for _, want := range []string{"level=WARN msg=\"AUTHENTICATION IS OFF (--insecure-no-auth)", "Redis does not answer yet"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRunBadConfig(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"--lease", "nope"}, envMap(envToken, testToken), &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "controlplane: invalid value \"nope\" for flag -lease") {
+		t.Errorf("run = %d, stderr %q; want 2 and the flag named", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), nil, envMap(), &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no token") {
+		t.Errorf("run without a token = %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"--help"}, envMap(), &stderr); code != exitOK || !strings.Contains(stderr.String(), "-insecure-no-auth") {
+		t.Errorf("run --help = %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if code := run(context.Background(), []string{"--listen", ln.Addr().String()}, envMap(envToken, testToken), &stderr); code != exitFailure || !strings.Contains(stderr.String(), "cannot listen") {
+		t.Errorf("run on a taken port = %d, %q; want 1", code, stderr.String())
+	}
+}
+
+func waitFor(t *testing.T, logs *syncBuffer, exited chan int, sub string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), sub) {
+		select {
+		case code := <-exited:
+			t.Fatalf("run exited with %d before %q; log:\n%s", code, sub, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log after 10s:\n%s", sub, logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitListening(t *testing.T, logs *syncBuffer, exited chan int) string {
+	t.Helper()
+	waitFor(t, logs, exited, "control plane listening")
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var m struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "control plane listening" {
+			return m.Addr
+		}
+	}
+	t.Fatalf("no address in the log:\n%s", logs)
+	return ""
+}

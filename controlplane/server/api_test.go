@@ -1,0 +1,214 @@
+package server_test
+
+import (
+	"bytes"
+	"net/http"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/server"
+)
+
+func TestFlow(t *testing.T) {
+	e := newEnv(t)
+	const scope, key, fp = "tenant-1", "k1", "sha256:aaaa"
+	stored := api.StoredResponse{
+		Status:  201,
+		Headers: [][2]string{{"content-type", "application/json"}, {"location", "/payments/pay_1"}},
+		Body:    []byte(`{"id":"pay_1","amount":100}`),
+	}
+
+	tok := e.acquire(scope, key, fp)
+
+	// Same key and fingerprint while held: in progress, with the lease left.
+	if res := e.reserve(scope, key, fp); res.Outcome != api.InProgress || res.LeaseRemainingMS <= 0 || res.LeaseRemainingMS > api.DefaultLease.Milliseconds() || res.Token != "" {
+		t.Errorf("second reserve = %+v, want in_progress with 0 < lease_remaining_ms ≤ 30000 and no token", res)
+	}
+	// Another fingerprint: mismatch.
+	if res := e.reserve(scope, key, "sha256:bbbb"); res.Outcome != api.Mismatch {
+		t.Errorf("reserve with another fingerprint = %+v, want mismatch", res)
+	}
+
+	e.completeWith(scope, key, tok, stored)
+
+	// Replay.
+	res := e.reserve(scope, key, fp)
+	if res.Outcome != api.Completed || res.Response == nil || !reflect.DeepEqual(*res.Response, stored) {
+		t.Errorf("reserve after complete = %+v (response %+v), want completed with %+v", res, res.Response, stored)
+	}
+	if res := e.reserve(scope, key, "sha256:bbbb"); res.Outcome != api.Mismatch {
+		t.Errorf("reserve of a completed key with another fingerprint = %+v, want mismatch", res)
+	}
+
+	// The holder's token no longer holds: complete and release are stale
+	// and change nothing.
+	resp, body := e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: scope, Key: key, Token: tok, Response: api.StoredResponse{Status: 500}})
+	problemOf(t, resp, body, http.StatusConflict)
+	resp, body = e.do(http.MethodPost, api.PathRelease, api.ReleaseRequest{Scope: scope, Key: key, Token: tok})
+	if p := problemOf(t, resp, body, http.StatusConflict); p.Type != "urn:idemgate:problem:stale-token" {
+		t.Errorf("stale release problem type = %q", p.Type)
+	}
+	if res := e.reserve(scope, key, fp); res.Outcome != api.Completed || res.Response.Status != 201 {
+		t.Errorf("after stale calls reserve = %+v, want the stored 201 still", res)
+	}
+}
+
+func TestReleaseThenRetry(t *testing.T) {
+	e := newEnv(t)
+	tok := e.acquire("s", "k", "fp")
+	var res api.Result
+	e.call(http.MethodPost, api.PathRelease, api.ReleaseRequest{Scope: "s", Key: "k", Token: tok}, http.StatusOK, &res)
+	if res.Outcome != "released" {
+		t.Errorf("release = %+v, want released", res)
+	}
+	tok2 := e.acquire("s", "k", "fp")
+	if tok2 == tok {
+		t.Error("a new reservation reused the released token")
+	}
+	// The released holder cannot complete over the new one.
+	resp, body := e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: tok, Response: api.StoredResponse{Status: 200}})
+	problemOf(t, resp, body, http.StatusConflict)
+	e.completeWith("s", "k", tok2, api.StoredResponse{Status: 204})
+}
+
+func TestLeaseTakeover(t *testing.T) {
+	e := newEnv(t)
+	var res api.ReserveResponse
+	e.call(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "fp", LeaseMS: 50}, http.StatusOK, &res)
+	old := res.Token
+	time.Sleep(120 * time.Millisecond)
+	tok := e.acquire("s", "k", "fp")
+	if tok == old {
+		t.Fatal("takeover kept the old token")
+	}
+	resp, body := e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: old, Response: api.StoredResponse{Status: 200}})
+	problemOf(t, resp, body, http.StatusConflict)
+	e.completeWith("s", "k", tok, api.StoredResponse{Status: 200})
+}
+
+func TestConcurrentReservesOneAcquires(t *testing.T) {
+	e := newEnv(t)
+	const n = 64
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		outcomes = map[api.Outcome]int{}
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := e.reserve("s", "contended", "fp")
+			mu.Lock()
+			outcomes[res.Outcome]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if outcomes[api.Acquired] != 1 || outcomes[api.InProgress] != n-1 {
+		t.Errorf("outcomes of %d concurrent reserves = %v, want 1 acquired and %d in_progress", n, outcomes, n-1)
+	}
+}
+
+func TestStoredResponseCap(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.storeOpt.MaxStoredResponse = 1000 })
+	tok := e.acquire("s", "big", "fp")
+	e.completeWith("s", "big", tok, api.StoredResponse{Status: 200, Headers: [][2]string{{"a", "b"}}, Body: bytes.Repeat([]byte("x"), 2000)})
+	res := e.reserve("s", "big", "fp")
+	want := api.StoredResponse{Status: 200, BodyOmitted: true}
+	if res.Outcome != api.Completed || res.Response == nil || !reflect.DeepEqual(*res.Response, want) {
+		t.Errorf("replay of an over-cap response = %+v, want %+v", res.Response, want)
+	}
+	var rec api.Record
+	e.call(http.MethodGet, api.PathAdminKeys+query("s", "big"), nil, http.StatusOK, &rec)
+	if !rec.BodyOmitted || rec.Status != 200 {
+		t.Errorf("record = %+v, want body_omitted and status 200", rec)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	reserve := api.ReserveRequest{Scope: "s", Key: "auth", Fingerprint: "fp"}
+	for _, tt := range []struct {
+		name, authz   string
+		want          int
+		wantChallenge string
+	}{
+		{"missing", "", http.StatusUnauthorized, `Bearer realm="idemgate"`},
+		{"wrong token", "Bearer nope-nope-nope-nope", http.StatusUnauthorized, `Bearer realm="idemgate", error="invalid_token"`},
+		{"token prefix", "Bearer " + token[:len(token)-1], http.StatusUnauthorized, `Bearer realm="idemgate", error="invalid_token"`},
+		{"token plus a byte", "Bearer " + token + "x", http.StatusUnauthorized, `Bearer realm="idemgate", error="invalid_token"`},
+		{"basic scheme", "Basic " + token, http.StatusUnauthorized, `Bearer realm="idemgate"`},
+		{"scheme only", "Bearer", http.StatusUnauthorized, `Bearer realm="idemgate"`},
+		{"ok", "Bearer " + token, http.StatusOK, ""},
+		{"ok, scheme in lower case", "bearer " + token, http.StatusOK, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := e.do(http.MethodPost, api.PathReserve, reserve, "Authorization", tt.authz)
+			if tt.want == http.StatusOK {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status = %d %s, want 200", resp.StatusCode, body)
+				}
+				return
+			}
+			problemOf(t, resp, body, tt.want)
+			if got := resp.Header.Get("WWW-Authenticate"); got != tt.wantChallenge {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.wantChallenge)
+			}
+		})
+	}
+	// Every /v1/ endpoint is protected, admin included.
+	for _, ep := range []struct{ method, path string }{
+		{http.MethodPost, api.PathComplete}, {http.MethodPost, api.PathRelease},
+		{http.MethodGet, api.PathAdminKeys + query("s", "k")}, {http.MethodDelete, api.PathAdminKeys + query("s", "k")},
+		{http.MethodPost, api.PathAdminRelease + query("s", "k")},
+	} {
+		resp, body := e.do(ep.method, ep.path, nil, "Authorization", "")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s without a token = %d %s, want 401", ep.method, ep.path, resp.StatusCode, body)
+		}
+	}
+	// Health, readiness and metrics need none.
+	for _, p := range []string{api.PathHealthz, api.PathReadyz, api.PathMetrics} {
+		if resp, body := e.do(http.MethodGet, p, nil, "Authorization", ""); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without a token = %d %s, want 200", p, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.opt.AdminToken = adminToken })
+	path := api.PathAdminKeys + query("s", "absent")
+	// The filter's token is refused on the admin endpoints...
+	resp, body := e.do(http.MethodGet, path, nil)
+	problemOf(t, resp, body, http.StatusForbidden)
+	resp, body = e.do(http.MethodDelete, path, nil)
+	problemOf(t, resp, body, http.StatusForbidden)
+	// ...the admin token is accepted there (404: no such record)...
+	resp, body = e.do(http.MethodGet, path, nil, "Authorization", "Bearer "+adminToken)
+	problemOf(t, resp, body, http.StatusNotFound)
+	// ...and only there.
+	resp, body = e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"}, "Authorization", "Bearer "+adminToken)
+	problemOf(t, resp, body, http.StatusUnauthorized)
+	resp, body = e.do(http.MethodGet, path, nil, "Authorization", "Bearer wrong-wrong-wrong-wrong")
+	problemOf(t, resp, body, http.StatusUnauthorized)
+}
+
+func TestInsecureNoAuth(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.opt = server.Options{InsecureNoAuth: true} })
+	e.token = ""
+	e.acquire("s", "k", "fp")
+	resp, body := e.do(http.MethodGet, api.PathAdminKeys+query("s", "k"), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("admin get without auth in insecure mode = %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestNewRequiresAToken(t *testing.T) {
+	if _, err := server.New(nil, server.Options{}); err == nil {
+		t.Error("server.New without a token or InsecureNoAuth succeeded")
+	}
+}

@@ -1,0 +1,178 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+	"github.com/idemgate/idemgate/controlplane/server"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+// BenchmarkControlPlane measures reserve→complete cycles through the HTTP
+// API on loopback at 1, 16 and 64 concurrent clients, and, against the same
+// redis-server in the same run, redis-benchmark's SET and EVALSHA rates at 64
+// clients: one Redis round trip per operation is the physical limit, and a
+// cycle makes two. `make bench` runs it; the numbers go into README.
+func BenchmarkControlPlane(b *testing.B) {
+	rs := redistest.Start(b)
+	client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{PoolSize: 256})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { client.Close() })
+	srv, err := server.New(store.New(client, store.Options{}), server.Options{
+		Token:  "bench-token",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	b.Cleanup(ts.Close)
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+
+	b.Run("redis-benchmark/SET/clients=64", func(b *testing.B) {
+		redisBenchmark(b, rs.Port(), "SET", "bench:__rand_int__", "v")
+	})
+	b.Run("redis-benchmark/EVALSHA/clients=64", func(b *testing.B) {
+		sha, err := client.ScriptLoad(context.Background(), "return redis.call('SET', KEYS[1], ARGV[1])").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		redisBenchmark(b, rs.Port(), "EVALSHA", sha, "1", "bench:__rand_int__", "v")
+	})
+	var run atomic.Int64
+	for _, clients := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("reserve-complete/clients=%d", clients), func(b *testing.B) {
+			cycles(b, httpc, ts.URL, clients, run.Add(1))
+		})
+	}
+}
+
+// cycles runs b.N reserve→complete cycles of fresh keys over clients
+// goroutines and reports cycles/s and the p50/p99 latency of a cycle.
+func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int64) {
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	b.ResetTimer()
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				if err := cycle(httpc, base, fmt.Sprintf("k-%d-%d", run, i)); err != nil {
+					errs <- err
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cycles/s")
+	b.ReportMetric(float64(lat[b.N/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[b.N*99/100].Microseconds()), "p99-µs")
+}
+
+func cycle(httpc *http.Client, base, key string) error {
+	var res api.ReserveResponse
+	if err := post(httpc, base+api.PathReserve, api.ReserveRequest{Scope: "bench", Key: key, Fingerprint: "sha256:00"}, &res); err != nil {
+		return err
+	}
+	if res.Outcome != api.Acquired {
+		return fmt.Errorf("reserve %s: outcome %s", key, res.Outcome)
+	}
+	return post(httpc, base+api.PathComplete, api.CompleteRequest{Scope: "bench", Key: key, Token: res.Token,
+		Response: api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(`{"id":"pay_1","amount":1000}`)}}, nil)
+}
+
+func post(httpc *http.Client, url string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer bench-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, data)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// redisBenchmark runs b.N requests of a command through redis-benchmark
+// with 64 clients and reports its own rate and latency percentiles.
+func redisBenchmark(b *testing.B, port int, command ...string) {
+	n := max(b.N, 1000)
+	args := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "64", "-n", strconv.Itoa(n), "-r", "1000000", "--csv"}, command...)
+	b.ResetTimer()
+	out, err := exec.Command("redis-benchmark", args...).Output()
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("redis-benchmark %v: %v (install it with: apt-get install -y redis-tools)", args, err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(out)).ReadAll()
+	if err != nil || len(rows) < 2 {
+		b.Fatalf("redis-benchmark output %q: %v", out, err)
+	}
+	for i, col := range rows[0] {
+		v, err := strconv.ParseFloat(rows[len(rows)-1][i], 64)
+		if err != nil {
+			continue
+		}
+		switch col {
+		case "rps":
+			b.ReportMetric(v, "req/s")
+		case "p50_latency_ms":
+			b.ReportMetric(v*1000, "p50-µs")
+		case "p99_latency_ms":
+			b.ReportMetric(v*1000, "p99-µs")
+		}
+	}
+}

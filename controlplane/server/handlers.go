@@ -1,0 +1,370 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+func (s *Server) smallLimit() int64 { return min(smallBodyLimit, s.opt.MaxRequestBytes) }
+
+func (s *Server) opContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.opt.OpTimeout)
+}
+
+// refuse answers a request refused before it reached the store.
+func refuse(w http.ResponseWriter, ri *reqInfo, p *problem) {
+	ri.outcome = outInvalid
+	if p.status == http.StatusRequestEntityTooLarge {
+		ri.outcome = outTooLarge
+	}
+	writeProblem(w, p)
+}
+
+// fail answers a store error.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err error) {
+	switch {
+	case errors.Is(err, store.ErrStaleToken):
+		ri.outcome = outStale
+		writeProblem(w, &problem{http.StatusConflict, probStaleToken, "Stale token",
+			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed, released or deleted; nothing was changed"})
+	case errors.Is(err, store.ErrNotFound):
+		ri.outcome = outNotFound
+		writeProblem(w, &problem{http.StatusNotFound, probRecordNotFound, "Record not found",
+			"no record for this scope and key"})
+	case errors.Is(err, store.ErrNotInProgress):
+		ri.outcome = outNotInProgress
+		writeProblem(w, notInProgress())
+	case errors.Is(err, store.ErrInvalidRequest):
+		// The edge checks come first; this is what only the store knows
+		// (e.g. a TTL shorter than the default lease).
+		ri.outcome = outInvalid
+		writeProblem(w, badRequest(strings.TrimPrefix(err.Error(), store.ErrInvalidRequest.Error()+": ")))
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		// The caller went away; nobody reads this answer.
+		ri.outcome = outCanceled
+		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Canceled", "the request was canceled"})
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		ri.outcome = outError
+		ri.err = err
+		s.m.redisErrs.WithLabelValues(ri.op).Inc()
+		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Key store unavailable",
+			"the control plane cannot reach Redis or Redis did not answer in time; retry later"})
+	default:
+		// A misconfigured store (ErrInvalidOptions) or a bug.
+		ri.outcome = outError
+		ri.err = err
+		writeProblem(w, &problem{http.StatusInternalServerError, probInternal, "Internal error",
+			"the control plane failed; see its log"})
+	}
+}
+
+func notInProgress() *problem {
+	return &problem{http.StatusConflict, probNotInProgress, "Not in progress",
+		"the record is completed, not in progress: release refuses it (delete it if you mean to)"}
+}
+
+// aad binds a sealed body to its record.
+func aad(scope, key string) []byte { return []byte(scope + "\x00" + key) }
+
+// openBody decrypts a stored response's body in place when encryption is on.
+func (s *Server) openBody(resp *api.StoredResponse, scope, key string) error {
+	if s.opt.Sealer == nil || resp == nil || len(resp.Body) == 0 {
+		return nil
+	}
+	pt, err := s.opt.Sealer.Open(resp.Body, aad(scope, key))
+	if err != nil {
+		return err
+	}
+	resp.Body = pt
+	return nil
+}
+
+func undecryptable(w http.ResponseWriter, ri *reqInfo, err error) {
+	ri.outcome = outDecryptError
+	ri.err = fmt.Errorf("stored body cannot be decrypted (key rotated away, or stored before encryption was turned on?): %w", err)
+	writeProblem(w, &problem{http.StatusInternalServerError, probUndecryptable, "Stored response cannot be decrypted",
+		"the stored response body does not open with the configured encryption keys; see the control plane's log"})
+}
+
+func validateNames(scope, key string) *problem {
+	if err := api.ValidateName("scope", scope); err != nil {
+		return badRequest(err.Error())
+	}
+	if err := api.ValidateName("key", key); err != nil {
+		return badRequest(err.Error())
+	}
+	return nil
+}
+
+// validateFingerprint: 1 to store.MaxFingerprintLen bytes of UTF-8 with no
+// control characters (real fingerprints are a hash, ~70 bytes), the rule
+// api.ValidateName applies to names with a longer limit.
+func validateFingerprint(fp string) *problem {
+	switch {
+	case fp == "":
+		return badRequest("fingerprint is empty")
+	case len(fp) > store.MaxFingerprintLen:
+		return badRequest(fmt.Sprintf("fingerprint is %d bytes long, more than %d", len(fp), store.MaxFingerprintLen))
+	case !utf8.ValidString(fp):
+		return badRequest("fingerprint is not valid UTF-8")
+	}
+	for i, r := range fp {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return badRequest(fmt.Sprintf("fingerprint has a control character at byte %d", i))
+		}
+	}
+	return nil
+}
+
+func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opReserve
+	var req api.ReserveRequest
+	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if p := validateNames(req.Scope, req.Key); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = req.Scope, req.Key
+	if p := validateFingerprint(req.Fingerprint); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if req.LeaseMS < 0 {
+		refuse(w, ri, badRequest(fmt.Sprintf("lease_ms is %d; want 0 (the default) or more", req.LeaseMS)))
+		return
+	}
+	if req.TTLMS < 0 {
+		refuse(w, ri, badRequest(fmt.Sprintf("ttl_ms is %d; want 0 (the default) or more", req.TTLMS)))
+		return
+	}
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	res, err := s.store.Reserve(ctx, req)
+	if err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	if res.Outcome == api.Completed {
+		if err := s.openBody(res.Response, req.Scope, req.Key); err != nil {
+			undecryptable(w, ri, err)
+			return
+		}
+	}
+	ri.outcome = string(res.Outcome)
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opComplete
+	var req api.CompleteRequest
+	if p := decodeJSON(w, r, s.opt.MaxRequestBytes, &req); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if p := validateNames(req.Scope, req.Key); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = req.Scope, req.Key
+	if err := api.ValidateName("token", req.Token); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	if st := req.Response.Status; st < 100 || st > 599 {
+		refuse(w, ri, badRequest(fmt.Sprintf("response.status is %d; want an HTTP status from 100 to 599", st)))
+		return
+	}
+	if s.opt.Sealer != nil && len(req.Response.Body) > 0 {
+		req.Response.Body = s.opt.Sealer.Seal(req.Response.Body, aad(req.Scope, req.Key))
+	}
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	if err := s.store.Complete(ctx, req); err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	ri.outcome = outCompleted
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outCompleted})
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opRelease
+	var req api.ReleaseRequest
+	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if p := validateNames(req.Scope, req.Key); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = req.Scope, req.Key
+	if err := api.ValidateName("token", req.Token); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	if err := s.store.Release(ctx, req); err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	ri.outcome = outReleased
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
+}
+
+// adminQuery parses ?scope=S&key=K plus one optional boolean flag. Unknown
+// or repeated parameters are refused: a mistyped dry_run must not turn a
+// dry run into a deletion.
+func adminQuery(r *http.Request, flag string) (scope, key string, on bool, p *problem) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "", "", false, badRequest("malformed query string: " + err.Error())
+	}
+	for name, vals := range q {
+		if name != "scope" && name != "key" && name != flag {
+			return "", "", false, badRequest(fmt.Sprintf("unknown query parameter %q; this endpoint takes scope, key and %s", name, flag))
+		}
+		if len(vals) > 1 {
+			return "", "", false, badRequest(fmt.Sprintf("query parameter %q is given %d times", name, len(vals)))
+		}
+	}
+	scope, key = q.Get("scope"), q.Get("key")
+	if p := validateNames(scope, key); p != nil {
+		return "", "", false, p
+	}
+	switch v := strings.ToLower(q.Get(flag)); v {
+	case "", "0", "false":
+	case "1", "true":
+		on = true
+	default:
+		return "", "", false, badRequest(fmt.Sprintf("query parameter %q is %q; want 1 or 0", flag, v))
+	}
+	return scope, key, on, nil
+}
+
+func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminGet
+	scope, key, withBody, p := adminQuery(r, "body")
+	if p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = scope, key
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	rec, err := s.store.Get(ctx, scope, key, withBody)
+	if err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	if !withBody {
+		rec.Response = nil
+	} else if err := s.openBody(rec.Response, scope, key); err != nil {
+		undecryptable(w, ri, err)
+		return
+	}
+	ri.outcome = outFound
+	writeJSON(w, http.StatusOK, rec)
+}
+
+func (s *Server) adminDelete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminDelete
+	scope, key, dryRun, p := adminQuery(r, "dry_run")
+	if p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = scope, key
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	var (
+		rec    *api.Record
+		err    error
+		effect = api.EffectDeleted
+	)
+	if dryRun {
+		rec, err = s.store.Get(ctx, scope, key, false)
+		effect = api.EffectWouldDelete
+	} else {
+		rec, err = s.store.Delete(ctx, scope, key)
+	}
+	s.adminResult(w, r, ri, rec, err, effect)
+}
+
+func (s *Server) adminRelease(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminRelease
+	scope, key, dryRun, p := adminQuery(r, "dry_run")
+	if p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = scope, key
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	var (
+		rec    *api.Record
+		err    error
+		effect = api.EffectReleased
+	)
+	if dryRun {
+		rec, err = s.store.Get(ctx, scope, key, false)
+		effect = api.EffectWouldRelease
+		if err == nil && rec.State != api.StateInProgress {
+			err = store.ErrNotInProgress
+		}
+	} else {
+		rec, err = s.store.ForceRelease(ctx, scope, key)
+	}
+	s.adminResult(w, r, ri, rec, err, effect)
+}
+
+// adminResult answers a delete or release: an absent record is a noop
+// (200), so that an automated caller can retry safely.
+func (s *Server) adminResult(w http.ResponseWriter, r *http.Request, ri *reqInfo, rec *api.Record, err error, effect api.Effect) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		ri.outcome = outNoop
+		writeJSON(w, http.StatusOK, api.AdminResult{Effect: api.EffectNoop})
+	case err != nil:
+		s.fail(w, r, ri, err)
+	default:
+		if rec != nil {
+			rec.Response = nil // never the body here
+		}
+		ri.outcome = string(effect)
+		writeJSON(w, http.StatusOK, api.AdminResult{Effect: effect, Record: rec})
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.opt.ReadyTimeout)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		ri.err = err
+		s.m.redisErrs.WithLabelValues(opReady).Inc()
+		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Not ready",
+			"Redis does not answer PING"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	s.metrics.ServeHTTP(w, r)
+}

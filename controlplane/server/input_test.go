@@ -1,0 +1,139 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/server"
+)
+
+func TestBadInput(t *testing.T) {
+	const limit = 100_000
+	e := newEnv(t, func(s *setup) { s.opt.MaxRequestBytes = limit })
+	long := strings.Repeat("k", 256)
+	bigBody := `{"scope":"s","key":"k","token":"t","response":{"status":200,"body":"` + strings.Repeat("A", limit) + `"}}`
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		body       string
+		wantStatus int
+		wantDetail string
+	}{
+		{"truncated JSON", "POST", api.PathReserve, `{"scope":"s",`, 400, "malformed JSON"},
+		{"syntax error", "POST", api.PathReserve, `{"scope" "s"}`, 400, "malformed JSON at byte offset"},
+		{"not an object", "POST", api.PathReserve, `["s"]`, 400, "want an object"},
+		{"empty body", "POST", api.PathReserve, ``, 400, "request body is empty"},
+		{"trailing data", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f"} {}`, 400, "data after the JSON object"},
+		{"unknown field", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease":5}`, 400, `unknown field "lease"`},
+		{"wrong type", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease_ms":"5s"}`, 400, `field "lease_ms": want an integer, got JSON string`},
+		{"fractional lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease_ms":1.5}`, 400, `field "lease_ms"`},
+		{"empty scope", "POST", api.PathReserve, `{"scope":"","key":"k","fingerprint":"f"}`, 400, "scope is empty"},
+		{"missing key", "POST", api.PathReserve, `{"scope":"s","fingerprint":"f"}`, 400, "key is empty"},
+		{"key of 256 bytes", "POST", api.PathReserve, `{"scope":"s","key":"` + long + `","fingerprint":"f"}`, 400, "key is 256 bytes long, more than 255"},
+		{"scope of 256 bytes", "POST", api.PathReserve, `{"scope":"` + long + `","key":"k","fingerprint":"f"}`, 400, "scope is 256 bytes long"},
+		{"control character in key", "POST", api.PathReserve, `{"scope":"s","key":"a\nb","fingerprint":"f"}`, 400, "key has a control character at byte 1"},
+		{"C1 control in scope", "POST", api.PathReserve, `{"scope":"s\u0085","key":"k","fingerprint":"f"}`, 400, "scope has a control character"},
+		{"missing fingerprint", "POST", api.PathReserve, `{"scope":"s","key":"k"}`, 400, "fingerprint is empty"},
+		{"fingerprint too long", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"` + strings.Repeat("f", 1025) + `"}`, 400, "fingerprint is 1025 bytes long"},
+		{"negative lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease_ms":-1}`, 400, "lease_ms is -1"},
+		{"negative ttl", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","ttl_ms":-5}`, 400, "ttl_ms is -5"},
+		{"ttl shorter than the default lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","ttl_ms":1000}`, 400, "ttl 1000ms is shorter than the lease 30000ms"},
+		{"complete: no token", "POST", api.PathComplete, `{"scope":"s","key":"k","response":{"status":200}}`, 400, "token is empty"},
+		{"complete: no status", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{}}`, 400, "response.status is 0"},
+		{"complete: status 600", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":600}}`, 400, "response.status is 600"},
+		{"complete: body not base64", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"body":"!!"}}`, 400, `field "response.body": not valid base64`},
+		{"complete: header not a pair", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"headers":[["a"],["b",1]]}}`, 400, `field "response.headers`},
+		{"complete: unknown nested field", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"trailers":[]}}`, 400, `unknown field "trailers"`},
+		{"complete: token of 129 bytes", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"` + strings.Repeat("t", 129) + `","response":{"status":200}}`, 400, "token is 129 bytes long"},
+		{"release: no token", "POST", api.PathRelease, `{"scope":"s","key":"k"}`, 400, "token is empty"},
+		{"complete over the size limit", "POST", api.PathComplete, bigBody, 413, "larger than 100000 bytes"},
+		{"reserve over its 64 KiB limit", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"` + strings.Repeat("f", 70_000) + `"}`, 413, "larger than 65536 bytes"},
+		{"GET on reserve", "GET", api.PathReserve, ``, 405, "allowed: POST"},
+		{"PUT on admin keys", "PUT", api.PathAdminKeys + query("s", "k"), ``, 405, "allowed: GET, DELETE"},
+		{"GET on admin release", "GET", api.PathAdminRelease + query("s", "k"), ``, 405, "allowed: POST"},
+		{"POST on healthz", "POST", api.PathHealthz, `{}`, 405, "allowed: GET, HEAD"},
+		{"unknown path", "POST", "/v1/reserve/", `{}`, 404, "no such endpoint"},
+		{"admin: no scope", "GET", api.PathAdminKeys + "?key=k", ``, 400, "scope is empty"},
+		{"admin: control character in key", "GET", api.PathAdminKeys + "?scope=s&key=a%00b", ``, 400, "key has a control character"},
+		{"admin: unknown parameter", "DELETE", api.PathAdminKeys + query("s", "k", "dryrun=1"), ``, 400, `unknown query parameter "dryrun"`},
+		{"admin: body on delete", "DELETE", api.PathAdminKeys + query("s", "k", "body=1"), ``, 400, `unknown query parameter "body"`},
+		{"admin: repeated key", "GET", api.PathAdminKeys + query("s", "k", "key=j"), ``, 400, `"key" is given 2 times`},
+		{"admin: bad dry_run", "POST", api.PathAdminRelease + query("s", "k", "dry_run=yes"), ``, 400, `"dry_run" is "yes"; want 1 or 0`},
+		{"admin: malformed query", "GET", api.PathAdminKeys + "?scope=%zz&key=k", ``, 400, "malformed query string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := e.do(tt.method, tt.path, tt.body)
+			p := problemOf(t, resp, body, tt.wantStatus)
+			if !strings.Contains(p.Detail, tt.wantDetail) {
+				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.wantDetail)
+			}
+			if tt.wantStatus == 405 {
+				want := strings.TrimPrefix(tt.wantDetail, "allowed: ")
+				if got := resp.Header.Get("Allow"); got != want {
+					t.Errorf("Allow = %q, want %q", got, want)
+				}
+			}
+		})
+	}
+	// Nothing above created a record.
+	resp, body := e.do(http.MethodGet, api.PathAdminKeys+query("s", "k"), nil)
+	problemOf(t, resp, body, http.StatusNotFound)
+}
+
+// A body over the limit is refused also when it comes without a
+// Content-Length (chunked), i.e. while it is read.
+func TestOversizeChunked(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.opt.MaxRequestBytes = 100_000 })
+	big := `{"scope":"s","key":"k","token":"t","response":{"status":200,"body":"` + strings.Repeat("A", 200_000) + `"}}`
+	// An io.Reader that is not a *strings.Reader/*bytes.Reader makes the
+	// client send it chunked.
+	resp, body := e.do(http.MethodPost, api.PathComplete, io.MultiReader(strings.NewReader(big)))
+	problemOf(t, resp, body, http.StatusRequestEntityTooLarge)
+}
+
+// The default limit carries a complete whose body is at the default cap.
+func TestDefaultLimitCarriesACappedBody(t *testing.T) {
+	e := newEnv(t)
+	tok := e.acquire("s", "cap", "fp")
+	body := bytes.Repeat([]byte{0xff}, api.DefaultMaxStoredBody-3-len("content-type")-len("application/octet-stream"))
+	req := api.CompleteRequest{Scope: "s", Key: "cap", Token: tok, Response: api.StoredResponse{
+		Status: 200, Headers: [][2]string{{"content-type", "application/octet-stream"}}, Body: body}}
+	j, _ := json.Marshal(req)
+	if int64(len(j)) > server.DefaultMaxRequestBytes(api.DefaultMaxStoredBody) {
+		t.Fatalf("a complete at the cap is %d bytes, over the default limit", len(j))
+	}
+	e.completeWith("s", "cap", tok, req.Response)
+	res := e.reserve("s", "cap", "fp")
+	if res.Response == nil || res.Response.BodyOmitted || !bytes.Equal(res.Response.Body, body) {
+		t.Errorf("a response exactly at the cap was not stored whole")
+	}
+}
+
+func TestRequestLimits(t *testing.T) {
+	for _, tt := range []struct {
+		cap         int
+		def, minReq int64
+	}{
+		{1 << 20, 2<<20 + 64<<10, 1398104 + 16<<10},
+		{1, 2 + 64<<10, 4 + 16<<10},
+		{3, 6 + 64<<10, 4 + 16<<10},
+		{4, 8 + 64<<10, 8 + 16<<10},
+	} {
+		if got := server.DefaultMaxRequestBytes(tt.cap); got != tt.def {
+			t.Errorf("DefaultMaxRequestBytes(%d) = %d, want %d", tt.cap, got, tt.def)
+		}
+		if got := server.MinRequestBytes(tt.cap); got != tt.minReq {
+			t.Errorf("MinRequestBytes(%d) = %d, want %d", tt.cap, got, tt.minReq)
+		}
+		if server.MinRequestBytes(tt.cap) > server.DefaultMaxRequestBytes(tt.cap) {
+			t.Errorf("cap %d: the default limit is below the minimum", tt.cap)
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Operation names: the "op" label of the metrics and the op of log lines.
+const (
+	opReserve      = "reserve"
+	opComplete     = "complete"
+	opRelease      = "release"
+	opAdminGet     = "admin_get"
+	opAdminDelete  = "admin_delete"
+	opAdminRelease = "admin_release"
+	opReady        = "ready"
+)
+
+// Outcomes beyond the api ones: the "outcome" label.
+const (
+	outAcquired      = "acquired"
+	outInProgress    = "in_progress"
+	outMismatch      = "mismatch"
+	outCompleted     = "completed"
+	outReleased      = "released"
+	outStale         = "stale"
+	outFound         = "found"
+	outNotFound      = "not_found"
+	outDeleted       = "deleted"
+	outNoop          = "noop"
+	outWouldDelete   = "would_delete"
+	outWouldRelease  = "would_release"
+	outNotInProgress = "not_in_progress"
+	outInvalid       = "invalid"
+	outTooLarge      = "too_large"
+	outError         = "error"
+	outCanceled      = "canceled"
+	outDecryptError  = "decrypt_error"
+)
+
+// knownOutcomes are created at zero so that dashboards and alerts see every
+// series from the start, not only after the first event.
+var knownOutcomes = map[string][]string{
+	opReserve:      {outAcquired, outInProgress, outMismatch, outCompleted, outInvalid, outError, outDecryptError},
+	opComplete:     {outCompleted, outStale, outInvalid, outError},
+	opRelease:      {outReleased, outStale, outInvalid, outError},
+	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
+	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outInvalid, outError},
+	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outInvalid, outError},
+}
+
+type metrics struct {
+	ops       *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	redisErrs *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+}
+
+// latencyBuckets span a loopback Redis round trip (~100 µs) to the
+// operation timeout.
+var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_operations_total",
+			Help: "Operations of the control plane by op (reserve, complete, release, admin_*) and outcome.",
+		}, []string{"op", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "idemgate_operation_duration_seconds",
+			Help:    "Time to answer an operation, from the request's arrival to its answer, by op.",
+			Buckets: latencyBuckets,
+		}, []string{"op"}),
+		redisErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_redis_errors_total",
+			Help: "Calls to Redis that failed (network, timeout, server error), by op; each answered 503 (or readyz not ready).",
+		}, []string{"op"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_http_requests_total",
+			Help: "HTTP requests by route (the API path, or \"other\") and status code.",
+		}, []string{"route", "code"}),
+	}
+	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests)
+	for op, outs := range knownOutcomes {
+		for _, out := range outs {
+			m.ops.WithLabelValues(op, out)
+		}
+		m.duration.WithLabelValues(op)
+		m.redisErrs.WithLabelValues(op)
+	}
+	m.redisErrs.WithLabelValues(opReady)
+	return m
+}
+
+// NewRegistry returns a private registry with the Go runtime and process
+// collectors, for Options.Registry.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func (m *metrics) observe(op, outcome string, d time.Duration) {
+	m.ops.WithLabelValues(op, outcome).Inc()
+	m.duration.WithLabelValues(op).Observe(d.Seconds())
+}
