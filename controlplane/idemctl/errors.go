@@ -13,6 +13,14 @@ const (
 	codeIO       = "io"
 	codeTooLarge = "too_large"
 	codeInternal = "internal"
+
+	// The keys commands' failures: the control plane refused or could not
+	// be reached.
+	codeUnavailable  = "unavailable"
+	codeUnauthorized = "unauthorized"
+	codeNotFound     = "not_found"
+	codeConflict     = "conflict"
+	codeRejected     = "rejected"
 )
 
 // inputCodes names each reason canon refuses a document.
@@ -44,6 +52,7 @@ func classify(err error) errorInfo {
 		bad   *invalidInput
 		ioErr *ioError
 		large *tooLargeError
+		svc   *serviceError
 	)
 	switch {
 	case errors.As(err, &usage):
@@ -55,6 +64,8 @@ func classify(err error) errorInfo {
 		return errorInfo{Code: codeTooLarge, Message: err.Error(), exit: exitInvalid}
 	case errors.As(err, &ioErr):
 		return errorInfo{Code: codeIO, Message: err.Error(), exit: exitFailure}
+	case errors.As(err, &svc):
+		return errorInfo{Code: svc.code, Message: err.Error(), exit: exitFailure}
 	}
 	// Nothing else is expected; a bug is reported, not disguised as bad input.
 	return errorInfo{Code: codeInternal, Message: err.Error(), exit: exitFailure}

@@ -10,7 +10,9 @@ import (
 const overview = `idemctl - operator CLI for idemgate, the idempotency gateway
 
 idemctl computes what the Wasm filter computes, by calling the same Go
-package, so that an operator can reproduce a filter decision by hand.
+package, so that an operator can reproduce a filter decision by hand; and
+it inspects, deletes and releases keys through the control plane's admin
+API (the keys commands).
 
 USAGE
   idemctl COMMAND [FLAGS] [ARGS]
@@ -37,12 +39,18 @@ const jsonOutputHelp = `JSON OUTPUT
     too_large       the input exceeds 64 MiB
     usage           unknown command or flag, missing or invalid flag value
     io              FILE cannot be opened or read
+    unavailable     the control plane cannot be reached or failed (keys)
+    unauthorized    the control plane refused the token (keys)
+    not_found       keys get: no record for this scope and key
+    conflict        keys release: the record is completed, not in progress
+    rejected        the control plane refused the request as invalid (keys)
     internal        a bug in idemctl; please report it
 `
 
 const exitStatusHelp = `EXIT STATUS
   0  success, or help that was asked for
-  1  I/O error (FILE cannot be opened or read, output cannot be written)
+  1  I/O error (FILE cannot be opened or read, output cannot be written),
+     or a keys command the control plane refused or did not answer
   2  invalid input (a refused JSON document, input over 64 MiB) or usage
      error (unknown command or flag, missing --path, invalid field path or
      header name); the message on stderr names the byte offset of a

@@ -52,7 +52,7 @@ type result struct {
 }
 
 // commands is the dispatch table, in the order the help lists them.
-var commands = []*command{canonCommand, fingerprintCommand}
+var commands = []*command{canonCommand, fingerprintCommand, keysGetCommand, keysDeleteCommand, keysReleaseCommand}
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
@@ -100,7 +100,7 @@ func (e *env) execute(c *command, args []string) int {
 	fs, asJSON, act := c.flagSet()
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		return e.help([]string{c.name})
+		return e.help(strings.Fields(c.name))
 	}
 	if err != nil {
 		// Parsing may have stopped before --json; honour it anyway.

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+)
+
+// The keys commands talk to the control plane's admin API. They share their
+// flags; each mutating command supports --dry-run, and every JSON answer
+// carries "effect", so that an automated caller can retry safely and tell
+// what happened.
+var (
+	keysGetCommand = &command{
+		name:    "keys get",
+		summary: "show a key's record (state, fingerprint, times, status)",
+		about: `Shows the record the control plane holds for --scope and --key: its state
+(in_progress or completed), fingerprint, creation, expiry and lease times,
+and the stored status. The stored body is left out unless --body is given:
+stored responses carry personal data. A key with no record exits 1 with
+code not_found.`,
+		jsonOK:  `{"ok":true,"effect":"noop","record":{"scope":…,"key":…,"state":…,"fingerprint":…,…}}`,
+		example: `$ idemctl keys get --scope tenant-7 --key 8e1f… --json`,
+		define:  defineKeys(keysGet, false),
+	}
+	keysDeleteCommand = &command{
+		name:    "keys delete",
+		summary: "delete a key's record, whatever its state",
+		about: `Deletes the record of --scope and --key, in progress or completed: the
+next request with that key executes again. Deleting an absent record is
+not an error: the effect is noop and the exit status 0. With --dry-run
+nothing changes and the effect says what would happen (would_delete or
+noop).`,
+		jsonOK:  `{"ok":true,"effect":"deleted"|"noop"|"would_delete","record":{…the record before…}}`,
+		example: `$ idemctl keys delete --scope tenant-7 --key 8e1f… --dry-run`,
+		define:  defineKeys(keysDelete, true),
+	}
+	keysReleaseCommand = &command{
+		name:    "keys release",
+		summary: "free an in-progress key so that a retry may execute",
+		about: `Frees the in-progress record of --scope and --key whatever its holder, as a
+transactional failure would: use it when you know the operation did not
+run (for example after an indeterminate failure you have checked by hand).
+A completed record is refused (code conflict, exit 1): delete it instead if
+you mean to. An absent record is a noop (exit 0). --dry-run changes
+nothing and reports would_release or noop.`,
+		jsonOK:  `{"ok":true,"effect":"released"|"noop"|"would_release","record":{…the record before…}}`,
+		example: `$ idemctl keys release --scope tenant-7 --key 8e1f…`,
+		define:  defineKeys(keysRelease, true),
+	}
+)
+
+// keysFlags are the flags every keys command takes.
+type keysFlags struct {
+	addr, token, scope, key string
+	timeout                 time.Duration
+	dryRun, body            bool
+}
+
+type keysAction func(ctx context.Context, c *adminClient, f *keysFlags) (result, error)
+
+func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
+	return func(fs *flag.FlagSet) action {
+		f := &keysFlags{}
+		fs.StringVar(&f.addr, "addr", envOr("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
+			"control plane ADDRESS: host:port or a URL (env IDEM_CONTROLPLANE_ADDR)")
+		fs.StringVar(&f.token, "token", envOr("IDEM_ADMIN_TOKEN", os.Getenv("IDEM_CONTROLPLANE_TOKEN")),
+			"bearer TOKEN for the admin API (env IDEM_ADMIN_TOKEN, else IDEM_CONTROLPLANE_TOKEN)")
+		fs.StringVar(&f.scope, "scope", "", "the record's SCOPE, as the filter sends it; required")
+		fs.StringVar(&f.key, "key", "", "the Idempotency-Key KEY, as the filter sends it; required")
+		fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after DURATION")
+		if mutating {
+			fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what would happen")
+		} else {
+			fs.BoolVar(&f.body, "body", false, "include the stored response, body included")
+		}
+		return func(e *env, args []string) (result, error) {
+			if len(args) > 0 {
+				return result{}, usagef("unexpected arguments: %s", strings.Join(args, " "))
+			}
+			if err := api.ValidateName("--scope", f.scope); err != nil {
+				return result{}, usagef("%w", err)
+			}
+			if err := api.ValidateName("--key", f.key); err != nil {
+				return result{}, usagef("%w", err)
+			}
+			base, err := baseURL(f.addr)
+			if err != nil {
+				return result{}, usagef("--addr: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+			defer cancel()
+			return act(ctx, &adminClient{base: base, token: f.token, http: &http.Client{}}, f)
+		}
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// baseURL accepts host:port or an http(s) URL.
+func baseURL(addr string) (*url.URL, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%q is neither host:port nor an http(s) URL", addr)
+	}
+	return u, nil
+}
+
+type keyResult struct {
+	OK     bool        `json:"ok"`
+	Effect api.Effect  `json:"effect"` // always noop: reading changes nothing
+	Record *api.Record `json:"record"`
+}
+
+type effectResult struct {
+	OK     bool        `json:"ok"`
+	Effect api.Effect  `json:"effect"`
+	Record *api.Record `json:"record,omitempty"`
+}
+
+func keysGet(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
+	q := c.query(f)
+	if f.body {
+		q.Set("body", "1")
+	}
+	var rec api.Record
+	if err := c.do(ctx, http.MethodGet, api.PathAdminKeys, q, &rec); err != nil {
+		return result{}, err
+	}
+	return result{text: describeRecord(&rec), json: keyResult{OK: true, Effect: api.EffectNoop, Record: &rec}}, nil
+}
+
+func keysDelete(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
+	return c.mutate(ctx, http.MethodDelete, api.PathAdminKeys, f)
+}
+
+func keysRelease(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
+	return c.mutate(ctx, http.MethodPost, api.PathAdminRelease, f)
+}
+
+func describeRecord(r *api.Record) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scope:        %s\nkey:          %s\nstate:        %s\nfingerprint:  %s\ncreated:      %s\nexpires:      %s",
+		r.Scope, r.Key, r.State, r.Fingerprint, r.CreatedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
+	if r.LeaseExpiresAt != nil {
+		fmt.Fprintf(&b, "\nlease until:  %s", r.LeaseExpiresAt.Format(time.RFC3339Nano))
+	}
+	if r.State == api.StateCompleted {
+		fmt.Fprintf(&b, "\nstatus:       %d", r.Status)
+	}
+	if r.BodyOmitted {
+		b.WriteString("\nbody:         not stored (over the size cap)")
+	}
+	if r.Response != nil && len(r.Response.Body) > 0 {
+		fmt.Fprintf(&b, "\nbody:         %s", r.Response.Body)
+	}
+	return b.String()
+}
+
+// adminClient calls the admin API.
+type adminClient struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+func (c *adminClient) query(f *keysFlags) url.Values {
+	q := url.Values{}
+	q.Set("scope", f.scope)
+	q.Set("key", f.key)
+	if f.dryRun {
+		q.Set("dry_run", "1")
+	}
+	return q
+}
+
+func (c *adminClient) mutate(ctx context.Context, method, path string, f *keysFlags) (result, error) {
+	var res api.AdminResult
+	if err := c.do(ctx, method, path, c.query(f), &res); err != nil {
+		return result{}, err
+	}
+	text := string(res.Effect)
+	if res.Effect == api.EffectNoop {
+		text += ": no record for this scope and key"
+	}
+	return result{text: text, json: effectResult{OK: true, Effect: res.Effect, Record: res.Record}}, nil
+}
+
+// do sends one request and decodes a 2xx answer into out; any other answer
+// becomes a serviceError carrying the problem's detail.
+func (c *adminClient) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	u := c.base.JoinPath(path)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return &serviceError{code: codeUnavailable, msg: err.Error()}
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &serviceError{code: codeUnavailable, msg: fmt.Sprintf("control plane at %s: %v", c.base.Host, err)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInput))
+	if err != nil {
+		return &serviceError{code: codeUnavailable, msg: fmt.Sprintf("reading the answer: %v", err)}
+	}
+	if resp.StatusCode/100 != 2 {
+		return problemError(resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return &serviceError{code: codeInternal, msg: fmt.Sprintf("unexpected answer from the control plane: %v", err)}
+	}
+	return nil
+}
+
+func problemError(status int, body []byte) error {
+	var p api.Problem
+	msg := http.StatusText(status)
+	if json.Unmarshal(body, &p) == nil && p.Title != "" {
+		msg = p.Title
+		if p.Detail != "" {
+			msg += ": " + p.Detail
+		}
+	}
+	code := codeUnavailable
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		code = codeUnauthorized
+	case http.StatusNotFound:
+		code = codeNotFound
+	case http.StatusConflict:
+		code = codeConflict
+	case http.StatusBadRequest:
+		code = codeRejected
+	}
+	return &serviceError{code: code, status: status, msg: fmt.Sprintf("%s (HTTP %d)", msg, status)}
+}
+
+// serviceError is a failure of, or a refusal by, the control plane.
+type serviceError struct {
+	code   string
+	status int
+	msg    string
+}
+
+func (e *serviceError) Error() string { return e.msg }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+	"github.com/idemgate/idemgate/controlplane/server"
+	"github.com/idemgate/idemgate/controlplane/store"
+)
+
+const adminToken = "test-admin-token"
+
+// keysEnv is a real control plane (server, store, private redis-server)
+// that the keys commands talk to over loopback HTTP.
+type keysEnv struct {
+	st   *store.Store
+	addr string
+}
+
+func newKeysEnv(t *testing.T) *keysEnv {
+	t.Helper()
+	rs := redistest.Start(t)
+	client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	st := store.New(client, store.Options{})
+	srv, err := server.New(st, server.Options{Token: adminToken, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	return &keysEnv{st: st, addr: ts.URL}
+}
+
+// seed creates a record: in progress, or completed with a 201.
+func (e *keysEnv) seed(t *testing.T, key string, completed bool) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := e.st.Reserve(ctx, api.ReserveRequest{Scope: "tenant-1", Key: key, Fingerprint: "sha256:aa"})
+	if err != nil || res.Outcome != api.Acquired {
+		t.Fatalf("seed reserve: %+v, %v", res, err)
+	}
+	if completed {
+		err := e.st.Complete(ctx, api.CompleteRequest{Scope: "tenant-1", Key: key, Token: res.Token,
+			Response: api.StoredResponse{Status: 201, Body: []byte(`{"id":"pay_1"}`)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *keysEnv) exists(t *testing.T, key string) bool {
+	t.Helper()
+	_, err := e.st.Get(context.Background(), "tenant-1", key, false)
+	return err == nil
+}
+
+func (e *keysEnv) keys(t *testing.T, args ...string) (invocation, map[string]any) {
+	t.Helper()
+	args = append(args, "--addr", e.addr, "--token", adminToken, "--scope", "tenant-1", "--json")
+	inv := invoke(t, "", args...)
+	var out map[string]any
+	if err := json.Unmarshal([]byte(inv.stdout), &out); err != nil {
+		t.Fatalf("idemctl %v: stdout %q is not one JSON object: %v", args, inv.stdout, err)
+	}
+	return inv, out
+}
+
+func TestKeysCommands(t *testing.T) {
+	e := newKeysEnv(t)
+	e.seed(t, "held", false)
+	e.seed(t, "done", true)
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantEffect string // "" when the command fails
+		wantError  string // error code when it fails
+		held, done bool   // which records exist afterwards
+	}{
+		{"get in progress", []string{"keys", "get", "--key", "held"}, 0, "noop", "", true, true},
+		{"get completed", []string{"keys", "get", "--key", "done"}, 0, "noop", "", true, true},
+		{"get absent", []string{"keys", "get", "--key", "nope"}, 1, "", "not_found", true, true},
+		{"dry-run delete", []string{"keys", "delete", "--key", "done", "--dry-run"}, 0, "would_delete", "", true, true},
+		{"dry-run delete absent", []string{"keys", "delete", "--key", "nope", "--dry-run"}, 0, "noop", "", true, true},
+		{"dry-run release", []string{"keys", "release", "--key", "held", "--dry-run"}, 0, "would_release", "", true, true},
+		{"release completed refused", []string{"keys", "release", "--key", "done"}, 1, "", "conflict", true, true},
+		{"release", []string{"keys", "release", "--key", "held"}, 0, "released", "", false, true},
+		{"release again is a noop", []string{"keys", "release", "--key", "held"}, 0, "noop", "", false, true},
+		{"delete", []string{"keys", "delete", "--key", "done"}, 0, "deleted", "", false, false},
+		{"delete again is a noop", []string{"keys", "delete", "--key", "done"}, 0, "noop", "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv, out := e.keys(t, tt.args...)
+			if inv.code != tt.wantCode {
+				t.Errorf("exit %d, want %d (stdout %s)", inv.code, tt.wantCode, inv.stdout)
+			}
+			if tt.wantEffect != "" && out["effect"] != tt.wantEffect {
+				t.Errorf("effect = %v, want %s", out["effect"], tt.wantEffect)
+			}
+			if tt.wantError != "" {
+				errObj, _ := out["error"].(map[string]any)
+				if errObj["code"] != tt.wantError {
+					t.Errorf("error = %v, want code %s", out["error"], tt.wantError)
+				}
+			}
+			if got := e.exists(t, "held"); got != tt.held {
+				t.Errorf("held exists = %v, want %v", got, tt.held)
+			}
+			if got := e.exists(t, "done"); got != tt.done {
+				t.Errorf("done exists = %v, want %v", got, tt.done)
+			}
+		})
+	}
+}
+
+func TestKeysGetShowsRecordNotBody(t *testing.T) {
+	e := newKeysEnv(t)
+	e.seed(t, "done", true)
+	_, out := e.keys(t, "keys", "get", "--key", "done")
+	rec, _ := out["record"].(map[string]any)
+	if rec["state"] != "completed" || rec["fingerprint"] != "sha256:aa" || rec["status"] != float64(201) {
+		t.Errorf("record = %v", rec)
+	}
+	if _, ok := rec["response"]; ok {
+		t.Errorf("body shown without --body: %v", rec)
+	}
+	_, out = e.keys(t, "keys", "get", "--key", "done", "--body")
+	rec, _ = out["record"].(map[string]any)
+	if resp, _ := rec["response"].(map[string]any); resp == nil || resp["body"] == nil {
+		t.Errorf("--body: record = %v, want the stored response", rec)
+	}
+	// Text output is for people: key facts, one per line.
+	inv := invoke(t, "", "keys", "get", "--addr", e.addr, "--token", adminToken, "--scope", "tenant-1", "--key", "done")
+	if inv.code != 0 || !strings.Contains(inv.stdout, "state:        completed") || !strings.Contains(inv.stdout, "status:       201") {
+		t.Errorf("text output: exit %d\n%s", inv.code, inv.stdout)
+	}
+}
+
+func TestKeysFailures(t *testing.T) {
+	e := newKeysEnv(t)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"wrong token", []string{"keys", "get", "--addr", e.addr, "--token", "wrong", "--scope", "s", "--key", "k"}, 1, "unauthorized"},
+		{"no control plane", []string{"keys", "delete", "--addr", "127.0.0.1:1", "--scope", "s", "--key", "k"}, 1, "unavailable"},
+		{"missing key", []string{"keys", "delete", "--addr", e.addr, "--scope", "s"}, 2, "usage"},
+		{"control character in key", []string{"keys", "get", "--addr", e.addr, "--scope", "s", "--key", "a\nb"}, 2, "usage"},
+		{"bad address", []string{"keys", "get", "--addr", "ftp://x", "--scope", "s", "--key", "k"}, 2, "usage"},
+		{"dry-run is for mutations", []string{"keys", "get", "--addr", e.addr, "--scope", "s", "--key", "k", "--dry-run"}, 2, "usage"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv := invoke(t, "", append(tt.args, "--json")...)
+			var out struct {
+				OK    bool
+				Error struct{ Code string }
+			}
+			if err := json.Unmarshal([]byte(inv.stdout), &out); err != nil {
+				t.Fatalf("stdout %q: %v", inv.stdout, err)
+			}
+			if inv.code != tt.wantCode || out.OK || out.Error.Code != tt.wantErr {
+				t.Errorf("exit %d, %+v; want exit %d, code %s", inv.code, out, tt.wantCode, tt.wantErr)
+			}
+		})
+	}
+}
