@@ -11,13 +11,18 @@ FUZZTIME ?= 60s
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-deps: ## install what the tests need beyond Go (redis-server, redis-cli) when missing
-	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then exit 0; fi; \
+# Tests start private redis-server instances on free loopback ports; the
+# race detector needs cgo, hence a C compiler.
+deps: ## install what tests and benchmarks need beyond Go: redis-server, redis-cli, redis-benchmark, gcc
+	@missing=""; \
+	for c in redis-server redis-cli redis-benchmark; do command -v $$c >/dev/null || missing="redis-server"; done; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing redis-server (tests start private instances on free loopback ports)"; \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	  echo "installing:$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-	  echo "missing redis-server/redis-cli: install them (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis)" >&2; \
+	  echo "missing:$$missing — install it (Debian/Ubuntu: sudo apt-get install -y $$missing; macOS: brew install redis)" >&2; \
 	  exit 1; \
 	fi
 
@@ -35,7 +40,8 @@ lint: ## gofmt and go vet (native and wasip1)
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
 
 test: deps wasm lint test-wasm ## all tests (builds the wasm module first: its tests run against it)
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 ./plugin/...
+	$(GO) test -race -count=1 ./controlplane/...
 
 # The pure packages the filter links are also tested compiled to wasip1 and
 # run under wazero: Wasm differs (a small call stack, 32-bit int in places).
@@ -52,8 +58,9 @@ $(BUILD)/wasip1-exec: $(BUILD)/wazero
 	printf '#!/bin/sh\nbin=$$1; shift\nexec "%s" run -mount=/:/ -env=PWD="$$PWD" "$$bin" "$$@"\n' "$(CURDIR)/$(BUILD)/wazero" > $@
 	chmod +x $@
 
-bench: ## benchmarks with allocations; numbers go into README
+bench: deps ## benchmarks, each side by side with its baseline; numbers go into README
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./plugin/canon/
+	$(GO) test -run '^$$' -bench BenchmarkControlPlane -benchtime 3s ./controlplane/server/
 
 fuzz: ## fuzz the canonicalizer for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/
