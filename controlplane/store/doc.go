@@ -13,9 +13,18 @@
 //
 // Complete(token) turns an in-progress record into a completed one;
 // Release(token) deletes it (absent again); both return ErrStaleToken and
-// change nothing when the token does not hold. Every record expires after
-// its TTL (PEXPIRE), whatever its state. A holder whose lease ran out but
-// was not taken over still holds: its Complete or Release succeeds.
+// change nothing when the token does not hold. A holder whose lease ran
+// out but was not taken over still holds: its Complete or Release succeeds.
+//
+// # Expiry
+//
+// Every record expires (PEXPIRE), whatever its state. Reserve gives it
+// the request's TTL from the reservation (a takeover restarts it), and
+// keeps the TTL in the record; a successful Complete restarts it from the
+// moment the response is stored, so a definite response is replayed for a
+// full TTL however late in the reservation it came. The reservation's TTL
+// is therefore the bound on an unanswered request, and the completed
+// record lives TTL after its response.
 //
 // # One round trip, one clock
 //

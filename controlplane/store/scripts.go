@@ -11,6 +11,7 @@ import "github.com/redis/go-redis/v9"
 //	lease  lease end, ms since the epoch by Redis TIME (in progress only)
 //	cr     creation, ms (Redis TIME)
 //	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it
+//	ttl    the record's TTL, ms, as reserved; complete restarts it
 //	code   stored status (completed)
 //	hdr    stored headers as a JSON array of [name, value] (completed)
 //	body   stored body, raw bytes (completed)
@@ -36,7 +37,7 @@ local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease')
 if not r[1] then
   local tok = '1.' .. nonce
   redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok,
-    'lease', now + lease, 'cr', now, 'exp', now + ttl)
+    'lease', now + lease, 'cr', now, 'exp', now + ttl, 'ttl', ttl)
   redis.call('PEXPIRE', k, ttl)
   return {'acquired', tok}
 end
@@ -60,7 +61,7 @@ end
 -- the old token stale, and give the new attempt a full TTL.
 gen = gen + 1
 tok = gen .. '.' .. nonce
-redis.call('HSET', k, 'gen', gen, 'tok', tok, 'lease', now + lease, 'exp', now + ttl)
+redis.call('HSET', k, 'gen', gen, 'tok', tok, 'lease', now + lease, 'exp', now + ttl, 'ttl', ttl)
 redis.call('PEXPIRE', k, ttl)
 return {'acquired', tok}
 `)
@@ -68,9 +69,16 @@ return {'acquired', tok}
 // completeScript: ARGV = token, call nonce, status, headers JSON, body,
 // omitted ("1" or ""). Replies 1 when stored (or already stored by this very
 // call), 0 when the token does not hold; then nothing changed.
-var completeScript = redis.NewScript(`
+//
+// A definite response is kept for the record's TTL from the moment it is
+// stored: the script sets exp = now + ttl and PEXPIREs the key, so that a
+// response completed near the end of the TTL given at reserve does not
+// vanish at once and let a retry execute again. The re-run of this very
+// call (same call nonce) leaves the expiry where the first run put it. A
+// record without 'ttl' (written by an older version) keeps its expiry.
+var completeScript = redis.NewScript(nowMS + `
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 'st', 'tok', 'cn')
+local r = redis.call('HMGET', k, 'st', 'tok', 'cn', 'ttl')
 if r[2] ~= ARGV[1] then
   return 0
 end
@@ -83,6 +91,11 @@ end
 redis.call('HSET', k, 'st', 'c', 'code', ARGV[3], 'hdr', ARGV[4], 'body', ARGV[5],
   'omit', ARGV[6], 'cn', ARGV[2])
 redis.call('HDEL', k, 'lease')
+local ttl = tonumber(r[4])
+if ttl and ttl > 0 then
+  redis.call('HSET', k, 'exp', now + ttl)
+  redis.call('PEXPIRE', k, ttl)
+end
 return 1
 `)
 

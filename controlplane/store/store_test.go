@@ -801,3 +801,88 @@ func TestRedisHangs(t *testing.T) {
 		})
 	}
 }
+
+// TestCompleteRestartsTTL: a definite response is stored and replayed for
+// the TTL from the moment it is stored, not from the reserve. A response
+// completed near the end of a short TTL must not vanish at once.
+func TestCompleteRestartsTTL(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	const ttl = 1000 * time.Millisecond
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "late", Fingerprint: "A", LeaseMS: 1000, TTLMS: ttl.Milliseconds()})
+	if err != nil || r.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	time.Sleep(900 * time.Millisecond)
+	before := time.Now()
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "late", Token: r.Token, Response: responseFor(201)}); err != nil {
+		t.Fatalf("complete at ~900ms: %v", err)
+	}
+	after := time.Now()
+	time.Sleep(200 * time.Millisecond)
+	got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "late", Fingerprint: "A", LeaseMS: 1000, TTLMS: ttl.Milliseconds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Outcome != api.Completed || got.Response == nil || got.Response.Status != 201 {
+		t.Fatalf("retry 200ms after complete = %+v, want completed (replay)", got)
+	}
+	rec, err := s.Get(ctx, "s", "late", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Redis's clock and ours are the same host's: allow 50ms either side.
+	lo, hi := before.Add(ttl-50*time.Millisecond), after.Add(ttl+50*time.Millisecond)
+	if rec.ExpiresAt.Before(lo) || rec.ExpiresAt.After(hi) {
+		t.Errorf("expires_at %v, want complete time + %v, within [%v, %v]", rec.ExpiresAt, ttl, lo, hi)
+	}
+	pttl, err := s.c.PTTL(ctx, s.RecordKey("s", "late")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pttl < 500*time.Millisecond || pttl > 850*time.Millisecond {
+		t.Errorf("PTTL %v 200ms after complete, want about %v", pttl, ttl-200*time.Millisecond)
+	}
+}
+
+// TestCompleteOwnRetryKeepsExpiry: a re-run of the complete script with the
+// same call nonce (a go-redis retry after a lost reply) answers success and
+// leaves the expiry where the first run put it.
+func TestCompleteOwnRetryKeepsExpiry(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	k := []string{s.RecordKey("s", "retry-ttl")}
+	res, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := res[1].(string)
+	exp := func() (string, time.Duration) {
+		t.Helper()
+		e, err := s.c.HGet(ctx, k[0], "exp").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.c.PTTL(ctx, k[0]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, p
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n, err := completeScript.Run(ctx, s.c, k, tok, "CALL1", 200, "", "b", "").Int64(); err != nil || n != 1 {
+		t.Fatalf("complete: %d %v", n, err)
+	}
+	exp1, pttl1 := exp()
+	time.Sleep(100 * time.Millisecond)
+	if n, err := completeScript.Run(ctx, s.c, k, tok, "CALL1", 200, "", "b", "").Int64(); err != nil || n != 1 {
+		t.Fatalf("complete re-run: %d %v", n, err)
+	}
+	exp2, pttl2 := exp()
+	if exp1 != exp2 {
+		t.Errorf("re-run moved exp from %s to %s", exp1, exp2)
+	}
+	if pttl2 > pttl1-50*time.Millisecond {
+		t.Errorf("re-run restarted the key's expiry: PTTL %v then %v", pttl1, pttl2)
+	}
+}
