@@ -48,7 +48,8 @@ const (
 )
 
 // ReserveRequest asks for the key scope+key for a request whose fingerprint
-// is Fingerprint. Zero LeaseMS or TTLMS mean the service's defaults.
+// is Fingerprint. Zero LeaseMS or TTLMS mean the service's defaults; a zero
+// LeaseMS never exceeds the TTL (min(default lease, TTL)).
 type ReserveRequest struct {
 	Scope       string `json:"scope"`
 	Key         string `json:"key"`

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"sync"
@@ -210,5 +211,40 @@ func TestInsecureNoAuth(t *testing.T) {
 func TestNewRequiresAToken(t *testing.T) {
 	if _, err := server.New(nil, server.Options{}); err == nil {
 		t.Error("server.New without a token or InsecureNoAuth succeeded")
+	}
+}
+
+// TestReserveTTLShorterThanDefaultLease: a reserve that gives only a TTL
+// shorter than the default lease (30s) is served with the TTL as its lease,
+// not refused.
+func TestReserveTTLShorterThanDefaultLease(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name      string
+		req       string
+		wantLease time.Duration
+	}{
+		{"ttl 10s, no lease", `{"scope":"s","key":"k1","fingerprint":"f","ttl_ms":10000}`, 10 * time.Second},
+		{"ttl 10s, lease 0", `{"scope":"s","key":"k2","fingerprint":"f","lease_ms":0,"ttl_ms":10000}`, 10 * time.Second},
+		{"ttl 60s, no lease", `{"scope":"s","key":"k3","fingerprint":"f","ttl_ms":60000}`, api.DefaultLease},
+		{"ttl 10s, lease 2s", `{"scope":"s","key":"k4","fingerprint":"f","lease_ms":2000,"ttl_ms":10000}`, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var res api.ReserveResponse
+			e.call(http.MethodPost, api.PathReserve, tt.req, http.StatusOK, &res)
+			if res.Outcome != api.Acquired {
+				t.Fatalf("reserve = %+v, want acquired", res)
+			}
+			var req api.ReserveRequest
+			if err := json.Unmarshal([]byte(tt.req), &req); err != nil {
+				t.Fatal(err)
+			}
+			var rec api.Record
+			e.call(http.MethodGet, api.PathAdminKeys+query(req.Scope, req.Key), nil, http.StatusOK, &rec)
+			if rec.LeaseExpiresAt == nil || rec.LeaseExpiresAt.Sub(rec.CreatedAt) != tt.wantLease {
+				t.Errorf("record %+v: lease %v, want %v", rec, rec.LeaseExpiresAt, tt.wantLease)
+			}
+		})
 	}
 }

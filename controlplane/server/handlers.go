@@ -44,7 +44,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 		writeProblem(w, notInProgress())
 	case errors.Is(err, store.ErrInvalidRequest):
 		// The edge checks come first; this is what only the store knows
-		// (e.g. a TTL shorter than the default lease).
+		// (e.g. a TTL shorter than an explicit lease, or over the maximum).
 		ri.outcome = outInvalid
 		writeProblem(w, badRequest(strings.TrimPrefix(err.Error(), store.ErrInvalidRequest.Error()+": ")))
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):

@@ -43,7 +43,7 @@ func TestBadInput(t *testing.T) {
 		{"fingerprint too long", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"` + strings.Repeat("f", 1025) + `"}`, 400, "fingerprint is 1025 bytes long"},
 		{"negative lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease_ms":-1}`, 400, "lease_ms is -1"},
 		{"negative ttl", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","ttl_ms":-5}`, 400, "ttl_ms is -5"},
-		{"ttl shorter than the default lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","ttl_ms":1000}`, 400, "ttl 1000ms is shorter than the lease 30000ms"},
+		{"ttl shorter than the lease", "POST", api.PathReserve, `{"scope":"s","key":"k","fingerprint":"f","lease_ms":2000,"ttl_ms":1000}`, 400, "ttl 1000ms is shorter than the lease 2000ms"},
 		{"complete: no token", "POST", api.PathComplete, `{"scope":"s","key":"k","response":{"status":200}}`, 400, "token is empty"},
 		{"complete: no status", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{}}`, 400, "response.status is 0"},
 		{"complete: status 600", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":600}}`, 400, "response.status is 600"},

@@ -64,7 +64,8 @@ type Options struct {
 	// Default api.DefaultMaxStoredBody.
 	MaxStoredResponse int
 	// DefaultLease and DefaultTTL replace a zero LeaseMS / TTLMS of a
-	// reserve. Defaults api.DefaultLease and api.DefaultTTL.
+	// reserve; a zero LeaseMS gets min(DefaultLease, the reserve's TTL).
+	// Defaults api.DefaultLease and api.DefaultTTL.
 	DefaultLease time.Duration
 	DefaultTTL   time.Duration
 	// Now is not consulted for any decision: leases and expiry are judged
@@ -212,14 +213,16 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if ttl < 0 {
 		return none, invalid("ttl_ms %d is negative", ttl)
 	}
-	if lease == 0 {
-		lease = s.opt.DefaultLease.Milliseconds()
-	}
 	if ttl == 0 {
 		ttl = s.opt.DefaultTTL.Milliseconds()
 	}
 	if ttl > MaxTTL.Milliseconds() {
 		return none, invalid("ttl %dms is longer than %dms", ttl, MaxTTL.Milliseconds())
+	}
+	if lease == 0 {
+		// The default lease, but never past the record's TTL: a caller
+		// that asks only for a short TTL means the record to be short.
+		lease = min(s.opt.DefaultLease.Milliseconds(), ttl)
 	}
 	if ttl < lease {
 		return none, invalid("ttl %dms is shorter than the lease %dms", ttl, lease)

@@ -356,7 +356,6 @@ func TestValidation(t *testing.T) {
 		{"ttl below lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1000, TTLMS: 999}},
 		{"ttl over the maximum", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: MaxTTL.Milliseconds() + 1}},
 		{"huge lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1 << 62, TTLMS: 1 << 62}},
-		{"ttl below default lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: 1000}},
 	}
 	for _, tt := range reserves {
 		t.Run("reserve "+tt.name, func(t *testing.T) {
@@ -884,5 +883,59 @@ func TestCompleteOwnRetryKeepsExpiry(t *testing.T) {
 	}
 	if pttl2 > pttl1-50*time.Millisecond {
 		t.Errorf("re-run restarted the key's expiry: PTTL %v then %v", pttl1, pttl2)
+	}
+}
+
+// TestReserveLeaseAndTTL: what lease and TTL a reserve gets. A zero lease
+// means the default lease, but never more than the TTL: a reserve that
+// asks only for a TTL shorter than the default lease gets the TTL as its
+// lease instead of a refusal.
+func TestReserveLeaseAndTTL(t *testing.T) {
+	s, _ := newStandalone(t, Options{DefaultLease: 30 * time.Second, DefaultTTL: time.Hour})
+	ctx := testCtx(t)
+	tests := []struct {
+		name               string
+		leaseMS, ttlMS     int64
+		wantLease, wantTTL time.Duration // zero wantLease with wantErr
+		wantErr            bool
+	}{
+		{name: "both defaults", wantLease: 30 * time.Second, wantTTL: time.Hour},
+		{name: "ttl only, longer than the default lease", ttlMS: 60_000, wantLease: 30 * time.Second, wantTTL: time.Minute},
+		{name: "ttl only, shorter than the default lease", ttlMS: 10_000, wantLease: 10 * time.Second, wantTTL: 10 * time.Second},
+		{name: "ttl only, equal to the default lease", ttlMS: 30_000, wantLease: 30 * time.Second, wantTTL: 30 * time.Second},
+		{name: "ttl only, 1ms", ttlMS: 1, wantLease: time.Millisecond, wantTTL: time.Millisecond},
+		{name: "lease only", leaseMS: 5_000, wantLease: 5 * time.Second, wantTTL: time.Hour},
+		{name: "both, lease shorter", leaseMS: 5_000, ttlMS: 10_000, wantLease: 5 * time.Second, wantTTL: 10 * time.Second},
+		{name: "both, equal", leaseMS: 10_000, ttlMS: 10_000, wantLease: 10 * time.Second, wantTTL: 10 * time.Second},
+		{name: "explicit lease longer than ttl", leaseMS: 20_000, ttlMS: 10_000, wantErr: true},
+		{name: "explicit lease longer than the default ttl", leaseMS: 2 * time.Hour.Milliseconds(), wantErr: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("lease-ttl-%d", i)
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A", LeaseMS: tt.leaseMS, TTLMS: tt.ttlMS})
+			if tt.wantErr {
+				if !errors.Is(err, ErrInvalidRequest) {
+					t.Fatalf("reserve: %+v %v, want ErrInvalidRequest", r, err)
+				}
+				return
+			}
+			if err != nil || r.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v, want acquired", r, err)
+			}
+			if tt.wantTTL <= time.Millisecond {
+				return // gone before it can be read
+			}
+			rec, err := s.Get(ctx, "s", key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rec.LeaseExpiresAt.Sub(rec.CreatedAt); got != tt.wantLease {
+				t.Errorf("lease %v, want %v", got, tt.wantLease)
+			}
+			if got := rec.ExpiresAt.Sub(rec.CreatedAt); got != tt.wantTTL {
+				t.Errorf("ttl %v, want %v", got, tt.wantTTL)
+			}
+		})
 	}
 }
