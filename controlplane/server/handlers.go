@@ -42,6 +42,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 	case errors.Is(err, store.ErrNotInProgress):
 		ri.outcome = outNotInProgress
 		writeProblem(w, notInProgress())
+	case errors.Is(err, store.ErrUnreadableResponse):
+		// Admin GET with body of a record whose stored headers are corrupt.
+		ri.outcome = outError
+		ri.err = err
+		s.m.unreadable.WithLabelValues(ri.op, reasonCorrupt).Inc()
+		writeProblem(w, &problem{http.StatusInternalServerError, probInternal, "Stored response cannot be read",
+			"the stored response is corrupt; see the control plane's log"})
 	case errors.Is(err, store.ErrInvalidRequest):
 		// The edge checks come first; this is what only the store knows
 		// (e.g. a TTL shorter than an explicit lease, or over the maximum).
@@ -87,11 +94,34 @@ func (s *Server) openBody(resp *api.StoredResponse, scope, key string) error {
 	return nil
 }
 
-func undecryptable(w http.ResponseWriter, ri *reqInfo, err error) {
+func undecryptableErr(err error) error {
+	return fmt.Errorf("stored body cannot be decrypted (key rotated away, or stored before encryption was turned on?): %w", err)
+}
+
+// undecryptable answers the admin GET with body of a record whose body
+// does not open: 500, the operator asked for the body.
+func (s *Server) undecryptable(w http.ResponseWriter, ri *reqInfo, err error) {
 	ri.outcome = outDecryptError
-	ri.err = fmt.Errorf("stored body cannot be decrypted (key rotated away, or stored before encryption was turned on?): %w", err)
+	ri.err = undecryptableErr(err)
+	s.m.unreadable.WithLabelValues(ri.op, reasonUndecryptable).Inc()
 	writeProblem(w, &problem{http.StatusInternalServerError, probUndecryptable, "Stored response cannot be decrypted",
 		"the stored response body does not open with the configured encryption keys; see the control plane's log"})
+}
+
+// unreadableOnReserve notes that a completed record's stored response could
+// not be read while answering a reserve: the answer stays completed (the
+// operation ran; an error would let a fail-open filter run it again), the
+// request is logged at ERROR with the cause and counted.
+func (s *Server) unreadableOnReserve(ri *reqInfo, reason string, err error) {
+	ri.err = err
+	ri.alert = true
+	s.m.unreadable.WithLabelValues(ri.op, reason).Inc()
+}
+
+// omitted is what a reserve answers for a stored response it cannot read:
+// the status, stored in the clear, and body_omitted.
+func omitted(resp *api.StoredResponse) *api.StoredResponse {
+	return &api.StoredResponse{Status: resp.Status, BodyOmitted: true}
 }
 
 func validateNames(scope, key string) *problem {
@@ -151,14 +181,19 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	res, err := s.store.Reserve(ctx, req)
+	if errors.Is(err, store.ErrUnreadableResponse) && res.Outcome == api.Completed && res.Response != nil {
+		s.unreadableOnReserve(ri, reasonCorrupt, err)
+		res.Response = omitted(res.Response)
+		err = nil
+	}
 	if err != nil {
 		s.fail(w, r, ri, err)
 		return
 	}
 	if res.Outcome == api.Completed {
 		if err := s.openBody(res.Response, req.Scope, req.Key); err != nil {
-			undecryptable(w, ri, err)
-			return
+			s.unreadableOnReserve(ri, reasonUndecryptable, undecryptableErr(err))
+			res.Response = omitted(res.Response)
 		}
 	}
 	ri.outcome = string(res.Outcome)
@@ -272,7 +307,7 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	if !withBody {
 		rec.Response = nil
 	} else if err := s.openBody(rec.Response, scope, key); err != nil {
-		undecryptable(w, ri, err)
+		s.undecryptable(w, ri, err)
 		return
 	}
 	ri.outcome = outFound

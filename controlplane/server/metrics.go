@@ -40,10 +40,17 @@ const (
 	outDecryptError  = "decrypt_error"
 )
 
+// Reasons a stored response cannot be read: the "reason" label of
+// idemgate_stored_response_unreadable_total.
+const (
+	reasonUndecryptable = "undecryptable" // the sealed body does not open with the configured keys
+	reasonCorrupt       = "corrupt"       // the stored headers do not decode
+)
+
 // knownOutcomes are created at zero so that dashboards and alerts see every
 // series from the start, not only after the first event.
 var knownOutcomes = map[string][]string{
-	opReserve:      {outAcquired, outInProgress, outMismatch, outCompleted, outInvalid, outError, outDecryptError},
+	opReserve:      {outAcquired, outInProgress, outMismatch, outCompleted, outInvalid, outError},
 	opComplete:     {outCompleted, outStale, outInvalid, outError},
 	opRelease:      {outReleased, outStale, outInvalid, outError},
 	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
@@ -56,6 +63,9 @@ type metrics struct {
 	duration  *prometheus.HistogramVec
 	redisErrs *prometheus.CounterVec
 	requests  *prometheus.CounterVec
+	// unreadable counts stored responses that could not be read, by op
+	// and reason; on reserve they were answered completed, body omitted.
+	unreadable *prometheus.CounterVec
 }
 
 // latencyBuckets span a loopback Redis round trip (~100 µs) to the
@@ -81,8 +91,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "idemgate_http_requests_total",
 			Help: "HTTP requests by route (the API path, or \"other\") and status code.",
 		}, []string{"route", "code"}),
+		unreadable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_stored_response_unreadable_total",
+			Help: "Completed records whose stored response could not be read (reason: undecryptable, corrupt), by op; a reserve answers them completed with the status and body_omitted.",
+		}, []string{"op", "reason"}),
 	}
-	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests)
+	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable)
 	for op, outs := range knownOutcomes {
 		for _, out := range outs {
 			m.ops.WithLabelValues(op, out)
@@ -91,6 +105,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.redisErrs.WithLabelValues(op)
 	}
 	m.redisErrs.WithLabelValues(opReady)
+	for _, op := range []string{opReserve, opAdminGet} {
+		for _, reason := range []string{reasonUndecryptable, reasonCorrupt} {
+			m.unreadable.WithLabelValues(op, reason)
+		}
+	}
 	return m
 }
 

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -281,21 +283,27 @@ func TestEncryptionAtRest(t *testing.T) {
 	if err := e.redis.Client().HSet(ctx, e.store.RecordKey("s", "victim"), sealedField, raw[sealedField]).Err(); err != nil {
 		t.Fatal(err)
 	}
-	resp, body := e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "victim", Fingerprint: "fp"})
+	// Reserve: still completed (the operation ran), without the body.
+	if res := e.reserve("s", "victim", "fp"); res.Outcome != api.Completed || res.Response == nil ||
+		!reflect.DeepEqual(*res.Response, api.StoredResponse{Status: 200, BodyOmitted: true}) {
+		t.Errorf("reserve of a record with a moved sealed body = %+v, want completed, status 200, body omitted", res)
+	}
+	resp, body := e.do(http.MethodGet, api.PathAdminKeys+query("s", "victim", "body=1"), nil)
 	problemOf(t, resp, body, http.StatusInternalServerError)
 
-	// Another key (rotated without keeping the old one): 500, never garbage.
+	// Another key (rotated without keeping the old one): never garbage.
 	other, err := seal.New(bytes.Repeat([]byte{8}, seal.KeySize))
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := newEnv(t, func(s *setup) { s.redis = e.redis; s.opt.Sealer = other })
-	resp, body = o.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "fp"})
+	if res := o.reserve("s", "k", "fp"); res.Outcome != api.Completed || res.Response == nil || !res.Response.BodyOmitted || len(res.Response.Body) != 0 {
+		t.Errorf("reserve after rotation without the previous key = %+v, want completed, body omitted", res)
+	}
+	resp, body = o.do(http.MethodGet, api.PathAdminKeys+query("s", "k", "body=1"), nil)
 	if p := problemOf(t, resp, body, http.StatusInternalServerError); p.Type != "urn:idemgate:problem:undecryptable" {
 		t.Errorf("problem = %+v", p)
 	}
-	resp, body = o.do(http.MethodGet, api.PathAdminKeys+query("s", "k", "body=1"), nil)
-	problemOf(t, resp, body, http.StatusInternalServerError)
 	o.call(http.MethodGet, api.PathAdminKeys+query("s", "k"), nil, http.StatusOK, nil) // no body, nothing to open
 	if !strings.Contains(o.logs.String(), "cannot be decrypted") {
 		t.Errorf("no log line says the body cannot be decrypted:\n%s", o.logs.String())
@@ -360,4 +368,87 @@ type panicStore struct{ server.Store }
 
 func (panicStore) Reserve(context.Context, api.ReserveRequest) (api.ReserveResponse, error) {
 	panic("boom")
+}
+
+// logLines returns the structured log lines whose fields include all of
+// want (string values).
+func logLines(t *testing.T, logs string, want map[string]string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		match := true
+		for k, v := range want {
+			if s, _ := m[k].(string); s != v {
+				match = false
+			}
+		}
+		if match {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func metricsText(t *testing.T, e *env) string {
+	t.Helper()
+	resp, body := e.do(http.MethodGet, api.PathMetrics, nil, "Authorization", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", resp.StatusCode)
+	}
+	return string(body)
+}
+
+// TestUnreadableStoredResponseOnReserve: a completed record whose stored
+// response cannot be read (its body sealed with a key since dropped, or its
+// headers corrupt) is answered 200 completed with the status and
+// body_omitted on reserve, never an error: a filter failing open on an
+// error would execute a completed operation again. It is logged at ERROR
+// and counted. The admin GET with body=1 still answers 500.
+func TestUnreadableStoredResponseOnReserve(t *testing.T) {
+	oldKey, err := seal.New(bytes.Repeat([]byte{1}, seal.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := seal.New(bytes.Repeat([]byte{2}, seal.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := newEnv(t, func(s *setup) { s.opt.Sealer = oldKey })
+	for _, k := range []string{"sealed", "corrupt"} {
+		tok := before.acquire("s", k, "fp")
+		before.completeWith("s", k, tok, api.StoredResponse{Status: 201,
+			Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(`{"id":"pay_1"}`)})
+	}
+	if err := before.redis.Client().HSet(context.Background(), before.store.RecordKey("s", "corrupt"), "hdr", "[not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotated without keeping the previous key.
+	e := newEnv(t, func(s *setup) { s.redis = before.redis; s.opt.Sealer = newKey })
+	want := api.StoredResponse{Status: 201, BodyOmitted: true}
+	for _, tt := range []struct{ key, reason, logged string }{
+		{"sealed", "undecryptable", "cannot be decrypted"},
+		{"corrupt", "corrupt", "not valid JSON"},
+	} {
+		t.Run(tt.key, func(t *testing.T) {
+			var res api.ReserveResponse
+			e.call(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: tt.key, Fingerprint: "fp"}, http.StatusOK, &res)
+			if res.Outcome != api.Completed || res.Response == nil || !reflect.DeepEqual(*res.Response, want) {
+				t.Errorf("reserve = %+v (response %+v), want completed with %+v", res, res.Response, want)
+			}
+			lines := logLines(t, e.logs.String(), map[string]string{"op": "reserve", "key": tt.key, "level": "ERROR"})
+			if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["error"]), tt.logged) {
+				t.Errorf("ERROR log lines for reserve of %s: %v, want one whose error says %q", tt.key, lines, tt.logged)
+			}
+			if m := metricsText(t, e); !strings.Contains(m, `idemgate_stored_response_unreadable_total{op="reserve",reason="`+tt.reason+`"} 1`) {
+				t.Errorf("/metrics does not count it:\n%s", grep(m, "unreadable"))
+			}
+			resp, body := e.do(http.MethodGet, api.PathAdminKeys+query("s", tt.key, "body=1"), nil)
+			problemOf(t, resp, body, http.StatusInternalServerError)
+		})
+	}
 }

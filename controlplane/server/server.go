@@ -110,6 +110,7 @@ type reqInfo struct {
 	op, outcome string
 	scope, key  string
 	err         error // logged, never sent
+	alert       bool  // log at ERROR whatever the status (a 200 hiding a fault)
 }
 
 // New returns a Server over st.
@@ -297,11 +298,13 @@ func (s *Server) authenticate(r *http.Request, level authLevel) *problem {
 
 // logRequest writes one line per request: Debug for successes, Info for
 // refusals (4xx), Warn for authentication failures, Error for failures
-// (5xx). It never logs bodies or tokens.
+// (5xx) and for answers that hide a fault (a reserve answered completed
+// without the stored response it could not read). It never logs bodies or
+// tokens.
 func (s *Server) logRequest(r *http.Request, route string, status int, ri *reqInfo, d time.Duration) {
 	level := slog.LevelDebug
 	switch {
-	case status >= 500:
+	case status >= 500 || ri.alert:
 		level = slog.LevelError
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		level = slog.LevelWarn

@@ -85,6 +85,9 @@
 //
 // ErrStaleToken, ErrNotFound, ErrNotInProgress and ErrInvalidRequest
 // describe the request; every failure to get an answer from Redis matches
-// ErrUnavailable (and wraps the go-redis or context error). Operations never
-// block longer than the client's timeouts (and retries) or ctx.
+// ErrUnavailable (and wraps the go-redis or context error). A stored
+// response that cannot be decoded matches ErrUnreadableResponse; Reserve
+// then still answers Completed (status and BodyOmitted) beside the error,
+// because the operation ran. Operations never block longer than the
+// client's timeouts (and retries) or ctx.
 package store

@@ -31,6 +31,13 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrInvalidOptions: Options failed validation; see Options.Validate.
 	ErrInvalidOptions = errors.New("invalid store options")
+	// ErrUnreadableResponse: a completed record's stored response cannot
+	// be decoded (corrupt headers). Reserve still answers Completed, with
+	// the status and BodyOmitted, and returns this error beside it so the
+	// caller can log and count it: the operation ran, and a caller that
+	// treated it as an outage might run it again. Get with body returns
+	// it alone.
+	ErrUnreadableResponse = errors.New("stored response cannot be read")
 	// ErrUnavailable wraps every failure to get an answer from Redis
 	// (network, timeout, cluster down, context ended, unexpected reply).
 	ErrUnavailable = errors.New("redis unavailable")
@@ -192,6 +199,11 @@ func unexpected(op string, reply any) error {
 
 // Reserve asks for scope+key on behalf of a request with fingerprint
 // req.Fingerprint. See the package comment for the state machine.
+//
+// A completed record whose stored response cannot be decoded is answered
+// Completed with its status and BodyOmitted, together with an error
+// matching ErrUnreadableResponse: the caller should answer the response
+// and report the error.
 func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error) {
 	var none api.ReserveResponse
 	if s.optErr != nil {
@@ -262,7 +274,11 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 		}
 		resp, err := decodeResponse(status, hdr, body, omit == "1")
 		if err != nil {
-			return none, fmt.Errorf("store: reserve: %w", err)
+			// The operation ran: answer completed with what is stored in
+			// the clear, and report the corruption beside it.
+			return api.ReserveResponse{Outcome: api.Completed,
+					Response: &api.StoredResponse{Status: int(status), BodyOmitted: true}},
+				fmt.Errorf("store: reserve: %w", err)
 		}
 		return api.ReserveResponse{Outcome: api.Completed, Response: resp}, nil
 	}
@@ -479,7 +495,7 @@ func decodeResponse(status int64, hdr, body string, omitted bool) (*api.StoredRe
 	resp := &api.StoredResponse{Status: int(status), BodyOmitted: omitted}
 	if hdr != "" {
 		if err := json.Unmarshal([]byte(hdr), &resp.Headers); err != nil {
-			return nil, fmt.Errorf("%w: stored headers are not valid JSON: %w", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: stored headers are not valid JSON: %w", ErrUnreadableResponse, err)
 		}
 	}
 	if body != "" {

@@ -939,3 +939,40 @@ func TestReserveLeaseAndTTL(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveUnreadableStoredResponse: a completed record whose stored
+// headers cannot be decoded is still completed: the operation ran. Reserve
+// answers completed with the status (kept apart) and BodyOmitted, and
+// reports ErrUnreadableResponse beside it, never ErrUnavailable: a caller
+// that fails open on unavailability would execute the operation again.
+func TestReserveUnreadableStoredResponse(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "corrupt", Fingerprint: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "corrupt", Token: r.Token, Response: responseFor(201)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.HSet(ctx, s.RecordKey("s", "corrupt"), "hdr", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "corrupt", Fingerprint: "A"})
+	if !errors.Is(err, ErrUnreadableResponse) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("reserve error %v, want ErrUnreadableResponse (and not ErrUnavailable)", err)
+	}
+	want := api.StoredResponse{Status: 201, BodyOmitted: true}
+	if got.Outcome != api.Completed || got.Response == nil || !reflect.DeepEqual(*got.Response, want) {
+		t.Errorf("reserve = %+v (response %+v), want completed with %+v", got, got.Response, want)
+	}
+
+	// The admin view without body is unaffected; with body it reports the
+	// corruption, not an outage.
+	if rec, err := s.Get(ctx, "s", "corrupt", false); err != nil || rec.Status != 201 || rec.State != api.StateCompleted {
+		t.Errorf("get without body: %+v %v", rec, err)
+	}
+	if _, err := s.Get(ctx, "s", "corrupt", true); !errors.Is(err, ErrUnreadableResponse) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("get with body: %v, want ErrUnreadableResponse", err)
+	}
+}
