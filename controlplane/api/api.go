@@ -1,10 +1,11 @@
 // Package api holds the wire types of the control plane's HTTP/JSON API,
-// shared by the service and by the Wasm filter. It imports nothing beyond
-// the standard library's time, so the filter can use it without pulling in
-// Redis or network code.
+// shared by the service and by the Wasm filter. It imports only the
+// standard library (no network code), so the filter can use it without
+// pulling in Redis or network code.
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -72,9 +73,10 @@ type ReserveResponse struct {
 
 // StoredResponse is an upstream response kept for replay.
 type StoredResponse struct {
-	Status  int         `json:"status"`
-	Headers [][2]string `json:"headers,omitempty"`
-	Body    []byte      `json:"body,omitempty"` // base64 in JSON
+	Status int `json:"status"`
+	// Headers are [name, value] pairs, in order; see ValidateHeaders.
+	Headers Headers `json:"headers,omitempty"`
+	Body    []byte  `json:"body,omitempty"` // base64 in JSON
 	// BodyOmitted marks a response whose headers and body exceeded the
 	// service's cap: only Status was stored. A replay of it cannot be
 	// faithful; the filter decides what to answer.
@@ -169,4 +171,120 @@ func ValidateName(what, s string) error {
 		}
 	}
 	return nil
+}
+
+// Headers are a stored response's header fields as [name, value] pairs. In
+// JSON: an array of two-string arrays. Decoding is strict where
+// encoding/json is not for Go arrays (it pads ["a"] to ["a", ""], drops a
+// third element and turns null into ["", ""]): every entry must be exactly
+// two strings, else UnmarshalJSON fails with a *HeaderError.
+type Headers [][2]string
+
+// UnmarshalJSON decodes [[name, value], ...] strictly; null is no headers.
+func (h *Headers) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*h = nil
+		return nil
+	}
+	var entries []json.RawMessage
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return &HeaderError{Index: -1, Reason: "want an array of [name, value] pairs, got JSON " + jsonKind(b)}
+	}
+	out := make(Headers, len(entries))
+	for i, raw := range entries {
+		var pair []json.RawMessage
+		if jsonKind(raw) != "array" || json.Unmarshal(raw, &pair) != nil {
+			return &HeaderError{Index: i, Reason: "want [name, value], got JSON " + jsonKind(raw)}
+		}
+		if len(pair) != 2 {
+			s := "s"
+			if len(pair) == 1 {
+				s = ""
+			}
+			return &HeaderError{Index: i, Reason: fmt.Sprintf("want [name, value], got %d element%s", len(pair), s)}
+		}
+		for j, what := range [2]string{"name", "value"} {
+			if jsonKind(pair[j]) != "string" || json.Unmarshal(pair[j], &out[i][j]) != nil {
+				return &HeaderError{Index: i, Reason: what + " is not a string"}
+			}
+		}
+	}
+	*h = out
+	return nil
+}
+
+// jsonKind names the kind of a JSON value by its first byte.
+func jsonKind(b []byte) string {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '[':
+			return "array"
+		case '{':
+			return "object"
+		case '"':
+			return "string"
+		case 't', 'f':
+			return "boolean"
+		case 'n':
+			return "null"
+		}
+		return "number"
+	}
+	return "nothing"
+}
+
+// HeaderError reports a malformed or invalid stored header: Index is its
+// position in the headers (-1: the headers as a whole).
+type HeaderError struct {
+	Index  int
+	Reason string
+}
+
+func (e *HeaderError) Error() string {
+	if e.Index < 0 {
+		return "response.headers: " + e.Reason
+	}
+	return fmt.Sprintf("response.headers[%d]: %s", e.Index, e.Reason)
+}
+
+// ValidateHeaders checks stored headers before they are kept for replay:
+// every name is a non-empty RFC 9110 token (so no pseudo-headers such as
+// ":status", no spaces, no colons, ASCII only) and no value contains CR, LF
+// or NUL, which would let a stored response split or smuggle a replayed
+// one. The error is a *HeaderError naming the first bad entry.
+func ValidateHeaders(h [][2]string) error {
+	for i, kv := range h {
+		name, value := kv[0], kv[1]
+		if name == "" {
+			return &HeaderError{Index: i, Reason: "name is empty"}
+		}
+		for j := 0; j < len(name); j++ {
+			if !isTokenChar(name[j]) {
+				return &HeaderError{Index: i, Reason: fmt.Sprintf("name is not an RFC 9110 token (byte %d)", j)}
+			}
+		}
+		for j := 0; j < len(value); j++ {
+			if c := value[j]; c == '\r' || c == '\n' || c == 0 {
+				return &HeaderError{Index: i, Reason: fmt.Sprintf("value has a CR, LF or NUL at byte %d", j)}
+			}
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether c is an RFC 9110 tchar:
+// "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" /
+// "`" / "|" / "~" / DIGIT / ALPHA.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/idemgate/idemgate/controlplane/api"
 )
 
 // Request body limits.
@@ -88,8 +90,12 @@ func jsonProblem(err error, limit int64) *problem {
 		syn *json.SyntaxError
 		typ *json.UnmarshalTypeError
 		b64 base64.CorruptInputError
+		hdr *api.HeaderError
 	)
 	switch {
+	case errors.As(err, &hdr):
+		// A stored header that is not exactly [name, value] strings.
+		return badRequest(hdr.Error())
 	case errors.Is(err, io.EOF):
 		return badRequest("the request body is empty; want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -220,6 +220,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(fmt.Sprintf("response.status is %d; want an HTTP status from 100 to 599", st)))
 		return
 	}
+	if err := api.ValidateHeaders(req.Response.Headers); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
 	if s.opt.Sealer != nil && len(req.Response.Body) > 0 {
 		req.Response.Body = s.opt.Sealer.Seal(req.Response.Body, aad(req.Scope, req.Key))
 	}

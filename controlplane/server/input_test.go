@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -48,7 +49,7 @@ func TestBadInput(t *testing.T) {
 		{"complete: no status", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{}}`, 400, "response.status is 0"},
 		{"complete: status 600", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":600}}`, 400, "response.status is 600"},
 		{"complete: body not base64", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"body":"!!"}}`, 400, `field "response.body": not valid base64`},
-		{"complete: header not a pair", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"headers":[["a"],["b",1]]}}`, 400, `field "response.headers`},
+		{"complete: header not a pair", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"headers":[["a"],["b",1]]}}`, 400, `response.headers[0]: want [name, value]`},
 		{"complete: unknown nested field", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"t","response":{"status":200,"trailers":[]}}`, 400, `unknown field "trailers"`},
 		{"complete: token of 129 bytes", "POST", api.PathComplete, `{"scope":"s","key":"k","token":"` + strings.Repeat("t", 129) + `","response":{"status":200}}`, 400, "token is 129 bytes long"},
 		{"release: no token", "POST", api.PathRelease, `{"scope":"s","key":"k"}`, 400, "token is empty"},
@@ -135,5 +136,62 @@ func TestRequestLimits(t *testing.T) {
 		if server.MinRequestBytes(tt.cap) > server.DefaultMaxRequestBytes(tt.cap) {
 			t.Errorf("cap %d: the default limit is below the minimum", tt.cap)
 		}
+	}
+}
+
+// TestCompleteHeaders: stored headers are replayed to clients, so complete
+// accepts only well-formed ones: each entry exactly [name, value] (JSON
+// would otherwise pad ["a"] to ["a",""] and drop a third element), names
+// RFC 9110 tokens, values free of CR, LF and NUL. The 400 names the index.
+func TestCompleteHeaders(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name       string
+		headers    string
+		wantDetail string // "" = accepted
+	}{
+		{"ordinary", `[["content-type","application/json"],["location","/p/1"]]`, ""},
+		{"empty value, tab, obs-text", `[["x-empty",""],["x-tab","a\tb"],["x-latin","caf\u00e9"]]`, ""},
+		{"every tchar", `[["!#$%&'*+-.^_|~09azAZ` + "`" + `","v"]]`, ""},
+		{"null", `null`, ""},
+		{"none", `[]`, ""},
+		{"one element", `[["a"]]`, "response.headers[0]: want [name, value], got 1 element"},
+		{"three elements", `[["a","b"],["a","b","c"]]`, "response.headers[1]: want [name, value], got 3 elements"},
+		{"empty entry", `[[]]`, "response.headers[0]: want [name, value], got 0 elements"},
+		{"null entry", `[["a","b"],null]`, "response.headers[1]: want [name, value]"},
+		{"entry not an array", `["a"]`, "response.headers[0]: want [name, value]"},
+		{"value not a string", `[["a",1]]`, "response.headers[0]: value is not a string"},
+		{"name not a string", `[[null,"v"]]`, "response.headers[0]: name is not a string"},
+		{"not an array", `"content-type: x"`, "response.headers: want an array"},
+		{"empty name", `[["","v"]]`, "response.headers[0]: name is empty"},
+		{"space in name", `[["ok","v"],["a b","v"]]`, "response.headers[1]: name is not an RFC 9110 token"},
+		{"colon in name", `[["x:y","v"]]`, "response.headers[0]: name is not an RFC 9110 token"},
+		{"pseudo-header", `[[":status","200"]]`, "response.headers[0]: name is not an RFC 9110 token"},
+		{"non-ASCII name", `[["caf\u00e9","v"]]`, "response.headers[0]: name is not an RFC 9110 token"},
+		{"CR LF in value", `[["x","a\r\nset-cookie: s=1"]]`, "response.headers[0]: value has a CR, LF or NUL at byte 1"},
+		{"LF in value", `[["a","b"],["b","c"],["x","a\nb"]]`, "response.headers[2]: value has a CR, LF or NUL"},
+		{"NUL in value", `[["x","a\u0000"]]`, "response.headers[0]: value has a CR, LF or NUL at byte 1"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "hdr-" + strconv.Itoa(i)
+			tok := e.acquire("s", key, "fp")
+			body := `{"scope":"s","key":"` + key + `","token":"` + tok + `","response":{"status":200,"headers":` + tt.headers + `}}`
+			resp, b := e.do(http.MethodPost, api.PathComplete, body)
+			if tt.wantDetail == "" {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("complete = %d %s, want 200", resp.StatusCode, b)
+				}
+				return
+			}
+			p := problemOf(t, resp, b, http.StatusBadRequest)
+			if !strings.Contains(p.Detail, tt.wantDetail) {
+				t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.wantDetail)
+			}
+			// Refused: the key is still in progress, nothing was stored.
+			if res := e.reserve("s", key, "fp"); res.Outcome != api.InProgress {
+				t.Errorf("after a refused complete, reserve = %+v, want in_progress", res)
+			}
+		})
 	}
 }

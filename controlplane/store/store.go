@@ -302,6 +302,9 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if r.Status < 100 || r.Status > 599 {
 		return invalid("status %d is not an HTTP status (100-599)", r.Status)
 	}
+	if err := api.ValidateHeaders(r.Headers); err != nil {
+		return invalid("%v", err)
+	}
 	hdr, body, omit := "", r.Body, r.BodyOmitted
 	size := 3 + len(r.Body)
 	for _, h := range r.Headers {

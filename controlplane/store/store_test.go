@@ -383,6 +383,15 @@ func TestValidation(t *testing.T) {
 		{"complete bad scope", func() error {
 			return s.Complete(ctx, api.CompleteRequest{Key: "k", Token: "t", Response: api.StoredResponse{Status: 200}})
 		}},
+		{"complete header name not a token", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 200, Headers: [][2]string{{"a b", "v"}}}})
+		}},
+		{"complete header name empty", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 200, Headers: [][2]string{{"", "v"}}}})
+		}},
+		{"complete header value with CR LF", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 200, Headers: [][2]string{{"x", "a\r\nb"}}}})
+		}},
 		{"release empty token", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "k"}) }},
 		{"release bad key", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Token: "t"}) }},
 		{"get bad key", func() error { _, err := s.Get(ctx, "s", "", false); return err }},
