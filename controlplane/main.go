@@ -110,6 +110,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	if err := st.Ping(pctx); err != nil {
 		log.Warn("Redis does not answer yet; /readyz says not ready until it does", "redis", target.String(), "error", err)
+	} else {
+		checkEvictionPolicy(pctx, client, log)
 	}
 	cancel()
 
@@ -119,6 +121,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return exitOK
+}
+
+// checkEvictionPolicy reads maxmemory-policy on Redis (every master of a
+// Cluster) and warns unless it is noeviction: every record has a TTL, so
+// any volatile-* or allkeys-* policy may evict an in-progress or completed
+// record under memory pressure, and the next request with its key would
+// execute a second time. A Redis that refuses CONFIG (managed services
+// often do) is no reason to warn: that is logged at INFO and ignored.
+func checkEvictionPolicy(ctx context.Context, c redis.UniversalClient, log *slog.Logger) {
+	check := func(ctx context.Context, node *redis.Client) error {
+		res, err := node.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			return err
+		}
+		policy, ok := res["maxmemory-policy"]
+		if !ok {
+			return errors.New("CONFIG GET maxmemory-policy answered no value")
+		}
+		if policy != "noeviction" {
+			log.Warn("Redis may evict idempotency records: maxmemory-policy is not noeviction; an evicted in-progress or completed record lets a retry execute a second time. Set maxmemory-policy noeviction (see the README, Redis durability)",
+				"redis_node", node.Options().Addr, "maxmemory_policy", policy)
+		}
+		return nil
+	}
+	var err error
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		err = cc.ForEachMaster(ctx, check)
+	case *redis.Client:
+		err = check(ctx, cc)
+	default:
+		return
+	}
+	if err != nil {
+		log.Info("cannot read Redis's maxmemory-policy (CONFIG may be forbidden); make sure it is noeviction", "error", err)
+	}
 }
 
 func authMode(c config) string {

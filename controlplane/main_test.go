@@ -15,6 +15,7 @@ import (
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+	"github.com/idemgate/idemgate/controlplane/store"
 )
 
 type syncBuffer struct {
@@ -262,4 +263,85 @@ func waitListening(t *testing.T, logs *syncBuffer, exited chan int) string {
 	}
 	t.Fatalf("no address in the log:\n%s", logs)
 	return ""
+}
+
+// TestCheckEvictionPolicy: at start the service reads maxmemory-policy and
+// warns unless it is noeviction (eviction can drop an in-progress or
+// completed record: a second execution). A Redis that forbids CONFIG is
+// no reason to warn or to fail.
+func TestCheckEvictionPolicy(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantWarn bool
+	}{
+		{"default noeviction", nil, false},
+		{"allkeys-lru", []string{"--maxmemory-policy", "allkeys-lru"}, true},
+		{"volatile-ttl", []string{"--maxmemory-policy", "volatile-ttl"}, true},
+		{"CONFIG forbidden", []string{"--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", ""}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := redistest.Start(t, tt.args...)
+			client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			logs := &syncBuffer{}
+			log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			checkEvictionPolicy(ctx, client, log)
+			warned := strings.Contains(logs.String(), `"level":"WARN"`)
+			if warned != tt.wantWarn {
+				t.Fatalf("warned %v, want %v; log:\n%s", warned, tt.wantWarn, logs)
+			}
+			if tt.wantWarn {
+				policy := tt.args[1]
+				for _, want := range []string{"maxmemory-policy", "noeviction", `"maxmemory_policy":"` + policy + `"`, rs.Addr()} {
+					if !strings.Contains(logs.String(), want) {
+						t.Errorf("warning lacks %q:\n%s", want, logs)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCheckEvictionPolicyCluster checks every master of a Cluster.
+func TestCheckEvictionPolicyCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	odd := c.Servers()[1]
+	if err := odd.Client().ConfigSet(ctx, "maxmemory-policy", "volatile-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := store.NewClient("redis-cluster://"+strings.Join(c.Addrs(), ","), store.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	logs := &syncBuffer{}
+	checkEvictionPolicy(ctx, client, slog.New(slog.NewJSONHandler(logs, nil)))
+	if n := strings.Count(logs.String(), `"level":"WARN"`); n != 1 || !strings.Contains(logs.String(), odd.Addr()) {
+		t.Errorf("want one warning naming %s; log:\n%s", odd.Addr(), logs)
+	}
+}
+
+// TestRunWarnsOnEviction: run itself checks the policy once Redis answers.
+func TestRunWarnsOnEviction(t *testing.T) {
+	rs := redistest.Start(t, "--maxmemory-policy", "allkeys-lru")
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+	waitFor(t, logs, exited, `"maxmemory_policy":"allkeys-lru"`)
+	cancel()
+	if code := <-exited; code != exitOK {
+		t.Errorf("run = %d", code)
+	}
 }
