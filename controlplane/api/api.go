@@ -11,12 +11,13 @@ import (
 	"unicode/utf8"
 )
 
-// Paths of the API. The filter calls the first three; operators the admin
+// Paths of the API. The filter calls the first four; operators the admin
 // ones (also through idemctl keys).
 const (
 	PathReserve      = "/v1/reserve"
 	PathComplete     = "/v1/complete"
 	PathRelease      = "/v1/release"
+	PathAbandon      = "/v1/abandon"
 	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
 	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
 	PathHealthz      = "/healthz"
@@ -40,7 +41,9 @@ const (
 	// Acquired: the caller holds the key until Complete, Release or the
 	// lease ends; it must forward the request upstream.
 	Acquired Outcome = "acquired"
-	// InProgress: another holder's lease is live; retry later.
+	// InProgress: another holder's lease is live, or the key is
+	// indeterminate (LeaseRemainingMS is then the record's remaining TTL);
+	// retry later.
 	InProgress Outcome = "in_progress"
 	// Mismatch: the key was used with another fingerprint (422).
 	Mismatch Outcome = "mismatch"
@@ -65,7 +68,8 @@ type ReserveResponse struct {
 	// Token is the fencing token of an Acquired reservation: Complete and
 	// Release must present it, and a newer reservation invalidates it.
 	Token string `json:"token,omitempty"`
-	// LeaseRemainingMS is how long an InProgress holder's lease still runs.
+	// LeaseRemainingMS is how long an InProgress holder's lease still runs;
+	// for an indeterminate key, how long the record still lives.
 	LeaseRemainingMS int64 `json:"lease_remaining_ms,omitempty"`
 	// Response is the stored response of a Completed key.
 	Response *StoredResponse `json:"response,omitempty"`
@@ -99,7 +103,20 @@ type ReleaseRequest struct {
 	Token string `json:"token"`
 }
 
-// Result is the answer to Complete and Release: "completed" or "released".
+// AbandonRequest marks the reservation of the holder of Token
+// indeterminate: the request was forwarded upstream but no response came
+// back, so the operation may have run. The key is neither released (a
+// retry must not execute again) nor completed (there is nothing to
+// replay): retries are told it is in progress until the record's TTL ends
+// or an operator releases or deletes it.
+type AbandonRequest struct {
+	Scope string `json:"scope"`
+	Key   string `json:"key"`
+	Token string `json:"token"`
+}
+
+// Result is the answer to Complete, Release and Abandon: "completed",
+// "released" or "indeterminate".
 type Result struct {
 	Outcome string `json:"outcome"`
 }
@@ -110,6 +127,9 @@ type State string
 const (
 	StateInProgress State = "in_progress"
 	StateCompleted  State = "completed"
+	// StateIndeterminate: the holder abandoned the key after forwarding the
+	// request without getting a response (see AbandonRequest).
+	StateIndeterminate State = "indeterminate"
 )
 
 // Record is what the admin API shows of a key. The body is left out unless

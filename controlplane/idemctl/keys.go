@@ -24,7 +24,7 @@ var (
 		name:    "keys get",
 		summary: "show a key's record (state, fingerprint, times, status)",
 		about: `Shows the record the control plane holds for --scope and --key: its state
-(in_progress or completed), fingerprint, creation, expiry and lease times,
+(in_progress, indeterminate or completed), fingerprint, creation, expiry and lease times,
 and the stored status. The stored body is left out unless --body is given:
 stored responses carry personal data. A key with no record exits 1 with
 code not_found.`,
@@ -46,10 +46,11 @@ noop).`,
 	}
 	keysReleaseCommand = &command{
 		name:    "keys release",
-		summary: "free an in-progress key so that a retry may execute",
-		about: `Frees the in-progress record of --scope and --key whatever its holder, as a
-transactional failure would: use it when you know the operation did not
-run (for example after an indeterminate failure you have checked by hand).
+		summary: "free an in-progress or indeterminate key so that a retry may execute",
+		about: `Frees the in-progress or indeterminate record of --scope and --key whatever
+its holder, as a transactional failure would: use it when you know the
+operation did not run (for example after an indeterminate failure you have
+checked by hand).
 A completed record is refused (code conflict, exit 1): delete it instead if
 you mean to. An absent record is a noop (exit 0). --dry-run changes
 nothing and reports would_release or noop.`,

@@ -34,7 +34,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 	case errors.Is(err, store.ErrStaleToken):
 		ri.outcome = outStale
 		writeProblem(w, &problem{http.StatusConflict, probStaleToken, "Stale token",
-			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed, released or deleted; nothing was changed"})
+			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed, released, abandoned or deleted; nothing was changed"})
 	case errors.Is(err, store.ErrNotFound):
 		ri.outcome = outNotFound
 		writeProblem(w, &problem{http.StatusNotFound, probRecordNotFound, "Record not found",
@@ -263,6 +263,32 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
 }
 
+func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAbandon
+	var req api.AbandonRequest
+	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if p := validateNames(req.Scope, req.Key); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = req.Scope, req.Key
+	if err := api.ValidateName("token", req.Token); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	if err := s.store.Abandon(ctx, req); err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	ri.outcome = outIndeterminate
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outIndeterminate})
+}
+
 // adminQuery parses ?scope=S&key=K plus one optional boolean flag. Unknown
 // or repeated parameters are refused: a mistyped dry_run must not turn a
 // dry run into a deletion.
@@ -360,7 +386,7 @@ func (s *Server) adminRelease(w http.ResponseWriter, r *http.Request, ri *reqInf
 	if dryRun {
 		rec, err = s.store.Get(ctx, scope, key, false)
 		effect = api.EffectWouldRelease
-		if err == nil && rec.State != api.StateInProgress {
+		if err == nil && rec.State == api.StateCompleted {
 			err = store.ErrNotInProgress
 		}
 	} else {

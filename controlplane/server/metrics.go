@@ -12,6 +12,7 @@ const (
 	opReserve      = "reserve"
 	opComplete     = "complete"
 	opRelease      = "release"
+	opAbandon      = "abandon"
 	opAdminGet     = "admin_get"
 	opAdminDelete  = "admin_delete"
 	opAdminRelease = "admin_release"
@@ -25,6 +26,7 @@ const (
 	outMismatch      = "mismatch"
 	outCompleted     = "completed"
 	outReleased      = "released"
+	outIndeterminate = "indeterminate"
 	outStale         = "stale"
 	outFound         = "found"
 	outNotFound      = "not_found"
@@ -53,6 +55,7 @@ var knownOutcomes = map[string][]string{
 	opReserve:      {outAcquired, outInProgress, outMismatch, outCompleted, outInvalid, outError},
 	opComplete:     {outCompleted, outStale, outInvalid, outError},
 	opRelease:      {outReleased, outStale, outInvalid, outError},
+	opAbandon:      {outIndeterminate, outStale, outInvalid, outError},
 	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
 	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outInvalid, outError},
 	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outInvalid, outError},
@@ -76,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemgate_operations_total",
-			Help: "Operations of the control plane by op (reserve, complete, release, admin_*) and outcome.",
+			Help: "Operations of the control plane by op (reserve, complete, release, abandon, admin_*) and outcome.",
 		}, []string{"op", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "idemgate_operation_duration_seconds",

@@ -32,7 +32,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 			t.Errorf("README documents %s %s, the server answers %d: %s", method, path, resp.StatusCode, body)
 		}
 	}
-	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAdminKeys, api.PathAdminRelease} {
+	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAbandon, api.PathAdminKeys, api.PathAdminRelease} {
 		if !documented[p] {
 			t.Errorf("README has no section for %s", p)
 		}

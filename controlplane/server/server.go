@@ -1,5 +1,5 @@
 // Package server is the control plane's HTTP API: the filter's reserve,
-// complete and release, the operators' admin endpoints, health, readiness
+// complete, release and abandon, the operators' admin endpoints, health, readiness
 // and Prometheus metrics. It is built on a Store interface that
 // *store.Store satisfies; it validates at the edge, authenticates, limits
 // request sizes, optionally seals stored bodies, and answers every error
@@ -32,6 +32,7 @@ type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
 	Complete(ctx context.Context, req api.CompleteRequest) error
 	Release(ctx context.Context, req api.ReleaseRequest) error
+	Abandon(ctx context.Context, req api.AbandonRequest) error
 	Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error)
 	Delete(ctx context.Context, scope, key string) (*api.Record, error)
 	ForceRelease(ctx context.Context, scope, key string) (*api.Record, error)
@@ -161,6 +162,7 @@ func New(st Store, opt Options) (*Server, error) {
 	add(api.PathReserve, "reserve", authAPI, map[string]handlerFunc{http.MethodPost: s.reserve})
 	add(api.PathComplete, "complete", authAPI, map[string]handlerFunc{http.MethodPost: s.complete})
 	add(api.PathRelease, "release", authAPI, map[string]handlerFunc{http.MethodPost: s.release})
+	add(api.PathAbandon, "abandon", authAPI, map[string]handlerFunc{http.MethodPost: s.abandon})
 	add(api.PathAdminKeys, "admin_keys", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminGet, http.MethodDelete: s.adminDelete})
 	add(api.PathAdminRelease, "admin_release", authAdmin, map[string]handlerFunc{http.MethodPost: s.adminRelease})
 	add(api.PathHealthz, "healthz", authNone, map[string]handlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz})

@@ -9,11 +9,17 @@
 //	absent                   → in_progress, new token: acquired    same
 //	in_progress, lease live  in_progress (+ remaining lease)       mismatch
 //	in_progress, lease over  taken over, new token: acquired       mismatch
+//	indeterminate            in_progress (+ remaining TTL)         mismatch
 //	completed                completed (+ stored response)         mismatch
 //
 // Complete(token) turns an in-progress record into a completed one;
-// Release(token) deletes it (absent again); both return ErrStaleToken and
-// change nothing when the token does not hold. A holder whose lease ran
+// Release(token) deletes it (absent again); Abandon(token) marks it
+// indeterminate: the request was forwarded but no response came back, so
+// the operation may have run. An indeterminate record has no lease and is
+// never taken over: it stays until its TTL ends or an operator frees it
+// (ForceRelease, Delete). All three return ErrStaleToken and change
+// nothing when the token does not hold; after Abandon the token holds for
+// nothing. A holder whose lease ran
 // out but was not taken over still holds: its Complete or Release succeeds.
 //
 // # Expiry
@@ -75,6 +81,9 @@
 //   - Complete passes a fresh call nonce, kept in the record; a re-run that
 //     finds the record completed by this token and call answers success.
 //     Another Complete with the same token gets ErrStaleToken.
+//   - Abandon passes a fresh call nonce, kept in the record like
+//     Complete's; a re-run that finds the record abandoned by this token
+//     and call answers success.
 //   - Release deletes; a re-run finds the record absent (or held by a new
 //     token) and changes nothing. It then reports ErrStaleToken, which is
 //     still true: the caller's token no longer holds.

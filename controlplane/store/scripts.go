@@ -4,7 +4,7 @@ import "github.com/redis/go-redis/v9"
 
 // The record is one Redis hash, KEYS[1], with the fields
 //
-//	st     "p" in progress | "c" completed
+//	st     "p" in progress | "c" completed | "i" indeterminate (abandoned)
 //	fp     request fingerprint
 //	gen    generation: 1 on creation, +1 on every takeover
 //	tok    fencing token of the current holder, "<gen>.<nonce>"
@@ -16,7 +16,8 @@ import "github.com/redis/go-redis/v9"
 //	hdr    stored headers as a JSON array of [name, value] (completed)
 //	body   stored body, raw bytes (completed)
 //	omit   "1" when headers and body were over the cap (completed)
-//	cn     nonce of the Complete call that completed the record
+//	cn     nonce of the Complete (or Abandon) call that completed (or
+//	       abandoned) the record
 //
 // Every script reads the clock with redis.call('TIME') so that all
 // control-plane instances share Redis's clock; Redis 7 replicates the
@@ -30,7 +31,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 // reserveScript: ARGV = fingerprint, lease ms, ttl ms, nonce.
 // Replies {"acquired", token} | {"in_progress", remaining ms} | {"mismatch"}
-// | {"completed", status, headers JSON, body, omitted}.
+// | {"completed", status, headers JSON, body, omitted}. An indeterminate
+// record is in progress for as long as it lives (remaining ms = its PTTL),
+// never taken over.
 var reserveScript = redis.NewScript(nowMS + `
 local k, fp, lease, ttl, nonce = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease')
@@ -47,6 +50,9 @@ end
 if r[1] == 'c' then
   local c = redis.call('HMGET', k, 'code', 'hdr', 'body', 'omit')
   return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or ''}
+end
+if r[1] == 'i' then
+  return {'in_progress', math.max(redis.call('PTTL', k), 1)}
 end
 local gen, tok, le = tonumber(r[3]), r[4], tonumber(r[5])
 if le > now then
@@ -82,8 +88,8 @@ local r = redis.call('HMGET', k, 'st', 'tok', 'cn', 'ttl')
 if r[2] ~= ARGV[1] then
   return 0
 end
-if r[1] == 'c' then
-  if r[3] == ARGV[2] then
+if r[1] ~= 'p' then
+  if r[1] == 'c' and r[3] == ARGV[2] then
     return 1
   end
   return 0
@@ -96,6 +102,28 @@ if ttl and ttl > 0 then
   redis.call('HSET', k, 'exp', now + ttl)
   redis.call('PEXPIRE', k, ttl)
 end
+return 1
+`)
+
+// abandonScript: ARGV = token, call nonce. Marks the record indeterminate
+// when it is in progress under that token: no lease (it cannot be taken
+// over), expiry unchanged (the reservation's TTL bounds it), and the token
+// no longer holds. Replies 1 when marked (or already marked by this very
+// call), 0 otherwise; then nothing changed.
+var abandonScript = redis.NewScript(`
+local k = KEYS[1]
+local r = redis.call('HMGET', k, 'st', 'tok', 'cn')
+if r[2] ~= ARGV[1] then
+  return 0
+end
+if r[1] ~= 'p' then
+  if r[1] == 'i' and r[3] == ARGV[2] then
+    return 1
+  end
+  return 0
+end
+redis.call('HSET', k, 'st', 'i', 'cn', ARGV[2])
+redis.call('HDEL', k, 'lease')
 return 1
 `)
 
@@ -146,16 +174,16 @@ redis.call('DEL', KEYS[1])
 return r
 `)
 
-// forceReleaseScript frees an in-progress record whatever its token.
-// Replies nil when absent, else {changed, record...}: changed is 1 when the
-// record was in progress and is now gone, 0 when it is completed and was
-// left alone.
+// forceReleaseScript frees an in-progress or indeterminate record whatever
+// its token. Replies nil when absent, else {changed, record...}: changed is
+// 1 when the record was in progress or indeterminate and is now gone, 0
+// when it is completed and was left alone.
 var forceReleaseScript = redis.NewScript(recordFn + `
 local r = record(KEYS[1], false)
 if not r then
   return false
 end
-if r[1] ~= 'p' then
+if r[1] == 'c' then
   table.insert(r, 1, 0)
   return r
 end

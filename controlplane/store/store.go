@@ -18,13 +18,15 @@ import (
 
 // Errors of the store. Match them with errors.Is.
 var (
-	// ErrStaleToken: Complete or Release presented a token that does not
-	// hold: the record is absent, held under another token (taken over
-	// after the lease ran out), or already completed. Nothing changed.
+	// ErrStaleToken: Complete, Release or Abandon presented a token that
+	// does not hold: the record is absent, held under another token (taken
+	// over after the lease ran out), already completed, or abandoned.
+	// Nothing changed.
 	ErrStaleToken = errors.New("token does not hold the key")
 	// ErrNotFound: no record for scope and key.
 	ErrNotFound = errors.New("no record for this scope and key")
 	// ErrNotInProgress: ForceRelease found a completed record and left it.
+	// (An indeterminate record is released like an in-progress one.)
 	ErrNotInProgress = errors.New("record is not in progress")
 	// ErrInvalidRequest: the request failed validation (bad scope, key,
 	// fingerprint, lease, TTL, token or status); the detail is wrapped in.
@@ -360,6 +362,34 @@ func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 	return nil
 }
 
+// Abandon marks the in-progress reservation held by req.Token
+// indeterminate: the request was forwarded and no response came back, so
+// the operation may have run. The record keeps its fingerprint and expiry
+// and loses its lease; a reserve with the same fingerprint answers
+// InProgress with the record's remaining TTL (never a takeover), another
+// fingerprint Mismatch; the token no longer holds. ForceRelease or Delete
+// frees it, else the TTL. ErrStaleToken when the token does not hold;
+// nothing changed then.
+func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
+	if s.optErr != nil {
+		return s.optErr
+	}
+	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+		return err
+	}
+	if err := validateToken(req.Token); err != nil {
+		return err
+	}
+	n, err := abandonScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)}, req.Token, newNonce()).Int64()
+	if err != nil {
+		return unavailable("abandon", err)
+	}
+	if n != 1 {
+		return ErrStaleToken
+	}
+	return nil
+}
+
 // Get returns the record of scope+key; its Response (headers and body) only
 // when withBody. ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error) {
@@ -402,8 +432,8 @@ func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, err
 	return decodeRecord("delete", scope, key, v, false)
 }
 
-// ForceRelease frees an in-progress record whatever its token (the holder's
-// token becomes stale) and returns it as it was. ErrNotFound when absent;
+// ForceRelease frees an in-progress or indeterminate record whatever its
+// token (the holder's token becomes stale) and returns it as it was. ErrNotFound when absent;
 // ErrNotInProgress when completed, nothing changed then, and the record is
 // returned along with the error so the caller can show it.
 func (s *Store) ForceRelease(ctx context.Context, scope, key string) (*api.Record, error) {
@@ -473,6 +503,8 @@ func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, e
 		if le, ok := ms(4); ok {
 			rec.LeaseExpiresAt = &le
 		}
+	case "i":
+		rec.State = api.StateIndeterminate
 	case "c":
 		rec.State = api.StateCompleted
 		status, err := strconv.ParseInt(str(5), 10, 64)

@@ -54,6 +54,10 @@ type step struct {
 	wantErr error         // complete, release, get
 	state   api.State     // get: expected state
 	wantSt  int           // reserve completed / get completed: expected status
+	// reserve in_progress: the remaining time may be up to this (ms)
+	// instead of the lease, e.g. an indeterminate record's remaining TTL;
+	// minRemaining is its lower bound (default 1).
+	maxRemaining, minRemaining int64
 }
 
 type scenario struct {
@@ -162,6 +166,56 @@ var scenarios = []scenario{
 		{do: "get", wantErr: ErrNotFound},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
+	{name: "abandon: indeterminate, retries in progress until the TTL, never taken over", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, tok: "t1", want: api.Acquired},
+		{do: "abandon", tok: "t1"},
+		{do: "get", state: api.StateIndeterminate},
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.InProgress, minRemaining: 55_000, maxRemaining: 60_000},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+		{do: "sleep", sleep: afterLease},
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.InProgress, minRemaining: 55_000, maxRemaining: 60_000},
+		{do: "get", state: api.StateIndeterminate},
+	}},
+	{name: "abandon: the token no longer holds afterwards", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "abandon", tok: "t1"},
+		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "get", state: api.StateIndeterminate},
+	}},
+	{name: "abandon: stale, wrong or absent token changes nothing", steps: []step{
+		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "sleep", sleep: afterLease},
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
+		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "get", state: api.StateInProgress},
+		{do: "abandon", tok: "t2"},
+		{do: "get", state: api.StateIndeterminate},
+	}},
+	{name: "abandon: a completed record stays completed", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 201},
+		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+	}},
+	{name: "abandon: lease over but not taken over, the holder still abandons", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "sleep", sleep: afterLease},
+		{do: "abandon", tok: "t1"},
+		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress, maxRemaining: api.DefaultTTL.Milliseconds()},
+	}},
+	{name: "abandon: ttl expiry makes it absent", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 300, tok: "t1", want: api.Acquired},
+		{do: "abandon", tok: "t1"},
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 300, want: api.InProgress, maxRemaining: 300},
+		{do: "sleep", sleep: 400 * time.Millisecond},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+	}},
 	{name: "ttl expiry of an in-progress record", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: 300, ttlMS: 300, tok: "t1", want: api.Acquired},
 		{do: "sleep", sleep: 400 * time.Millisecond},
@@ -207,8 +261,11 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 				if lease == 0 {
 					lease = api.DefaultLease.Milliseconds()
 				}
-				if got.LeaseRemainingMS <= 0 || got.LeaseRemainingMS > lease {
-					t.Fatalf("%s: remaining lease %dms, want in (0, %d]", where, got.LeaseRemainingMS, lease)
+				if st.maxRemaining != 0 {
+					lease = st.maxRemaining
+				}
+				if got.LeaseRemainingMS < max(1, st.minRemaining) || got.LeaseRemainingMS > lease {
+					t.Fatalf("%s: remaining lease %dms, want in [%d, %d]", where, got.LeaseRemainingMS, max(1, st.minRemaining), lease)
 				}
 			case api.Completed:
 				want := responseFor(st.wantSt)
@@ -216,17 +273,20 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 					t.Fatalf("%s: response %+v, want %+v", where, got.Response, want)
 				}
 			}
-		case "complete", "release":
+		case "complete", "release", "abandon":
 			tok := tokens[st.tok]
 			if tok == "" {
 				tok = st.tok // an unknown token, e.g. "bogus"
 			}
 			before, beforeErr := s.Get(ctx, scope, key, true)
 			var err error
-			if st.do == "complete" {
+			switch st.do {
+			case "complete":
 				err = s.Complete(ctx, api.CompleteRequest{Scope: scope, Key: key, Token: tok, Response: responseFor(st.status)})
-			} else {
+			case "release":
 				err = s.Release(ctx, api.ReleaseRequest{Scope: scope, Key: key, Token: tok})
+			default:
+				err = s.Abandon(ctx, api.AbandonRequest{Scope: scope, Key: key, Token: tok})
 			}
 			if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
 				t.Fatalf("%s: error %v, want %v", where, err, st.wantErr)
@@ -393,6 +453,8 @@ func TestValidation(t *testing.T) {
 			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 200, Headers: [][2]string{{"x", "a\r\nb"}}}})
 		}},
 		{"release empty token", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "k"}) }},
+		{"abandon empty token", func() error { return s.Abandon(ctx, api.AbandonRequest{Scope: "s", Key: "k"}) }},
+		{"abandon bad scope", func() error { return s.Abandon(ctx, api.AbandonRequest{Key: "k", Token: "t"}) }},
 		{"release bad key", func() error { return s.Release(ctx, api.ReleaseRequest{Scope: "s", Token: "t"}) }},
 		{"get bad key", func() error { _, err := s.Get(ctx, "s", "", false); return err }},
 		{"delete bad scope", func() error { _, err := s.Delete(ctx, "\x7f", "k"); return err }},
@@ -487,6 +549,12 @@ func TestAdmin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	abandon := func(t *testing.T, key, tok string) {
+		t.Helper()
+		if err := s.Abandon(ctx, api.AbandonRequest{Scope: "adm", Key: key, Token: tok}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	t.Run("get with and without body", func(t *testing.T) {
 		complete(t, "get", reserve(t, "get", "FP"))
@@ -558,6 +626,28 @@ func TestAdmin(t *testing.T) {
 			op:      func(key string) (*api.Record, error) { return s.ForceRelease(ctx, "adm", key) },
 			wantErr: ErrNotInProgress,
 			wantRec: api.StateCompleted,
+		},
+		{
+			name: "delete indeterminate",
+			setup: func(t *testing.T, key string) string {
+				tok := reserve(t, key, "F")
+				abandon(t, key, tok)
+				return tok
+			},
+			op:      func(key string) (*api.Record, error) { return s.Delete(ctx, "adm", key) },
+			wantRec: api.StateIndeterminate,
+			after:   ErrNotFound,
+		},
+		{
+			name: "force release indeterminate",
+			setup: func(t *testing.T, key string) string {
+				tok := reserve(t, key, "F")
+				abandon(t, key, tok)
+				return tok
+			},
+			op:      func(key string) (*api.Record, error) { return s.ForceRelease(ctx, "adm", key) },
+			wantRec: api.StateIndeterminate,
+			after:   ErrNotFound,
 		},
 		{
 			name:    "force release absent",
@@ -983,5 +1073,47 @@ func TestReserveUnreadableStoredResponse(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "s", "corrupt", true); !errors.Is(err, ErrUnreadableResponse) || errors.Is(err, ErrUnavailable) {
 		t.Errorf("get with body: %v, want ErrUnreadableResponse", err)
+	}
+}
+
+// TestAbandonScriptIdempotentOnRetry: a re-run of the abandon script with
+// the same call nonce (a go-redis retry after a lost reply) answers success
+// and changes nothing; another call with the same token is stale.
+func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	k := []string{s.RecordKey("s", "retry-abandon")}
+	res, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := res[1].(string)
+	for run := 0; run < 2; run++ {
+		n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL1").Int64()
+		if err != nil || n != 1 {
+			t.Fatalf("abandon run %d: %d %v, want 1", run, n, err)
+		}
+	}
+	before, err := s.c.HGetAll(ctx, k[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL2").Int64(); err != nil || n != 0 {
+		t.Fatalf("another abandon with the same token: %d %v, want 0", n, err)
+	}
+	// Nor does a complete's re-run with that nonce pass for this call.
+	if n, err := completeScript.Run(ctx, s.c, k, tok, "CALL1", 200, "", "b", "").Int64(); err != nil || n != 0 {
+		t.Fatalf("complete with the abandon's nonce: %d %v, want 0", n, err)
+	}
+	after, err := s.c.HGetAll(ctx, k[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("refused calls changed the record:\nbefore %v\nafter  %v", before, after)
+	}
+	rec, err := s.Get(ctx, "s", "retry-abandon", false)
+	if err != nil || rec.State != api.StateIndeterminate || rec.LeaseExpiresAt != nil {
+		t.Errorf("record %+v %v, want indeterminate without a lease", rec, err)
 	}
 }
