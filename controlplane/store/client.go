@@ -290,56 +290,26 @@ func NewClient(redisURL string, opt ClientOptions) (redis.UniversalClient, error
 		// need (they dial hosts learnt at run time).
 		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	switch t.Mode {
-	case ModeCluster:
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                 t.Addrs,
-			Username:              t.Username,
-			Password:              t.Password,
-			TLSConfig:             tlsConf,
-			DialTimeout:           o.DialTimeout,
-			ReadTimeout:           o.ReadTimeout,
-			WriteTimeout:          o.WriteTimeout,
-			PoolSize:              o.PoolSize,
-			MaxRetries:            o.MaxRetries,
-			DialerRetries:         dialAttempts,
-			ContextTimeoutEnabled: true,
-			DisableIdentity:       true,
-		}), nil
-	case ModeSentinel:
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:            t.MasterName,
-			SentinelAddrs:         t.Addrs,
-			SentinelUsername:      t.SentinelUsername,
-			SentinelPassword:      t.SentinelPassword,
-			Username:              t.Username,
-			Password:              t.Password,
-			DB:                    t.DB,
-			TLSConfig:             tlsConf,
-			DialTimeout:           o.DialTimeout,
-			ReadTimeout:           o.ReadTimeout,
-			WriteTimeout:          o.WriteTimeout,
-			PoolSize:              o.PoolSize,
-			MaxRetries:            o.MaxRetries,
-			DialerRetries:         dialAttempts,
-			ContextTimeoutEnabled: true,
-			DisableIdentity:       true,
-		}), nil
-	default:
-		return redis.NewClient(&redis.Options{
-			Addr:                  t.Addrs[0],
-			Username:              t.Username,
-			Password:              t.Password,
-			DB:                    t.DB,
-			TLSConfig:             tlsConf,
-			DialTimeout:           o.DialTimeout,
-			ReadTimeout:           o.ReadTimeout,
-			WriteTimeout:          o.WriteTimeout,
-			PoolSize:              o.PoolSize,
-			MaxRetries:            o.MaxRetries,
-			DialerRetries:         dialAttempts,
-			ContextTimeoutEnabled: true,
-			DisableIdentity:       true,
-		}), nil
-	}
+	// One set of options for the three modes: go-redis's universal client
+	// picks Sentinel when a master name is set and Cluster when asked,
+	// even with a single seed address.
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                 t.Addrs,
+		IsClusterMode:         t.Mode == ModeCluster,
+		MasterName:            t.MasterName,
+		SentinelUsername:      t.SentinelUsername,
+		SentinelPassword:      t.SentinelPassword,
+		Username:              t.Username,
+		Password:              t.Password,
+		DB:                    t.DB,
+		TLSConfig:             tlsConf,
+		DialTimeout:           o.DialTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolSize:              o.PoolSize,
+		MaxRetries:            o.MaxRetries,
+		DialerRetries:         dialAttempts,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+	}), nil
 }
