@@ -1,7 +1,151 @@
 package policy
 
-import "github.com/idemgate/idemgate/controlplane/api"
+import (
+	"time"
 
-// MaxKeyLength is the longest key a route may accept, in bytes: what the
-// control plane stores.
-const MaxKeyLength = api.MaxKeyLen
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/plugin/canon"
+)
+
+// Config is a parsed and validated plugin configuration, defaults applied.
+// It is read-only after Parse.
+type Config struct {
+	ControlPlane ControlPlane
+	Routes       []Route // at least one; Match picks the first that matches
+}
+
+// ControlPlane says how the filter reaches the key service.
+type ControlPlane struct {
+	Cluster        string        // Envoy cluster of the control plane
+	Authority      string        // :authority of the callouts
+	Token          string        // bearer token; empty only with InsecureNoAuth
+	InsecureNoAuth bool          // send no token (a local demo, never production)
+	Timeout        time.Duration // of one callout
+}
+
+// Route is the idempotency policy of the requests one match selects.
+type Route struct {
+	Match        RouteMatch
+	KeyHeader    string // lower case, as Envoy presents header names
+	KeyFormat    KeyFormat
+	Required     bool // a request without the key gets 400; else it passes ungoverned
+	MaxKeyLength int  // bytes, after sf-string unescaping
+	Scope        Scope
+	Fingerprint  canon.Selection // header names in lower case
+	MaxBodyBytes int             // request and response bodies buffered; 413 beyond
+	TTL          time.Duration   // how long a completed response is kept
+	Lease        time.Duration   // how long a reservation holds without an answer
+
+	// StoreStatuses and ReleaseStatuses partition 200–599; see Classify.
+	StoreStatuses   StatusSet
+	ReleaseStatuses StatusSet
+
+	OnDuplicate     OnDuplicate
+	OnInProgress    OnInProgress
+	WaitTimeout     time.Duration // with OnInProgress == Wait; ≤ Lease
+	FailureMode     FailureMode
+	OnIndeterminate OnIndeterminate
+
+	// ReplayHeaders are the response headers a replay returns, lower case:
+	// DefaultReplayHeaders, the configured replay_headers, and set-cookie
+	// when ReplaySetCookie.
+	ReplayHeaders   []string
+	ReplaySetCookie bool
+}
+
+// RouteMatch selects requests. Exactly one of Path, Prefix and Glob is set.
+type RouteMatch struct {
+	Host    string // lower case; "" any, "*.example.com" a suffix, else exact
+	Path    string // exact path
+	Prefix  string // string prefix, as Envoy's prefix match
+	Glob    string // see matchGlob
+	Methods []string
+}
+
+// Scope names what identifies the principal: a key is unique per scope, so
+// two clients never share (or replay) each other's keys. Values are hashed
+// before they leave the filter.
+type Scope struct {
+	Headers  []string       // request header names, lower case
+	Metadata *MetadataScope // a value from Envoy's dynamic metadata
+}
+
+// MetadataScope is a value in a filter's dynamic metadata, e.g. the "sub"
+// claim jwt_authn writes: Filter "envoy.filters.http.jwt_authn", Path
+// ["payload", "sub"] (the first element is the metadata key jwt_authn's
+// payload_in_metadata names).
+type MetadataScope struct {
+	Filter string
+	Path   []string
+}
+
+// OnDuplicate: what a completed duplicate gets.
+type OnDuplicate string
+
+const (
+	Replay OnDuplicate = "replay" // the stored response (default)
+	Reject OnDuplicate = "reject" // 409: for APIs that refuse duplicates
+)
+
+// OnInProgress: what a duplicate gets while the original runs.
+type OnInProgress string
+
+const (
+	Conflict OnInProgress = "conflict" // 409 + Retry-After (default)
+	Wait     OnInProgress = "wait"     // held until the original completes, bounded by WaitTimeout
+)
+
+// FailureMode: what a governed request gets when the control plane cannot
+// be reached or answers an error.
+type FailureMode string
+
+const (
+	FailClosed FailureMode = "closed" // 503 + Retry-After (default)
+	FailOpen   FailureMode = "open"   // forwarded ungoverned, counted and logged
+)
+
+// OnIndeterminate: what happens to the key when a forwarded request gets no
+// response (upstream reset or timeout, or the client went away).
+type OnIndeterminate string
+
+const (
+	// Lock keeps the key in progress until the lease ends (retries get
+	// 409), then marks it indeterminate (the control plane's abandon) so
+	// that an operator or the TTL resolves it. Default.
+	Lock OnIndeterminate = "lock"
+	// ReleaseKey frees the key: a retry executes again, although the
+	// operation may have run. Opt in only for operations that are safe to
+	// repeat or that the upstream deduplicates itself.
+	ReleaseKey OnIndeterminate = "release"
+)
+
+// Defaults and bounds.
+const (
+	MaxKeyLength        = api.MaxKeyLen // the control plane's bound
+	DefaultKeyHeader    = "idempotency-key"
+	DefaultTimeout      = 500 * time.Millisecond
+	MaxTimeout          = 10 * time.Second
+	DefaultMaxBodyBytes = 1 << 20
+	MaxMaxBodyBytes     = 64 << 20
+	DefaultTTL          = api.DefaultTTL
+	DefaultLease        = api.DefaultLease
+	MinLease            = time.Second
+	// MaxTTL is the control plane store's bound (store.MaxTTL, which the
+	// filter cannot import: it links Redis).
+	MaxTTL             = 366 * 24 * time.Hour
+	DefaultWaitTimeout = 5 * time.Second
+)
+
+// DefaultMethods are the methods a route governs when it names none: the
+// non-idempotent ones. PUT and DELETE are idempotent by definition.
+var DefaultMethods = []string{"POST", "PATCH"}
+
+// Classify says what becomes of the key after an upstream response with
+// this status. A status outside 200–599 is stored: never releasing on what
+// the policy does not cover means never executing twice by accident.
+func (r *Route) Classify(status int) Outcome {
+	if r.ReleaseStatuses.Has(status) {
+		return Release
+	}
+	return Store
+}

@@ -1,0 +1,294 @@
+package policy
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/plugin/canon"
+)
+
+// minimal is the smallest valid configuration; bad inputs below are built
+// by changing one thing in it.
+const minimal = `{
+  "control_plane": {"cluster": "idemgate", "authority": "idemgate.local", "token": "s3cret"},
+  "routes": [{"match": {"path": "/payments"}, "scope": {"headers": ["Authorization"]}}]
+}`
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCP := ControlPlane{Cluster: "idemgate", Authority: "idemgate.local", Token: "s3cret", Timeout: 500 * time.Millisecond}
+	if c.ControlPlane != wantCP {
+		t.Errorf("control plane = %+v, want %+v", c.ControlPlane, wantCP)
+	}
+	if len(c.Routes) != 1 {
+		t.Fatalf("%d routes, want 1", len(c.Routes))
+	}
+	got := c.Routes[0]
+	want := Route{
+		Match:           RouteMatch{Path: "/payments", Methods: []string{"POST", "PATCH"}},
+		KeyHeader:       "idempotency-key",
+		KeyFormat:       KeyAny,
+		Required:        true,
+		MaxKeyLength:    255,
+		Scope:           Scope{Headers: []string{"authorization"}},
+		MaxBodyBytes:    1 << 20,
+		TTL:             24 * time.Hour,
+		Lease:           30 * time.Second,
+		StoreStatuses:   got.StoreStatuses,
+		ReleaseStatuses: got.ReleaseStatuses,
+		OnDuplicate:     Replay,
+		OnInProgress:    Conflict,
+		FailureMode:     FailClosed,
+		OnIndeterminate: Lock,
+		ReplayHeaders:   DefaultReplayHeaders,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("route =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestParseEverything(t *testing.T) {
+	c, err := Parse([]byte(`{
+	  "control_plane": {"cluster": "cp", "authority": "cp:8081", "insecure_no_auth": true, "timeout": "250ms"},
+	  "routes": [{
+	    "match": {"host": "*.Example.com", "glob": "/v1/accounts/*/transfers/**", "methods": ["POST", "PUT"]},
+	    "key_header": "X-Request-Key", "key_format": "sf-string", "required": false, "max_key_length": 64,
+	    "scope": {"headers": ["x-api-key"], "metadata": {"filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"]}},
+	    "fingerprint": {"include": ["amount", "currency"], "exclude": ["amount.note"], "headers": ["Content-Type"]},
+	    "max_body_bytes": 4096, "ttl": "1h", "lease": "10s",
+	    "release_statuses": ["5xx", "429"],
+	    "on_duplicate": "reject", "on_in_progress": "wait", "wait_timeout": "2s",
+	    "failure_mode": "open", "on_indeterminate": "release",
+	    "replay_headers": ["X-Request-Id", "Content-Type"], "replay_set_cookie": true
+	  }]
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"timeout", c.ControlPlane.Timeout, 250 * time.Millisecond},
+		{"insecure", c.ControlPlane.InsecureNoAuth, true},
+		{"match", r.Match, RouteMatch{Host: "*.example.com", Glob: "/v1/accounts/*/transfers/**", Methods: []string{"POST", "PUT"}}},
+		{"key header", r.KeyHeader, "x-request-key"},
+		{"key format", r.KeyFormat, KeySFString},
+		{"required", r.Required, false},
+		{"max key", r.MaxKeyLength, 64},
+		{"scope", r.Scope, Scope{Headers: []string{"x-api-key"}, Metadata: &MetadataScope{Filter: "envoy.filters.http.jwt_authn", Path: []string{"payload", "sub"}}}},
+		{"fingerprint", r.Fingerprint, canon.Selection{Include: []string{"amount", "currency"}, Exclude: []string{"amount.note"}, Headers: []string{"content-type"}}},
+		{"max body", r.MaxBodyBytes, 4096},
+		{"ttl", r.TTL, time.Hour},
+		{"lease", r.Lease, 10 * time.Second},
+		{"408 stored", r.Classify(408), Store},
+		{"429 released", r.Classify(429), Release},
+		{"on duplicate", r.OnDuplicate, Reject},
+		{"on in progress", r.OnInProgress, Wait},
+		{"wait timeout", r.WaitTimeout, 2 * time.Second},
+		{"failure mode", r.FailureMode, FailOpen},
+		{"on indeterminate", r.OnIndeterminate, ReleaseKey},
+		{"replay x-request-id", r.ReplayHeader("x-request-id"), true},
+		{"replay set-cookie", r.ReplayHeader("set-cookie"), true},
+		{"replay headers", len(r.ReplayHeaders), len(DefaultReplayHeaders) + 2},
+	}
+	for _, ck := range checks {
+		if !reflect.DeepEqual(ck.got, ck.want) {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestParseDerivedDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		route string
+		check func(r *Route) (got, want any)
+	}{
+		{"lease no longer than a short ttl", `"ttl": "10s"`, func(r *Route) (any, any) { return r.Lease, 10 * time.Second }},
+		{"wait timeout default", `"on_in_progress": "wait"`, func(r *Route) (any, any) { return r.WaitTimeout, 5 * time.Second }},
+		{"wait timeout no longer than the lease", `"on_in_progress": "wait", "lease": "2s"`, func(r *Route) (any, any) { return r.WaitTimeout, 2 * time.Second }},
+		{"store only: release is the rest", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(503), Release }},
+		{"store only: 4xx stored", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(429), Store }},
+		{"both, partitioned", `"store_statuses": ["200-499"], "release_statuses": ["5xx"]`, func(r *Route) (any, any) { return r.Classify(408), Store }},
+		{"no replay_set_cookie", `"replay_headers": ["x-trace"]`, func(r *Route) (any, any) { return r.ReplayHeader("set-cookie"), false }},
+		{"scope metadata only", `"scope": {"metadata": {"filter": "f", "path": ["k"]}}`, func(r *Route) (any, any) { return r.Scope.Headers == nil, true }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(withRoute(tt.route)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := tt.check(&c.Routes[0]); !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// withRoute is minimal with extra members in its route (a later "scope"
+// replaces the default one rather than duplicating it).
+func withRoute(extra string) string {
+	scope := `"scope": {"headers": ["authorization"]}, `
+	if strings.Contains(extra, `"scope"`) {
+		scope = ""
+	}
+	return `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"},
+	  "routes": [{"match": {"path": "/p"}, ` + scope + extra + `}]}`
+}
+
+func withCP(cp string) string {
+	return `{"control_plane": {` + cp + `}, "routes": [{"match": {"path": "/p"}, "scope": {"headers": ["authorization"]}}]}`
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, config, want string
+	}{
+		{"empty", ``, "the configuration is empty"},
+		{"blank", " \n\t", "the configuration is empty"},
+		{"not JSON", `{"routes": [}`, "not JSON"},
+		{"truncated", `{"routes": [`, "not JSON"},
+		{"array", `[]`, "want an object, got an array"},
+		{"string", `"x"`, "want an object, got a string"},
+		{"empty object", `{}`, "control_plane: required"},
+		{"null", `null`, "null is not allowed"},
+		{"unknown top-level", `{"route": []}`, "route: unknown field"},
+		{"wrong case", `{"Routes": []}`, "Routes: unknown field"},
+		{"duplicate", `{"routes": [], "routes": []}`, "routes: appears twice"},
+		{"no routes", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}}`, "routes: at least one route is required"},
+		{"empty routes", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": []}`, "routes: at least one route is required"},
+
+		{"no cluster", withCP(`"authority": "a", "token": "t"`), "control_plane.cluster: required"},
+		{"no authority", withCP(`"cluster": "c", "token": "t"`), "control_plane.authority: required"},
+		{"authority with path", withCP(`"cluster": "c", "authority": "a/b", "token": "t"`), "control_plane.authority: want host or host:port"},
+		{"no token", withCP(`"cluster": "c", "authority": "a"`), "control_plane.token: required"},
+		{"token and insecure", withCP(`"cluster": "c", "authority": "a", "token": "t", "insecure_no_auth": true`), "control_plane.insecure_no_auth: contradicts"},
+		{"token with newline", withCP(`"cluster": "c", "authority": "a", "token": "t\r\nx: y"`), "control_plane.token: byte 1 is not visible ASCII"},
+		{"timeout bad", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": "soon"`), `control_plane.timeout: want a duration`},
+		{"timeout number", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": 250`), `control_plane.timeout: want a string, got a number`},
+		{"timeout too long", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": "11s"`), "control_plane.timeout: 11s is outside 1ms to 10s"},
+		{"timeout zero", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": "0s"`), "control_plane.timeout: 0s is outside"},
+		{"typo in control plane", withCP(`"cluster": "c", "authority": "a", "tokne": "t"`), "control_plane.tokne: unknown field"},
+
+		{"route typo", withRoute(`"requird": false`), "routes[0].requird: unknown field"},
+		{"route not object", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [1]}`, "routes[0]: want an object, got a number"},
+		{"second route named", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a"}, "scope": {"headers": ["a"]}}, {"match": {"path": "/b"}, "scope": {"headers": ["a"]}, "max_body_bytes": 0}]}`, "routes[1].max_body_bytes: must be > 0"},
+		{"no match", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"scope": {"headers": ["a"]}}]}`, "routes[0].match: required"},
+		{"no path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {}, "scope": {"headers": ["a"]}}]}`, "routes[0].match: want exactly one of path, prefix and glob, got 0"},
+		{"path and prefix", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a", "prefix": "/a"}, "scope": {"headers": ["a"]}}]}`, "got 2"},
+		{"relative path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"prefix": "a"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.prefix: must start with '/'"},
+		{"query in path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a?x=1"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.path: matches the path only"},
+		{"glob ?", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"glob": "/a/?"}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.glob: '?' at byte 3`},
+		{"glob ** inside", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"glob": "/a/**/b"}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.glob: "**" is allowed only as the last segment`},
+		{"host with port", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "a.com:443", "path": "/"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.host: leave out the port"},
+		{"host inner wildcard", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "a.*.com", "path": "/"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.host: '*' is not allowed"},
+		{"lower-case method", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/", "methods": ["post"]}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.methods[0]: want an upper-case method`},
+		{"empty methods", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/", "methods": []}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.methods: must not be empty`},
+		{"duplicate method", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/", "methods": ["POST", "POST"]}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.methods[1]: "POST" appears twice`},
+		{"method not string", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/", "methods": [1]}, "scope": {"headers": ["a"]}}]}`, `routes[0].match.methods[0]: want a string, got a number`},
+
+		{"no scope", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/"}}]}`, "routes[0].scope: required"},
+		{"empty scope", withRoute(`"scope": {}`), "routes[0].scope: needs headers, metadata or both"},
+		{"empty scope headers", withRoute(`"scope": {"headers": []}`), "routes[0].scope.headers: must not be empty"},
+		{"bad scope header", withRoute(`"scope": {"headers": ["x api key"]}`), `routes[0].scope.headers[0]: want an HTTP header name`},
+		{"metadata without filter", withRoute(`"scope": {"metadata": {"path": ["a"]}}`), "routes[0].scope.metadata.filter: required"},
+		{"metadata without path", withRoute(`"scope": {"metadata": {"filter": "f"}}`), "routes[0].scope.metadata.path: required"},
+		{"metadata empty key", withRoute(`"scope": {"metadata": {"filter": "f", "path": ["a", ""]}}`), "routes[0].scope.metadata.path[1]: must not be empty"},
+
+		{"key header", withRoute(`"key_header": "Idempotency Key"`), "routes[0].key_header: want an HTTP header name"},
+		{"key format", withRoute(`"key_format": "sf_string"`), `routes[0].key_format: want "any" or "sf-string", got "sf_string"`},
+		{"required string", withRoute(`"required": "true"`), "routes[0].required: want true or false, got a string"},
+		{"max key 0", withRoute(`"max_key_length": 0`), "routes[0].max_key_length: must be 1 to 255, got 0"},
+		{"max key 256", withRoute(`"max_key_length": 256`), "routes[0].max_key_length: must be 1 to 255, got 256"},
+		{"max key float", withRoute(`"max_key_length": 1.5`), "routes[0].max_key_length: want an integer that fits in 64 bits, got 1.5"},
+		{"max key exponent", withRoute(`"max_key_length": 1e2`), "routes[0].max_key_length: want an integer"},
+		{"max body huge", withRoute(`"max_body_bytes": 99999999999999999999`), "routes[0].max_body_bytes: want an integer that fits in 64 bits"},
+		{"max body negative", withRoute(`"max_body_bytes": -1`), "routes[0].max_body_bytes: must be > 0, got -1"},
+		{"max body over 64 MiB", withRoute(`"max_body_bytes": 67108865`), "routes[0].max_body_bytes: must be at most 67108864"},
+		{"fingerprint path", withRoute(`"fingerprint": {"include": ["a.*"]}`), `routes[0].fingerprint.include[0]: include path "a.*"`},
+		{"fingerprint exclude", withRoute(`"fingerprint": {"exclude": ["a..b"]}`), `routes[0].fingerprint.exclude[0]: exclude path "a..b": empty path component`},
+		{"fingerprint header", withRoute(`"fingerprint": {"headers": ["a b"]}`), `routes[0].fingerprint.headers[0]: want an HTTP header name`},
+		{"fingerprint unknown", withRoute(`"fingerprint": {"fields": ["a"]}`), `routes[0].fingerprint.fields: unknown field`},
+		{"ttl bad", withRoute(`"ttl": "1d"`), `routes[0].ttl: want a duration`},
+		{"ttl too long", withRoute(`"ttl": "9000h"`), `routes[0].ttl: 9000h0m0s is outside 1s to 8784h0m0s`},
+		{"lease negative", withRoute(`"lease": "-1s"`), `routes[0].lease: -1s is outside`},
+		{"lease over ttl", withRoute(`"ttl": "1m", "lease": "2m"`), `routes[0].lease: 2m0s is longer than the ttl 1m0s`},
+		{"lease short", withRoute(`"lease": "500ms"`), `routes[0].lease: 500ms is outside 1s`},
+		{"wait timeout without wait", withRoute(`"wait_timeout": "1s"`), `routes[0].wait_timeout: applies only with on_in_progress: "wait"`},
+		{"wait timeout over lease", withRoute(`"on_in_progress": "wait", "lease": "5s", "wait_timeout": "6s"`), `routes[0].wait_timeout: 6s is outside 1ms to 5s`},
+		{"on in progress", withRoute(`"on_in_progress": "block"`), `routes[0].on_in_progress: want "conflict" or "wait"`},
+		{"on duplicate", withRoute(`"on_duplicate": "Replay"`), `routes[0].on_duplicate: want "replay" or "reject", got "Replay"`},
+		{"failure mode", withRoute(`"failure_mode": "fail-open"`), `routes[0].failure_mode: want "closed" or "open"`},
+		{"on indeterminate", withRoute(`"on_indeterminate": "retry"`), `routes[0].on_indeterminate: want "lock" or "release"`},
+		{"status class", withRoute(`"release_statuses": ["6xx"]`), `routes[0].release_statuses[0]: "6xx": the class must be`},
+		{"status 1xx", withRoute(`"release_statuses": ["5xx", "100"]`), `routes[0].release_statuses[1]: "100": a final status is 200 to 599`},
+		{"status range empty", withRoute(`"release_statuses": ["504-500"]`), `routes[0].release_statuses[0]: "504-500": the range is empty`},
+		{"status word", withRoute(`"release_statuses": ["server errors"]`), `routes[0].release_statuses[0]: "server errors": want a status`},
+		{"status number", withRoute(`"release_statuses": [503]`), `routes[0].release_statuses[0]: want a string, got a number`},
+		{"statuses empty", withRoute(`"store_statuses": []`), `routes[0].store_statuses: must not be empty`},
+		{"statuses overlap", withRoute(`"store_statuses": ["2xx", "3xx", "4xx"], "release_statuses": ["5xx", "429"]`), `routes[0].release_statuses: 429 is also in store_statuses`},
+		{"statuses gap", withRoute(`"store_statuses": ["2xx", "3xx"], "release_statuses": ["5xx"]`), `routes[0].store_statuses: 400 is in neither`},
+		{"replay set-cookie", withRoute(`"replay_headers": ["Set-Cookie"]`), `routes[0].replay_headers[0]: set-cookie is replayed only with replay_set_cookie: true`},
+		{"replay hop-by-hop", withRoute(`"replay_headers": ["x-a", "Transfer-Encoding"]`), `routes[0].replay_headers[1]: transfer-encoding is never replayed`},
+		{"replay duplicate", withRoute(`"replay_headers": ["x-a", "X-A"]`), `routes[0].replay_headers[1]: "X-A" appears twice`},
+		{"null field", withRoute(`"ttl": null`), `routes[0].ttl: null is not allowed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.config))
+			if err == nil {
+				t.Fatalf("Parse accepted it: %+v", c)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %q does not wrap ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %q\nwant it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFieldErrorPath(t *testing.T) {
+	_, err := Parse([]byte(withRoute(`"max_body_bytes": 0`)))
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not a *FieldError", err)
+	}
+	if got, want := fe.Path, "routes[0].max_body_bytes"; got != want {
+		t.Errorf("path = %q, want %q", got, want)
+	}
+	if got, want := err.Error(), "invalid idempotency configuration: routes[0].max_body_bytes: must be > 0, got 0"; got != want {
+		t.Errorf("error = %q, want %q", got, want)
+	}
+}
+
+// Hostile nesting must fail cleanly, also compiled to Wasm where the stack
+// is small.
+func TestParseDeepNesting(t *testing.T) {
+	deep := strings.Repeat("[", 1<<20)
+	nested := strings.Repeat("[", 9000) + strings.Repeat("]", 9000)
+	for _, tt := range []struct{ name, config, want string }{
+		{"unterminated", deep, "not JSON"},
+		{"at top", nested, "want an object, got an array"},
+		{"in routes", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [` + nested + `]}`, "routes[0]: want an object, got an array"},
+		{"in methods", withRoute(`"scope": {"headers": [` + nested + `]}`), "routes[0].scope.headers[0]: want a string, got an array"},
+		{"unknown field", `{"x": ` + nested + `}`, "x: unknown field"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.config))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,63 @@
+package policy
+
+// The configuration as written. Pointers tell "left out" (default) from a
+// zero value; schema_test.go keeps these json tags and schema.json in step.
+
+type rawConfig struct {
+	ControlPlane *rawControlPlane `json:"control_plane"`
+	Routes       []rawRoute       `json:"routes"`
+}
+
+type rawControlPlane struct {
+	Cluster        string  `json:"cluster"`
+	Authority      string  `json:"authority"`
+	Token          string  `json:"token"`
+	InsecureNoAuth bool    `json:"insecure_no_auth"`
+	Timeout        *string `json:"timeout"`
+}
+
+type rawRoute struct {
+	Match           *rawMatch       `json:"match"`
+	KeyHeader       *string         `json:"key_header"`
+	KeyFormat       *string         `json:"key_format"`
+	Required        *bool           `json:"required"`
+	MaxKeyLength    *int64          `json:"max_key_length"`
+	Scope           *rawScope       `json:"scope"`
+	Fingerprint     *rawFingerprint `json:"fingerprint"`
+	MaxBodyBytes    *int64          `json:"max_body_bytes"`
+	TTL             *string         `json:"ttl"`
+	Lease           *string         `json:"lease"`
+	StoreStatuses   []string        `json:"store_statuses"`
+	ReleaseStatuses []string        `json:"release_statuses"`
+	OnDuplicate     *string         `json:"on_duplicate"`
+	OnInProgress    *string         `json:"on_in_progress"`
+	WaitTimeout     *string         `json:"wait_timeout"`
+	FailureMode     *string         `json:"failure_mode"`
+	OnIndeterminate *string         `json:"on_indeterminate"`
+	ReplayHeaders   []string        `json:"replay_headers"`
+	ReplaySetCookie bool            `json:"replay_set_cookie"`
+}
+
+type rawMatch struct {
+	Host    string   `json:"host"`
+	Path    string   `json:"path"`
+	Prefix  string   `json:"prefix"`
+	Glob    string   `json:"glob"`
+	Methods []string `json:"methods"`
+}
+
+type rawScope struct {
+	Headers  []string     `json:"headers"`
+	Metadata *rawMetadata `json:"metadata"`
+}
+
+type rawMetadata struct {
+	Filter string   `json:"filter"`
+	Path   []string `json:"path"`
+}
+
+type rawFingerprint struct {
+	Include []string `json:"include"`
+	Exclude []string `json:"exclude"`
+	Headers []string `json:"headers"`
+}

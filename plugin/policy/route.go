@@ -1,0 +1,348 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/idemgate/idemgate/plugin/canon"
+)
+
+func (raw *rawRoute) build(path string) (Route, error) {
+	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, ReplaySetCookie: raw.ReplaySetCookie}
+	var err error
+	if raw.Match == nil {
+		return r, fieldErr(path+".match", "required")
+	}
+	if r.Match, err = raw.Match.build(path + ".match"); err != nil {
+		return r, err
+	}
+	if raw.KeyHeader != nil {
+		if r.KeyHeader, err = headerName(path+".key_header", *raw.KeyHeader); err != nil {
+			return r, err
+		}
+	}
+	if r.KeyFormat, err = oneOf(path+".key_format", raw.KeyFormat, KeyAny, KeyAny, KeySFString); err != nil {
+		return r, err
+	}
+	if raw.Required != nil {
+		r.Required = *raw.Required
+	}
+	if n := raw.MaxKeyLength; n != nil {
+		if *n < 1 || *n > MaxKeyLength {
+			return r, fieldErr(path+".max_key_length", "must be 1 to %d, got %d", MaxKeyLength, *n)
+		}
+		r.MaxKeyLength = int(*n)
+	}
+	if raw.Scope == nil {
+		return r, fieldErr(path+".scope", "required: which request headers or metadata identify the principal, so that clients never share keys")
+	}
+	if r.Scope, err = raw.Scope.build(path + ".scope"); err != nil {
+		return r, err
+	}
+	if raw.Fingerprint != nil {
+		if r.Fingerprint, err = raw.Fingerprint.build(path + ".fingerprint"); err != nil {
+			return r, err
+		}
+	}
+	if n := raw.MaxBodyBytes; n != nil {
+		if *n <= 0 {
+			return r, fieldErr(path+".max_body_bytes", "must be > 0, got %d", *n)
+		}
+		if *n > MaxMaxBodyBytes {
+			return r, fieldErr(path+".max_body_bytes", "must be at most %d (64 MiB), got %d", MaxMaxBodyBytes, *n)
+		}
+		r.MaxBodyBytes = int(*n)
+	}
+	if err = raw.buildTimes(path, &r); err != nil {
+		return r, err
+	}
+	if r.StoreStatuses, r.ReleaseStatuses, err = statuses(path, raw.StoreStatuses, raw.ReleaseStatuses); err != nil {
+		return r, err
+	}
+	if r.OnDuplicate, err = oneOf(path+".on_duplicate", raw.OnDuplicate, Replay, Replay, Reject); err != nil {
+		return r, err
+	}
+	if r.FailureMode, err = oneOf(path+".failure_mode", raw.FailureMode, FailClosed, FailClosed, FailOpen); err != nil {
+		return r, err
+	}
+	if r.OnIndeterminate, err = oneOf(path+".on_indeterminate", raw.OnIndeterminate, Lock, Lock, ReleaseKey); err != nil {
+		return r, err
+	}
+	if r.ReplayHeaders, err = replayHeaders(path+".replay_headers", raw.ReplayHeaders, raw.ReplaySetCookie); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func (raw *rawRoute) buildTimes(path string, r *Route) error {
+	var err error
+	if r.TTL, err = duration(path+".ttl", raw.TTL, DefaultTTL, MinLease, MaxTTL); err != nil {
+		return err
+	}
+	if r.Lease, err = duration(path+".lease", raw.Lease, min(DefaultLease, r.TTL), MinLease, MaxTTL); err != nil {
+		return err
+	}
+	if r.Lease > r.TTL {
+		return fieldErr(path+".lease", "%v is longer than the ttl %v", r.Lease, r.TTL)
+	}
+	if r.OnInProgress, err = oneOf(path+".on_in_progress", raw.OnInProgress, Conflict, Conflict, Wait); err != nil {
+		return err
+	}
+	if r.OnInProgress != Wait {
+		if raw.WaitTimeout != nil {
+			return fieldErr(path+".wait_timeout", "applies only with on_in_progress: \"wait\"")
+		}
+		return nil
+	}
+	r.WaitTimeout, err = duration(path+".wait_timeout", raw.WaitTimeout, min(DefaultWaitTimeout, r.Lease), time.Millisecond, r.Lease)
+	return err
+}
+
+func (raw *rawMatch) build(path string) (RouteMatch, error) {
+	m := RouteMatch{Path: raw.Path, Prefix: raw.Prefix, Glob: raw.Glob, Methods: DefaultMethods}
+	if raw.Host != "" {
+		h, err := validHost(raw.Host)
+		if err != nil {
+			return m, wrapField(path+".host", err)
+		}
+		m.Host = h
+	}
+	n := 0
+	for _, f := range []struct{ name, v string }{{"path", raw.Path}, {"prefix", raw.Prefix}, {"glob", raw.Glob}} {
+		if f.v == "" {
+			continue
+		}
+		n++
+		if !strings.HasPrefix(f.v, "/") {
+			return m, fieldErr(path+"."+f.name, "must start with '/', got %q", f.v)
+		}
+		if strings.ContainsAny(f.v, "?#") && f.name != "glob" {
+			return m, fieldErr(path+"."+f.name, "matches the path only; the query is ignored, so leave out '?' and '#'")
+		}
+		if err := checkPrintable(f.v); err != nil {
+			return m, wrapField(path+"."+f.name, err)
+		}
+	}
+	if n != 1 {
+		return m, fieldErr(path, "want exactly one of path, prefix and glob, got %d", n)
+	}
+	if m.Glob != "" {
+		if err := validateGlob(m.Glob); err != nil {
+			return m, wrapField(path+".glob", err)
+		}
+	}
+	if raw.Methods != nil {
+		if len(raw.Methods) == 0 {
+			return m, fieldErr(path+".methods", "must not be empty; leave it out for the default %q", DefaultMethods)
+		}
+		for i, meth := range raw.Methods {
+			p := fmt.Sprintf("%s.methods[%d]", path, i)
+			if !isToken(meth) || strings.ToUpper(meth) != meth {
+				return m, fieldErr(p, "want an upper-case method such as \"POST\", got %q", meth)
+			}
+			if slices.Contains(raw.Methods[:i], meth) {
+				return m, fieldErr(p, "%q appears twice", meth)
+			}
+		}
+		m.Methods = raw.Methods
+	}
+	return m, nil
+}
+
+// validHost checks a host pattern: a DNS name or IP literal without port,
+// optionally starting with "*." (a suffix wildcard); returned in lower case.
+func validHost(h string) (string, error) {
+	name := strings.TrimPrefix(h, "*.")
+	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") && name == h {
+		if strings.Trim(name[1:len(name)-1], "0123456789abcdefABCDEF:.") != "" {
+			return "", fmt.Errorf("want an IPv6 literal such as [::1], got %q", h)
+		}
+		return strings.ToLower(h), nil
+	}
+	if name == "" || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
+		return "", fmt.Errorf("want a host name such as api.example.com or *.example.com, got %q", h)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' {
+			continue
+		}
+		if c == ':' {
+			return "", fmt.Errorf("leave out the port: the request's port is ignored (%q)", h)
+		}
+		return "", fmt.Errorf("%q is not allowed in a host (only a leading \"*.\" is a wildcard): %q", c, h)
+	}
+	return strings.ToLower(h), nil
+}
+
+func (raw *rawScope) build(path string) (Scope, error) {
+	var s Scope
+	if raw.Headers == nil && raw.Metadata == nil {
+		return s, fieldErr(path, "needs headers, metadata or both")
+	}
+	if raw.Headers != nil {
+		var err error
+		if s.Headers, err = headerNames(path+".headers", raw.Headers); err != nil {
+			return s, err
+		}
+	}
+	if md := raw.Metadata; md != nil {
+		p := path + ".metadata"
+		if md.Filter == "" {
+			return s, fieldErr(p+".filter", "required: the filter whose dynamic metadata holds the value, e.g. \"envoy.filters.http.jwt_authn\"")
+		}
+		if len(md.Path) == 0 {
+			return s, fieldErr(p+".path", "required: the keys down to the value, e.g. [\"payload\", \"sub\"]")
+		}
+		for i, k := range md.Path {
+			if k == "" {
+				return s, fieldErr(fmt.Sprintf("%s.path[%d]", p, i), "must not be empty")
+			}
+		}
+		s.Metadata = &MetadataScope{Filter: md.Filter, Path: md.Path}
+	}
+	return s, nil
+}
+
+func (raw *rawFingerprint) build(path string) (canon.Selection, error) {
+	sel := canon.Selection{Include: raw.Include, Exclude: raw.Exclude}
+	// One path at a time, so that the error names its index.
+	for i, p := range raw.Include {
+		if err := (canon.Selection{Include: []string{p}}).Validate(); err != nil {
+			return sel, wrapField(fmt.Sprintf("%s.include[%d]", path, i), err)
+		}
+	}
+	for i, p := range raw.Exclude {
+		if err := (canon.Selection{Exclude: []string{p}}).Validate(); err != nil {
+			return sel, wrapField(fmt.Sprintf("%s.exclude[%d]", path, i), err)
+		}
+	}
+	if raw.Headers != nil {
+		var err error
+		if sel.Headers, err = headerNames(path+".headers", raw.Headers); err != nil {
+			return sel, err
+		}
+	}
+	// The whole selection once more, as the filter will use it.
+	if err := sel.Validate(); err != nil {
+		return sel, wrapField(path, err)
+	}
+	return sel, nil
+}
+
+// statuses builds the two sets: a set left out is the complement of the
+// other (both left out: the defaults); both given must not overlap and must
+// cover 200–599 together, so that every final status has a decided outcome.
+func statuses(path string, store, release []string) (StatusSet, StatusSet, error) {
+	var s, r StatusSet
+	parse := func(name string, entries []string) (StatusSet, error) {
+		if len(entries) == 0 {
+			return StatusSet{}, fieldErr(path+"."+name, "must not be empty; leave it out for the default")
+		}
+		set, i, err := parseStatusSet(entries)
+		if err != nil {
+			return set, wrapField(fmt.Sprintf("%s.%s[%d]", path, name, i), err)
+		}
+		return set, nil
+	}
+	var err error
+	switch {
+	case store == nil && release == nil:
+		r = defaultRelease
+		s = r.complement()
+	case store == nil:
+		if r, err = parse("release_statuses", release); err != nil {
+			return s, r, err
+		}
+		s = r.complement()
+	case release == nil:
+		if s, err = parse("store_statuses", store); err != nil {
+			return s, r, err
+		}
+		r = s.complement()
+	default:
+		if s, err = parse("store_statuses", store); err != nil {
+			return s, r, err
+		}
+		if r, err = parse("release_statuses", release); err != nil {
+			return s, r, err
+		}
+		if st := s.firstShared(&r); st != 0 {
+			return s, r, fieldErr(path+".release_statuses", "%d is also in store_statuses", st)
+		}
+		for st := minStatus; st <= maxStatus; st++ {
+			if !s.Has(st) && !r.Has(st) {
+				return s, r, fieldErr(path+".store_statuses", "%d is in neither store_statuses nor release_statuses; give one of them only and the other is its complement", st)
+			}
+		}
+	}
+	return s, r, nil
+}
+
+func replayHeaders(path string, extra []string, setCookie bool) ([]string, error) {
+	out := slices.Clone(DefaultReplayHeaders)
+	if extra != nil {
+		names, err := headerNames(path, extra)
+		if err != nil {
+			return nil, err
+		}
+		for i, n := range names {
+			switch {
+			case n == "set-cookie":
+				return nil, fieldErr(fmt.Sprintf("%s[%d]", path, i), "set-cookie is replayed only with replay_set_cookie: true")
+			case slices.Contains(neverReplayed, n):
+				return nil, fieldErr(fmt.Sprintf("%s[%d]", path, i), "%s is never replayed (hop-by-hop, recomputed or the replay marker)", n)
+			case !slices.Contains(out, n):
+				out = append(out, n)
+			}
+		}
+	}
+	if setCookie {
+		out = append(out, "set-cookie")
+	}
+	return out, nil
+}
+
+func headerNames(path string, names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, fieldErr(path, "must not be empty")
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		var err error
+		if out[i], err = headerName(fmt.Sprintf("%s[%d]", path, i), n); err != nil {
+			return nil, err
+		}
+		if slices.Contains(out[:i], out[i]) {
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", path, i), "%q appears twice", n)
+		}
+	}
+	return out, nil
+}
+
+// headerName checks an HTTP field name and lowers it, as Envoy presents
+// header names to the filter.
+func headerName(path, n string) (string, error) {
+	// A pseudo-header (":authority") is allowed, as canon allows it.
+	if !isToken(strings.TrimPrefix(n, ":")) {
+		return "", fieldErr(path, "want an HTTP header name, got %q", n)
+	}
+	return strings.ToLower(n), nil
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
