@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
@@ -148,4 +149,15 @@ func (r *Route) Classify(status int) Outcome {
 		return Release
 	}
 	return Store
+}
+
+// String leaves the token out, so that logging a configuration does not
+// leak it (fmt uses it for a ControlPlane nested in a Config too).
+func (cp ControlPlane) String() string {
+	token := ""
+	if cp.Token != "" {
+		token = "<redacted>"
+	}
+	return fmt.Sprintf("{Cluster:%s Authority:%s Token:%s InsecureNoAuth:%t Timeout:%v}",
+		cp.Cluster, cp.Authority, token, cp.InsecureNoAuth, cp.Timeout)
 }

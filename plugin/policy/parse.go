@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -27,6 +28,11 @@ func Parse(data []byte) (*Config, error) {
 func parse(data []byte) (*Config, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("the configuration is empty; it needs control_plane and at least one route")
+	}
+	// encoding/json would replace invalid UTF-8 silently; names and header
+	// values must arrive as written.
+	if !utf8.Valid(data) {
+		return nil, fmt.Errorf("not UTF-8 at byte %d", invalidUTF8At(data))
 	}
 	// encoding/json's scanner is not recursive, so hostile nesting cannot
 	// exhaust the Wasm stack; its error says where the syntax breaks.
@@ -147,4 +153,15 @@ func oneOf[T ~string](path string, s *string, def T, allowed ...T) (T, error) {
 		names[i] = fmt.Sprintf("%q", a)
 	}
 	return def, fieldErr(path, "want %s, got %q", strings.Join(names, " or "), *s)
+}
+
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -241,6 +242,8 @@ func TestParseErrors(t *testing.T) {
 		{"replay hop-by-hop", withRoute(`"replay_headers": ["x-a", "Transfer-Encoding"]`), `routes[0].replay_headers[1]: transfer-encoding is never replayed`},
 		{"replay duplicate", withRoute(`"replay_headers": ["x-a", "X-A"]`), `routes[0].replay_headers[1]: "X-A" appears twice`},
 		{"null field", withRoute(`"ttl": null`), `routes[0].ttl: null is not allowed`},
+		{"invalid UTF-8", withRoute(`"scope": {"metadata": {"filter": "f` + "\xff" + `", "path": ["a"]}}`), `not UTF-8 at byte`},
+		{"escaped duplicate", withRoute(`"ttl": "1h", "t\u0074l": "2h"`), `routes[0].ttl: appears twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,5 +293,17 @@ func TestParseDeepNesting(t *testing.T) {
 				t.Errorf("error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestTokenNotPrinted(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{fmt.Sprint(c.ControlPlane), fmt.Sprintf("%+v", c), fmt.Sprintf("%v", *c)} {
+		if strings.Contains(s, "s3cret") {
+			t.Errorf("token printed: %s", s)
+		}
 	}
 }

@@ -101,7 +101,7 @@ func (raw *rawRoute) buildTimes(path string, r *Route) error {
 }
 
 func (raw *rawMatch) build(path string) (RouteMatch, error) {
-	m := RouteMatch{Path: raw.Path, Prefix: raw.Prefix, Glob: raw.Glob, Methods: DefaultMethods}
+	m := RouteMatch{Path: raw.Path, Prefix: raw.Prefix, Glob: raw.Glob, Methods: slices.Clone(DefaultMethods)}
 	if raw.Host != "" {
 		h, err := validHost(raw.Host)
 		if err != nil {
