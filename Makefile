@@ -46,7 +46,7 @@ test: deps wasm lint test-wasm ## all tests (builds the wasm module first: its t
 # The pure packages the filter links are also tested compiled to wasip1 and
 # run under wazero: Wasm differs (a small call stack, 32-bit int in places).
 test-wasm: $(BUILD)/wasip1-exec ## pure packages' tests compiled to wasip1, run under wazero
-	GOOS=wasip1 GOARCH=wasm $(GO) test -count=1 -exec $(CURDIR)/$(BUILD)/wasip1-exec ./plugin/canon/ ./controlplane/api/
+	GOOS=wasip1 GOARCH=wasm $(GO) test -count=1 -exec $(CURDIR)/$(BUILD)/wasip1-exec ./plugin/canon/ ./plugin/policy/ ./controlplane/api/
 
 $(BUILD)/wazero: go.mod
 	@mkdir -p $(BUILD)
@@ -62,9 +62,11 @@ bench: deps ## benchmarks, each side by side with its baseline; numbers go into 
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./plugin/canon/
 	$(GO) test -run '^$$' -bench BenchmarkControlPlane -benchtime 3s ./controlplane/server/
 
-fuzz: ## fuzz the canonicalizer for FUZZTIME per target (default 60s)
+fuzz: ## fuzz the canonicalizer and the policy parser for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./plugin/canon/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugin/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./plugin/policy/
 
 fuzz-smoke: ## a short fuzz run of each target
 	$(MAKE) fuzz FUZZTIME=10s
