@@ -3,11 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
+	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
-	"github.com/tidwall/gjson"
 )
 
 // vmContext is created once per Wasm VM (one per Envoy worker thread).
@@ -27,32 +26,39 @@ type pluginContext struct {
 	// Embedded for the no-op OnTick, OnQueueReady, OnPluginDone and
 	// NewTcpContext: this is an HTTP-only filter.
 	types.DefaultPluginContext
+
+	config *policy.Config // set by a successful OnPluginStart
+	stats  stats
 }
 
 // OnPluginStart implements types.PluginContext. Returning
 // OnPluginStartStatusFailed makes Envoy reject the filter config, which is
 // better than serving traffic with a configuration we do not understand.
+// The error policy.Parse returns names the field and the reason.
 func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPluginStartStatus {
 	data, err := readPluginConfiguration(pluginConfigurationSize)
+	var cfg *policy.Config
 	if err == nil {
-		err = validatePluginConfiguration(data)
+		cfg, err = policy.Parse(data)
 	}
 	if err != nil {
-		proxywasm.LogErrorf("idempotency filter: invalid plugin configuration: %v", err)
+		proxywasm.LogErrorf("idempotency filter: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	proxywasm.LogInfof("idempotency filter started (%d bytes of configuration)", len(data))
+	p.config = cfg
+	p.stats = defineStats()
+	proxywasm.LogInfof("idempotency filter started: %d route(s), control plane cluster %q", len(cfg.Routes), cfg.ControlPlane.Cluster)
 	return types.OnPluginStartStatusOK
 }
 
 // NewHttpContext implements types.PluginContext.
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
-	return &httpContext{}
+	return &httpContext{plugin: p}
 }
 
 // readPluginConfiguration returns the raw configuration, or nil when none is
 // set. Hosts report an empty configuration as NotFound rather than as an
-// empty buffer, so that is not an error.
+// empty buffer; policy.Parse then refuses it as empty.
 func readPluginConfiguration(size int) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
@@ -67,35 +73,9 @@ func readPluginConfiguration(size int) ([]byte, error) {
 	return data, nil
 }
 
-// errConfigNotObject and errConfigInvalidJSON name what is wrong with a
-// configuration, so logs (and tests) can tell the cases apart.
-var (
-	errConfigInvalidJSON = errors.New("not valid JSON")
-	errConfigNotObject   = errors.New("not a JSON object")
-)
-
-// validatePluginConfiguration accepts an empty configuration (all defaults)
-// or a JSON object. It is pure so that it can be tested without a host.
-func validatePluginConfiguration(data []byte) error {
-	if len(data) == 0 {
-		return nil
-	}
-	if !gjson.ValidBytes(data) {
-		return errConfigInvalidJSON
-	}
-	switch r := gjson.ParseBytes(data); {
-	case r.IsObject():
-		return nil
-	case r.IsArray():
-		return fmt.Errorf("%w (got an array)", errConfigNotObject)
-	default:
-		return fmt.Errorf("%w (got %s)", errConfigNotObject, strings.ToLower(r.Type.String()))
-	}
-}
-
-// httpContext is created per HTTP stream. The embedded default returns
-// types.ActionContinue from every callback: requests and responses pass
-// through unchanged until the idempotency logic lands.
+// httpContext is created per HTTP stream. Until the request path lands it
+// passes everything through.
 type httpContext struct {
 	types.DefaultHttpContext
+	plugin *pluginContext
 }

@@ -76,12 +76,17 @@ func TestPluginStart(t *testing.T) {
 		want    types.OnPluginStartStatus
 		wantLog string // substring of an error log; "" means no error logs
 	}{
-		{name: "empty", config: "", want: types.OnPluginStartStatusOK},
-		{name: "empty object", config: "{}", want: types.OnPluginStartStatusOK},
-		{name: "object with whitespace", config: " {\"a\": [1]} \n", want: types.OnPluginStartStatusOK},
-		{name: "invalid JSON", config: "{", want: types.OnPluginStartStatusFailed, wantLog: "not valid JSON"},
-		{name: "array", config: "[1]", want: types.OnPluginStartStatusFailed, wantLog: "not a JSON object (got an array)"},
-		{name: "string", config: `"x"`, want: types.OnPluginStartStatusFailed, wantLog: "not a JSON object (got string)"},
+		{name: "demo policy", config: demoConfig, want: types.OnPluginStartStatusOK},
+		{name: "empty", config: "", want: types.OnPluginStartStatusFailed, wantLog: "the configuration is empty"},
+		{name: "empty object", config: "{}", want: types.OnPluginStartStatusFailed, wantLog: "control_plane"},
+		{name: "invalid JSON", config: "{", want: types.OnPluginStartStatusFailed, wantLog: "invalid idempotency configuration"},
+		{name: "array", config: "[1]", want: types.OnPluginStartStatusFailed, wantLog: "invalid idempotency configuration"},
+		{
+			name:    "bad field",
+			config:  strings.Replace(demoConfig, `"max_body_bytes": 1048576`, `"max_body_bytes": 0`, 1),
+			want:    types.OnPluginStartStatusFailed,
+			wantLog: "routes[0].max_body_bytes: must be > 0, got 0",
+		},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for _, tc := range tests {
@@ -107,6 +112,7 @@ func TestPluginStart(t *testing.T) {
 	})
 }
 
+// TestPassThrough: requests no route governs pass through untouched.
 func TestPassThrough(t *testing.T) {
 	// Header names are lower case because the emulator lower-cases them, as
 	// Envoy does, and the test compares what the host holds afterwards.
@@ -116,9 +122,9 @@ func TestPassThrough(t *testing.T) {
 		reqBody, respBody    []byte // nil: the headers end the stream
 	}{
 		{
-			name: "POST with body",
+			name: "POST to an ungoverned path",
 			reqHeaders: [][2]string{
-				{":method", "POST"}, {":path", "/payments"}, {":authority", "example.com"},
+				{":method", "POST"}, {":path", "/orders"}, {":authority", "example.com"},
 				{"content-type", "application/json"}, {"idempotency-key", `"k1"`},
 			},
 			reqBody:  []byte(`{"amount":100,"currency":"EUR"}`),
@@ -126,7 +132,7 @@ func TestPassThrough(t *testing.T) {
 			respBody: []byte(`{"id":"pay_1","amount":100}`),
 		},
 		{
-			name:       "GET without body",
+			name:       "GET is not a governed method",
 			reqHeaders: [][2]string{{":method", "GET"}, {":path", "/payments/pay_1"}, {":authority", "example.com"}},
 			respHdrs:   [][2]string{{":status", "404"}},
 		},
@@ -134,7 +140,7 @@ func TestPassThrough(t *testing.T) {
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				host, reset := newHost(t, vm, "{}")
+				host, reset := newHost(t, vm, demoConfig)
 				defer reset()
 				if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
 					t.Fatalf("StartPlugin() = %v, want OK", st)

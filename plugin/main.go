@@ -1,10 +1,11 @@
 // Command plugin is the idemgate HTTP filter: a proxy-wasm module that Envoy
 // loads as build/idempotency.wasm.
 //
-// For now it is a deliberately minimal pass-through filter: it validates its
-// configuration and lets every request and response through unchanged. The
-// policy and reservation logic described in DESIGN.md arrives with a later
-// issue; this file stays thin wiring either way.
+// The plugin configuration is the JSON policy of package policy, parsed at
+// plugin start (filter.go). The request path (request.go) reserves the key
+// at the control plane before a governed request goes upstream; the
+// response path (response.go) stores or releases it. This file stays thin
+// wiring.
 package main
 
 import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
