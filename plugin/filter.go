@@ -72,10 +72,3 @@ func readPluginConfiguration(size int) ([]byte, error) {
 	}
 	return data, nil
 }
-
-// httpContext is created per HTTP stream. Until the request path lands it
-// passes everything through.
-type httpContext struct {
-	types.DefaultHttpContext
-	plugin *pluginContext
-}

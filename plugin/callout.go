@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/idemgate/idemgate/plugin/policy"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+)
+
+// callControlPlane POSTs the JSON of req to the control plane at path
+// through Envoy's cluster, and calls done with the answer's status and
+// body: status 0 means no answer (the callout timed out or the connection
+// failed; Envoy then calls back with no headers). done is not called when
+// the dispatch itself fails: the error is returned instead. done may be
+// nil for a call whose answer nobody waits for.
+func callControlPlane(cp *policy.ControlPlane, path string, req any, done func(status int, body []byte)) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	headers := [][2]string{
+		{":method", "POST"},
+		{":path", path},
+		{":authority", cp.Authority},
+		{"content-type", "application/json"},
+	}
+	if !cp.InsecureNoAuth {
+		headers = append(headers, [2]string{"authorization", "Bearer " + cp.Token})
+	}
+	timeout := uint32(cp.Timeout.Milliseconds())
+	_, err = proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
+		if done == nil {
+			return
+		}
+		status, respBody := readCalloutResponse(numHeaders, bodySize)
+		done(status, respBody)
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch %s to cluster %q: %w", path, cp.Cluster, err)
+	}
+	return nil
+}
+
+// readCalloutResponse returns the :status and body of the callout being
+// answered; 0 when there is no status.
+func readCalloutResponse(numHeaders, bodySize int) (int, []byte) {
+	if numHeaders == 0 {
+		return 0, nil
+	}
+	headers, err := proxywasm.GetHttpCallResponseHeaders()
+	if err != nil {
+		return 0, nil
+	}
+	status := 0
+	for _, kv := range headers {
+		if kv[0] == ":status" {
+			status, _ = strconv.Atoi(kv[1])
+			break
+		}
+	}
+	var body []byte
+	if bodySize > 0 {
+		if body, err = proxywasm.GetHttpCallResponseBody(0, bodySize); err != nil {
+			return status, nil
+		}
+	}
+	return status, body
+}

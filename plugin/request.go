@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/plugin/canon"
+	"github.com/idemgate/idemgate/plugin/policy"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// phase is where a stream's request stands.
+type phase int
+
+const (
+	phaseUngoverned phase = iota // no route, no key on an optional one, or fail-open: hands off
+	phaseBuffering               // governed: request held while its body arrives
+	phaseReserving               // reserve callout in flight; request held
+	phaseAnswered                // the filter answered the client itself
+	phaseForwarded               // the key is ours (token): the request went upstream
+)
+
+// httpContext is created per HTTP stream. Every path that pauses the
+// request either resumes it or answers the client: a callout that fails or
+// times out still calls back (with no headers), and its failure mode
+// decides.
+type httpContext struct {
+	types.DefaultHttpContext
+	plugin *pluginContext
+
+	phase   phase
+	route   *policy.Route
+	headers [][2]string // request headers, for the fingerprint
+	method  string
+	target  string
+	key     string
+	scope   string
+	token   string // fencing token of an acquired reservation (used by the response path)
+	reqSize int    // request body bytes so far (cumulative after a pause)
+
+}
+
+// OnHttpRequestHeaders implements types.HttpContext: route match, key,
+// scope; then the request is held until its body is complete.
+func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action {
+	cfg := c.plugin.config
+	if cfg == nil {
+		return types.ActionContinue
+	}
+	headers, err := proxywasm.GetHttpRequestHeaders()
+	if err != nil {
+		proxywasm.LogErrorf("idempotency filter: read request headers: %v", err)
+		return types.ActionContinue
+	}
+	host, _ := header(headers, ":authority")
+	c.target, _ = header(headers, ":path")
+	c.method, _ = header(headers, ":method")
+	r := cfg.Match(host, c.target, c.method)
+	if r == nil {
+		return types.ActionContinue
+	}
+	raw, n := header(headers, r.KeyHeader)
+	switch {
+	case n == 0 && !r.Required:
+		return types.ActionContinue
+	case n == 0:
+		return c.answer(probKeyMissing, "this operation is idempotent and requires the "+r.KeyHeader+" header", 0)
+	case n > 1:
+		return c.answer(probKeyMalformed, "the "+r.KeyHeader+" header is sent more than once", 0)
+	}
+	key, err := policy.ParseKey(raw, r.KeyFormat, r.MaxKeyLength)
+	if err != nil {
+		return c.answer(probKeyMalformed, err.Error(), 0)
+	}
+	if cl, n := header(headers, "content-length"); n > 0 {
+		if size, err := strconv.ParseInt(cl, 10, 64); err == nil && size > int64(r.MaxBodyBytes) {
+			return c.answer(probTooLarge, bodyLimitDetail(r), 0)
+		}
+	}
+	c.route, c.key, c.headers = r, key, headers
+	c.scope = scopeOf(r.Scope, headers)
+	c.plugin.stats.governed.Increment(1)
+	if endOfStream {
+		return c.reserve(nil)
+	}
+	c.phase = phaseBuffering
+	return types.ActionPause
+}
+
+// OnHttpRequestBody implements types.HttpContext. After ActionPause the
+// host reports the cumulative size of the buffered body.
+func (c *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action {
+	switch c.phase {
+	case phaseBuffering:
+	case phaseReserving, phaseAnswered:
+		return types.ActionPause
+	default:
+		return types.ActionContinue
+	}
+	c.reqSize = bodySize
+	if bodySize > c.route.MaxBodyBytes {
+		return c.answer(probTooLarge, bodyLimitDetail(c.route), 0)
+	}
+	if !endOfStream {
+		return types.ActionPause
+	}
+	return c.reserveWithBody()
+}
+
+// OnHttpRequestTrailers implements types.HttpContext: with trailers the
+// last body callback never says endOfStream, so the trailers end it.
+func (c *httpContext) OnHttpRequestTrailers(int) types.Action {
+	switch c.phase {
+	case phaseBuffering:
+		return c.reserveWithBody()
+	case phaseReserving, phaseAnswered:
+		return types.ActionPause
+	}
+	return types.ActionContinue
+}
+
+func (c *httpContext) reserveWithBody() types.Action {
+	var body []byte
+	if c.reqSize > 0 {
+		var err error
+		if body, err = proxywasm.GetHttpRequestBody(0, c.reqSize); err != nil {
+			proxywasm.LogErrorf("idempotency filter: read request body: %v", err)
+			return c.controlPlaneFailed("request body unreadable", false)
+		}
+	}
+	return c.reserve(body)
+}
+
+// reserve fingerprints the complete request and asks the control plane
+// for the key; the request stays held until the answer.
+func (c *httpContext) reserve(body []byte) types.Action {
+	r := c.route
+	contentType, _ := header(c.headers, "content-type")
+	fp, err := canon.Fingerprint(canon.Request{
+		Method: c.method, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body,
+	}, r.Fingerprint)
+	if err != nil {
+		var ce *canon.Error
+		if errors.As(err, &ce) {
+			return c.answer(probBadJSON, strings.TrimPrefix(ce.Error(), "canon: "), 0)
+		}
+		return c.answer(probBadJSON, err.Error(), 0)
+	}
+	req := api.ReserveRequest{
+		Scope: c.scope, Key: c.key, Fingerprint: fp,
+		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
+	}
+	c.phase = phaseReserving
+	if err := callControlPlane(&c.plugin.config.ControlPlane, api.PathReserve, req, c.onReserve); err != nil {
+		return c.controlPlaneFailed(err.Error(), false)
+	}
+	return types.ActionPause
+}
+
+// onReserve acts on the control plane's answer; the request is held until
+// it resumes or is answered here.
+func (c *httpContext) onReserve(status int, body []byte) {
+	if c.phase != phaseReserving {
+		return
+	}
+	if status != 200 {
+		reason := fmt.Sprintf("reserve answered %d", status)
+		if status == 0 {
+			reason = "reserve got no answer (timeout or connection failure)"
+		}
+		c.controlPlaneFailed(reason, true)
+		return
+	}
+	var rr api.ReserveResponse
+	if err := json.Unmarshal(body, &rr); err != nil {
+		c.controlPlaneFailed("reserve answer unreadable: "+err.Error(), true)
+		return
+	}
+	st := &c.plugin.stats
+	switch rr.Outcome {
+	case api.Acquired:
+		if rr.Token == "" {
+			c.controlPlaneFailed("reserve acquired without a token", true)
+			return
+		}
+		c.token = rr.Token
+		c.phase = phaseForwarded
+		resumeRequest()
+	case api.Completed:
+		// The operation ran: whatever is wrong with the stored response,
+		// the request must not go upstream again.
+		switch {
+		case c.route.OnDuplicate == policy.Reject:
+			st.conflicts.Increment(1)
+			c.answer(probDuplicate, "this operation refuses duplicates; the original request was processed", 0)
+		case rr.Response == nil:
+			st.conflicts.Increment(1)
+			c.answer(probDuplicate, "the original request was processed; its response is not available", 0)
+		default:
+			st.replays.Increment(1)
+			sendReplay(c.route, rr.Response)
+			c.phase = phaseAnswered
+		}
+	case api.Mismatch:
+		st.mismatches.Increment(1)
+		c.answer(probKeyReused, "this "+c.route.KeyHeader+" was used with another request payload; use a new key for a new request", 0)
+	case api.InProgress:
+		st.conflicts.Increment(1)
+		c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(rr.LeaseRemainingMS))
+	default:
+		c.controlPlaneFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true)
+	}
+}
+
+// controlPlaneFailed applies the route's failure mode to a held request.
+// In a callout callback the request is resumed or answered; in a request
+// callback the returned action says what to do (no resume is needed).
+func (c *httpContext) controlPlaneFailed(reason string, inCallback bool) types.Action {
+	c.plugin.stats.controlPlaneError.Increment(1)
+	if c.route.FailureMode == policy.FailOpen {
+		proxywasm.LogWarnf("idempotency filter: control plane failed (%s); failure_mode open: forwarding %s %s ungoverned", reason, c.method, c.target)
+		c.plugin.stats.failOpen.Increment(1)
+		c.phase = phaseUngoverned
+		if inCallback {
+			resumeRequest()
+		}
+		return types.ActionContinue
+	}
+	proxywasm.LogErrorf("idempotency filter: control plane failed (%s); failure_mode closed: answering 503", reason)
+	return c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
+}
+
+// answer sends a problem to the client and ends the request's journey
+// here; ActionPause is what Envoy expects after a local reply.
+func (c *httpContext) answer(p problem, detail string, retryAfter int) types.Action {
+	sendProblem(p, detail, retryAfter)
+	c.phase = phaseAnswered
+	return types.ActionPause
+}
+
+func resumeRequest() {
+	if err := proxywasm.ResumeHttpRequest(); err != nil {
+		proxywasm.LogErrorf("idempotency filter: resume request: %v", err)
+	}
+}
+
+// retryAfterSeconds rounds a remaining lease up to whole seconds, at least 1.
+func retryAfterSeconds(ms int64) int {
+	s := (ms + 999) / 1000
+	if s < 1 {
+		return 1
+	}
+	return int(s)
+}
+
+func bodyLimitDetail(r *policy.Route) string {
+	return fmt.Sprintf("the request body is larger than %d bytes, the most this operation accepts", r.MaxBodyBytes)
+}
+
+// header returns the first value of name (lower case) and how many times
+// it occurs.
+func header(headers [][2]string, name string) (string, int) {
+	v, n := "", 0
+	for _, kv := range headers {
+		if kv[0] == name || strings.EqualFold(kv[0], name) {
+			if n == 0 {
+				v = kv[1]
+			}
+			n++
+		}
+	}
+	return v, n
+}

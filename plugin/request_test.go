@@ -1,0 +1,121 @@
+//go:build !wasm
+
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// TestRequestRefused: governed requests the filter answers itself, before
+// any callout.
+func TestRequestRefused(t *testing.T) {
+	type step struct {
+		body     string
+		end      bool
+		trailers bool // deliver trailers instead of a body chunk
+	}
+	tests := []struct {
+		name    string
+		config  string // "" is demoConfig
+		headers [][2]string
+		steps   []step // after headers that do not end the stream; none: they do
+		status  int
+		title   string
+		detail  string
+	}{
+		{
+			name: "missing key", headers: paymentHeaders(), steps: nil,
+			status: 400, title: "Idempotency-Key is missing", detail: "requires the idempotency-key header",
+		},
+		{
+			name: "malformed sf-string", headers: paymentHeaders([2]string{"idempotency-key", `"k1`}),
+			status: 400, title: "Idempotency-Key is malformed", detail: "malformed",
+		},
+		{
+			name: "key too long", headers: paymentHeaders([2]string{"idempotency-key", strings.Repeat("k", 256)}),
+			status: 400, title: "Idempotency-Key is malformed", detail: "too long",
+		},
+		{
+			name: "key twice", headers: paymentHeaders(keyK1, [2]string{"idempotency-key", `"k2"`}),
+			status: 400, title: "Idempotency-Key is malformed", detail: "more than once",
+		},
+		{
+			name: "body over the limit in chunks", config: "small", headers: paymentHeaders(keyK1),
+			steps:  []step{{body: strings.Repeat("x", 40)}, {body: strings.Repeat("x", 40)}},
+			status: 413, title: "Request body is too large", detail: "larger than 64 bytes",
+		},
+		{
+			name: "content-length over the limit", config: "small",
+			headers: paymentHeaders(keyK1, [2]string{"content-length", "65"}),
+			steps:   []step{}, status: 413, title: "Request body is too large",
+		},
+		{
+			name: "invalid JSON", headers: paymentHeaders(keyK1),
+			steps:  []step{{body: `{"amount":`, end: true}},
+			status: 400, title: "Request body is not valid JSON", detail: "at byte offset 10",
+		},
+		{
+			name: "invalid JSON ended by trailers", headers: paymentHeaders(keyK1),
+			steps:  []step{{body: `{"a":1,"a":2}`}, {trailers: true}},
+			status: 400, title: "Request body is not valid JSON", detail: "duplicate member name",
+		},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				config := demoConfig
+				if tc.config == "small" {
+					config = withConfig(t, `"max_body_bytes": 1048576`, `"max_body_bytes": 64`)
+				}
+				host, reset := startHost(t, vm, config)
+				defer reset()
+				id := host.InitializeHttpContext()
+
+				a := host.CallOnRequestHeaders(id, tc.headers, tc.steps == nil)
+				for i, s := range tc.steps {
+					if a != types.ActionPause {
+						t.Fatalf("step %d: action = %v before it, want ActionPause", i, a)
+					}
+					if s.trailers {
+						a = host.CallOnRequestTrailers(id, [][2]string{{"x-checksum", "1"}})
+					} else {
+						a = host.CallOnRequestBody(id, []byte(s.body), s.end)
+					}
+				}
+				if a != types.ActionPause {
+					t.Errorf("last action = %v, want ActionPause after a local reply", a)
+				}
+				checkProblem(t, host.GetSentLocalResponse(id), tc.status, tc.title, tc.detail, "")
+				if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+					t.Errorf("callouts = %d, want none", n)
+				}
+				host.CompleteHttpContext(id)
+				if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+					t.Errorf("callouts after the stream = %d, want none", n)
+				}
+			})
+		}
+	})
+}
+
+// TestOptionalKey: without a key, a route with required: false passes
+// the request through ungoverned.
+func TestOptionalKey(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, `"required": true`, `"required": false`))
+		defer reset()
+		id := host.InitializeHttpContext()
+		if a := sendRequest(host, id, paymentHeaders(), []byte(`{"amount":1}`)); a != types.ActionContinue {
+			t.Errorf("action = %v, want ActionContinue", a)
+		}
+		if r := host.GetSentLocalResponse(id); r != nil {
+			t.Errorf("local response %d %s, want none", r.StatusCode, r.Data)
+		}
+		if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+			t.Errorf("callouts = %d, want none", n)
+		}
+	})
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"strings"
+
+	"github.com/idemgate/idemgate/plugin/policy"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+)
+
+const scopeFramingTag = "idemgate-scope-v1"
+
+// scopeOf returns the principal a key belongs to, as the control plane
+// stores it: "sha256:" and the lower-case hex SHA-256 of a framing of the
+// route's scope values, so that credentials never leave the filter in
+// clear. The framing, each field an 8-byte big-endian length followed by
+// its bytes and each count an 8-byte big-endian integer:
+//
+//  1. the constant "idemgate-scope-v1";
+//  2. the number of scope headers; for each, in the configured order: its
+//     lower-case name, the number of values the request carries (0 when
+//     absent, so absent differs from empty) and each value with
+//     surrounding spaces and tabs trimmed, in the order received;
+//  3. with a metadata scope: the count 1, the filter name, the number of
+//     path elements and each element, then the count of values (0 when
+//     the property is absent, else 1) and the value's bytes as the host
+//     returns them; without one, the count 0.
+//
+// Requests without any scope value (no Authorization header, say) share
+// one scope: they are one anonymous principal.
+func scopeOf(s policy.Scope, headers [][2]string) string {
+	h := sha256.New()
+	var n [8]byte
+	count := func(c int) {
+		binary.BigEndian.PutUint64(n[:], uint64(c))
+		h.Write(n[:])
+	}
+	field := func(v string) {
+		count(len(v))
+		h.Write([]byte(v))
+	}
+	field(scopeFramingTag)
+	count(len(s.Headers))
+	for _, name := range s.Headers {
+		field(name)
+		c := 0
+		for _, kv := range headers {
+			if strings.EqualFold(kv[0], name) {
+				c++
+			}
+		}
+		count(c)
+		for _, kv := range headers {
+			if strings.EqualFold(kv[0], name) {
+				field(strings.Trim(kv[1], " \t"))
+			}
+		}
+	}
+	if md := s.Metadata; md != nil {
+		count(1)
+		field(md.Filter)
+		count(len(md.Path))
+		for _, p := range md.Path {
+			field(p)
+		}
+		path := append([]string{"metadata", "filter_metadata", md.Filter}, md.Path...)
+		if v, err := proxywasm.GetProperty(path); err == nil {
+			count(1)
+			field(string(v))
+		} else {
+			count(0)
+		}
+	} else {
+		count(0)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
