@@ -40,9 +40,10 @@ type httpContext struct {
 	target  string
 	key     string
 	scope   string
-	token   string // fencing token of an acquired reservation (used by the response path)
+	token   string // fencing token of an acquired reservation
 	reqSize int    // request body bytes so far (cumulative after a pause)
 
+	resp response
 }
 
 // OnHttpRequestHeaders implements types.HttpContext: route match, key,
