@@ -217,3 +217,37 @@ func TestIndeterminate(t *testing.T) {
 		}
 	})
 }
+
+// TestResponseOverCap: a response body beyond max_body_bytes is not
+// buffered further; only its status is stored, and it flows on at once.
+func TestResponseOverCap(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, `"max_body_bytes": 1048576`, `"max_body_bytes": 64`))
+		defer reset()
+		id := host.InitializeHttpContext()
+		acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
+		if a := host.CallOnResponseHeaders(id, [][2]string{{":status", "201"}, {"content-type", "text/plain"}}, false); a != types.ActionPause {
+			t.Fatalf("response headers action = %v, want ActionPause", a)
+		}
+		if a := host.CallOnResponseBody(id, make([]byte, 40), false); a != types.ActionPause {
+			t.Fatalf("first chunk action = %v, want ActionPause", a)
+		}
+		if a := host.CallOnResponseBody(id, make([]byte, 40), false); a != types.ActionContinue {
+			t.Fatalf("chunk over the cap: action = %v, want ActionContinue", a)
+		}
+		var req api.CompleteRequest
+		c := nthCallout(t, host, id, 1, api.PathComplete)
+		decodeStrict(t, c.Body, &req)
+		if req.Response.Status != 201 || !req.Response.BodyOmitted || req.Response.Body != nil || req.Response.Headers != nil || req.Token != "t1" {
+			t.Errorf("complete = %+v, want status 201 body_omitted, no headers or body", req)
+		}
+		if a := host.CallOnResponseBody(id, make([]byte, 10), true); a != types.ActionContinue {
+			t.Errorf("last chunk action = %v, want ActionContinue", a)
+		}
+		answer(t, host, c, 200, api.Result{Outcome: "completed"})
+		host.CompleteHttpContext(id)
+		if n := len(host.GetCalloutAttributesFromContext(id)); n != 2 {
+			t.Errorf("callouts = %d, want reserve and complete", n)
+		}
+	})
+}
