@@ -24,8 +24,23 @@ const (
 type response struct {
 	phase   respPhase
 	status  int
-	headers [][2]string
+	headers [][2]string // the headers complete stores: those a replay returns
+	// hdrSize is what the status and the stored headers count towards the
+	// route's MaxStoredResponseBytes (see storedSize).
+	hdrSize int
 	size    int // body bytes so far (cumulative after a pause)
+}
+
+// storedSize counts a stored response's status and headers as the
+// control plane counts them against its --max-stored-response: 3 for the
+// status plus the length of every header name and value. The body adds
+// its length.
+func storedSize(headers [][2]string) int {
+	n := 3
+	for _, kv := range headers {
+		n += len(kv[0]) + len(kv[1])
+	}
+	return n
 }
 
 // OnHttpResponseHeaders implements types.HttpContext. Only a request that
@@ -41,15 +56,37 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	}
 	s, _ := header(headers, ":status")
 	c.resp.status, _ = strconv.Atoi(s)
-	c.resp.headers = headers
 	if c.route.Classify(c.resp.status) == policy.Release {
 		return c.finish(api.PathRelease, c.releaseRequest())
+	}
+	c.resp.headers = replayHeaders(c.route, headers)
+	c.resp.hdrSize = storedSize(c.resp.headers)
+	if c.resp.hdrSize > c.route.MaxStoredResponseBytes {
+		return c.completeOmitted("its headers are")
 	}
 	if endOfStream {
 		return c.complete(nil, false)
 	}
+	if cl, n := header(headers, "content-length"); n == 1 {
+		if size, err := strconv.ParseInt(cl, 10, 64); err == nil && size > int64(c.route.MaxStoredResponseBytes-c.resp.hdrSize) {
+			return c.completeOmitted("its content-length is")
+		}
+	}
 	c.resp.phase = respBuffering
 	return types.ActionPause
+}
+
+// completeOmitted stores the status only, for a response larger than the
+// route's MaxStoredResponseBytes, and lets the response flow on at once:
+// nothing more of it is buffered. A complete carrying the whole response
+// could exceed what the control plane accepts (it answers 413), which
+// would leave the key locked until its lease ends.
+func (c *httpContext) completeOmitted(what string) types.Action {
+	proxywasm.LogWarnf("idempotency filter: response to %s %s: %s over max_stored_response_bytes (%d): storing the status %d only",
+		c.method, c.target, what, c.route.MaxStoredResponseBytes, c.resp.status)
+	c.complete(nil, true)
+	c.resp.phase = respDone
+	return types.ActionContinue
 }
 
 // OnHttpResponseBody implements types.HttpContext.
@@ -62,13 +99,8 @@ func (c *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) types.A
 		return types.ActionContinue
 	}
 	c.resp.size = bodySize
-	if bodySize > c.route.MaxBodyBytes {
-		// Beyond the cap the response is not buffered further: the
-		// status alone is stored and the response flows on at once.
-		proxywasm.LogWarnf("idempotency filter: response body over %d bytes: storing the status %d only", c.route.MaxBodyBytes, c.resp.status)
-		c.complete(nil, true)
-		c.resp.phase = respDone
-		return types.ActionContinue
+	if c.resp.hdrSize+bodySize > c.route.MaxStoredResponseBytes {
+		return c.completeOmitted("its body is")
 	}
 	if !endOfStream {
 		return types.ActionPause
@@ -105,7 +137,7 @@ func (c *httpContext) completeWithBody() types.Action {
 func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 	stored := api.StoredResponse{Status: c.resp.status, Body: body, BodyOmitted: omitted}
 	if !omitted {
-		stored.Headers = replayHeaders(c.route, c.resp.headers)
+		stored.Headers = c.resp.headers
 	}
 	return c.finish(api.PathComplete, api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored})
 }

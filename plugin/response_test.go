@@ -218,36 +218,92 @@ func TestIndeterminate(t *testing.T) {
 	})
 }
 
-// TestResponseOverCap: a response body beyond max_body_bytes is not
-// buffered further; only its status is stored, and it flows on at once.
+// TestResponseOverCap: a response whose status, stored headers and body
+// exceed max_stored_response_bytes is not buffered beyond the cap (nor at
+// all when its headers or content-length already say so): only its status
+// is stored (body_omitted) and it flows on at once. The cap counts as the
+// control plane does: 3 + header names and values + body.
 func TestResponseOverCap(t *testing.T) {
+	// Stored headers: content-type: text/plain = 12+10, so the status and
+	// headers count 25 of the 64-byte cap and a body may have 39 bytes.
+	tests := []struct {
+		name      string
+		cap       string
+		headers   [][2]string
+		headerEnd bool     // the headers end the response
+		chunks    []int    // body chunk sizes, the last one ends the response
+		actions   []string // "pause" or "continue", one per chunk
+		headerAct types.Action
+		omitted   bool
+	}{
+		{name: "body over the cap", cap: "64", chunks: []int{30, 30, 10}, actions: []string{"pause", "continue", "continue"}, headerAct: types.ActionPause, omitted: true},
+		{name: "body exactly at the cap", cap: "64", chunks: []int{30, 9}, actions: []string{"pause", "pause"}, headerAct: types.ActionPause},
+		{name: "one byte over", cap: "64", chunks: []int{40}, actions: []string{"continue"}, headerAct: types.ActionPause, omitted: true},
+		{
+			name: "content-length over the cap: nothing buffered", cap: "64",
+			headers: [][2]string{{"content-length", "40"}}, chunks: []int{20, 20}, actions: []string{"continue", "continue"},
+			headerAct: types.ActionContinue, omitted: true,
+		},
+		{name: "headers alone over the cap", cap: "24", headerEnd: true, headerAct: types.ActionContinue, omitted: true},
+		{
+			name: "under the default cap of 1 MiB though over a small max_body_bytes", cap: "",
+			chunks: []int{200, 200}, actions: []string{"pause", "pause"}, headerAct: types.ActionPause,
+		},
+	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
-		host, reset := startHost(t, vm, withConfig(t, `"max_body_bytes": 1048576`, `"max_body_bytes": 64`))
-		defer reset()
-		id := host.InitializeHttpContext()
-		acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
-		if a := host.CallOnResponseHeaders(id, [][2]string{{":status", "201"}, {"content-type", "text/plain"}}, false); a != types.ActionPause {
-			t.Fatalf("response headers action = %v, want ActionPause", a)
-		}
-		if a := host.CallOnResponseBody(id, make([]byte, 40), false); a != types.ActionPause {
-			t.Fatalf("first chunk action = %v, want ActionPause", a)
-		}
-		if a := host.CallOnResponseBody(id, make([]byte, 40), false); a != types.ActionContinue {
-			t.Fatalf("chunk over the cap: action = %v, want ActionContinue", a)
-		}
-		var req api.CompleteRequest
-		c := nthCallout(t, host, id, 1, api.PathComplete)
-		decodeStrict(t, c.Body, &req)
-		if req.Response.Status != 201 || !req.Response.BodyOmitted || req.Response.Body != nil || req.Response.Headers != nil || req.Token != "t1" {
-			t.Errorf("complete = %+v, want status 201 body_omitted, no headers or body", req)
-		}
-		if a := host.CallOnResponseBody(id, make([]byte, 10), true); a != types.ActionContinue {
-			t.Errorf("last chunk action = %v, want ActionContinue", a)
-		}
-		answer(t, host, c, 200, api.Result{Outcome: "completed"})
-		host.CompleteHttpContext(id)
-		if n := len(host.GetCalloutAttributesFromContext(id)); n != 2 {
-			t.Errorf("callouts = %d, want reserve and complete", n)
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				config := []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 64`}
+				if tc.cap != "" {
+					config[1] += `, "max_stored_response_bytes": ` + tc.cap
+				}
+				host, reset := startHost(t, vm, withConfig(t, config...))
+				defer reset()
+				id := host.InitializeHttpContext()
+				acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
+				headers := append([][2]string{{":status", "201"}, {"content-type", "text/plain"}, {"x-not-stored", "a long value that a replay never returns"}}, tc.headers...)
+				if a := host.CallOnResponseHeaders(id, headers, tc.headerEnd); a != tc.headerAct {
+					t.Fatalf("response headers action = %v, want %v", a, tc.headerAct)
+				}
+				var sent []byte
+				for i, n := range tc.chunks {
+					chunk := []byte(strings.Repeat(string(rune('a'+i)), n))
+					sent = append(sent, chunk...)
+					last := i == len(tc.chunks)-1
+					want := types.ActionPause
+					if tc.actions[i] == "continue" {
+						want = types.ActionContinue
+					}
+					if a := host.CallOnResponseBody(id, chunk, last); a != want {
+						t.Fatalf("chunk %d (%d bytes) action = %v, want %v", i, n, a, want)
+					}
+				}
+				var req api.CompleteRequest
+				c := nthCallout(t, host, id, 1, api.PathComplete)
+				decodeStrict(t, c.Body, &req)
+				if tc.omitted {
+					if req.Response.Status != 201 || !req.Response.BodyOmitted || req.Response.Body != nil || req.Response.Headers != nil || req.Token != "t1" {
+						t.Errorf("complete = %+v, want status 201 body_omitted, no headers or body", req)
+					}
+					if warn := host.GetWarnLogs(); !slices.ContainsFunc(warn, func(l string) bool { return strings.Contains(l, "over max_stored_response_bytes") }) {
+						t.Errorf("warn logs = %q, want one saying the response is over max_stored_response_bytes", warn)
+					}
+				} else if req.Response.BodyOmitted || string(req.Response.Body) != string(sent) ||
+					!slices.Equal(req.Response.Headers, api.Headers{{"content-type", "text/plain"}}) {
+					t.Errorf("complete = %+v, want the whole response stored", req)
+				}
+				answer(t, host, c, 200, api.Result{Outcome: "completed"})
+				if a := host.GetCurrentHttpStreamAction(id); a != types.ActionContinue {
+					t.Errorf("stream action after the complete = %v, want ActionContinue", a)
+				}
+				host.CompleteHttpContext(id)
+				if n := len(host.GetCalloutAttributesFromContext(id)); n != 2 {
+					t.Errorf("callouts = %d, want reserve and complete", n)
+				}
+				if errs := host.GetErrorLogs(); len(errs) != 0 {
+					t.Errorf("error logs = %q, want none", errs)
+				}
+			})
 		}
 	})
 }

@@ -33,9 +33,14 @@ type Route struct {
 	MaxKeyLength int  // bytes, after sf-string unescaping
 	Scope        Scope
 	Fingerprint  canon.Selection // header names in lower case
-	MaxBodyBytes int             // request and response bodies buffered; 413 beyond
-	TTL          time.Duration   // how long a completed response is kept
-	Lease        time.Duration   // how long a reservation holds without an answer
+	MaxBodyBytes int             // request bodies buffered; 413 beyond
+	// MaxStoredResponseBytes caps a stored response, counted as the
+	// control plane counts it: 3 (the status) + every stored header's
+	// name and value + the body. Beyond it only the status is stored
+	// (body_omitted) and the response is not buffered further.
+	MaxStoredResponseBytes int
+	TTL                    time.Duration // how long a completed response is kept
+	Lease                  time.Duration // how long a reservation holds without an answer
 
 	// StoreStatuses and ReleaseStatuses partition 200–599; see Classify.
 	StoreStatuses   StatusSet
@@ -128,9 +133,13 @@ const (
 	MaxTimeout          = 10 * time.Second
 	DefaultMaxBodyBytes = 1 << 20
 	MaxMaxBodyBytes     = 64 << 20
-	DefaultTTL          = api.DefaultTTL
-	DefaultLease        = api.DefaultLease
-	MinLease            = time.Second
+	// DefaultMaxStoredResponseBytes is the control plane's default
+	// --max-stored-response: a larger complete may be refused with 413.
+	DefaultMaxStoredResponseBytes = api.DefaultMaxStoredBody
+	MaxMaxStoredResponseBytes     = 64 << 20
+	DefaultTTL                    = api.DefaultTTL
+	DefaultLease                  = api.DefaultLease
+	MinLease                      = time.Second
 	// MaxTTL is the control plane store's bound (store.MaxTTL, which the
 	// filter cannot import: it links Redis).
 	MaxTTL             = 366 * 24 * time.Hour

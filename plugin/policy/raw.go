@@ -25,6 +25,7 @@ type rawRoute struct {
 	Scope           *rawScope       `json:"scope"`
 	Fingerprint     *rawFingerprint `json:"fingerprint"`
 	MaxBodyBytes    *int64          `json:"max_body_bytes"`
+	MaxStoredResp   *int64          `json:"max_stored_response_bytes"`
 	TTL             *string         `json:"ttl"`
 	Lease           *string         `json:"lease"`
 	StoreStatuses   []string        `json:"store_statuses"`

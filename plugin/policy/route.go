@@ -10,7 +10,7 @@ import (
 )
 
 func (raw *rawRoute) build(path string) (Route, error) {
-	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, ReplaySetCookie: raw.ReplaySetCookie}
+	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, MaxStoredResponseBytes: DefaultMaxStoredResponseBytes, ReplaySetCookie: raw.ReplaySetCookie}
 	var err error
 	if raw.Match == nil {
 		return r, fieldErr(path+".match", "required")
@@ -54,6 +54,12 @@ func (raw *rawRoute) build(path string) (Route, error) {
 			return r, fieldErr(path+".max_body_bytes", "must be at most %d (64 MiB), got %d", MaxMaxBodyBytes, *n)
 		}
 		r.MaxBodyBytes = int(*n)
+	}
+	if n := raw.MaxStoredResp; n != nil {
+		if *n < 1 || *n > MaxMaxStoredResponseBytes {
+			return r, fieldErr(path+".max_stored_response_bytes", "must be 1 to %d (64 MiB), got %d", MaxMaxStoredResponseBytes, *n)
+		}
+		r.MaxStoredResponseBytes = int(*n)
 	}
 	if err = raw.buildTimes(path, &r); err != nil {
 		return r, err
