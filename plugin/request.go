@@ -41,6 +41,9 @@ type httpContext struct {
 	key     string
 	scope   string
 	token   string // fencing token of an acquired reservation
+	fp      string // the request's fingerprint
+	edgeOn  bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
+	edge    edgeID // the record's name in the edge cache
 	reqSize int    // request body bytes so far (cumulative after a pause)
 
 	resp response
@@ -152,6 +155,17 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		}
 		return c.answer(probBadJSON, err.Error(), 0)
 	}
+	c.fp = fp
+	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
+		c.edgeOn = true
+		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
+		if e := edgeLookup(hostShared{}, &c.edge, slots, now()); e != nil {
+			if e.fingerprint != fp {
+				return c.mismatch()
+			}
+			return c.completed(&e.resp, true)
+		}
+	}
 	req := api.ReserveRequest{
 		Scope: c.scope, Key: c.key, Fingerprint: fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
@@ -193,28 +207,64 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		c.phase = phaseForwarded
 		resumeRequest()
 	case api.Completed:
-		// The operation ran: whatever is wrong with the stored response,
-		// the request must not go upstream again.
-		switch {
-		case c.route.OnDuplicate == policy.Reject:
-			st.conflicts.Increment(1)
-			c.answer(probDuplicate, "this operation refuses duplicates; the original request was processed", 0)
-		case rr.Response == nil:
-			st.conflicts.Increment(1)
-			c.answer(probDuplicate, "the original request was processed; its response is not available", 0)
-		default:
-			st.replays.Increment(1)
-			sendReplay(c.route, rr.Response)
-			c.phase = phaseAnswered
+		if rr.Response != nil {
+			c.edgeFill(rr.Response)
 		}
+		c.completed(rr.Response, false)
 	case api.Mismatch:
-		st.mismatches.Increment(1)
-		c.answer(probKeyReused, "this "+c.route.KeyHeader+" was used with another request payload; use a new key for a new request", 0)
+		c.mismatch()
 	case api.InProgress:
 		st.conflicts.Increment(1)
 		c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(rr.LeaseRemainingMS))
 	default:
 		c.controlPlaneFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true)
+	}
+}
+
+// completed answers a duplicate of a completed request with its stored
+// response, from the edge cache or from the control plane. The operation
+// ran: whatever is wrong with the stored response, the request must not
+// go upstream again.
+func (c *httpContext) completed(resp *api.StoredResponse, edge bool) types.Action {
+	st := &c.plugin.stats
+	switch {
+	case c.route.OnDuplicate == policy.Reject:
+		st.conflicts.Increment(1)
+		return c.answer(probDuplicate, "this operation refuses duplicates; the original request was processed", 0)
+	case resp == nil:
+		st.conflicts.Increment(1)
+		return c.answer(probDuplicate, "the original request was processed; its response is not available", 0)
+	}
+	if edge {
+		st.replaysEdge.Increment(1)
+	} else {
+		st.replays.Increment(1)
+	}
+	sendReplay(c.route, resp)
+	c.phase = phaseAnswered
+	return types.ActionPause
+}
+
+func (c *httpContext) mismatch() types.Action {
+	c.plugin.stats.mismatches.Increment(1)
+	return c.answer(probKeyReused, "this "+c.route.KeyHeader+" was used with another request payload; use a new key for a new request", 0)
+}
+
+// edgeFill keeps a completed record's response in the edge cache, for
+// min(the route's ttl, edge_cache_ttl), unless the entry would exceed
+// edge_cache_max_entry_bytes. A failure costs only a later callout.
+func (c *httpContext) edgeFill(resp *api.StoredResponse) {
+	r := c.route
+	if !c.edgeOn || edgeEntrySize(c.fp, resp) > r.EdgeCacheMaxEntryBytes {
+		return
+	}
+	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, resp: *resp}
+	b := e.encode()
+	if b == nil {
+		return
+	}
+	if err := edgeStore(hostShared{}, &c.edge, c.plugin.config.EdgeCacheSlots, b, e.expires); err != nil {
+		proxywasm.LogWarnf("idempotency filter: edge cache: %v", err)
 	}
 }
 

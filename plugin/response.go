@@ -29,6 +29,8 @@ type response struct {
 	// route's MaxStoredResponseBytes (see storedSize).
 	hdrSize int
 	size    int // body bytes so far (cumulative after a pause)
+	// stored is what complete sent, for the edge cache once it succeeds.
+	stored *api.StoredResponse
 }
 
 // storedSize counts a stored response's status and headers as the
@@ -139,6 +141,7 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 	if !omitted {
 		stored.Headers = c.resp.headers
 	}
+	c.resp.stored = &stored
 	return c.finish(api.PathComplete, api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored})
 }
 
@@ -154,8 +157,11 @@ func (c *httpContext) releaseRequest() api.ReleaseRequest {
 func (c *httpContext) finish(path string, req any) types.Action {
 	c.resp.phase = respWaiting
 	err := callControlPlane(&c.plugin.config.ControlPlane, path, req, func(status int, _ []byte) {
-		if status != 200 {
+		switch {
+		case status != 200:
 			c.finishFailed(path, fmt.Sprintf("answered %d", status))
+		case path == api.PathComplete && c.resp.stored != nil:
+			c.edgeFill(c.resp.stored)
 		}
 		if c.resp.phase == respWaiting {
 			c.resp.phase = respDone

@@ -8,6 +8,7 @@ import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 type stats struct {
 	governed          proxywasm.MetricCounter // requests a route governs and that carry a key
 	replays           proxywasm.MetricCounter // stored responses replayed
+	replaysEdge       proxywasm.MetricCounter // stored responses replayed from the edge cache, without a callout
 	mismatches        proxywasm.MetricCounter // 422: key reused with another payload
 	conflicts         proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
 	failOpen          proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
@@ -18,6 +19,7 @@ func defineStats() stats {
 	return stats{
 		governed:          proxywasm.DefineCounterMetric("idemgate.requests_governed"),
 		replays:           proxywasm.DefineCounterMetric("idemgate.replays"),
+		replaysEdge:       proxywasm.DefineCounterMetric("idemgate.replays_edge"),
 		mismatches:        proxywasm.DefineCounterMetric("idemgate.mismatches"),
 		conflicts:         proxywasm.DefineCounterMetric("idemgate.conflicts"),
 		failOpen:          proxywasm.DefineCounterMetric("idemgate.fail_open"),

@@ -13,6 +13,13 @@ import (
 type Config struct {
 	ControlPlane ControlPlane
 	Routes       []Route // at least one; Match picks the first that matches
+	// EdgeCacheSlots is how many entries the edge cache (proxy-wasm shared
+	// data, one per Envoy vm_id) holds at most: a key hashes to one slot
+	// and a newer entry replaces what the slot held. With each entry at
+	// most its route's EdgeCacheMaxEntryBytes, the cache's memory is
+	// bounded by EdgeCacheSlots × the largest EdgeCacheMaxEntryBytes.
+	// 0 turns the edge cache off.
+	EdgeCacheSlots int
 }
 
 // ControlPlane says how the filter reaches the key service.
@@ -39,6 +46,13 @@ type Route struct {
 	// name and value + the body. Beyond it only the status is stored
 	// (body_omitted) and the response is not buffered further.
 	MaxStoredResponseBytes int
+	// EdgeCacheTTL bounds how long a completed response is replayed from
+	// this Envoy's edge cache without asking the control plane (also by
+	// TTL); 0 keeps the route's responses out of the edge cache.
+	EdgeCacheTTL time.Duration
+	// EdgeCacheMaxEntryBytes: a larger entry (fingerprint, status,
+	// headers, body and framing) is not cached at the edge.
+	EdgeCacheMaxEntryBytes int
 	TTL                    time.Duration // how long a completed response is kept
 	Lease                  time.Duration // how long a reservation holds without an answer
 
@@ -137,6 +151,12 @@ const (
 	// --max-stored-response: a larger complete may be refused with 413.
 	DefaultMaxStoredResponseBytes = api.DefaultMaxStoredBody
 	MaxMaxStoredResponseBytes     = 64 << 20
+	DefaultEdgeCacheTTL           = 5 * time.Minute
+	MaxEdgeCacheTTL               = time.Hour
+	DefaultEdgeCacheMaxEntryBytes = 64 << 10
+	MaxEdgeCacheMaxEntryBytes     = 16 << 20
+	DefaultEdgeCacheSlots         = 1024
+	MaxEdgeCacheSlots             = 1 << 20
 	DefaultTTL                    = api.DefaultTTL
 	DefaultLease                  = api.DefaultLease
 	MinLease                      = time.Second

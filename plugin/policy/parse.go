@@ -68,7 +68,13 @@ func (raw *rawConfig) build() (*Config, error) {
 	if len(raw.Routes) == 0 {
 		return nil, fieldErr("routes", "at least one route is required")
 	}
-	c := &Config{ControlPlane: cp, Routes: make([]Route, len(raw.Routes))}
+	c := &Config{ControlPlane: cp, Routes: make([]Route, len(raw.Routes)), EdgeCacheSlots: DefaultEdgeCacheSlots}
+	if n := raw.EdgeSlots; n != nil {
+		if *n < 0 || *n > MaxEdgeCacheSlots {
+			return nil, fieldErr("edge_cache_slots", "must be 0 (off) to %d, got %d", MaxEdgeCacheSlots, *n)
+		}
+		c.EdgeCacheSlots = int(*n)
+	}
 	for i := range raw.Routes {
 		if c.Routes[i], err = raw.Routes[i].build(fmt.Sprintf("routes[%d]", i)); err != nil {
 			return nil, err

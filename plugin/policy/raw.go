@@ -6,6 +6,7 @@ package policy
 type rawConfig struct {
 	ControlPlane *rawControlPlane `json:"control_plane"`
 	Routes       []rawRoute       `json:"routes"`
+	EdgeSlots    *int64           `json:"edge_cache_slots"`
 }
 
 type rawControlPlane struct {
@@ -26,6 +27,8 @@ type rawRoute struct {
 	Fingerprint     *rawFingerprint `json:"fingerprint"`
 	MaxBodyBytes    *int64          `json:"max_body_bytes"`
 	MaxStoredResp   *int64          `json:"max_stored_response_bytes"`
+	EdgeCacheTTL    *string         `json:"edge_cache_ttl"`
+	EdgeMaxEntry    *int64          `json:"edge_cache_max_entry_bytes"`
 	TTL             *string         `json:"ttl"`
 	Lease           *string         `json:"lease"`
 	StoreStatuses   []string        `json:"store_statuses"`

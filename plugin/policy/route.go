@@ -10,7 +10,8 @@ import (
 )
 
 func (raw *rawRoute) build(path string) (Route, error) {
-	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, MaxStoredResponseBytes: DefaultMaxStoredResponseBytes, ReplaySetCookie: raw.ReplaySetCookie}
+	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, MaxStoredResponseBytes: DefaultMaxStoredResponseBytes,
+		EdgeCacheMaxEntryBytes: DefaultEdgeCacheMaxEntryBytes, ReplaySetCookie: raw.ReplaySetCookie}
 	var err error
 	if raw.Match == nil {
 		return r, fieldErr(path+".match", "required")
@@ -61,6 +62,12 @@ func (raw *rawRoute) build(path string) (Route, error) {
 		}
 		r.MaxStoredResponseBytes = int(*n)
 	}
+	if n := raw.EdgeMaxEntry; n != nil {
+		if *n < 1 || *n > MaxEdgeCacheMaxEntryBytes {
+			return r, fieldErr(path+".edge_cache_max_entry_bytes", "must be 1 to %d (16 MiB), got %d", MaxEdgeCacheMaxEntryBytes, *n)
+		}
+		r.EdgeCacheMaxEntryBytes = int(*n)
+	}
 	if err = raw.buildTimes(path, &r); err != nil {
 		return r, err
 	}
@@ -88,6 +95,9 @@ func (raw *rawRoute) buildTimes(path string, r *Route) error {
 		return err
 	}
 	if r.Lease, err = duration(path+".lease", raw.Lease, min(DefaultLease, r.TTL), MinLease, MaxTTL); err != nil {
+		return err
+	}
+	if r.EdgeCacheTTL, err = duration(path+".edge_cache_ttl", raw.EdgeCacheTTL, DefaultEdgeCacheTTL, 0, MaxEdgeCacheTTL); err != nil {
 		return err
 	}
 	if r.Lease > r.TTL {

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// The edge cache keeps completed responses in proxy-wasm shared data, so
+// that a retry of a completed request is replayed (or refused as a
+// mismatch) by this Envoy without a callout. Shared data belongs to the
+// vm_id: every worker thread of one Envoy sees the same cache.
+//
+// Shared data has no delete, so the cache is a fixed set of slots
+// (policy.Config.EdgeCacheSlots): a record's id hashes to one slot, and
+// a newer entry replaces whatever the slot held. Each entry is at most
+// its route's edge_cache_max_entry_bytes, so the cache never holds more
+// than slots × the largest edge_cache_max_entry_bytes (plus the slot
+// names, about 20 bytes each).
+//
+// An entry is replayed until its expiry: min(record TTL, route's
+// edge_cache_ttl) from when it was filled. A record the control plane
+// loses earlier (an operator deletes it, or its TTL ends first because
+// the edge learnt of it from a late reserve) is still replayed here until
+// then: edge_cache_ttl is the staleness bound.
+
+const (
+	edgeSlotPrefix = "idemgate.edge.v1."
+	edgeIDTag      = "idemgate-edge-v1"
+	edgeMagic      = "IGE1"
+	// edgeCASRetries bounds the compare-and-swap loop of one fill.
+	edgeCASRetries = 8
+)
+
+// now returns the wall clock in Unix nanoseconds; entries carry absolute
+// expiries because every VM of the vm_id reads them. Under Envoy,
+// time.Now is WASI clock_time_get, the host's real-time clock.
+var now = func() int64 { return time.Now().UnixNano() }
+
+// sharedStore is proxy-wasm shared data; tests inject conflicts.
+type sharedStore interface {
+	get(key string) ([]byte, uint32, error)
+	set(key string, value []byte, cas uint32) error
+}
+
+type hostShared struct{}
+
+func (hostShared) get(key string) ([]byte, uint32, error) { return proxywasm.GetSharedData(key) }
+func (hostShared) set(key string, v []byte, cas uint32) error {
+	return proxywasm.SetSharedData(key, v, cas)
+}
+
+// edgeID names a control-plane record: the control plane's cluster, the
+// scope (already a hash: credentials never reach shared data) and the
+// key, framed with lengths and hashed, so the raw key is not stored
+// either.
+type edgeID [32]byte
+
+func newEdgeID(cluster, scope, key string) edgeID {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range []string{edgeIDTag, cluster, scope, key} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	var id edgeID
+	h.Sum(id[:0])
+	return id
+}
+
+// slotKey is the shared-data key of the slot id hashes to.
+func (id *edgeID) slotKey(slots int) string {
+	slot := binary.BigEndian.Uint64(id[:8]) % uint64(slots)
+	return edgeSlotPrefix + strconv.FormatUint(slot, 10)
+}
+
+// edgeEntry is a completed record as the edge keeps it.
+type edgeEntry struct {
+	id          edgeID
+	expires     int64 // Unix nanoseconds
+	fingerprint string
+	resp        api.StoredResponse
+}
+
+// Encoding, big-endian: "IGE1", id (32), expires (8), status (2), flags
+// (1: bit 0 body_omitted), fingerprint (2-byte length), header count (2)
+// and each header as name (2-byte length) and value (4-byte length), body
+// (4-byte length).
+const edgeFixedSize = 4 + 32 + 8 + 2 + 1 + 2 + 2 + 4
+
+func edgeEntrySize(fp string, r *api.StoredResponse) int {
+	n := edgeFixedSize + len(fp) + len(r.Body)
+	for _, kv := range r.Headers {
+		n += 6 + len(kv[0]) + len(kv[1])
+	}
+	return n
+}
+
+// encode returns the entry's bytes, or nil when a length does not fit
+// its field (such an entry is simply not cached).
+func (e *edgeEntry) encode() []byte {
+	r := &e.resp
+	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff || uint64(len(r.Body)) > 0xffffffff {
+		return nil
+	}
+	b := make([]byte, 0, edgeEntrySize(e.fingerprint, r))
+	b = append(b, edgeMagic...)
+	b = append(b, e.id[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
+	b = binary.BigEndian.AppendUint16(b, uint16(r.Status))
+	var flags byte
+	if r.BodyOmitted {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.fingerprint)))
+	b = append(b, e.fingerprint...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Headers)))
+	for _, kv := range r.Headers {
+		if len(kv[0]) > 0xffff || uint64(len(kv[1])) > 0xffffffff {
+			return nil
+		}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[0])))
+		b = append(b, kv[0]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(kv[1])))
+		b = append(b, kv[1]...)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Body)))
+	return append(b, r.Body...)
+}
+
+// edgeReader reads the encoding; a short or malformed entry sets bad.
+type edgeReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *edgeReader) take(n int) []byte {
+	if r.bad || n > len(r.b) {
+		r.bad = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *edgeReader) u16() int {
+	if v := r.take(2); !r.bad {
+		return int(binary.BigEndian.Uint16(v))
+	}
+	return 0
+}
+
+func (r *edgeReader) u32() int {
+	if v := r.take(4); !r.bad {
+		return int(binary.BigEndian.Uint32(v))
+	}
+	return 0
+}
+
+// decodeEdgeHeader reads the id and expiry only: enough to tell a miss.
+func decodeEdgeHeader(b []byte) (edgeID, int64, bool) {
+	var id edgeID
+	if len(b) < edgeFixedSize || string(b[:4]) != edgeMagic {
+		return id, 0, false
+	}
+	copy(id[:], b[4:36])
+	return id, int64(binary.BigEndian.Uint64(b[36:44])), true
+}
+
+// decodeEdgeEntry copies what it keeps: the host's buffer is not ours.
+func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
+	id, expires, ok := decodeEdgeHeader(b)
+	if !ok {
+		return nil, false
+	}
+	e := &edgeEntry{id: id, expires: expires}
+	r := edgeReader{b: b[44:]}
+	e.resp.Status = r.u16()
+	flags := r.take(1)
+	e.fingerprint = string(r.take(r.u16()))
+	if n := r.u16(); n > 0 && !r.bad {
+		e.resp.Headers = make(api.Headers, 0, min(n, len(r.b)/6))
+		for i := 0; i < n && !r.bad; i++ {
+			name := string(r.take(r.u16()))
+			value := string(r.take(r.u32()))
+			e.resp.Headers = append(e.resp.Headers, [2]string{name, value})
+		}
+	}
+	if n := r.u32(); n > 0 && !r.bad {
+		e.resp.Body = append([]byte(nil), r.take(n)...)
+	}
+	if r.bad || len(r.b) != 0 {
+		return nil, false
+	}
+	e.resp.BodyOmitted = flags[0]&1 != 0
+	return e, true
+}
+
+// edgeLookup returns the live entry of id, or nil: an empty slot, another
+// record's entry, an expired or unreadable one are all misses.
+func edgeLookup(st sharedStore, id *edgeID, slots int, at int64) *edgeEntry {
+	b, _, err := st.get(id.slotKey(slots))
+	if err != nil {
+		return nil
+	}
+	got, expires, ok := decodeEdgeHeader(b)
+	if !ok || got != *id || expires <= at {
+		return nil
+	}
+	e, ok := decodeEdgeEntry(b)
+	if !ok {
+		return nil
+	}
+	return e
+}
+
+var errEdgeCASRetries = errors.New("shared data CAS mismatch on every retry")
+
+// edgeStore writes an encoded entry into its slot with compare-and-swap:
+// it reads the slot and its CAS, and writes only if nobody wrote in
+// between, re-reading on ErrorStatusCasMismatch at most edgeCASRetries
+// times. When the slot already holds a live entry of the same record
+// that lasts at least as long, there is nothing to write. (Envoy ignores
+// a CAS of 0, which is what a missing key reports, so the first write of
+// a slot is unconditional there.)
+func edgeStore(st sharedStore, id *edgeID, slots int, value []byte, expires int64) error {
+	key := id.slotKey(slots)
+	for range edgeCASRetries {
+		cur, cas, err := st.get(key)
+		switch {
+		case errors.Is(err, types.ErrorStatusNotFound):
+			cas = 0
+		case err != nil:
+			return err
+		default:
+			if got, exp, ok := decodeEdgeHeader(cur); ok && got == *id && exp >= expires {
+				return nil
+			}
+		}
+		err = st.set(key, value, cas)
+		if !errors.Is(err, types.ErrorStatusCasMismatch) {
+			return err
+		}
+	}
+	return errEdgeCASRetries
+}

@@ -1,0 +1,328 @@
+//go:build !wasm
+
+package main
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+const paymentResponse = `{"id":"pay_1","amount":100}`
+
+// completeOnce runs a request through acquire, a 201 response and a
+// complete answered completeStatus; it returns the reserve it sent.
+func completeOnce(t *testing.T, host proxytest.HostEmulator, headers [][2]string, respBody string, completeStatus int) api.ReserveRequest {
+	t.Helper()
+	id := host.InitializeHttpContext()
+	reserved := acquire(t, host, id, headers, []byte(paymentBody), false)
+	host.CallOnResponseHeaders(id, [][2]string{{":status", "201"}, {"content-type", "application/json"}}, false)
+	host.CallOnResponseBody(id, []byte(respBody), true)
+	c := nthCallout(t, host, id, 1, api.PathComplete)
+	var result any = api.Result{Outcome: "completed"}
+	if completeStatus != 200 {
+		result = api.Problem{Title: "x", Status: completeStatus}
+	}
+	answer(t, host, c, completeStatus, result)
+	host.CompleteHttpContext(id)
+	return reserved
+}
+
+// edgeSlot is the shared-data key of the demo route's record for scope
+// and key k1 (1024 slots, the default).
+func edgeSlot(scope string) string {
+	id := newEdgeID("idemgate_controlplane", scope, "k1")
+	return id.slotKey(1024)
+}
+
+// TestEdgeCache: completed responses are replayed, and reuses with another
+// payload refused, by the edge cache without a callout; what must not be
+// cached is not.
+func TestEdgeCache(t *testing.T) {
+	otherPrincipal := [][2]string{
+		{":method", "POST"}, {":path", "/payments"}, {":authority", "api.example.com"},
+		{"content-type", "application/json"}, {"authorization", "Bearer bob-secret"}, keyK1,
+	}
+	tests := []struct {
+		name     string
+		config   []string
+		fill     func(t *testing.T, host proxytest.HostEmulator) // the first request
+		headers  [][2]string                                     // of the second request; nil: paymentHeaders(keyK1)
+		body     string                                          // of the second request; "": paymentBody
+		callout  bool                                            // the second request asks the control plane
+		status   int                                             // else: its local response
+		title    string                                          // of a problem; "": a replay of paymentResponse
+		counters map[string]uint64
+	}{
+		{
+			name:     "replay after complete",
+			fill:     func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			status:   201,
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays": 0},
+		},
+		{
+			name: "replay after a completed reserve answer",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+				answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 200, api.ReserveResponse{Outcome: api.Completed,
+					Response: &api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(paymentResponse)}})
+				if r := host.GetSentLocalResponse(id); r == nil || r.StatusCode != 201 {
+					t.Fatalf("first request: local response %v, want the control plane's replay", r)
+				}
+				host.CompleteHttpContext(id)
+			},
+			status:   201,
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays": 1},
+		},
+		{
+			name:     "another payload: 422 from the edge",
+			fill:     func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			body:     `{"amount":200,"currency":"EUR"}`,
+			status:   422,
+			title:    "Idempotency-Key is already used",
+			counters: map[string]uint64{"idemgate.mismatches": 1, "idemgate.replays_edge": 0},
+		},
+		{
+			name:   "on_duplicate reject: 409 from the edge",
+			config: []string{`"on_duplicate": "replay"`, `"on_duplicate": "reject"`},
+			fill:   func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			status: 409, title: "A request with this Idempotency-Key was already processed",
+			counters: map[string]uint64{"idemgate.conflicts": 1},
+		},
+		{
+			name: "expired entry: callout",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				reserved := completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+				key := edgeSlot(reserved.Scope)
+				b, cas, err := proxywasm.GetSharedData(key)
+				if err != nil {
+					t.Fatalf("edge slot %s: %v, want the entry the complete filled", key, err)
+				}
+				e, ok := decodeEdgeEntry(b)
+				if !ok {
+					t.Fatalf("edge slot %s: undecodable %q", key, b)
+				}
+				e.expires = 1 // 1970
+				if err := proxywasm.SetSharedData(key, e.encode(), cas); err != nil {
+					t.Fatal(err)
+				}
+			},
+			callout: true,
+		},
+		{
+			name:    "entry over edge_cache_max_entry_bytes: not cached",
+			config:  []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 300`},
+			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), strings.Repeat("x", 300), 200) },
+			callout: true,
+		},
+		{
+			name:    "edge_cache_ttl 0s: off",
+			config:  []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_ttl": "0s"`},
+			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			callout: true,
+		},
+		{
+			name:    "edge_cache_slots 0: off",
+			config:  []string{`"routes": [`, `"edge_cache_slots": 0, "routes": [`},
+			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			callout: true,
+		},
+		{
+			name:    "complete failed: not cached",
+			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 500) },
+			callout: true,
+		},
+		{
+			name:    "another principal, same key: callout",
+			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			headers: otherPrincipal,
+			callout: true,
+		},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, tc.config...))
+				defer reset()
+				tc.fill(t, host)
+
+				headers, body := tc.headers, tc.body
+				if headers == nil {
+					headers = paymentHeaders(keyK1)
+				}
+				if body == "" {
+					body = paymentBody
+				}
+				id := host.InitializeHttpContext()
+				if a := sendRequest(host, id, headers, []byte(body)); a != types.ActionPause {
+					t.Fatalf("second request action = %v, want ActionPause", a)
+				}
+				callouts := len(host.GetCalloutAttributesFromContext(id))
+				r := host.GetSentLocalResponse(id)
+				switch {
+				case tc.callout:
+					if callouts != 1 || r != nil {
+						t.Fatalf("second request: %d callouts, local response %v; want a reserve and no answer yet", callouts, r)
+					}
+					nthCallout(t, host, id, 0, api.PathReserve)
+					return
+				case callouts != 0:
+					t.Fatalf("second request: %d callouts, want none (answered at the edge)", callouts)
+				case tc.title != "":
+					checkProblem(t, r, tc.status, tc.title, "", "")
+				default:
+					checkReplay(t, r, &api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(paymentResponse)})
+				}
+				for name, want := range tc.counters {
+					if got := counter(t, host, name); got != want {
+						t.Errorf("%s = %d, want %d", name, got, want)
+					}
+				}
+				host.CompleteHttpContext(id)
+				if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+					t.Errorf("callouts after the stream = %d, want none", n)
+				}
+			})
+		}
+	})
+}
+
+// fakeShared is a shared-data store whose set fails with a CAS mismatch
+// the first conflicts times, as when another worker writes between the
+// read and the write.
+type fakeShared struct {
+	data      map[string][]byte
+	cas       map[string]uint32
+	conflicts int
+	sets      int
+	onGet     func() // runs after a get: a concurrent writer
+}
+
+func newFakeShared() *fakeShared {
+	return &fakeShared{data: map[string][]byte{}, cas: map[string]uint32{}}
+}
+
+func (f *fakeShared) get(key string) ([]byte, uint32, error) {
+	v, ok := f.data[key]
+	if !ok {
+		return nil, 0, types.ErrorStatusNotFound
+	}
+	cas := f.cas[key]
+	if f.onGet != nil {
+		f.onGet()
+	}
+	return v, cas, nil
+}
+
+func (f *fakeShared) set(key string, v []byte, cas uint32) error {
+	f.sets++
+	if f.conflicts > 0 {
+		f.conflicts--
+		f.cas[key]++
+		return types.ErrorStatusCasMismatch
+	}
+	if _, ok := f.data[key]; ok && f.cas[key] != cas { // stricter than Envoy for a missing key
+		return types.ErrorStatusCasMismatch
+	}
+	f.data[key] = v
+	f.cas[key]++
+	return nil
+}
+
+func TestEdgeStoreCAS(t *testing.T) {
+	id := newEdgeID("c", "sha256:scope", "k1")
+	other := newEdgeID("c", "sha256:scope", "k2")
+	entry := func(id edgeID, expires int64) []byte {
+		e := edgeEntry{id: id, expires: expires, fingerprint: "sha256:fp", resp: api.StoredResponse{Status: 201, Body: []byte("b")}}
+		return e.encode()
+	}
+	t.Run("conflicts then success", func(t *testing.T) {
+		f := newFakeShared()
+		f.conflicts = 3
+		if err := edgeStore(f, &id, 16, entry(id, 100), 100); err != nil {
+			t.Fatal(err)
+		}
+		if f.sets != 4 {
+			t.Errorf("sets = %d, want 4 (3 conflicts, then the write)", f.sets)
+		}
+		if e := edgeLookup(f, &id, 16, 50); e == nil || e.expires != 100 {
+			t.Errorf("lookup = %+v, want the entry", e)
+		}
+	})
+	t.Run("conflicts on every retry", func(t *testing.T) {
+		f := newFakeShared()
+		f.conflicts = edgeCASRetries
+		if err := edgeStore(f, &id, 16, entry(id, 100), 100); !errors.Is(err, errEdgeCASRetries) {
+			t.Fatalf("err = %v, want errEdgeCASRetries", err)
+		}
+		if f.sets != edgeCASRetries {
+			t.Errorf("sets = %d, want %d (bounded)", f.sets, edgeCASRetries)
+		}
+	})
+	t.Run("a concurrent writer changes the slot between get and set", func(t *testing.T) {
+		f := newFakeShared()
+		key := id.slotKey(16)
+		f.data[key] = entry(other, 100)
+		writes := 0
+		f.onGet = func() {
+			if writes == 0 { // another worker fills the same record first, for longer
+				writes++
+				f.data[key] = entry(id, 500)
+				f.cas[key]++
+			}
+		}
+		if err := edgeStore(f, &id, 16, entry(id, 200), 200); err != nil {
+			t.Fatal(err)
+		}
+		if f.sets != 1 {
+			t.Errorf("sets = %d, want 1: the write after the conflict is skipped (the slot already holds the record, for longer)", f.sets)
+		}
+		if e := edgeLookup(f, &id, 16, 0); e == nil || e.expires != 500 {
+			t.Errorf("lookup = %+v, want the other worker's entry (expires 500)", e)
+		}
+	})
+	t.Run("other error", func(t *testing.T) {
+		f := newFakeShared()
+		if err := edgeStore(errShared{f}, &id, 16, entry(id, 100), 100); !errors.Is(err, types.ErrorStatusBadArgument) {
+			t.Fatalf("err = %v, want the host's error", err)
+		}
+	})
+}
+
+type errShared struct{ *fakeShared }
+
+func (errShared) set(string, []byte, uint32) error { return types.ErrorStatusBadArgument }
+
+func TestEdgeEntryEncoding(t *testing.T) {
+	e := edgeEntry{
+		id: newEdgeID("c", "s", "k"), expires: 1 << 62, fingerprint: "sha256:abc",
+		resp: api.StoredResponse{Status: 201, Headers: api.Headers{{"content-type", "application/json"}, {"x-empty", ""}}, Body: []byte(`{"a":1}`)},
+	}
+	b := e.encode()
+	if len(b) != edgeEntrySize(e.fingerprint, &e.resp) {
+		t.Errorf("encoded %d bytes, edgeEntrySize says %d", len(b), edgeEntrySize(e.fingerprint, &e.resp))
+	}
+	got, ok := decodeEdgeEntry(b)
+	if !ok || !reflect.DeepEqual(*got, e) {
+		t.Fatalf("decode = %+v, %v; want %+v", got, ok, e)
+	}
+	omitted := edgeEntry{id: e.id, expires: 5, resp: api.StoredResponse{Status: 201, BodyOmitted: true}}
+	if got, ok := decodeEdgeEntry(omitted.encode()); !ok || !reflect.DeepEqual(*got, omitted) {
+		t.Errorf("decode = %+v, %v; want %+v", got, ok, omitted)
+	}
+	for n := range len(b) {
+		if _, ok := decodeEdgeEntry(b[:n]); ok {
+			t.Fatalf("a %d-byte prefix of a %d-byte entry decodes", n, len(b))
+		}
+	}
+	if _, ok := decodeEdgeEntry(append(b, 0)); ok {
+		t.Error("an entry with a trailing byte decodes")
+	}
+}
