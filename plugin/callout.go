@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
@@ -15,7 +16,9 @@ import (
 // failed; Envoy then calls back with no headers). done is not called when
 // the dispatch itself fails: the error is returned instead. done may be
 // nil for a call whose answer nobody waits for.
-func callControlPlane(cp *policy.ControlPlane, path string, req any, done func(status int, body []byte)) error {
+//
+// Every answer (or timeout) records its latency in latency, in ms.
+func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, req any, done func(status int, body []byte)) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
@@ -30,7 +33,9 @@ func callControlPlane(cp *policy.ControlPlane, path string, req any, done func(s
 		headers = append(headers, [2]string{"authorization", "Bearer " + cp.Token})
 	}
 	timeout := uint32(cp.Timeout.Milliseconds())
+	start := time.Now()
 	_, err = proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
+		latency.Record(uint64(time.Since(start).Milliseconds()))
 		if done == nil {
 			return
 		}

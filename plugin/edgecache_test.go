@@ -61,10 +61,12 @@ func TestEdgeCache(t *testing.T) {
 		counters map[string]uint64
 	}{
 		{
-			name:     "replay after complete",
-			fill:     func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			name: "replay after complete",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			status:   201,
-			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays": 0},
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays_controlplane": 0},
 		},
 		{
 			name: "replay after a completed reserve answer",
@@ -79,11 +81,13 @@ func TestEdgeCache(t *testing.T) {
 				host.CompleteHttpContext(id)
 			},
 			status:   201,
-			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays": 1},
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays_controlplane": 1},
 		},
 		{
-			name:     "another payload: 422 from the edge",
-			fill:     func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			name: "another payload: 422 from the edge",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			body:     `{"amount":200,"currency":"EUR"}`,
 			status:   422,
 			title:    "Idempotency-Key is already used",
@@ -92,7 +96,9 @@ func TestEdgeCache(t *testing.T) {
 		{
 			name:   "on_duplicate reject: 409 from the edge",
 			config: []string{`"on_duplicate": "replay"`, `"on_duplicate": "reject"`},
-			fill:   func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			status: 409, title: "A request with this Idempotency-Key was already processed",
 			counters: map[string]uint64{"idemgate.conflicts": 1},
 		},
@@ -117,31 +123,41 @@ func TestEdgeCache(t *testing.T) {
 			callout: true,
 		},
 		{
-			name:    "entry over edge_cache_max_entry_bytes: not cached",
-			config:  []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 300`},
-			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), strings.Repeat("x", 300), 200) },
+			name:   "entry over edge_cache_max_entry_bytes: not cached",
+			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 300`},
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), strings.Repeat("x", 300), 200)
+			},
 			callout: true,
 		},
 		{
-			name:    "edge_cache_ttl 0s: off",
-			config:  []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_ttl": "0s"`},
-			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			name:   "edge_cache_ttl 0s: off",
+			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_ttl": "0s"`},
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			callout: true,
 		},
 		{
-			name:    "edge_cache_slots 0: off",
-			config:  []string{`"routes": [`, `"edge_cache_slots": 0, "routes": [`},
-			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			name:   "edge_cache_slots 0: off",
+			config: []string{`"routes": [`, `"edge_cache_slots": 0, "routes": [`},
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			callout: true,
 		},
 		{
-			name:    "complete failed: not cached",
-			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 500) },
+			name: "complete failed: not cached",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 500)
+			},
 			callout: true,
 		},
 		{
-			name:    "another principal, same key: callout",
-			fill:    func(t *testing.T, host proxytest.HostEmulator) { completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200) },
+			name: "another principal, same key: callout",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
 			headers: otherPrincipal,
 			callout: true,
 		},

@@ -66,11 +66,13 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 	c.method, _ = header(headers, ":method")
 	r := cfg.Match(host, c.target, c.method)
 	if r == nil {
+		c.plugin.stats.bypassNoRoute.Increment(1)
 		return types.ActionContinue
 	}
 	raw, n := header(headers, r.KeyHeader)
 	switch {
 	case n == 0 && !r.Required:
+		c.plugin.stats.bypassNoKey.Increment(1)
 		return types.ActionContinue
 	case n == 0:
 		return c.answer(probKeyMissing, "this operation is idempotent and requires the "+r.KeyHeader+" header", 0)
@@ -171,7 +173,7 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
 	}
 	c.phase = phaseReserving
-	if err := callControlPlane(&c.plugin.config.ControlPlane, api.PathReserve, req, c.onReserve); err != nil {
+	if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, req, c.onReserve); err != nil {
 		return c.controlPlaneFailed(err.Error(), false)
 	}
 	return types.ActionPause
@@ -205,6 +207,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 		c.token = rr.Token
 		c.phase = phaseForwarded
+		st.executions.Increment(1)
 		resumeRequest()
 	case api.Completed:
 		if rr.Response != nil {
@@ -238,7 +241,7 @@ func (c *httpContext) completed(resp *api.StoredResponse, edge bool) types.Actio
 	if edge {
 		st.replaysEdge.Increment(1)
 	} else {
-		st.replays.Increment(1)
+		st.replaysControlPlane.Increment(1)
 	}
 	sendReplay(c.route, resp)
 	c.phase = phaseAnswered

@@ -55,12 +55,12 @@ func TestReserveOutcomes(t *testing.T) {
 		retryAfter string
 		counter    string // incremented once
 	}{
-		{name: "acquired", status: 200, answer: api.ReserveResponse{Outcome: api.Acquired, Token: "t1"}, wantResume: true, counter: "idemgate.requests_governed"},
-		{name: "completed: replay", status: 200, answer: api.ReserveResponse{Outcome: api.Completed, Response: stored}, want: 201, counter: "idemgate.replays"},
+		{name: "acquired", status: 200, answer: api.ReserveResponse{Outcome: api.Acquired, Token: "t1"}, wantResume: true, counter: "idemgate.executions"},
+		{name: "completed: replay", status: 200, answer: api.ReserveResponse{Outcome: api.Completed, Response: stored}, want: 201, counter: "idemgate.replays_controlplane"},
 		{
 			name: "completed, body omitted: status only", status: 200,
 			answer: api.ReserveResponse{Outcome: api.Completed, Response: &api.StoredResponse{Status: 201, BodyOmitted: true}},
-			want:   201, counter: "idemgate.replays",
+			want:   201, counter: "idemgate.replays_controlplane",
 		},
 		{
 			name: "completed, on_duplicate reject", config: []string{`"on_duplicate": "replay"`, `"on_duplicate": "reject"`},

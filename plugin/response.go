@@ -156,7 +156,7 @@ func (c *httpContext) releaseRequest() api.ReleaseRequest {
 // until then.
 func (c *httpContext) finish(path string, req any) types.Action {
 	c.resp.phase = respWaiting
-	err := callControlPlane(&c.plugin.config.ControlPlane, path, req, func(status int, _ []byte) {
+	err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, func(status int, _ []byte) {
 		switch {
 		case status != 200:
 			c.finishFailed(path, fmt.Sprintf("answered %d", status))
@@ -214,7 +214,7 @@ func (c *httpContext) OnHttpStreamDone() {
 	default:
 		return
 	}
-	if err := callControlPlane(cp, path, req, nil); err != nil {
+	if err := callControlPlane(cp, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
 		c.finishFailed(path, err.Error())
 	}
 }

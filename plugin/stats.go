@@ -2,27 +2,42 @@ package main
 
 import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 
-// stats are the filter's counters, exported through proxy-wasm metrics
+// stats are the filter's metrics, exported through proxy-wasm metrics
 // (Envoy shows them under the wasmcustom. prefix). Defining a name twice
 // returns the same metric, so every plugin context may define them.
+//
+// Every governed request ends in exactly one of: executions, replays
+// (edge or control plane), mismatches, conflicts, fail_open, or an
+// answer of the filter's own (400, 413, 503: controlplane_errors counts
+// the last).
 type stats struct {
-	governed          proxywasm.MetricCounter // requests a route governs and that carry a key
-	replays           proxywasm.MetricCounter // stored responses replayed
-	replaysEdge       proxywasm.MetricCounter // stored responses replayed from the edge cache, without a callout
-	mismatches        proxywasm.MetricCounter // 422: key reused with another payload
-	conflicts         proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
-	failOpen          proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
-	controlPlaneError proxywasm.MetricCounter // callouts that failed, timed out or got a non-200
+	governed            proxywasm.MetricCounter // requests a route governs and that carry a key
+	executions          proxywasm.MetricCounter // governed requests that acquired their key and went upstream
+	replaysEdge         proxywasm.MetricCounter // stored responses replayed from the edge cache, without a callout
+	replaysControlPlane proxywasm.MetricCounter // stored responses the control plane's reserve returned
+	mismatches          proxywasm.MetricCounter // 422: key reused with another payload (edge or control plane)
+	conflicts           proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
+	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
+	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
+	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
+	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200
+	// controlPlaneLatency records every callout's time to its answer (or
+	// timeout), in milliseconds.
+	controlPlaneLatency proxywasm.MetricHistogram
 }
 
 func defineStats() stats {
 	return stats{
-		governed:          proxywasm.DefineCounterMetric("idemgate.requests_governed"),
-		replays:           proxywasm.DefineCounterMetric("idemgate.replays"),
-		replaysEdge:       proxywasm.DefineCounterMetric("idemgate.replays_edge"),
-		mismatches:        proxywasm.DefineCounterMetric("idemgate.mismatches"),
-		conflicts:         proxywasm.DefineCounterMetric("idemgate.conflicts"),
-		failOpen:          proxywasm.DefineCounterMetric("idemgate.fail_open"),
-		controlPlaneError: proxywasm.DefineCounterMetric("idemgate.controlplane_errors"),
+		governed:            proxywasm.DefineCounterMetric("idemgate.requests_governed"),
+		executions:          proxywasm.DefineCounterMetric("idemgate.executions"),
+		replaysEdge:         proxywasm.DefineCounterMetric("idemgate.replays_edge"),
+		replaysControlPlane: proxywasm.DefineCounterMetric("idemgate.replays_controlplane"),
+		mismatches:          proxywasm.DefineCounterMetric("idemgate.mismatches"),
+		conflicts:           proxywasm.DefineCounterMetric("idemgate.conflicts"),
+		bypassNoRoute:       proxywasm.DefineCounterMetric("idemgate.bypassed_no_route"),
+		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
+		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
+		controlPlaneError:   proxywasm.DefineCounterMetric("idemgate.controlplane_errors"),
+		controlPlaneLatency: proxywasm.DefineHistogramMetric("idemgate.controlplane_latency_ms"),
 	}
 }
