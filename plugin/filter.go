@@ -47,6 +47,7 @@ func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPlugi
 	}
 	p.config = cfg
 	p.stats = defineStats()
+	defineMemGauges()
 	proxywasm.LogInfof("idempotency filter started: %d route(s), control plane cluster %q", len(cfg.Routes), cfg.ControlPlane.Cluster)
 	return types.OnPluginStartStatusOK
 }

@@ -192,6 +192,7 @@ func (c *httpContext) finishFailed(path, reason string) {
 // marked indeterminate, retries get 409, an operator or the TTL resolves
 // it) or release. Nobody waits for these calls.
 func (c *httpContext) OnHttpStreamDone() {
+	streamEnded()
 	if c.phase != phaseForwarded {
 		return
 	}
