@@ -61,6 +61,7 @@ $(BUILD)/wasip1-exec: $(BUILD)/wazero
 bench: deps ## benchmarks, each side by side with its baseline; numbers go into README
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./plugin/canon/
 	$(GO) test -run '^$$' -bench BenchmarkControlPlane -benchtime 3s ./controlplane/server/
+	$(MAKE) wasm && $(GO) test -run '^$$' -bench BenchmarkGuest -benchtime 2000x -count 5 ./plugin/
 
 fuzz: ## fuzz the canonicalizer and the policy parser for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/

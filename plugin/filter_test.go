@@ -58,7 +58,7 @@ func vmTest(t *testing.T, f func(*testing.T, types.VMContext)) {
 // newHost starts the process-wide emulator for vm with the given plugin
 // configuration and runs OnVMStart, as Envoy does before OnPluginStart.
 // Callers must defer the returned reset before starting another emulator.
-func newHost(t *testing.T, vm types.VMContext, config string) (proxytest.HostEmulator, func()) {
+func newHost(t testing.TB, vm types.VMContext, config string) (proxytest.HostEmulator, func()) {
 	t.Helper()
 	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration([]byte(config))
 	host, reset := proxytest.NewHostEmulator(opt)

@@ -39,7 +39,7 @@ func paymentHeaders(extra ...[2]string) [][2]string {
 var keyK1 = [2]string{"idempotency-key", `"k1"`}
 
 // startHost starts the emulator and the plugin with config.
-func startHost(t *testing.T, vm types.VMContext, config string) (proxytest.HostEmulator, func()) {
+func startHost(t testing.TB, vm types.VMContext, config string) (proxytest.HostEmulator, func()) {
 	t.Helper()
 	host, reset := newHost(t, vm, config)
 	if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {

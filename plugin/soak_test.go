@@ -172,7 +172,7 @@ func TestSoak(t *testing.T) {
 // and its proxy_on_delete. It walks unexported fields (the wrapper's
 // runtime, wazero's store and its module list), so a new SDK or wazero
 // may break it; it then fails loudly rather than skip.
-func guestModule(t *testing.T, vm proxytest.WasmVMContext) wazeroapi.Module {
+func guestModule(t testing.TB, vm proxytest.WasmVMContext) wazeroapi.Module {
 	t.Helper()
 	open := func(v reflect.Value) reflect.Value {
 		return reflect.NewAt(v.Type(), unsafe.Pointer(v.UnsafeAddr())).Elem()
