@@ -17,18 +17,22 @@ type vmContext struct {
 
 // NewPluginContext implements types.VMContext.
 func (*vmContext) NewPluginContext(contextID uint32) types.PluginContext {
-	return &pluginContext{}
+	return &pluginContext{id: contextID}
 }
 
 // pluginContext holds one plugin configuration; Envoy creates one per
 // filter config in each VM.
 type pluginContext struct {
-	// Embedded for the no-op OnTick, OnQueueReady, OnPluginDone and
+	// Embedded for the no-op OnQueueReady, OnPluginDone and
 	// NewTcpContext: this is an HTTP-only filter.
 	types.DefaultPluginContext
 
+	id     uint32
 	config *policy.Config // set by a successful OnPluginStart
 	stats  stats
+	// waiters are the streams held by on_in_progress wait, by context
+	// ID; OnTick polls reserve for them.
+	waiters map[uint32]*httpContext
 }
 
 // OnPluginStart implements types.PluginContext. Returning
@@ -54,7 +58,7 @@ func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPlugi
 
 // NewHttpContext implements types.PluginContext.
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
-	return &httpContext{plugin: p}
+	return &httpContext{plugin: p, id: contextID}
 }
 
 // readPluginConfiguration returns the raw configuration, or nil when none is

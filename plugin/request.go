@@ -23,6 +23,7 @@ const (
 	phaseReserving               // reserve callout in flight; request held
 	phaseAnswered                // the filter answered the client itself
 	phaseForwarded               // the key is ours (token): the request went upstream
+	phaseWaiting                 // on_in_progress wait: held until the plugin's tick polls reserve again
 )
 
 // httpContext is created per HTTP stream. Every path that pauses the
@@ -32,6 +33,7 @@ const (
 type httpContext struct {
 	types.DefaultHttpContext
 	plugin *pluginContext
+	id     uint32 // the stream's context ID, to act on it from the plugin's tick
 
 	phase   phase
 	route   *policy.Route
@@ -45,6 +47,10 @@ type httpContext struct {
 	edgeOn  bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
 	edge    edgeID // the record's name in the edge cache
 	reqSize int    // request body bytes so far (cumulative after a pause)
+
+	// on_in_progress wait: when the wait ends and when to poll next
+	// (now() nanoseconds); waitUntil is 0 until the first in_progress.
+	waitUntil, nextPoll int64
 
 	resp response
 }
@@ -103,7 +109,7 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 func (c *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action {
 	switch c.phase {
 	case phaseBuffering:
-	case phaseReserving, phaseAnswered:
+	case phaseReserving, phaseWaiting, phaseAnswered:
 		return types.ActionPause
 	default:
 		return types.ActionContinue
@@ -124,7 +130,7 @@ func (c *httpContext) OnHttpRequestTrailers(int) types.Action {
 	switch c.phase {
 	case phaseBuffering:
 		return c.reserveWithBody()
-	case phaseReserving, phaseAnswered:
+	case phaseReserving, phaseWaiting, phaseAnswered:
 		return types.ActionPause
 	}
 	return types.ActionContinue
@@ -168,15 +174,22 @@ func (c *httpContext) reserve(body []byte) types.Action {
 			return c.completed(&e.resp, true)
 		}
 	}
-	req := api.ReserveRequest{
-		Scope: c.scope, Key: c.key, Fingerprint: fp,
-		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-	}
-	c.phase = phaseReserving
-	if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, req, c.onReserve); err != nil {
+	if err := c.dispatchReserve(); err != nil {
 		return c.controlPlaneFailed(err.Error(), false)
 	}
 	return types.ActionPause
+}
+
+// dispatchReserve asks the control plane for the key; onReserve gets the
+// answer.
+func (c *httpContext) dispatchReserve() error {
+	r := c.route
+	req := api.ReserveRequest{
+		Scope: c.scope, Key: c.key, Fingerprint: c.fp,
+		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
+	}
+	c.phase = phaseReserving
+	return callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, req, c.onReserve)
 }
 
 // onReserve acts on the control plane's answer; the request is held until
@@ -184,6 +197,14 @@ func (c *httpContext) reserve(body []byte) types.Action {
 func (c *httpContext) onReserve(status int, body []byte) {
 	if c.phase != phaseReserving {
 		return
+	}
+	if c.waitUntil != 0 {
+		// A poll dispatched from the plugin's tick: its answer comes to
+		// the plugin context; act on the stream.
+		if err := proxywasm.SetEffectiveContext(c.id); err != nil {
+			c.phase = phaseAnswered // the stream is gone
+			return
+		}
 	}
 	if status != 200 {
 		reason := fmt.Sprintf("reserve answered %d", status)
@@ -217,11 +238,33 @@ func (c *httpContext) onReserve(status int, body []byte) {
 	case api.Mismatch:
 		c.mismatch()
 	case api.InProgress:
+		if c.route.OnInProgress == policy.Wait && c.wait() {
+			return
+		}
 		st.conflicts.Increment(1)
 		c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(rr.LeaseRemainingMS))
 	default:
 		c.controlPlaneFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true)
 	}
+}
+
+// wait holds a duplicate of a request in progress (on_in_progress wait):
+// the plugin's tick polls reserve again every pollInterval until the
+// answer is no longer in_progress or wait_timeout has passed since the
+// first in_progress; then, or when too many streams already wait, it
+// returns false and the duplicate gets the 409.
+func (c *httpContext) wait() bool {
+	t := now()
+	if c.waitUntil == 0 {
+		c.waitUntil = t + c.route.WaitTimeout.Nanoseconds()
+	}
+	if t >= c.waitUntil || !c.plugin.addWaiter(c) {
+		return false
+	}
+	c.nextPoll = min(t+pollInterval(c.route.WaitTimeout).Nanoseconds(), c.waitUntil)
+	c.phase = phaseWaiting
+	c.plugin.stats.waits.Increment(1)
+	return true
 }
 
 // completed answers a duplicate of a completed request with its stored

@@ -193,6 +193,9 @@ func (c *httpContext) finishFailed(path, reason string) {
 // it) or release. Nobody waits for these calls.
 func (c *httpContext) OnHttpStreamDone() {
 	streamEnded()
+	if c.phase == phaseWaiting || c.phase == phaseReserving {
+		c.phase = phaseAnswered // the client went away: the tick drops it, a late answer is ignored
+	}
 	if c.phase != phaseForwarded {
 		return
 	}

@@ -17,6 +17,7 @@ type stats struct {
 	replaysControlPlane proxywasm.MetricCounter // stored responses the control plane's reserve returned
 	mismatches          proxywasm.MetricCounter // 422: key reused with another payload (edge or control plane)
 	conflicts           proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
+	waits               proxywasm.MetricCounter // polls scheduled for duplicates held by on_in_progress wait
 	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
 	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
 	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
@@ -34,6 +35,7 @@ func defineStats() stats {
 		replaysControlPlane: proxywasm.DefineCounterMetric("idemgate.replays_controlplane"),
 		mismatches:          proxywasm.DefineCounterMetric("idemgate.mismatches"),
 		conflicts:           proxywasm.DefineCounterMetric("idemgate.conflicts"),
+		waits:               proxywasm.DefineCounterMetric("idemgate.waits"),
 		bypassNoRoute:       proxywasm.DefineCounterMetric("idemgate.bypassed_no_route"),
 		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
 		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
