@@ -75,7 +75,11 @@ func validatePath(p string) error {
 // validHeaderName reports whether s is an RFC 9110 token, or an HTTP/2
 // pseudo-header such as ":authority".
 func validHeaderName(s string) bool {
-	s = strings.TrimPrefix(s, ":")
+	return IsToken(strings.TrimPrefix(s, ":"))
+}
+
+// IsToken reports whether s is an RFC 9110 token (a header name, a method).
+func IsToken(s string) bool {
 	if s == "" {
 		return false
 	}

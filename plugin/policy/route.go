@@ -155,7 +155,7 @@ func (raw *rawMatch) build(path string) (RouteMatch, error) {
 		}
 		for i, meth := range raw.Methods {
 			p := fmt.Sprintf("%s.methods[%d]", path, i)
-			if !isToken(meth) || strings.ToUpper(meth) != meth {
+			if !canon.IsToken(meth) || strings.ToUpper(meth) != meth {
 				return m, fieldErr(p, "want an upper-case method such as \"POST\", got %q", meth)
 			}
 			if slices.Contains(raw.Methods[:i], meth) {
@@ -342,23 +342,8 @@ func headerNames(path string, names []string) ([]string, error) {
 // header names to the filter.
 func headerName(path, n string) (string, error) {
 	// A pseudo-header (":authority") is allowed, as canon allows it.
-	if !isToken(strings.TrimPrefix(n, ":")) {
+	if !canon.IsToken(strings.TrimPrefix(n, ":")) {
 		return "", fieldErr(path, "want an HTTP header name, got %q", n)
 	}
 	return strings.ToLower(n), nil
-}
-
-// isToken reports whether s is an RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
 }
