@@ -238,7 +238,19 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	ri.op = opRelease
+	s.tokenOp(w, r, ri, opRelease, outReleased, s.store.Release)
+}
+
+func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	s.tokenOp(w, r, ri, opAbandon, outIndeterminate, func(ctx context.Context, req api.ReleaseRequest) error {
+		return s.store.Abandon(ctx, api.AbandonRequest(req)) // the same {scope, key, token}
+	})
+}
+
+// tokenOp serves release and abandon: the holder of a token hands the key
+// back, so both take {scope, key, token} and make one store call.
+func (s *Server) tokenOp(w http.ResponseWriter, r *http.Request, ri *reqInfo, op, outcome string, call func(context.Context, api.ReleaseRequest) error) {
+	ri.op = op
 	var req api.ReleaseRequest
 	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
 		refuse(w, ri, p)
@@ -255,38 +267,12 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	if err := s.store.Release(ctx, req); err != nil {
+	if err := call(ctx, req); err != nil {
 		s.fail(w, r, ri, err)
 		return
 	}
-	ri.outcome = outReleased
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
-}
-
-func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	ri.op = opAbandon
-	var req api.AbandonRequest
-	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	if p := validateNames(req.Scope, req.Key); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	ri.scope, ri.key = req.Scope, req.Key
-	if err := api.ValidateName("token", req.Token); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
-		return
-	}
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	if err := s.store.Abandon(ctx, req); err != nil {
-		s.fail(w, r, ri, err)
-		return
-	}
-	ri.outcome = outIndeterminate
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outIndeterminate})
+	ri.outcome = outcome
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outcome})
 }
 
 // adminQuery parses ?scope=S&key=K plus one optional boolean flag. Unknown
