@@ -393,22 +393,13 @@ func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
 // Get returns the record of scope+key; its Response (headers and body) only
 // when withBody. ErrNotFound when absent.
 func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error) {
-	if s.optErr != nil {
-		return nil, s.optErr
-	}
-	if err := validateScopeKey(scope, key); err != nil {
-		return nil, err
-	}
 	arg := "0"
 	if withBody {
 		arg = "1"
 	}
-	v, err := getScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}, arg).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
+	v, err := s.runRecord(ctx, "get", getScript, scope, key, arg)
 	if err != nil {
-		return nil, unavailable("get", err)
+		return nil, err
 	}
 	return decodeRecord("get", scope, key, v, withBody)
 }
@@ -416,20 +407,30 @@ func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api
 // Delete removes the record of scope+key whatever its state and returns it
 // as it was (without body). ErrNotFound when absent.
 func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, error) {
+	v, err := s.runRecord(ctx, "delete", deleteScript, scope, key)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRecord("delete", scope, key, v, false)
+}
+
+// runRecord runs one of the admin scripts that answer with a record (nil
+// when there is none) on the record of scope+key.
+func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, scope, key string, args ...any) ([]any, error) {
 	if s.optErr != nil {
 		return nil, s.optErr
 	}
 	if err := validateScopeKey(scope, key); err != nil {
 		return nil, err
 	}
-	v, err := deleteScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}).Slice()
+	v, err := script.Run(ctx, s.c, []string{s.RecordKey(scope, key)}, args...).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, unavailable("delete", err)
+		return nil, unavailable(op, err)
 	}
-	return decodeRecord("delete", scope, key, v, false)
+	return v, nil
 }
 
 // ForceRelease frees an in-progress or indeterminate record whatever its
@@ -437,18 +438,9 @@ func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, err
 // ErrNotInProgress when completed, nothing changed then, and the record is
 // returned along with the error so the caller can show it.
 func (s *Store) ForceRelease(ctx context.Context, scope, key string) (*api.Record, error) {
-	if s.optErr != nil {
-		return nil, s.optErr
-	}
-	if err := validateScopeKey(scope, key); err != nil {
-		return nil, err
-	}
-	v, err := forceReleaseScript.Run(ctx, s.c, []string{s.RecordKey(scope, key)}).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
-	}
+	v, err := s.runRecord(ctx, "force release", forceReleaseScript, scope, key)
 	if err != nil {
-		return nil, unavailable("force release", err)
+		return nil, err
 	}
 	if len(v) < 1 {
 		return nil, unexpected("force release", v)
