@@ -331,31 +331,35 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 }
 
 func (s *Server) adminDelete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	ri.op = opAdminDelete
-	scope, key, dryRun, p := adminQuery(r, "dry_run")
-	if p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	ri.scope, ri.key = scope, key
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	var (
-		rec    *api.Record
-		err    error
-		effect = api.EffectDeleted
-	)
-	if dryRun {
-		rec, err = s.store.Get(ctx, scope, key, false)
-		effect = api.EffectWouldDelete
-	} else {
-		rec, err = s.store.Delete(ctx, scope, key)
-	}
-	s.adminResult(w, r, ri, rec, err, effect)
+	s.adminMutation(w, r, ri, opAdminDelete, func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error) {
+		if dryRun {
+			rec, err := s.store.Get(ctx, scope, key, false)
+			return rec, api.EffectWouldDelete, err
+		}
+		rec, err := s.store.Delete(ctx, scope, key)
+		return rec, api.EffectDeleted, err
+	})
 }
 
 func (s *Server) adminRelease(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	ri.op = opAdminRelease
+	s.adminMutation(w, r, ri, opAdminRelease, func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error) {
+		if dryRun {
+			rec, err := s.store.Get(ctx, scope, key, false)
+			if err == nil && rec.State == api.StateCompleted {
+				err = store.ErrNotInProgress
+			}
+			return rec, api.EffectWouldRelease, err
+		}
+		rec, err := s.store.ForceRelease(ctx, scope, key)
+		return rec, api.EffectReleased, err
+	})
+}
+
+// adminMutation serves delete and release: ?scope=&key=[&dry_run=1], one
+// store call (a Get for a dry run), and the answer adminResult gives.
+func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqInfo, op string,
+	do func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error)) {
+	ri.op = op
 	scope, key, dryRun, p := adminQuery(r, "dry_run")
 	if p != nil {
 		refuse(w, ri, p)
@@ -364,20 +368,7 @@ func (s *Server) adminRelease(w http.ResponseWriter, r *http.Request, ri *reqInf
 	ri.scope, ri.key = scope, key
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	var (
-		rec    *api.Record
-		err    error
-		effect = api.EffectReleased
-	)
-	if dryRun {
-		rec, err = s.store.Get(ctx, scope, key, false)
-		effect = api.EffectWouldRelease
-		if err == nil && rec.State == api.StateCompleted {
-			err = store.ErrNotInProgress
-		}
-	} else {
-		rec, err = s.store.ForceRelease(ctx, scope, key)
-	}
+	rec, effect, err := do(ctx, scope, key, dryRun)
 	s.adminResult(w, r, ri, rec, err, effect)
 }
 
