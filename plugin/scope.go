@@ -1,9 +1,11 @@
 package main
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"io"
 	"strings"
 
 	"github.com/idemgate/idemgate/plugin/policy"
@@ -15,7 +17,10 @@ const scopeFramingTag = "idemgate-scope-v1"
 // scopeOf returns the principal a key belongs to, as the control plane
 // stores it: "sha256:" and the lower-case hex SHA-256 of a framing of the
 // route's scope values, so that credentials never leave the filter in
-// clear. The framing, each field an 8-byte big-endian length followed by
+// clear; with a scope HMAC key (scope.hmac_key_env or scope.hmac_key),
+// "hmac-sha256:" and the lower-case hex HMAC-SHA-256 of the same framing
+// under that key, so that a low-entropy credential cannot be found from a
+// stored scope by guessing without the key. The framing, each field an 8-byte big-endian length followed by
 // its bytes and each count an 8-byte big-endian integer:
 //
 //  1. the constant "idemgate-scope-v1";
@@ -31,7 +36,10 @@ const scopeFramingTag = "idemgate-scope-v1"
 // Requests without any scope value (no Authorization header, say) share
 // one scope: they are one anonymous principal.
 func scopeOf(s policy.Scope, headers [][2]string) string {
-	h := sha256.New()
+	prefix, h := "sha256:", sha256.New()
+	if s.HMACKey != nil {
+		prefix, h = "hmac-sha256:", hmac.New(sha256.New, s.HMACKey)
+	}
 	var n [8]byte
 	count := func(c int) {
 		binary.BigEndian.PutUint64(n[:], uint64(c))
@@ -39,7 +47,7 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 	}
 	field := func(v string) {
 		count(len(v))
-		h.Write([]byte(v))
+		io.WriteString(h, v)
 	}
 	field(scopeFramingTag)
 	count(len(s.Headers))
@@ -75,5 +83,6 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 	} else {
 		count(0)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+	var sum [sha256.Size]byte
+	return prefix + hex.EncodeToString(h.Sum(sum[:0]))
 }
