@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -73,16 +74,15 @@ func (hostShared) set(key string, v []byte, cas uint32) error {
 type edgeID [32]byte
 
 func newEdgeID(cluster, scope, key string) edgeID {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{edgeIDTag, cluster, scope, key} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
+	// One buffer (on the stack for usual sizes) and one Sum256: no hash
+	// object or per-field conversion to allocate on every request.
+	var buf [320]byte
+	b := buf[:0]
+	for _, f := range [...]string{edgeIDTag, cluster, scope, key} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+		b = append(b, f...)
 	}
-	var id edgeID
-	h.Sum(id[:0])
-	return id
+	return sha256.Sum256(b)
 }
 
 // slotKey is the shared-data key of the slot id hashes to.
@@ -194,7 +194,11 @@ func decodeEdgeHeader(b []byte) (edgeID, int64, bool) {
 	return id, int64(binary.BigEndian.Uint64(b[36:44])), true
 }
 
-// decodeEdgeEntry copies what it keeps: the host's buffer is not ours.
+// decodeEdgeEntry decodes b. The request image and the body alias b, so
+// that a replay copies neither: b is the host's buffer (under Envoy, one
+// the guest allocated for this call; in the emulator, its stored value,
+// which a write replaces rather than changes), so they are read only and
+// never kept past the callback. Strings are copies.
 func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 	id, expires, ok := decodeEdgeHeader(b)
 	if !ok {
@@ -206,7 +210,7 @@ func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 	flags := r.take(1)
 	e.fingerprint = string(r.take(r.u16()))
 	if n := r.u32(); n > 0 && !r.bad {
-		e.request = append([]byte(nil), r.take(n)...)
+		e.request = r.take(n)
 	}
 	if n := r.u16(); n > 0 && !r.bad {
 		e.resp.Headers = make(api.Headers, 0, min(n, len(r.b)/6))
@@ -217,7 +221,7 @@ func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 		}
 	}
 	if n := r.u32(); n > 0 && !r.bad {
-		e.resp.Body = append([]byte(nil), r.take(n)...)
+		e.resp.Body = r.take(n)
 	}
 	if r.bad || len(r.b) != 0 {
 		return nil, false
@@ -284,20 +288,37 @@ func edgeStore(st sharedStore, id *edgeID, slots int, value []byte, expires int6
 // canonicalization; the converse does not hold (a reordered JSON body
 // differs here and fingerprints the same), which only costs the fast path.
 func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
-	str := func(s string) {
-		b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
-		b = append(b, s...)
-	}
+	a := imageAppender{b}
+	writeImage(&a, r, sel)
+	return a.b
+}
+
+// imageEqual reports whether image is requestImage(nil, r, sel), without
+// building it: a replay from the edge then allocates nothing for it.
+func imageEqual(image []byte, r *canon.Request, sel *canon.Selection) bool {
+	c := imageComparer{rest: image, ok: true}
+	writeImage(&c, r, sel)
+	return c.ok && len(c.rest) == 0
+}
+
+// imageSink receives the image: appended, or compared.
+type imageSink interface {
+	count(n int)
+	str(s string)
+	raw(b []byte)
+}
+
+func writeImage[S imageSink](w S, r *canon.Request, sel *canon.Selection) {
 	list := func(l []string) {
-		b = binary.BigEndian.AppendUint64(b, uint64(len(l)))
+		w.count(len(l))
 		for _, s := range l {
-			str(s)
+			w.str(s)
 		}
 	}
-	str(requestImageTag)
-	str(r.Method)
-	str(r.Target)
-	str(r.ContentType)
+	w.str(requestImageTag)
+	w.str(r.Method)
+	w.str(r.Target)
+	w.str(r.ContentType)
 	list(sel.Include)
 	list(sel.Exclude)
 	list(sel.Headers)
@@ -308,15 +329,55 @@ func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
 				n++
 			}
 		}
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		w.count(n)
 		for _, kv := range r.Headers {
 			if strings.EqualFold(kv[0], name) {
-				str(kv[1])
+				w.str(kv[1])
 			}
 		}
 	}
-	b = binary.BigEndian.AppendUint64(b, uint64(len(r.Body)))
-	return append(b, r.Body...)
+	w.raw(r.Body)
+}
+
+type imageAppender struct{ b []byte }
+
+func (a *imageAppender) count(n int) { a.b = binary.BigEndian.AppendUint64(a.b, uint64(n)) }
+func (a *imageAppender) str(s string) {
+	a.count(len(s))
+	a.b = append(a.b, s...)
+}
+func (a *imageAppender) raw(v []byte) {
+	a.count(len(v))
+	a.b = append(a.b, v...)
+}
+
+type imageComparer struct {
+	rest []byte
+	ok   bool
+}
+
+func (c *imageComparer) count(n int) {
+	if !c.ok || len(c.rest) < 8 || binary.BigEndian.Uint64(c.rest) != uint64(n) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[8:]
+}
+
+func (c *imageComparer) str(s string) {
+	if c.count(len(s)); !c.ok || len(c.rest) < len(s) || string(c.rest[:len(s)]) != s {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(s):]
+}
+
+func (c *imageComparer) raw(v []byte) {
+	if c.count(len(v)); !c.ok || len(c.rest) < len(v) || !bytes.Equal(c.rest[:len(v)], v) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(v):]
 }
 
 // requestImageSize is len(requestImage(nil, r, sel)), without building it.

@@ -294,10 +294,22 @@ func TestRequestImage(t *testing.T) {
 	base := canon.Request{Method: "POST", Target: "/p?a=1", ContentType: "application/json", Body: []byte(`{"a":1}`),
 		Headers: [][2]string{{"content-type", "application/json"}, {"x-tenant", "t1"}, {"X-Tenant", "t2"}, {"x-trace", "1"}}}
 	sel := canon.Selection{Include: []string{"a"}, Exclude: []string{"b"}, Headers: []string{"x-tenant"}}
+	baseImage := requestImage(nil, &base, &sel)
 	image := func(r canon.Request, s canon.Selection) string {
 		b := requestImage(nil, &r, &s)
 		if n := requestImageSize(&r, &s); n != len(b) {
 			t.Errorf("requestImageSize = %d, len(requestImage) = %d", n, len(b))
+		}
+		if !imageEqual(b, &r, &s) {
+			t.Errorf("imageEqual(requestImage(r), r) = false")
+		}
+		if got, want := imageEqual(baseImage, &r, &s), string(b) == string(baseImage); got != want {
+			t.Errorf("imageEqual(base image, r) = %v, byte comparison says %v", got, want)
+		}
+		for _, cut := range []int{1, len(b) / 2} {
+			if imageEqual(b[:len(b)-cut], &r, &s) || imageEqual(append(slices.Clone(b), 0), &r, &s) {
+				t.Errorf("imageEqual accepts a truncated or extended image")
+			}
 		}
 		return string(b)
 	}

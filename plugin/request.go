@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,14 +162,14 @@ func (c *httpContext) reserve(body []byte) types.Action {
 	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
 		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
-		// An image that cannot fit an entry is neither kept nor compared.
-		if n := requestImageSize(&in, &r.Fingerprint); n+edgeFixedSize <= r.EdgeCacheMaxEntryBytes {
-			c.image = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
-		}
 		e = edgeLookup(hostShared{}, &c.edge, slots, now())
-		if e != nil && c.image != nil && bytes.Equal(e.request, c.image) {
+		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
 			c.fp = e.fingerprint
 			return c.completed(&e.resp, true)
+		}
+		// Kept for the fill, when it can fit an entry.
+		if n := requestImageSize(&in, &r.Fingerprint); e == nil && n+edgeFixedSize <= r.EdgeCacheMaxEntryBytes {
+			c.image = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
 		}
 	}
 	fp, err := canon.Fingerprint(in, r.Fingerprint)

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"io"
 	"strings"
 
 	"github.com/idemgate/idemgate/plugin/policy"
@@ -36,18 +35,14 @@ const scopeFramingTag = "idemgate-scope-v1"
 // Requests without any scope value (no Authorization header, say) share
 // one scope: they are one anonymous principal.
 func scopeOf(s policy.Scope, headers [][2]string) string {
-	prefix, h := "sha256:", sha256.New()
-	if s.HMACKey != nil {
-		prefix, h = "hmac-sha256:", hmac.New(sha256.New, s.HMACKey)
-	}
-	var n [8]byte
-	count := func(c int) {
-		binary.BigEndian.PutUint64(n[:], uint64(c))
-		h.Write(n[:])
-	}
+	// The framing is built in one buffer (on the stack for usual sizes)
+	// and hashed once: no hash object or per-field copy to allocate.
+	var buf [512]byte
+	b := buf[:0]
+	count := func(c int) { b = binary.BigEndian.AppendUint64(b, uint64(c)) }
 	field := func(v string) {
 		count(len(v))
-		io.WriteString(h, v)
+		b = append(b, v...)
 	}
 	field(scopeFramingTag)
 	count(len(s.Headers))
@@ -76,13 +71,20 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 		path := append([]string{"metadata", "filter_metadata", md.Filter}, md.Path...)
 		if v, err := proxywasm.GetProperty(path); err == nil {
 			count(1)
-			field(string(v))
+			count(len(v))
+			b = append(b, v...)
 		} else {
 			count(0)
 		}
 	} else {
 		count(0)
 	}
-	var sum [sha256.Size]byte
-	return prefix + hex.EncodeToString(h.Sum(sum[:0]))
+	if s.HMACKey != nil {
+		m := hmac.New(sha256.New, s.HMACKey)
+		m.Write(b)
+		var sum [sha256.Size]byte
+		return "hmac-sha256:" + hex.EncodeToString(m.Sum(sum[:0]))
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
