@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
 	"github.com/idemgate/idemgate/controlplane/store"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 type syncBuffer struct {

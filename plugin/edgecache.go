@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/plugin/canon"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -25,15 +28,23 @@ import (
 // names, about 20 bytes each).
 //
 // An entry is replayed until its expiry: min(record TTL, route's
-// edge_cache_ttl) from when it was filled. A record the control plane
+// edge_cache_ttl) from when it was filled.
+//
+// An entry also keeps, when it fits, the request image (requestImage) of
+// the request whose fingerprint it holds. A retry whose image is the same
+// bytes — SDK retries resend the very same request — would fingerprint
+// the same by construction, so it is replayed after a byte comparison,
+// without canonicalizing or hashing its body; any other retry is
+// fingerprinted and compared as before. A record the control plane
 // loses earlier (an operator deletes it, or its TTL ends first because
 // the edge learnt of it from a late reserve) is still replayed here until
 // then: edge_cache_ttl is the staleness bound.
 
 const (
-	edgeSlotPrefix = "idemgate.edge.v1."
-	edgeIDTag      = "idemgate-edge-v1"
-	edgeMagic      = "IGE1"
+	edgeSlotPrefix  = "idemgate.edge.v1."
+	edgeIDTag       = "idemgate-edge-v1"
+	edgeMagic       = "IGE2" // IGE1 entries had no request image: misses
+	requestImageTag = "idemgate-edge-request-v1"
 	// edgeCASRetries bounds the compare-and-swap loop of one fill.
 	edgeCASRetries = 8
 )
@@ -63,16 +74,15 @@ func (hostShared) set(key string, v []byte, cas uint32) error {
 type edgeID [32]byte
 
 func newEdgeID(cluster, scope, key string) edgeID {
-	h := sha256.New()
-	var n [8]byte
-	for _, f := range []string{edgeIDTag, cluster, scope, key} {
-		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
+	// One buffer (on the stack for usual sizes) and one Sum256: no hash
+	// object or per-field conversion to allocate on every request.
+	var buf [320]byte
+	b := buf[:0]
+	for _, f := range [...]string{edgeIDTag, cluster, scope, key} {
+		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
+		b = append(b, f...)
 	}
-	var id edgeID
-	h.Sum(id[:0])
-	return id
+	return sha256.Sum256(b)
 }
 
 // slotKey is the shared-data key of the slot id hashes to.
@@ -86,17 +96,22 @@ type edgeEntry struct {
 	id          edgeID
 	expires     int64 // Unix nanoseconds
 	fingerprint string
-	resp        api.StoredResponse
+	// request is the request image of a request with this fingerprint;
+	// nil when it did not fit the entry.
+	request []byte
+	resp    api.StoredResponse
 }
 
-// Encoding, big-endian: "IGE1", id (32), expires (8), status (2), flags
-// (1: bit 0 body_omitted), fingerprint (2-byte length), header count (2)
-// and each header as name (2-byte length) and value (4-byte length), body
-// (4-byte length).
-const edgeFixedSize = 4 + 32 + 8 + 2 + 1 + 2 + 2 + 4
+// Encoding, big-endian: "IGE2", id (32), expires (8), status (2), flags
+// (1: bit 0 body_omitted), fingerprint (2-byte length), request image
+// (4-byte length; 0: none), header count (2) and each header as name
+// (2-byte length) and value (4-byte length), body (4-byte length).
+const edgeFixedSize = 4 + 32 + 8 + 2 + 1 + 2 + 4 + 2 + 4
 
-func edgeEntrySize(fp string, r *api.StoredResponse) int {
-	n := edgeFixedSize + len(fp) + len(r.Body)
+// edgeEntrySize is the encoded size: what edge_cache_max_entry_bytes
+// bounds, the request image included.
+func edgeEntrySize(fp string, request []byte, r *api.StoredResponse) int {
+	n := edgeFixedSize + len(fp) + len(request) + len(r.Body)
 	for _, kv := range r.Headers {
 		n += 6 + len(kv[0]) + len(kv[1])
 	}
@@ -107,10 +122,11 @@ func edgeEntrySize(fp string, r *api.StoredResponse) int {
 // its field (such an entry is simply not cached).
 func (e *edgeEntry) encode() []byte {
 	r := &e.resp
-	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff || uint64(len(r.Body)) > 0xffffffff {
+	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff ||
+		uint64(len(r.Body)) > 0xffffffff || uint64(len(e.request)) > 0xffffffff {
 		return nil
 	}
-	b := make([]byte, 0, edgeEntrySize(e.fingerprint, r))
+	b := make([]byte, 0, edgeEntrySize(e.fingerprint, e.request, r))
 	b = append(b, edgeMagic...)
 	b = append(b, e.id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
@@ -122,6 +138,8 @@ func (e *edgeEntry) encode() []byte {
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.fingerprint)))
 	b = append(b, e.fingerprint...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e.request)))
+	b = append(b, e.request...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Headers)))
 	for _, kv := range r.Headers {
 		if len(kv[0]) > 0xffff || uint64(len(kv[1])) > 0xffffffff {
@@ -176,7 +194,11 @@ func decodeEdgeHeader(b []byte) (edgeID, int64, bool) {
 	return id, int64(binary.BigEndian.Uint64(b[36:44])), true
 }
 
-// decodeEdgeEntry copies what it keeps: the host's buffer is not ours.
+// decodeEdgeEntry decodes b. The request image and the body alias b, so
+// that a replay copies neither: b is the host's buffer (under Envoy, one
+// the guest allocated for this call; in the emulator, its stored value,
+// which a write replaces rather than changes), so they are read only and
+// never kept past the callback. Strings are copies.
 func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 	id, expires, ok := decodeEdgeHeader(b)
 	if !ok {
@@ -187,6 +209,9 @@ func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 	e.resp.Status = r.u16()
 	flags := r.take(1)
 	e.fingerprint = string(r.take(r.u16()))
+	if n := r.u32(); n > 0 && !r.bad {
+		e.request = r.take(n)
+	}
 	if n := r.u16(); n > 0 && !r.bad {
 		e.resp.Headers = make(api.Headers, 0, min(n, len(r.b)/6))
 		for i := 0; i < n && !r.bad; i++ {
@@ -196,7 +221,7 @@ func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 		}
 	}
 	if n := r.u32(); n > 0 && !r.bad {
-		e.resp.Body = append([]byte(nil), r.take(n)...)
+		e.resp.Body = r.take(n)
 	}
 	if r.bad || len(r.b) != 0 {
 		return nil, false
@@ -252,4 +277,125 @@ func edgeStore(st sharedStore, id *edgeID, slots int, value []byte, expires int6
 		}
 	}
 	return errEdgeCASRetries
+}
+
+// requestImage appends to b a length-framed image of everything
+// canon.Fingerprint reads: the method, the target, the content type, the
+// selection, the values of the selected headers (as received, in order)
+// and the body — tag, then each string as an 8-byte length and its bytes,
+// each list as an 8-byte count and its items. Framing makes it injective,
+// so two requests with the same image have the same fingerprint under any
+// canonicalization; the converse does not hold (a reordered JSON body
+// differs here and fingerprints the same), which only costs the fast path.
+func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
+	a := imageAppender{b}
+	writeImage(&a, r, sel)
+	return a.b
+}
+
+// imageEqual reports whether image is requestImage(nil, r, sel), without
+// building it: a replay from the edge then allocates nothing for it.
+func imageEqual(image []byte, r *canon.Request, sel *canon.Selection) bool {
+	c := imageComparer{rest: image, ok: true}
+	writeImage(&c, r, sel)
+	return c.ok && len(c.rest) == 0
+}
+
+// imageSink receives the image: appended, or compared.
+type imageSink interface {
+	count(n int)
+	str(s string)
+	raw(b []byte)
+}
+
+func writeImage[S imageSink](w S, r *canon.Request, sel *canon.Selection) {
+	list := func(l []string) {
+		w.count(len(l))
+		for _, s := range l {
+			w.str(s)
+		}
+	}
+	w.str(requestImageTag)
+	w.str(r.Method)
+	w.str(r.Target)
+	w.str(r.ContentType)
+	list(sel.Include)
+	list(sel.Exclude)
+	list(sel.Headers)
+	for _, name := range sel.Headers {
+		n := 0
+		for _, kv := range r.Headers {
+			if strings.EqualFold(kv[0], name) {
+				n++
+			}
+		}
+		w.count(n)
+		for _, kv := range r.Headers {
+			if strings.EqualFold(kv[0], name) {
+				w.str(kv[1])
+			}
+		}
+	}
+	w.raw(r.Body)
+}
+
+type imageAppender struct{ b []byte }
+
+func (a *imageAppender) count(n int) { a.b = binary.BigEndian.AppendUint64(a.b, uint64(n)) }
+func (a *imageAppender) str(s string) {
+	a.count(len(s))
+	a.b = append(a.b, s...)
+}
+func (a *imageAppender) raw(v []byte) {
+	a.count(len(v))
+	a.b = append(a.b, v...)
+}
+
+type imageComparer struct {
+	rest []byte
+	ok   bool
+}
+
+func (c *imageComparer) count(n int) {
+	if !c.ok || len(c.rest) < 8 || binary.BigEndian.Uint64(c.rest) != uint64(n) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[8:]
+}
+
+func (c *imageComparer) str(s string) {
+	if c.count(len(s)); !c.ok || len(c.rest) < len(s) || string(c.rest[:len(s)]) != s {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(s):]
+}
+
+func (c *imageComparer) raw(v []byte) {
+	if c.count(len(v)); !c.ok || len(c.rest) < len(v) || !bytes.Equal(c.rest[:len(v)], v) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(v):]
+}
+
+// requestImageSize is len(requestImage(nil, r, sel)), without building it.
+func requestImageSize(r *canon.Request, sel *canon.Selection) int {
+	n := 8*5 + len(requestImageTag) + len(r.Method) + len(r.Target) + len(r.ContentType) + len(r.Body)
+	for _, l := range [][]string{sel.Include, sel.Exclude, sel.Headers} {
+		n += 8
+		for _, s := range l {
+			n += 8 + len(s)
+		}
+	}
+	for _, name := range sel.Headers {
+		n += 8
+		for _, kv := range r.Headers {
+			if strings.EqualFold(kv[0], name) {
+				n += 8 + len(kv[1])
+			}
+		}
+	}
+	return n
 }

@@ -5,10 +5,12 @@ package main
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/plugin/canon"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
@@ -123,6 +125,64 @@ func TestEdgeCache(t *testing.T) {
 			callout: true,
 		},
 		{
+			// A fingerprint no request has: only a replay that never
+			// compares fingerprints can replay.
+			name: "identical retry: replayed on its bytes, not fingerprinted",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				reserved := completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+				editEdgeEntry(t, reserved.Scope, func(e *edgeEntry) { e.fingerprint = "sha256:not-this-request" })
+			},
+			status:   201,
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.mismatches": 0},
+		},
+		{
+			name: "body that canonicalizes equal: replayed",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
+			body:     ` { "currency": "EUR", "amount": 1.00e2 }`,
+			status:   201,
+			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays_controlplane": 0},
+		},
+		{
+			name: "body that canonicalizes equal: fingerprints compared",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				reserved := completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+				editEdgeEntry(t, reserved.Scope, func(e *edgeEntry) { e.fingerprint = "sha256:not-this-request" })
+			},
+			body:   `{"currency":"EUR","amount":100}`,
+			status: 422, title: "Idempotency-Key is already used",
+			counters: map[string]uint64{"idemgate.mismatches": 1, "idemgate.replays_edge": 0},
+		},
+		{
+			name: "same bytes, another path: 422",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+			},
+			headers: [][2]string{
+				{":method", "POST"}, {":path", "/payments?x=1"}, {":authority", "api.example.com"},
+				{"content-type", "application/json"}, {"authorization", "Bearer alice-secret"}, keyK1,
+			},
+			status: 422, title: "Idempotency-Key is already used",
+		},
+		{
+			// Without the image the entry is 191 bytes, with it 339:
+			// cached without it, so even an identical retry is
+			// fingerprinted (and the planted fingerprint refuses it).
+			name:   "request image over edge_cache_max_entry_bytes: cached without it",
+			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 250`},
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				reserved := completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
+				editEdgeEntry(t, reserved.Scope, func(e *edgeEntry) {
+					if e.request != nil {
+						t.Errorf("entry holds a %d-byte request image over the limit", len(e.request))
+					}
+					e.fingerprint = "sha256:not-this-request"
+				})
+			},
+			status: 422, title: "Idempotency-Key is already used",
+		},
+		{
 			name:   "entry over edge_cache_max_entry_bytes: not cached",
 			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 300`},
 			fill: func(t *testing.T, host proxytest.HostEmulator) {
@@ -208,6 +268,81 @@ func TestEdgeCache(t *testing.T) {
 			})
 		}
 	})
+}
+
+// editEdgeEntry rewrites the demo route's edge entry of scope and key k1.
+func editEdgeEntry(t *testing.T, scope string, edit func(*edgeEntry)) {
+	t.Helper()
+	key := edgeSlot(scope)
+	b, cas, err := proxywasm.GetSharedData(key)
+	if err != nil {
+		t.Fatalf("edge slot %s: %v, want the entry the complete filled", key, err)
+	}
+	e, ok := decodeEdgeEntry(b)
+	if !ok {
+		t.Fatalf("edge slot %s: undecodable %q", key, b)
+	}
+	edit(e)
+	if err := proxywasm.SetSharedData(key, e.encode(), cas); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRequestImage: the image changes with every input of the fingerprint
+// and with nothing else; requestImageSize is its length.
+func TestRequestImage(t *testing.T) {
+	base := canon.Request{Method: "POST", Target: "/p?a=1", ContentType: "application/json", Body: []byte(`{"a":1}`),
+		Headers: [][2]string{{"content-type", "application/json"}, {"x-tenant", "t1"}, {"X-Tenant", "t2"}, {"x-trace", "1"}}}
+	sel := canon.Selection{Include: []string{"a"}, Exclude: []string{"b"}, Headers: []string{"x-tenant"}}
+	baseImage := requestImage(nil, &base, &sel)
+	image := func(r canon.Request, s canon.Selection) string {
+		b := requestImage(nil, &r, &s)
+		if n := requestImageSize(&r, &s); n != len(b) {
+			t.Errorf("requestImageSize = %d, len(requestImage) = %d", n, len(b))
+		}
+		if !imageEqual(b, &r, &s) {
+			t.Errorf("imageEqual(requestImage(r), r) = false")
+		}
+		if got, want := imageEqual(baseImage, &r, &s), string(b) == string(baseImage); got != want {
+			t.Errorf("imageEqual(base image, r) = %v, byte comparison says %v", got, want)
+		}
+		for _, cut := range []int{1, len(b) / 2} {
+			if imageEqual(b[:len(b)-cut], &r, &s) || imageEqual(append(slices.Clone(b), 0), &r, &s) {
+				t.Errorf("imageEqual accepts a truncated or extended image")
+			}
+		}
+		return string(b)
+	}
+	want := image(base, sel)
+	change := func(f func(r *canon.Request, s *canon.Selection)) string {
+		r, s := base, sel
+		r.Headers = slices.Clone(base.Headers)
+		f(&r, &s)
+		return image(r, s)
+	}
+	differ := map[string]func(r *canon.Request, s *canon.Selection){
+		"method":          func(r *canon.Request, _ *canon.Selection) { r.Method = "PATCH" },
+		"target":          func(r *canon.Request, _ *canon.Selection) { r.Target = "/p?a=2" },
+		"content type":    func(r *canon.Request, _ *canon.Selection) { r.ContentType = "text/plain" },
+		"body":            func(r *canon.Request, _ *canon.Selection) { r.Body = []byte(`{"a": 1}`) },
+		"no body":         func(r *canon.Request, _ *canon.Selection) { r.Body = nil },
+		"header value":    func(r *canon.Request, _ *canon.Selection) { r.Headers[2][1] = "t3" },
+		"header dropped":  func(r *canon.Request, _ *canon.Selection) { r.Headers = r.Headers[:2] },
+		"header order":    func(r *canon.Request, _ *canon.Selection) { r.Headers[1], r.Headers[2] = r.Headers[2], r.Headers[1] },
+		"include":         func(_ *canon.Request, s *canon.Selection) { s.Include = []string{"b"} },
+		"exclude":         func(_ *canon.Request, s *canon.Selection) { s.Exclude = nil },
+		"headers":         func(_ *canon.Request, s *canon.Selection) { s.Headers = []string{"x-trace"} },
+		"framing shift":   func(r *canon.Request, _ *canon.Selection) { r.Method, r.Target = "POST/p", "?a=1" },
+		"value into body": func(r *canon.Request, _ *canon.Selection) { r.Headers[2][1] = "t2" + `{"a":1}`; r.Body = nil },
+	}
+	for name, f := range differ {
+		if change(f) == want {
+			t.Errorf("%s: same image", name)
+		}
+	}
+	if got := change(func(r *canon.Request, _ *canon.Selection) { r.Headers[3][1] = "2" }); got != want {
+		t.Errorf("an unselected header changed the image")
+	}
 }
 
 // fakeShared is a shared-data store whose set fails with a CAS mismatch
@@ -322,8 +457,16 @@ func TestEdgeEntryEncoding(t *testing.T) {
 		resp: api.StoredResponse{Status: 201, Headers: api.Headers{{"content-type", "application/json"}, {"x-empty", ""}}, Body: []byte(`{"a":1}`)},
 	}
 	b := e.encode()
-	if len(b) != edgeEntrySize(e.fingerprint, &e.resp) {
-		t.Errorf("encoded %d bytes, edgeEntrySize says %d", len(b), edgeEntrySize(e.fingerprint, &e.resp))
+	if len(b) != edgeEntrySize(e.fingerprint, nil, &e.resp) {
+		t.Errorf("encoded %d bytes, edgeEntrySize says %d", len(b), edgeEntrySize(e.fingerprint, nil, &e.resp))
+	}
+	withImage := e
+	withImage.request = []byte("image bytes")
+	if got, ok := decodeEdgeEntry(withImage.encode()); !ok || !reflect.DeepEqual(*got, withImage) {
+		t.Errorf("decode = %+v, %v; want %+v", got, ok, withImage)
+	}
+	if n, want := len(withImage.encode()), edgeEntrySize(e.fingerprint, withImage.request, &e.resp); n != want || n != len(b)+len("image bytes") {
+		t.Errorf("with an image: encoded %d bytes, edgeEntrySize says %d; want the image counted", n, want)
 	}
 	got, ok := decodeEdgeEntry(b)
 	if !ok || !reflect.DeepEqual(*got, e) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
@@ -38,12 +39,18 @@ type pluginContext struct {
 // OnPluginStart implements types.PluginContext. Returning
 // OnPluginStartStatusFailed makes Envoy reject the filter config, which is
 // better than serving traffic with a configuration we do not understand.
-// The error policy.Parse returns names the field and the reason.
+// The error policy.Parse (or ResolveEnv) returns names the field and the
+// reason.
 func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPluginStartStatus {
 	data, err := readPluginConfiguration(pluginConfigurationSize)
 	var cfg *policy.Config
 	if err == nil {
 		cfg, err = policy.Parse(data)
+	}
+	if err == nil {
+		// Scope HMAC keys come from the VM's environment (Envoy's
+		// vm_config.environment_variables), not from the route config.
+		err = cfg.ResolveEnv(os.LookupEnv)
 	}
 	if err != nil {
 		proxywasm.LogErrorf("idempotency filter: %v", err)

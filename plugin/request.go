@@ -46,6 +46,7 @@ type httpContext struct {
 	fp      string // the request's fingerprint
 	edgeOn  bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
 	edge    edgeID // the record's name in the edge cache
+	image   []byte // the request image (edgecache.go) while edgeOn, until the fill; nil when too big
 	reqSize int    // request body bytes so far (cumulative after a pause)
 
 	// on_in_progress wait: when the wait ends and when to poll next
@@ -149,13 +150,29 @@ func (c *httpContext) reserveWithBody() types.Action {
 }
 
 // reserve fingerprints the complete request and asks the control plane
-// for the key; the request stays held until the answer.
+// for the key; the request stays held until the answer. A live edge-cache
+// entry answers instead: at once when the entry's request image is this
+// request's (a byte-identical retry: no canonicalizing, no hashing),
+// else after comparing fingerprints.
 func (c *httpContext) reserve(body []byte) types.Action {
 	r := c.route
 	contentType, _ := header(c.headers, "content-type")
-	fp, err := canon.Fingerprint(canon.Request{
-		Method: c.method, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body,
-	}, r.Fingerprint)
+	in := canon.Request{Method: c.method, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body}
+	var e *edgeEntry
+	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
+		c.edgeOn = true
+		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
+		e = edgeLookup(hostShared{}, &c.edge, slots, now())
+		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
+			c.fp = e.fingerprint
+			return c.completed(&e.resp, true)
+		}
+		// Kept for the fill, when it can fit an entry.
+		if n := requestImageSize(&in, &r.Fingerprint); e == nil && n+edgeFixedSize <= r.EdgeCacheMaxEntryBytes {
+			c.image = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
+		}
+	}
+	fp, err := canon.Fingerprint(in, r.Fingerprint)
 	if err != nil {
 		var ce *canon.Error
 		if errors.As(err, &ce) {
@@ -164,15 +181,11 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		return c.answer(probBadJSON, err.Error(), 0)
 	}
 	c.fp = fp
-	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
-		c.edgeOn = true
-		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
-		if e := edgeLookup(hostShared{}, &c.edge, slots, now()); e != nil {
-			if e.fingerprint != fp {
-				return c.mismatch()
-			}
-			return c.completed(&e.resp, true)
+	if e != nil {
+		if e.fingerprint != fp {
+			return c.mismatch()
 		}
+		return c.completed(&e.resp, true)
 	}
 	if err := c.dispatchReserve(); err != nil {
 		return c.controlPlaneFailed(err.Error(), false)
@@ -297,14 +310,23 @@ func (c *httpContext) mismatch() types.Action {
 }
 
 // edgeFill keeps a completed record's response in the edge cache, for
-// min(the route's ttl, edge_cache_ttl), unless the entry would exceed
-// edge_cache_max_entry_bytes. A failure costs only a later callout.
+// min(the route's ttl, edge_cache_ttl), with this request's image when the
+// whole entry stays within edge_cache_max_entry_bytes, else without it
+// when that fits, else not at all. A failure costs only a later callout.
 func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	r := c.route
-	if !c.edgeOn || edgeEntrySize(c.fp, resp) > r.EdgeCacheMaxEntryBytes {
+	if !c.edgeOn {
 		return
 	}
-	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, resp: *resp}
+	image := c.image
+	c.image = nil // held only until now
+	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
+		image = nil
+	}
+	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
+		return
+	}
+	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, request: image, resp: *resp}
 	b := e.encode()
 	if b == nil {
 		return

@@ -58,6 +58,17 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	}
 	s, _ := header(headers, ":status")
 	c.resp.status, _ = strconv.Atoi(s)
+	details, _ := proxywasm.GetProperty([]string{"response", "code_details"})
+	switch responseOrigin(string(details)) {
+	case indeterminate:
+		// Envoy's own answer (say a 503 after the upstream reset): the
+		// client gets it, the key is handled as when no response came.
+		c.resp.phase = respDone
+		c.indeterminate(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
+		return types.ActionContinue
+	case notSent:
+		return c.finish(api.PathRelease, c.releaseRequest())
+	}
 	if c.route.Classify(c.resp.status) == policy.Release {
 		return c.finish(api.PathRelease, c.releaseRequest())
 	}
@@ -199,26 +210,34 @@ func (c *httpContext) OnHttpStreamDone() {
 	if c.phase != phaseForwarded {
 		return
 	}
-	cp := &c.plugin.config.ControlPlane
-	var path string
-	var req any
 	switch c.resp.phase {
 	case respNone:
-		if c.route.OnIndeterminate == policy.ReleaseKey {
-			path, req = api.PathRelease, c.releaseRequest()
-		} else {
-			path, req = api.PathAbandon, api.AbandonRequest{Scope: c.scope, Key: c.key, Token: c.token}
-		}
-		proxywasm.LogWarnf("idempotency filter: %s %s went upstream and got no response: indeterminate, %s", c.method, c.target, path)
+		c.indeterminate("got no response")
 	case respBuffering:
 		// The upstream answered, but the stream ended before its body did:
 		// the operation ran with that status; keep the status.
-		path, req = api.PathComplete, api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token,
+		path := api.PathComplete
+		req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token,
 			Response: api.StoredResponse{Status: c.resp.status, BodyOmitted: true}}
-	default:
-		return
+		if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
+			c.finishFailed(path, err.Error())
+		}
 	}
-	if err := callControlPlane(cp, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
+}
+
+// indeterminate handles a request that went upstream without an answer
+// from the upstream: the route's on_indeterminate decides between abandon
+// (lock) and release. Nobody waits for the call.
+func (c *httpContext) indeterminate(what string) {
+	var path string
+	var req any
+	if c.route.OnIndeterminate == policy.ReleaseKey {
+		path, req = api.PathRelease, c.releaseRequest()
+	} else {
+		path, req = api.PathAbandon, api.AbandonRequest{Scope: c.scope, Key: c.key, Token: c.token}
+	}
+	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
+	if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
 		c.finishFailed(path, err.Error())
 	}
 }

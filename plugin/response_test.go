@@ -307,3 +307,43 @@ func TestResponseOverCap(t *testing.T) {
 		}
 	})
 }
+
+// TestEnvoyAnswers: Envoy runs its own answers through the response
+// callbacks, with response.code_details saying why. A reset or a timeout
+// after the request went upstream is indeterminate (the route's
+// on_indeterminate: abandon by default), never stored nor released; an
+// answer given before the request could reach the upstream releases the
+// key whatever its status.
+func TestEnvoyAnswers(t *testing.T) {
+	tests := []struct {
+		name, details, status, wantPath string
+	}{
+		{"reset after sending", "upstream_reset_before_response_started{connection_termination}", "503", api.PathAbandon},
+		{"route timeout", "upstream_response_timeout", "504", api.PathAbandon},
+		{"connect failure", "upstream_reset_before_response_started{connection_failure}", "503", api.PathRelease},
+		{"rbac after the filter", "rbac_access_denied_matched_policy[none]", "403", api.PathRelease},
+		{"the upstream's own 503", "via_upstream", "503", api.PathRelease},
+		{"the upstream's own 201", "via_upstream", "201", api.PathComplete},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, demoConfig)
+				defer reset()
+				id := host.InitializeHttpContext()
+				acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
+				if err := host.SetProperty([]string{"response", "code_details"}, []byte(tc.details)); err != nil {
+					t.Fatal(err)
+				}
+				host.CallOnResponseHeaders(id, [][2]string{{":status", tc.status}, {"content-type", "text/plain"}}, false)
+				host.CallOnResponseBody(id, []byte("x"), true)
+				host.CompleteHttpContext(id)
+				calls := host.GetCalloutAttributesFromContext(id)
+				if len(calls) != 2 {
+					t.Fatalf("callouts = %d, want reserve and one %s", len(calls), tc.wantPath)
+				}
+				nthCallout(t, host, id, 1, tc.wantPath)
+			})
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -15,7 +16,10 @@ const scopeFramingTag = "idemgate-scope-v1"
 // scopeOf returns the principal a key belongs to, as the control plane
 // stores it: "sha256:" and the lower-case hex SHA-256 of a framing of the
 // route's scope values, so that credentials never leave the filter in
-// clear. The framing, each field an 8-byte big-endian length followed by
+// clear; with a scope HMAC key (scope.hmac_key_env or scope.hmac_key),
+// "hmac-sha256:" and the lower-case hex HMAC-SHA-256 of the same framing
+// under that key, so that a low-entropy credential cannot be found from a
+// stored scope by guessing without the key. The framing, each field an 8-byte big-endian length followed by
 // its bytes and each count an 8-byte big-endian integer:
 //
 //  1. the constant "idemgate-scope-v1";
@@ -31,15 +35,14 @@ const scopeFramingTag = "idemgate-scope-v1"
 // Requests without any scope value (no Authorization header, say) share
 // one scope: they are one anonymous principal.
 func scopeOf(s policy.Scope, headers [][2]string) string {
-	h := sha256.New()
-	var n [8]byte
-	count := func(c int) {
-		binary.BigEndian.PutUint64(n[:], uint64(c))
-		h.Write(n[:])
-	}
+	// The framing is built in one buffer (on the stack for usual sizes)
+	// and hashed once: no hash object or per-field copy to allocate.
+	var buf [512]byte
+	b := buf[:0]
+	count := func(c int) { b = binary.BigEndian.AppendUint64(b, uint64(c)) }
 	field := func(v string) {
 		count(len(v))
-		h.Write([]byte(v))
+		b = append(b, v...)
 	}
 	field(scopeFramingTag)
 	count(len(s.Headers))
@@ -68,12 +71,20 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 		path := append([]string{"metadata", "filter_metadata", md.Filter}, md.Path...)
 		if v, err := proxywasm.GetProperty(path); err == nil {
 			count(1)
-			field(string(v))
+			count(len(v))
+			b = append(b, v...)
 		} else {
 			count(0)
 		}
 	} else {
 		count(0)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if s.HMACKey != nil {
+		m := hmac.New(sha256.New, s.HMACKey)
+		m.Write(b)
+		var sum [sha256.Size]byte
+		return "hmac-sha256:" + hex.EncodeToString(m.Sum(sum[:0]))
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

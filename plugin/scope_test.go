@@ -3,18 +3,34 @@
 package main
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
 
 // wantScope recomputes the documented scope framing (scope.go) for one
 // scope header and no metadata, independently of scopeOf.
 func wantScope(name string, values ...string) string {
+	sum := sha256.Sum256(scopeFraming(name, values...))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// wantHMACScope is wantScope keyed with HMAC-SHA-256.
+func wantHMACScope(key, name string, values ...string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write(scopeFraming(name, values...))
+	return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+}
+
+func scopeFraming(name string, values ...string) []byte {
 	var b []byte
 	count := func(n int) { b = binary.BigEndian.AppendUint64(b, uint64(n)) }
 	field := func(s string) { count(len(s)); b = append(b, s...) }
@@ -26,8 +42,48 @@ func wantScope(name string, values ...string) string {
 		field(v)
 	}
 	count(0)
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return b
+}
+
+// Known vectors of the framing: computed once outside Go (Python's
+// hashlib and hmac) and fixed here, so that a change of the framing, the
+// prefix or the keying shows — a changed scope orphans every record.
+const (
+	testScopeKey        = "0123456789abcdef0123456789abcdef" // 32 bytes
+	vectorAliceSHA256   = "sha256:0ba72365207faee71dc06ccd4865b74e8dacb38cdd360881ef84aab99f096ade"
+	vectorAliceHMAC     = "hmac-sha256:5d23f218b1af7ca34637bb9d09881c12956632daad211e8fe5840abd3ed2bd97"
+	vectorAnonymousHMAC = "hmac-sha256:80796ad8f691c3049141dddc8fa839c6eacafa17339bc4c822422c8e4f6b17da"
+)
+
+// TestScopeVectors: scopeOf (headers only: no host call) against the
+// fixed vectors and the independent recomputation.
+func TestScopeVectors(t *testing.T) {
+	alice := [][2]string{{":path", "/payments"}, {"Authorization", " Bearer alice\t"}}
+	hdr := policy.Scope{Headers: []string{"authorization"}}
+	keyed := policy.Scope{Headers: []string{"authorization"}, HMACKey: policy.Secret(testScopeKey)}
+	other := policy.Scope{Headers: []string{"authorization"}, HMACKey: policy.Secret(strings.Repeat("k", 32))}
+	tests := []struct {
+		name    string
+		scope   policy.Scope
+		headers [][2]string
+		want    string
+	}{
+		{"sha256", hdr, alice, vectorAliceSHA256},
+		{"hmac", keyed, alice, vectorAliceHMAC},
+		{"hmac recomputed", keyed, alice, wantHMACScope(testScopeKey, "authorization", "Bearer alice")},
+		{"hmac anonymous", keyed, nil, vectorAnonymousHMAC},
+	}
+	for _, tt := range tests {
+		if got := scopeOf(tt.scope, tt.headers); got != tt.want {
+			t.Errorf("%s: scope = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	if wantScope("authorization", "Bearer alice") != vectorAliceSHA256 {
+		t.Errorf("wantScope disagrees with the fixed vector")
+	}
+	if a, b := scopeOf(keyed, alice), scopeOf(other, alice); a == b {
+		t.Errorf("two keys give the same scope %s", a)
+	}
 }
 
 // TestScope: the scope sent to the control plane is the documented hash
@@ -35,6 +91,9 @@ func wantScope(name string, values ...string) string {
 func TestScope(t *testing.T) {
 	metadata := []string{`"scope": { "headers": ["authorization"] }`,
 		`"scope": { "headers": ["authorization"], "metadata": { "filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"] } }`}
+	hmacInline := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "hmac_key": "` + testScopeKey + `" }`}
+	hmacEnv := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "hmac_key_env": "IDEMGATE_TEST_SCOPE_KEY" }`}
+	t.Setenv("IDEMGATE_TEST_SCOPE_KEY", testScopeKey)
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		reserveScope := func(t *testing.T, config []string, auth string, sub string) string {
 			host, reset := startHost(t, vm, withConfig(t, config...))
@@ -70,5 +129,72 @@ func TestScope(t *testing.T) {
 		if s1 == s2 || s1 == s0 || s2 == s0 || s1 == alice {
 			t.Errorf("metadata scopes not distinct: %s %s %s", s1, s2, s0)
 		}
+		if got := reserveScope(t, hmacInline, " Bearer alice ", ""); got != vectorAliceHMAC {
+			t.Errorf("hmac_key scope = %s, want %s", got, vectorAliceHMAC)
+		}
+		// The proxytest wasm runner starts the module with no environment
+		// (wazero's default module config; the SDK offers no option), so
+		// only the native run can see the variable. The wasm run checks
+		// that an invisible variable fails the start, naming the field.
+		if _, native := vm.(*vmContext); native {
+			if got := reserveScope(t, hmacEnv, " Bearer alice ", ""); got != vectorAliceHMAC {
+				t.Errorf("hmac_key_env scope = %s, want %s", got, vectorAliceHMAC)
+			}
+		} else {
+			host, reset := newHost(t, vm, withConfig(t, hmacEnv...))
+			defer reset()
+			if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+				t.Errorf("StartPlugin() = %v with the variable invisible to the module, want failed", st)
+			}
+			checkErrorLog(t, host.GetErrorLogs(), "routes[0].scope.hmac_key_env: environment variable IDEMGATE_TEST_SCOPE_KEY is not set")
+		}
 	})
 }
+
+// TestScopeHMACKeyEnvStart: an unusable hmac_key_env fails the plugin
+// start with a log naming the field (and never the key).
+func TestScopeHMACKeyEnvStart(t *testing.T) {
+	const name = "IDEMGATE_TEST_SCOPE_KEY_START"
+	config := withConfig(t, `"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "hmac_key_env": "`+name+`" }`)
+	tests := []struct {
+		name    string
+		value   *string // nil: unset
+		wantLog string  // in the native run; the wasm run sees no variable
+	}{
+		{"unset", nil, "environment variable " + name + " is not set"},
+		{"empty", strPtr(""), "environment variable " + name + ": the key is empty"},
+		{"short", strPtr("only-16-bytes-xx"), "environment variable " + name + ": the key is 16 bytes, want at least 32"},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if tt.value != nil {
+					t.Setenv(name, *tt.value)
+				}
+				host, reset := newHost(t, vm, config)
+				defer reset()
+				if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+					t.Fatalf("StartPlugin() = %v, want failed", st)
+				}
+				want := tt.wantLog
+				if _, native := vm.(*vmContext); !native {
+					want = "environment variable " + name + " is not set"
+				}
+				logs := host.GetErrorLogs()
+				checkErrorLog(t, logs, "routes[0].scope.hmac_key_env: "+want)
+				if tt.value != nil && *tt.value != "" && slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, *tt.value) }) {
+					t.Errorf("error logs %q contain the key", logs)
+				}
+			})
+		}
+	})
+}
+
+func checkErrorLog(t *testing.T, logs []string, want string) {
+	t.Helper()
+	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, want) }) {
+		t.Errorf("error logs = %q, want one containing %q", logs, want)
+	}
+}
+
+func strPtr(s string) *string { return &s }

@@ -10,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 const adminToken = "test-admin-token"

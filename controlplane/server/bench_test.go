@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 // BenchmarkControlPlane measures reserve→complete cycles through the HTTP

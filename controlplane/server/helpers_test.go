@@ -17,9 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 // TestCluster runs the store's semantics on a three-master Redis Cluster

@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/internal/redistest"
+	"github.com/idemgate/idemgate/internal/redistest"
 )
 
 // testTimeout bounds every test's Redis calls, so a bug cannot hang a test.

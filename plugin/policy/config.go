@@ -9,7 +9,8 @@ import (
 )
 
 // Config is a parsed and validated plugin configuration, defaults applied.
-// It is read-only after Parse.
+// It is read-only after Parse and, where a scope names hmac_key_env,
+// ResolveEnv.
 type Config struct {
 	ControlPlane ControlPlane
 	Routes       []Route // at least one; Match picks the first that matches
@@ -84,11 +85,34 @@ type RouteMatch struct {
 
 // Scope names what identifies the principal: a key is unique per scope, so
 // two clients never share (or replay) each other's keys. Values are hashed
-// before they leave the filter.
+// before they leave the filter: with plain SHA-256, or with HMAC-SHA-256
+// under HMACKey so that a low-entropy credential (a short API key) cannot
+// be recovered from a Redis dump by guessing.
 type Scope struct {
 	Headers  []string       // request header names, lower case
 	Metadata *MetadataScope // a value from Envoy's dynamic metadata
+	// HMACKeyEnv names the environment variable (as Envoy's
+	// vm_config.environment_variables gives it to the VM) that holds
+	// HMACKey; ResolveEnv reads it. "" when the key is inline or unset.
+	HMACKeyEnv string
+	// HMACKey keys the scope hash; nil means plain SHA-256. At least
+	// MinHMACKeyBytes, used as the bytes written (not decoded).
+	HMACKey Secret
 }
+
+// Secret is key material; it formats as "<redacted>" so that logging a
+// configuration does not leak it.
+type Secret []byte
+
+func (s Secret) String() string {
+	if s == nil {
+		return "<none>"
+	}
+	return "<redacted>"
+}
+
+// GoString keeps %#v from printing the bytes.
+func (s Secret) GoString() string { return s.String() }
 
 // MetadataScope is a value in a filter's dynamic metadata, e.g. the "sub"
 // claim jwt_authn writes: Filter "envoy.filters.http.jwt_authn", Path
@@ -164,6 +188,9 @@ const (
 	// filter cannot import: it links Redis).
 	MaxTTL             = 366 * 24 * time.Hour
 	DefaultWaitTimeout = 5 * time.Second
+	// MinHMACKeyBytes is the shortest scope HMAC key: SHA-256's output
+	// size, so that the key is never the weaker secret.
+	MinHMACKeyBytes = 32
 )
 
 // DefaultMethods are the methods a route governs when it names none: the

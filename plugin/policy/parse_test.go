@@ -127,6 +127,13 @@ func TestParseDerivedDefaults(t *testing.T) {
 		{"both, partitioned", `"store_statuses": ["200-499"], "release_statuses": ["5xx"]`, func(r *Route) (any, any) { return r.Classify(408), Store }},
 		{"no replay_set_cookie", `"replay_headers": ["x-trace"]`, func(r *Route) (any, any) { return r.ReplayHeader("set-cookie"), false }},
 		{"scope metadata only", `"scope": {"metadata": {"filter": "f", "path": ["k"]}}`, func(r *Route) (any, any) { return r.Scope.Headers == nil, true }},
+		{"scope unkeyed by default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.Scope.HMACKey == nil && r.Scope.HMACKeyEnv == "", true }},
+		{"scope hmac inline", `"scope": {"headers": ["a"], "hmac_key": "0123456789abcdef0123456789abcdef"}`, func(r *Route) (any, any) {
+			return string(r.Scope.HMACKey), "0123456789abcdef0123456789abcdef"
+		}},
+		{"scope hmac env", `"scope": {"headers": ["a"], "hmac_key_env": "IDEMGATE_SCOPE_KEY"}`, func(r *Route) (any, any) {
+			return r.Scope.HMACKeyEnv + fmt.Sprint(r.Scope.HMACKey == nil), "IDEMGATE_SCOPE_KEY" + "true"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,6 +217,14 @@ func TestParseErrors(t *testing.T) {
 		{"metadata without filter", withRoute(`"scope": {"metadata": {"path": ["a"]}}`), "routes[0].scope.metadata.filter: required"},
 		{"metadata without path", withRoute(`"scope": {"metadata": {"filter": "f"}}`), "routes[0].scope.metadata.path: required"},
 		{"metadata empty key", withRoute(`"scope": {"metadata": {"filter": "f", "path": ["a", ""]}}`), "routes[0].scope.metadata.path[1]: must not be empty"},
+		{"hmac key and env", withRoute(`"scope": {"headers": ["a"], "hmac_key_env": "K", "hmac_key": "0123456789abcdef0123456789abcdef"}`), "routes[0].scope.hmac_key: give hmac_key_env or hmac_key, not both"},
+		{"hmac env empty", withRoute(`"scope": {"headers": ["a"], "hmac_key_env": ""}`), "routes[0].scope.hmac_key_env: want an environment variable name"},
+		{"hmac env bad name", withRoute(`"scope": {"headers": ["a"], "hmac_key_env": "1KEY"}`), "routes[0].scope.hmac_key_env: want an environment variable name"},
+		{"hmac env with =", withRoute(`"scope": {"headers": ["a"], "hmac_key_env": "K=V"}`), "routes[0].scope.hmac_key_env: want an environment variable name"},
+		{"hmac key empty", withRoute(`"scope": {"headers": ["a"], "hmac_key": ""}`), "routes[0].scope.hmac_key: the key is empty"},
+		{"hmac key short", withRoute(`"scope": {"headers": ["a"], "hmac_key": "0123456789abcdef0123456789abcde"}`), "routes[0].scope.hmac_key: the key is 31 bytes, want at least 32"},
+		{"hmac key number", withRoute(`"scope": {"headers": ["a"], "hmac_key": 12}`), "routes[0].scope.hmac_key: want a string"},
+		{"hmac alone", withRoute(`"scope": {"hmac_key_env": "K"}`), "routes[0].scope: needs headers, metadata or both"},
 
 		{"key header", withRoute(`"key_header": "Idempotency Key"`), "routes[0].key_header: want an HTTP header name"},
 		{"key format", withRoute(`"key_format": "sf_string"`), `routes[0].key_format: want "any" or "sf-string", got "sf_string"`},
@@ -318,6 +333,71 @@ func TestTokenNotPrinted(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(c.ControlPlane), fmt.Sprintf("%+v", c), fmt.Sprintf("%v", *c)} {
 		if strings.Contains(s, "s3cret") {
 			t.Errorf("token printed: %s", s)
+		}
+	}
+}
+
+// TestResolveEnv: hmac_key_env is read at plugin start; a variable that is
+// unset, empty or short fails it, naming the field and never the value.
+func TestResolveEnv(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef-from-env"
+	config := `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [
+	  {"match": {"path": "/a"}, "scope": {"headers": ["a"]}},
+	  {"match": {"path": "/b"}, "scope": {"headers": ["a"], "hmac_key_env": "SCOPE_KEY"}}]}`
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // "" means success
+	}{
+		{"set", map[string]string{"SCOPE_KEY": key}, ""},
+		{"unset", nil, "routes[1].scope.hmac_key_env: environment variable SCOPE_KEY is not set in the Wasm VM"},
+		{"empty", map[string]string{"SCOPE_KEY": ""}, "routes[1].scope.hmac_key_env: environment variable SCOPE_KEY: the key is empty"},
+		{"short", map[string]string{"SCOPE_KEY": "short-secret"}, "routes[1].scope.hmac_key_env: environment variable SCOPE_KEY: the key is 12 bytes, want at least 32"},
+		{"other variable", map[string]string{"SCOPE_KEY_2": key}, "not set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.ResolveEnv(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalid) {
+					t.Fatalf("ResolveEnv() = %v, want an ErrInvalid containing %q", err, tt.wantErr)
+				}
+				var fe *FieldError
+				if !errors.As(err, &fe) || fe.Path != "routes[1].scope.hmac_key_env" {
+					t.Errorf("field error %v, want the path routes[1].scope.hmac_key_env", fe)
+				}
+				if v := tt.env["SCOPE_KEY"]; v != "" && strings.Contains(err.Error(), v) {
+					t.Errorf("error %q contains the key", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(c.Routes[1].Scope.HMACKey); got != key {
+				t.Errorf("route 1 key = %q, want the variable's value", got)
+			}
+			if c.Routes[0].Scope.HMACKey != nil {
+				t.Errorf("route 0 has a key; it names none")
+			}
+		})
+	}
+}
+
+// TestSecretRedacted: formatting a route does not print its scope key.
+func TestSecretRedacted(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	c, err := Parse([]byte(withRoute(`"scope": {"headers": ["a"], "hmac_key": "` + key + `"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(verb, c.Routes[0]); strings.Contains(out, key) || !strings.Contains(out, "<redacted>") {
+			t.Errorf("%s of the route: %s", verb, out)
 		}
 	}
 }

@@ -51,8 +51,10 @@ type rawMatch struct {
 }
 
 type rawScope struct {
-	Headers  []string     `json:"headers"`
-	Metadata *rawMetadata `json:"metadata"`
+	Headers    []string     `json:"headers"`
+	Metadata   *rawMetadata `json:"metadata"`
+	HMACKeyEnv *string      `json:"hmac_key_env"`
+	HMACKey    *string      `json:"hmac_key"`
 }
 
 type rawMetadata struct {

@@ -219,7 +219,72 @@ func (raw *rawScope) build(path string) (Scope, error) {
 		}
 		s.Metadata = &MetadataScope{Filter: md.Filter, Path: md.Path}
 	}
+	switch {
+	case raw.HMACKeyEnv != nil && raw.HMACKey != nil:
+		return s, fieldErr(path+".hmac_key", "give hmac_key_env or hmac_key, not both")
+	case raw.HMACKeyEnv != nil:
+		if !validEnvName(*raw.HMACKeyEnv) {
+			return s, fieldErr(path+".hmac_key_env", "want an environment variable name such as \"IDEMGATE_SCOPE_KEY\" (letters, digits, '_', not starting with a digit), got %q", *raw.HMACKeyEnv)
+		}
+		s.HMACKeyEnv = *raw.HMACKeyEnv
+	case raw.HMACKey != nil:
+		// The key itself never goes into an error message.
+		if err := checkHMACKey(len(*raw.HMACKey)); err != nil {
+			return s, wrapField(path+".hmac_key", err)
+		}
+		s.HMACKey = Secret(*raw.HMACKey)
+	}
 	return s, nil
+}
+
+func checkHMACKey(n int) error {
+	if n == 0 {
+		return fmt.Errorf("the key is empty")
+	}
+	if n < MinHMACKeyBytes {
+		return fmt.Errorf("the key is %d bytes, want at least %d (e.g. `openssl rand -base64 48`)", n, MinHMACKeyBytes)
+	}
+	return nil
+}
+
+// validEnvName accepts a POSIX portable environment variable name.
+func validEnvName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ResolveEnv reads the key of every scope that names hmac_key_env through
+// lookup (os.LookupEnv in the filter: a standard-Go wasip1 module sees the
+// variables Envoy's vm_config.environment_variables passes). A variable
+// that is unset, empty or shorter than MinHMACKeyBytes is an error naming
+// the field; like Parse's, it wraps ErrInvalid. The filter calls it at
+// plugin start, so a missing secret fails the start instead of silently
+// hashing without it.
+func (c *Config) ResolveEnv(lookup func(string) (string, bool)) error {
+	for i := range c.Routes {
+		s := &c.Routes[i].Scope
+		if s.HMACKeyEnv == "" {
+			continue
+		}
+		path := fmt.Sprintf("routes[%d].scope.hmac_key_env", i)
+		v, ok := lookup(s.HMACKeyEnv)
+		if !ok {
+			return fmt.Errorf("%w: %w", ErrInvalid, fieldErr(path, "environment variable %s is not set in the Wasm VM (pass it with vm_config.environment_variables)", s.HMACKeyEnv))
+		}
+		if err := checkHMACKey(len(v)); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, wrapField(path, fmt.Errorf("environment variable %s: %w", s.HMACKeyEnv, err)))
+		}
+		s.HMACKey = Secret(v)
+	}
+	return nil
 }
 
 func (raw *rawFingerprint) build(path string) (canon.Selection, error) {

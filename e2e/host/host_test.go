@@ -1,0 +1,328 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemgate/idemgate/controlplane/server"
+	"github.com/idemgate/idemgate/controlplane/store"
+	"github.com/idemgate/idemgate/internal/redistest"
+)
+
+const (
+	wasmPath   = "../../build/idempotency.wasm"
+	demoConfig = "../../plugin/policy/testdata/demo.json"
+	demoToken  = "demo-token-change-me"
+)
+
+// testUpstream counts executions: a POST whose X-Test-Drop header asks
+// for it is executed and then its connection is closed without an answer.
+type testUpstream struct {
+	executions atomic.Int64
+	srv        *httptest.Server
+}
+
+func newTestUpstream(t *testing.T) *testUpstream {
+	u := &testUpstream{}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost {
+			rw.Write([]byte("ok"))
+			return
+		}
+		n := u.executions.Add(1)
+		if r.Header.Get("X-Test-Drop") != "" {
+			conn, _, err := rw.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		rw.Header().Set("content-type", "application/json")
+		rw.Header().Set("set-cookie", "s=1")
+		rw.WriteHeader(201)
+		json.NewEncoder(rw).Encode(map[string]any{"n": n, "echo": json.RawMessage(body)})
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *testUpstream) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
+
+// controlPlane is the real control plane (server + store) on a private
+// redis-server, served on a loopback listener that stop closes.
+type controlPlane struct {
+	addr string
+	srv  *http.Server
+}
+
+func startControlPlane(t *testing.T) *controlPlane {
+	t.Helper()
+	rs := redistest.Start(t)
+	st := store.New(rs.Client(), store.Options{})
+	s, err := server.New(st, server.Options{Token: demoToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &controlPlane{addr: ln.Addr().String(), srv: &http.Server{Handler: s}}
+	go cp.srv.Serve(ln)
+	t.Cleanup(cp.stop)
+	return cp
+}
+
+func (c *controlPlane) stop() { c.srv.Close() }
+
+// newHost starts a Host on the compiled module with the demo policy.
+func newHost(t *testing.T, cp *controlPlane, up *testUpstream, workers int) (*Host, string) {
+	t.Helper()
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+	}
+	cfg, err := os.ReadFile(demoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(context.Background(), Config{
+		Wasm: wasm, PluginConfig: cfg, Workers: workers,
+		Clusters: map[string]string{"idemgate_controlplane": cp.addr},
+		Upstream: up.addr(),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return h, srv.URL
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func post(t *testing.T, url, key, body string, extra ...string) result {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("authorization", "Bearer alice")
+	if key != "" {
+		req.Header.Set("idempotency-key", key)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return result{resp.StatusCode, resp.Header, string(b)}
+}
+
+// TestGovernedRequests runs the compiled filter against the real control
+// plane: execute, replay, mismatch, missing key, pass-through.
+func TestGovernedRequests(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	_, url := newHost(t, cp, up, 2)
+
+	first := post(t, url+"/payments", `"k1"`, `{"amount":10,"currency":"EUR"}`)
+	if first.status != 201 || first.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first = %d %v %s, want 201 not replayed", first.status, first.header, first.body)
+	}
+	// Canonically equal body, served by the other worker (round robin).
+	replay := post(t, url+"/payments", `"k1"`, `{ "currency":"EUR", "amount":1E1 }`)
+	if replay.status != 201 || replay.header.Get("Idempotent-Replayed") != "true" || replay.body != first.body {
+		t.Fatalf("replay = %d %v %s, want 201 replayed %s", replay.status, replay.header, replay.body, first.body)
+	}
+	if got := up.executions.Load(); got != 1 {
+		t.Fatalf("executions = %d, want 1", got)
+	}
+	mismatch := post(t, url+"/payments", `"k1"`, `{"amount":11,"currency":"EUR"}`)
+	if mismatch.status != 422 || mismatch.header.Get("content-type") != "application/problem+json" {
+		t.Fatalf("mismatch = %d %v %s, want 422 problem+json", mismatch.status, mismatch.header, mismatch.body)
+	}
+	missing := post(t, url+"/payments", "", `{"amount":10}`)
+	if missing.status != 400 || !strings.Contains(missing.body, "Idempotency-Key is missing") {
+		t.Fatalf("missing key = %d %s, want 400 'Idempotency-Key is missing'", missing.status, missing.body)
+	}
+	other := post(t, url+"/other", "", `{}`)
+	if other.status != 201 || up.executions.Load() != 2 {
+		t.Fatalf("ungoverned POST = %d (executions %d), want 201 and 2", other.status, up.executions.Load())
+	}
+}
+
+// TestEdgeCacheSharedByWorkers: a response completed through one VM is
+// replayed by the other from shared data when the control plane is gone.
+func TestEdgeCacheSharedByWorkers(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	h, url := newHost(t, cp, up, 2)
+	first := post(t, url+"/payments", `"edge"`, `{"amount":1}`)
+	if first.status != 201 {
+		t.Fatalf("first = %d %s", first.status, first.body)
+	}
+	cp.stop()
+	for i := range 2 { // one request on each worker
+		r := post(t, url+"/payments", `"edge"`, `{"amount":1}`)
+		if r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay %d with the control plane down = %d %s, want an edge replay", i, r.status, r.body)
+		}
+	}
+	if n, _ := h.Counter("idemgate.replays_edge"); n != 2 {
+		t.Errorf("replays_edge = %d, want 2", n)
+	}
+	// A new key now fails closed: the callout finds nothing listening.
+	r := post(t, url+"/payments", `"new"`, `{"amount":1}`)
+	if r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("new key with the control plane down = %d %v, want 503 + Retry-After", r.status, r.header)
+	}
+	if !strings.Contains(h.Stats(), "wasmcustom.idemgate.controlplane_errors: 1") {
+		t.Errorf("stats lack one control-plane error:\n%s", h.Stats())
+	}
+}
+
+// TestNoResendOnDroppedConnection: net/http's Transport re-sends a
+// request carrying Idempotency-Key on a fresh connection when a reused
+// one fails after sending it, unless the body cannot be rewound. The
+// upstream executes and drops; the host must not send it again.
+func TestNoResendOnDroppedConnection(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	_, url := newHost(t, cp, up, 1)
+	// Warm the host's keep-alive connection to the upstream.
+	if r := post(t, url+"/other", "", `{}`); r.status != 201 {
+		t.Fatalf("warm-up = %d", r.status)
+	}
+	for _, body := range []string{`{"a":1}`, ""} { // with and without a body
+		before := up.executions.Load()
+		r := post(t, url+"/other", `"drop"`, body, "X-Test-Drop", "1")
+		if r.status != 503 {
+			t.Errorf("dropped request (body %q) = %d %s, want the router's 503", body, r.status, r.body)
+		}
+		if got := up.executions.Load() - before; got != 1 {
+			t.Fatalf("dropped request (body %q) executed %d times, want once", body, got)
+		}
+		post(t, url+"/other", "", `{}`) // a fresh connection for the next round
+	}
+}
+
+// TestLocalReplyDetails: the module's local replies and the router's
+// own answers carry Envoy's response code details, which the module can
+// read (response.code_details).
+func TestUpstreamDown(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	_, url := newHost(t, cp, up, 1)
+	up.srv.Close()
+	r := post(t, url+"/payments", `"down"`, `{"amount":1}`)
+	if r.status != 503 || !strings.Contains(r.body, "upstream connect error") {
+		t.Fatalf("upstream down = %d %s, want the router's 503", r.status, r.body)
+	}
+}
+
+// TestConcurrentDuplicates: many identical requests at once on two VMs
+// execute once.
+func TestConcurrentDuplicates(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	_, url := newHost(t, cp, up, 2)
+	var wg sync.WaitGroup
+	statuses := make([]int, 20)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = post(t, url+"/payments", `"dup"`, `{"amount":5}`).status
+		}()
+	}
+	wg.Wait()
+	if got := up.executions.Load(); got != 1 {
+		t.Fatalf("executions = %d, want 1 (statuses %v)", got, statuses)
+	}
+	for _, s := range statuses {
+		if s != 201 && s != 409 {
+			t.Fatalf("statuses %v: want only 201 and 409", statuses)
+		}
+	}
+}
+
+func TestHeaderMapRoundTrip(t *testing.T) {
+	tests := []struct {
+		name  string
+		pairs [][2]string
+	}{
+		{"empty", nil},
+		{"one", [][2]string{{":status", "200"}}},
+		{"empty values and repeats", [][2]string{{"a", ""}, {"a", "x"}, {"", "v"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := deserializeMap(serializeMap(tt.pairs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.pairs) {
+				t.Fatalf("got %v, want %v", got, tt.pairs)
+			}
+			for i := range got {
+				if got[i] != tt.pairs[i] {
+					t.Fatalf("got %v, want %v", got, tt.pairs)
+				}
+			}
+		})
+	}
+	bad := [][]byte{{1, 0, 0}, {5, 0, 0, 0, 1, 0, 0, 0}, append(serializeMap([][2]string{{"abc", "def"}})[:14], 0)}
+	for _, b := range bad {
+		if _, err := deserializeMap(b); err == nil {
+			t.Errorf("deserializeMap(%v) accepted truncated input", b)
+		}
+	}
+}
+
+// TestUpstreamDropNeverReexecutes: the upstream executes and drops the
+// connection; the host's router answers 503 with Envoy's reset details,
+// which the filter must treat as indeterminate: a retry gets 409, not a
+// second execution.
+func TestUpstreamDropNeverReexecutes(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	_, url := newHost(t, cp, up, 1)
+	r := post(t, url+"/payments", `"dropped"`, `{"amount":3}`, "X-Test-Drop", "1")
+	if r.status != 503 {
+		t.Fatalf("dropped = %d %s, want the router's 503", r.status, r.body)
+	}
+	var retry result
+	// The abandon call is asynchronous: poll briefly until it landed.
+	for i := 0; i < 50; i++ {
+		if retry = post(t, url+"/payments", `"dropped"`, `{"amount":3}`); retry.status == 409 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if retry.status != 409 || retry.header.Get("Retry-After") == "" {
+		t.Fatalf("retry after a drop = %d %s, want 409 + Retry-After", retry.status, retry.body)
+	}
+	if got := up.executions.Load(); got != 1 {
+		t.Fatalf("executions = %d, want 1", got)
+	}
+}

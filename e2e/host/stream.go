@@ -1,0 +1,564 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// stream is one HTTP request's context in a VM. Its fields are guarded by
+// the worker's mu; poke wakes the request's goroutine when the module
+// acted on the stream from another callback (a callout answer, a tick).
+type stream struct {
+	id        uint32
+	requestID string
+
+	reqHeaders, reqTrailers   [][2]string
+	respHeaders, respTrailers [][2]string
+	reqBody, respBody         []byte // what the module sees: buffered since it paused
+
+	respStatus  int
+	codeDetails string // Envoy's response.code_details
+
+	reqContinued, respContinued bool
+	local                       *localReply
+	reset                       bool
+	responded                   bool // the response is being or was sent
+	wake                        chan struct{}
+}
+
+type localReply struct {
+	status  int
+	details string
+	body    []byte
+	headers [][2]string
+}
+
+func (s *stream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// calloutAnswer is the answer delivered by proxy_on_http_call_response.
+type calloutAnswer struct {
+	headers, trailers [][2]string
+	body              []byte
+}
+
+// Action values the module returns from stream callbacks.
+const (
+	actionContinue = 0
+	actionPause    = 1
+)
+
+// errClientGone ends a stream whose client went away.
+var errClientGone = errors.New("client went away")
+
+// hopByHop are connection-level headers a proxy does not forward
+// (RFC 9110 7.6.1).
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "te": true,
+	"transfer-encoding": true, "upgrade": true, "trailer": true,
+}
+
+// serve runs one request: request callbacks, the upstream (unless the
+// module answered), response callbacks, then the client's response, and
+// finally proxy_on_log and proxy_on_delete, in Envoy's order.
+func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
+	w.mu.Lock()
+	if w.failed != nil {
+		w.mu.Unlock()
+		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
+		return
+	}
+	s := &stream{id: w.nextContext, requestID: newRequestID(), wake: make(chan struct{}, 1)}
+	w.nextContext++
+	w.streams[s.id] = s
+	s.reqHeaders = requestHeaders(r, s.requestID)
+	_, err := w.call(w.ctx, "proxy_on_context_create", uint64(s.id), rootContextID)
+	w.mu.Unlock()
+	defer w.finish(s)
+	if err != nil {
+		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
+		return
+	}
+
+	err = w.requestPath(r, s)
+	switch {
+	case errors.Is(err, errClientGone):
+		return
+	case err != nil:
+		w.log.Warn("request", "err", err, "context", s.id)
+		if s.reset {
+			panic(http.ErrAbortHandler)
+		}
+		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
+		return
+	}
+	w.mu.Lock()
+	local := s.local
+	w.mu.Unlock()
+	if local != nil {
+		w.respond(rw, r, s, local.status, local.details, local.headers, local.body, nil)
+		return
+	}
+
+	resp, details := w.forward(r, s)
+	if resp == nil {
+		// No answer from the upstream: Envoy's router answers itself and
+		// that local reply goes through the filter's response callbacks.
+		status, body := 503, "upstream connect error or disconnect/reset before headers. reset reason: "+details
+		if details == detailTimeout {
+			status, body = 504, "upstream request timeout"
+		}
+		if r.Context().Err() != nil {
+			return // the client went away first: no response at all
+		}
+		w.respond(rw, r, s, status, details, [][2]string{{"content-type", "text/plain"}}, []byte(body), nil)
+		return
+	}
+	defer resp.Body.Close()
+	headers := responseHeaders(resp)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(maxBody)+1))
+	if err != nil || len(body) > maxBody {
+		// The upstream reset mid-body; Envoy would pass the partial
+		// response on and then reset the client's stream.
+		w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, errors.New("upstream reset mid-body"))
+		return
+	}
+	w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, nil)
+}
+
+// maxBody bounds what the host reads of a body it must hold in memory.
+const maxBody = 64 << 20
+
+// bodyChunk is how much of a body one body callback gets at most.
+const bodyChunk = 64 << 10
+
+// requestPath delivers the request's headers, body chunks and trailers to
+// the module and waits while it pauses the request, until it continues
+// it, answers it, resets it, or the client goes away.
+func (w *worker) requestPath(r *http.Request, s *stream) error {
+	hasBody := r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+	w.mu.Lock()
+	action, err := w.call(w.ctx, "proxy_on_request_headers", uint64(s.id), uint64(len(s.reqHeaders)), boolArg(!hasBody))
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	paused := action == actionPause
+	var forwarded []byte
+	buf := make([]byte, bodyChunk)
+	for hasBody {
+		if done, err := w.stopped(s); done || err != nil {
+			return err
+		}
+		n, rerr := io.ReadFull(r.Body, buf)
+		end := rerr != nil // EOF or short read: the body ended (or broke)
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return errClientGone
+		}
+		trailers := trailerPairs(r.Trailer)
+		w.mu.Lock()
+		s.reqBody = append(s.reqBody, buf[:n]...)
+		eos := end && len(trailers) == 0
+		a, err := w.call(w.ctx, "proxy_on_request_body", uint64(s.id), uint64(len(s.reqBody)), boolArg(eos))
+		if err == nil && a == actionPause && s.local == nil && len(s.reqBody) > w.h.cfg.BufferLimit {
+			// Envoy: a buffering filter over the connection's limit.
+			s.local = &localReply{status: 413, details: "request_payload_too_large", body: []byte("Payload Too Large")}
+		}
+		if err == nil && a != actionPause {
+			forwarded = append(forwarded, s.reqBody...)
+			s.reqBody = s.reqBody[:0]
+		}
+		if err == nil && end && len(trailers) > 0 {
+			s.reqTrailers = trailers
+			a, err = w.call(w.ctx, "proxy_on_request_trailers", uint64(s.id), uint64(len(trailers)))
+		}
+		w.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		paused = a == actionPause
+		if end {
+			break
+		}
+	}
+	if paused {
+		if err := w.waitRequest(r.Context(), s); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	forwarded = append(forwarded, s.reqBody...)
+	s.reqBody = forwarded // the bytes the upstream gets
+	w.mu.Unlock()
+	return nil
+}
+
+// stopped reports whether the module answered or reset the stream.
+func (w *worker) stopped(s *stream) (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.reset {
+		return true, errors.New("the module reset the stream")
+	}
+	return s.local != nil, nil
+}
+
+// waitRequest waits until the module continues or answers the request.
+func (w *worker) waitRequest(ctx context.Context, s *stream) error {
+	idle := time.NewTimer(w.h.cfg.StreamIdleTimeout)
+	defer idle.Stop()
+	for {
+		w.mu.Lock()
+		done, reset := s.reqContinued || s.local != nil, s.reset
+		w.mu.Unlock()
+		if reset {
+			return errors.New("the module reset the stream")
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return errClientGone
+		case <-idle.C:
+			w.mu.Lock()
+			if s.local == nil && !s.reqContinued {
+				s.local = &localReply{status: 408, details: "stream_idle_timeout", body: []byte("stream timeout")}
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// Envoy's response code details for the router's own answers.
+const (
+	detailTimeout    = "upstream_response_timeout"
+	detailConnFail   = "upstream_reset_before_response_started{connection_failure}"
+	detailConnTermin = "upstream_reset_before_response_started{connection_termination}"
+)
+
+// forward sends the request as the module left it to the upstream, once.
+// It returns nil and Envoy's response code details when no response came.
+func (w *worker) forward(r *http.Request, s *stream) (*http.Response, string) {
+	w.mu.Lock()
+	headers := append([][2]string(nil), s.reqHeaders...)
+	body := s.reqBody
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.Context(), w.h.cfg.RouteTimeout)
+	req, err := upstreamRequest(ctx, w.h.cfg.Upstream, headers, body)
+	if err != nil {
+		cancel()
+		w.log.Warn("upstream request", "err", err)
+		return nil, detailConnFail
+	}
+	resp, err := w.h.upstream.Do(req)
+	if err != nil {
+		cancel()
+		var op *net.OpError
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, detailTimeout
+		case errors.As(err, &op) && op.Op == "dial":
+			return nil, detailConnFail
+		}
+		return nil, detailConnTermin
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, ""
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// upstreamRequest builds the upstream request from the module's view of
+// the headers. The body has no GetBody, so net/http never replays it.
+func upstreamRequest(ctx context.Context, upstream string, headers [][2]string, body []byte) (*http.Request, error) {
+	var method, path, authority string
+	out := http.Header{}
+	for _, kv := range headers {
+		switch kv[0] {
+		case ":method":
+			method = kv[1]
+		case ":path":
+			path = kv[1]
+		case ":authority":
+			authority = kv[1]
+		case ":scheme":
+		default:
+			if !hopByHop[kv[0]] && kv[0] != "content-length" && kv[0] != "host" {
+				out.Add(kv[0], kv[1])
+			}
+		}
+	}
+	if method == "" || !strings.HasPrefix(path, "/") {
+		return nil, fmt.Errorf("request headers lack :method or :path (%q %q)", method, path)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+upstream+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("upstream request: %w", err)
+	}
+	req.Header = out
+	req.Host = authority
+	if len(body) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+	}
+	// A nil Body with an Idempotency-Key header would be replayable:
+	// give every request a body reader without GetBody.
+	if req.Body == nil {
+		req.Body = io.NopCloser(bytes.NewReader(nil))
+		req.ContentLength = 0
+	}
+	req.GetBody = nil
+	return req, nil
+}
+
+// respond runs the response (the upstream's, the router's or the module's
+// own local reply) through the module's response callbacks and sends the
+// client whatever the module left. tail, when set, resets the client's
+// stream after the body (the upstream broke mid-body).
+func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, status int, details string, headers [][2]string, body []byte, tail error) {
+	w.mu.Lock()
+	isLocal := s.local != nil
+	s.respBody, s.respTrailers = nil, nil
+	s.respStatus = status
+	s.codeDetails = details
+	s.respHeaders = append([][2]string{{":status", strconv.Itoa(status)}}, headers...)
+	if isLocal {
+		s.responded = true // the module cannot send a second local reply
+	}
+	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0))
+	paused := a == actionPause
+	var out []byte
+	for off := 0; err == nil && off < len(body); off += bodyChunk {
+		end := min(off+bodyChunk, len(body))
+		s.respBody = append(s.respBody, body[off:end]...)
+		a, err = w.call(w.ctx, "proxy_on_response_body", uint64(s.id), uint64(len(s.respBody)), boolArg(end == len(body)))
+		paused = a == actionPause
+		if err == nil && !paused {
+			out = append(out, s.respBody...)
+			s.respBody = s.respBody[:0]
+		}
+		if paused && len(s.respBody) > w.h.cfg.BufferLimit && s.local == nil && !isLocal {
+			s.local = &localReply{status: 500, details: "response_payload_too_large", body: []byte("Internal Server Error")}
+			break
+		}
+	}
+	w.mu.Unlock()
+	if err != nil {
+		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
+		return
+	}
+	if paused && !isLocal {
+		if w.waitResponse(r.Context(), s) != nil {
+			return
+		}
+	}
+	w.mu.Lock()
+	if !isLocal && s.local != nil {
+		// The module answered instead of the upstream response.
+		lr := s.local
+		w.mu.Unlock()
+		w.respond(rw, r, s, lr.status, lr.details, lr.headers, lr.body, nil)
+		return
+	}
+	s.responded = true
+	out = append(out, s.respBody...)
+	final := append([][2]string(nil), s.respHeaders...)
+	w.mu.Unlock()
+	writeResponse(rw, final, out, status)
+	if tail != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// waitResponse waits until the module continues the response.
+func (w *worker) waitResponse(ctx context.Context, s *stream) error {
+	idle := time.NewTimer(w.h.cfg.StreamIdleTimeout)
+	defer idle.Stop()
+	for {
+		w.mu.Lock()
+		done := s.respContinued || s.local != nil || s.reset
+		w.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return errClientGone
+		case <-idle.C:
+			return nil // Envoy would reset; sending what we have is kinder to tests
+		}
+	}
+}
+
+// writeResponse writes the module's view of the response to the client.
+func writeResponse(rw http.ResponseWriter, headers [][2]string, body []byte, fallbackStatus int) {
+	status := fallbackStatus
+	h := rw.Header()
+	for _, kv := range headers {
+		switch {
+		case kv[0] == ":status":
+			if n, err := strconv.Atoi(kv[1]); err == nil && n >= 100 && n <= 999 {
+				status = n
+			}
+		case strings.HasPrefix(kv[0], ":"), hopByHop[kv[0]], kv[0] == "content-length":
+		default:
+			h.Add(kv[0], kv[1])
+		}
+	}
+	h.Set("content-length", strconv.Itoa(len(body)))
+	rw.WriteHeader(status)
+	rw.Write(body)
+}
+
+// finish ends the stream in the module: proxy_on_done, proxy_on_log and
+// proxy_on_delete, as Envoy does when a stream is destroyed.
+func (w *worker) finish(s *stream) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.call(w.ctx, "proxy_on_done", uint64(s.id))
+	w.call(w.ctx, "proxy_on_log", uint64(s.id))
+	w.call(w.ctx, "proxy_on_delete", uint64(s.id))
+	delete(w.streams, s.id)
+}
+
+// requestHeaders is the module's view of a request: lower-case names,
+// pseudo-headers first, plus the headers Envoy adds by default.
+func requestHeaders(r *http.Request, requestID string) [][2]string {
+	out := [][2]string{
+		{":authority", r.Host}, {":path", r.URL.RequestURI()}, {":method", r.Method}, {":scheme", "http"},
+	}
+	for name, vals := range r.Header {
+		n := strings.ToLower(name)
+		if hopByHop[n] || n == "x-request-id" || n == "x-forwarded-proto" {
+			continue
+		}
+		for _, v := range vals {
+			out = append(out, [2]string{n, v})
+		}
+	}
+	return append(out, [2]string{"x-forwarded-proto", "http"}, [2]string{"x-request-id", requestID})
+}
+
+func responseHeaders(resp *http.Response) [][2]string {
+	var out [][2]string
+	for name, vals := range resp.Header {
+		n := strings.ToLower(name)
+		if hopByHop[n] {
+			continue
+		}
+		for _, v := range vals {
+			out = append(out, [2]string{n, v})
+		}
+	}
+	return out
+}
+
+func trailerPairs(t http.Header) [][2]string {
+	var out [][2]string
+	for name, vals := range t {
+		for _, v := range vals {
+			out = append(out, [2]string{strings.ToLower(name), v})
+		}
+	}
+	return out
+}
+
+func boolArg(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// dispatch starts a callout to cluster; the answer (or its failure:
+// no headers, no body, as Envoy reports a timeout or a reset) is
+// delivered by proxy_on_http_call_response on the root context. Envoy
+// refuses a callout to an unknown cluster or without :method, :path and
+// :authority.
+func (w *worker) dispatch(cluster string, headers [][2]string, body []byte, timeout time.Duration) (uint32, uint32) {
+	addr, ok := w.h.cfg.Clusters[cluster]
+	if !ok {
+		w.log.Warn("http callout to an unknown cluster", "cluster", cluster)
+		return 0, statusBadArgument
+	}
+	var method, path, authority string
+	for _, kv := range headers {
+		switch kv[0] {
+		case ":method":
+			method = kv[1]
+		case ":path":
+			path = kv[1]
+		case ":authority":
+			authority = kv[1]
+		}
+	}
+	if method == "" || path == "" || authority == "" {
+		return 0, statusBadArgument
+	}
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	w.nextCallout++
+	id := w.nextCallout
+	go w.runCallout(id, addr, headers, body, timeout)
+	return id, statusOK
+}
+
+func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []byte, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ans := &calloutAnswer{}
+	req, err := upstreamRequest(ctx, addr, headers, body)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = w.h.callouts.Do(req); err == nil {
+			b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+			resp.Body.Close()
+			if rerr == nil {
+				ans.headers = append([][2]string{{":status", strconv.Itoa(resp.StatusCode)}}, responseHeaders(resp)...)
+				ans.body = b
+				ans.trailers = trailerPairs(resp.Trailer)
+			}
+		}
+	}
+	if err != nil {
+		w.log.Debug("http callout failed", "addr", addr, "err", err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.callout = ans
+	w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers)))
+	w.callout = nil
+}
