@@ -108,6 +108,14 @@ type Stack struct {
 // Start checks the configuration, starts every component in dependency
 // order and returns once each is ready. On error nothing is left running.
 func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	// Children run in the log directory: relative paths would break.
+	for _, p := range []*string{&cfg.BinDir, &cfg.LogDir, &cfg.Wasm, &cfg.Policy} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
+	}
 	s := &Stack{cfg: cfg, log: cfg.Log, failed: make(chan error, 8)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
