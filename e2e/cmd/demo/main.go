@@ -1,0 +1,143 @@
+// Command demo runs idemgate's local stack in the foreground (make demo):
+// Redis, the control plane, the demo upstream and a gateway running
+// build/idempotency.wasm with the demo policy, until Ctrl-C, SIGTERM or a
+// component's crash, then stops everything it started.
+//
+// Addresses come from IDEM_GATEWAY_ADDR [127.0.0.1:8080],
+// IDEM_CONTROLPLANE_ADDR [127.0.0.1:8081], IDEM_UPSTREAM_ADDR
+// [127.0.0.1:9000] and IDEM_REDIS_ADDR [unset: a private redis-server].
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/idemgate/idemgate/e2e/stack"
+)
+
+// envVars name the variable that sets each address, for error messages.
+var envVars = map[string]string{
+	stack.RoleGateway:      "IDEM_GATEWAY_ADDR",
+	stack.RoleControlPlane: "IDEM_CONTROLPLANE_ADDR",
+	stack.RoleUpstream:     "IDEM_UPSTREAM_ADDR",
+	stack.RoleRedis:        "IDEM_REDIS_ADDR",
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	buildDir := fs.String("build", "build", "directory holding the binaries and idempotency.wasm (make build)")
+	policy := fs.String("policy", "plugin/policy/testdata/demo.json", "the plugin configuration")
+	logDir := fs.String("logs", filepath.Join("build", "logs"), "where each component logs (emptied at start)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	cfg := stack.Config{
+		BinDir:           *buildDir,
+		LogDir:           *logDir,
+		Wasm:             filepath.Join(*buildDir, "idempotency.wasm"),
+		Policy:           *policy,
+		GatewayAddr:      env("IDEM_GATEWAY_ADDR", "127.0.0.1:8080"),
+		ControlPlaneAddr: env("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
+		UpstreamAddr:     env("IDEM_UPSTREAM_ADDR", "127.0.0.1:9000"),
+		RedisAddr:        getenv("IDEM_REDIS_ADDR"),
+		Log:              slog.New(slog.NewTextHandler(stderr, nil)),
+	}
+	// A fresh directory: the private Redis keeps its records in it, and a
+	// new demo should not replay the last one's payments.
+	if err := os.RemoveAll(cfg.LogDir); err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return 1
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	st, err := stack.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: %s\n", explain(err))
+		return 1
+	}
+	defer st.Stop()
+	if st.Gateway() == stack.GatewayHost {
+		fmt.Fprintln(stderr, "demo: envoy is not on PATH: the gateway is the local proxy-wasm host (e2e/host), running the same module")
+	}
+	printWelcome(stdout, cfg, st)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "demo: stopping")
+		return 0
+	case err := <-st.Failed():
+		fmt.Fprintf(stderr, "demo: %v\ndemo: stopping the rest\n", err)
+		return 1
+	}
+}
+
+// explain turns the stack's errors into what to do about them.
+func explain(err error) string {
+	var inUse *stack.AddrInUseError
+	if errors.As(err, &inUse) {
+		v := envVars[inUse.Role]
+		return fmt.Sprintf("%v\ndemo: set %s to a free address, e.g. %s=127.0.0.1:18080 make demo", err, v, v)
+	}
+	return err.Error()
+}
+
+func printWelcome(w io.Writer, cfg stack.Config, st *stack.Stack) {
+	gw := "http://" + cfg.GatewayAddr
+	fmt.Fprintf(w, `
+idemgate demo is up (Ctrl-C stops it all)
+  gateway        %s   (%s, policy %s)
+  control plane  http://%s
+  upstream       http://%s   (executions: curl http://%s/__executions)
+  redis          %s
+
+Try it:
+
+  # 1. first call: the upstream executes it (201)
+  curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-1"' \
+       -H 'Content-Type: application/json' -d '{"amount":1000,"currency":"EUR"}'
+
+  # 2. retry, re-serialized: replayed at the edge (Idempotent-Replayed: true), not executed again
+  curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-1"' \
+       -H 'Content-Type: application/json' -d '{ "currency": "EUR", "amount": 1000.0 }'
+
+  # 3. same key, another payload: 422 problem+json
+  curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-1"' \
+       -H 'Content-Type: application/json' -d '{"amount":2000,"currency":"EUR"}'
+
+Logs:
+`, gw, st.Gateway(), cfg.Policy, cfg.ControlPlaneAddr, cfg.UpstreamAddr, cfg.UpstreamAddr, st.RedisKind(), gw, gw, gw)
+	files := st.LogFiles()
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-13s  %s\n", n, files[n])
+	}
+	fmt.Fprintln(w)
+}

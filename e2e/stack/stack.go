@@ -1,0 +1,432 @@
+// Package stack starts and stops idemgate's local stack — Redis, the
+// control plane, the demo upstream and a gateway running
+// build/idempotency.wasm — as child processes, each logging to its own file,
+// and performs the faults the end-to-end suite needs (kill, start and
+// restart the control plane; restart Redis).
+//
+// Redis: an address given in Config.RedisAddr is used as it is (and cannot
+// be restarted by the stack); otherwise a private redis-server is started
+// on a free loopback port (never 6379's) with append-only persistence in
+// the log directory, so that "Redis restarted" means what it means in
+// production with `appendonly yes`: records survive, connections and loaded
+// scripts do not. Without redis-server, an embedded dev-only store (see
+// embedded.go) stands in, and the stack says so loudly.
+//
+// Gateway: real Envoy when `envoy` is on PATH (a bootstrap rendered from
+// envoy.yaml.tmpl), else the local proxy-wasm host `idemgate-host`.
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Binaries the stack runs from Config.BinDir (`make build` puts them there).
+const (
+	BinControlPlane = "controlplane"
+	BinUpstream     = "demo-upstream"
+	BinHost         = "idemgate-host"
+)
+
+// Gateway kinds.
+const (
+	GatewayAuto  = ""      // Envoy when on PATH, else the local host
+	GatewayEnvoy = "envoy" // real Envoy
+	GatewayHost  = "host"  // the local proxy-wasm host
+)
+
+// Roles name the addresses, for errors such as AddrInUseError.
+const (
+	RoleGateway      = "gateway"
+	RoleControlPlane = "controlplane"
+	RoleUpstream     = "upstream"
+	RoleRedis        = "redis"
+)
+
+// readyTimeout bounds each component's start; they start in well under a
+// second, so this only guards against hangs.
+const readyTimeout = 30 * time.Second
+
+// Config says what to run where.
+type Config struct {
+	BinDir string // holds controlplane, demo-upstream, idemgate-host
+	LogDir string // one <component>.log each, plus Redis's data and Envoy's bootstrap
+	Wasm   string // the filter module, build/idempotency.wasm
+	Policy string // the plugin configuration (JSON), passed to the gateway verbatim
+
+	GatewayAddr      string
+	ControlPlaneAddr string
+	UpstreamAddr     string
+	RedisAddr        string // empty: start a private Redis
+
+	Gateway  string // GatewayAuto, GatewayEnvoy or GatewayHost
+	LogLevel string // of the gateway and control plane; default info
+	Log      *slog.Logger
+}
+
+// AddrInUseError says an address the stack was told to use is taken.
+type AddrInUseError struct {
+	Role string
+	Addr string
+	Err  error
+}
+
+func (e *AddrInUseError) Error() string {
+	return fmt.Sprintf("%s address %s is not free: %v", e.Role, e.Addr, e.Err)
+}
+
+func (e *AddrInUseError) Unwrap() error { return e.Err }
+
+// MissingBinaryError says a binary the stack needs is not in BinDir.
+type MissingBinaryError struct{ Path string }
+
+func (e *MissingBinaryError) Error() string {
+	return fmt.Sprintf("%s is missing: run `make build` first", e.Path)
+}
+
+// Stack is a running local stack.
+type Stack struct {
+	cfg     Config
+	log     *slog.Logger
+	gateway string // GatewayEnvoy or GatewayHost, as chosen
+	redis   redisBackend
+
+	controlplane, upstream, gw *proc
+
+	failed   chan error
+	stopOnce sync.Once
+}
+
+// Start checks the configuration, starts every component in dependency
+// order and returns once each is ready. On error nothing is left running.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	// Children run in the log directory: relative paths would break.
+	for _, p := range []*string{&cfg.BinDir, &cfg.LogDir, &cfg.Wasm, &cfg.Policy} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
+	}
+	s := &Stack{cfg: cfg, log: cfg.Log, failed: make(chan error, 8)}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogLevel == "" {
+		s.cfg.LogLevel = "info"
+	}
+	pol, err := readPolicy(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if s.gateway, err = chooseGateway(cfg.Gateway); err != nil {
+		return nil, err
+	}
+	if err := s.preflight(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("log directory: %w", err)
+	}
+
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop()
+		}
+	}()
+	if s.redis, err = startRedis(ctx, s); err != nil {
+		return nil, err
+	}
+
+	s.controlplane = s.newProc(RoleControlPlane, filepath.Join(cfg.BinDir, BinControlPlane), controlPlaneArgs(s.cfg, s.redis.addr(), pol), controlPlaneEnv(pol))
+	s.upstream = s.newProc(RoleUpstream, filepath.Join(cfg.BinDir, BinUpstream), []string{"-listen", cfg.UpstreamAddr}, nil)
+	if s.gw, err = s.gatewayProc(pol); err != nil {
+		return nil, err
+	}
+	if err := s.StartControlPlane(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.launch(ctx, s.upstream, dialReady(cfg.UpstreamAddr)); err != nil {
+		return nil, err
+	}
+	if err := s.launch(ctx, s.gw, dialReady(cfg.GatewayAddr)); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// policyInfo is what the stack needs from the plugin configuration: the
+// control plane's cluster name and token, so that both sides agree.
+type policyInfo struct {
+	Cluster        string
+	Token          string
+	InsecureNoAuth bool
+	raw            []byte
+}
+
+func readPolicy(path string) (policyInfo, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return policyInfo{}, fmt.Errorf("policy: %w", err)
+	}
+	var v struct {
+		ControlPlane struct {
+			Cluster        string `json:"cluster"`
+			Token          string `json:"token"`
+			InsecureNoAuth bool   `json:"insecure_no_auth"`
+		} `json:"control_plane"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return policyInfo{}, fmt.Errorf("policy %s: %w", path, err)
+	}
+	if v.ControlPlane.Cluster == "" {
+		return policyInfo{}, fmt.Errorf("policy %s: control_plane.cluster is empty", path)
+	}
+	return policyInfo{Cluster: v.ControlPlane.Cluster, Token: v.ControlPlane.Token, InsecureNoAuth: v.ControlPlane.InsecureNoAuth, raw: raw}, nil
+}
+
+func chooseGateway(want string) (string, error) {
+	switch want {
+	case GatewayAuto:
+		if _, err := exec.LookPath("envoy"); err == nil {
+			return GatewayEnvoy, nil
+		}
+		return GatewayHost, nil
+	case GatewayEnvoy:
+		if _, err := exec.LookPath("envoy"); err != nil {
+			return "", fmt.Errorf("gateway envoy: %w", err)
+		}
+		return GatewayEnvoy, nil
+	case GatewayHost:
+		return GatewayHost, nil
+	}
+	return "", fmt.Errorf("gateway %q: want %q, %q or empty", want, GatewayEnvoy, GatewayHost)
+}
+
+// preflight finds the binaries and checks that every address is free, so
+// that a taken port is named before anything starts.
+func (s *Stack) preflight() error {
+	bins := []string{BinControlPlane, BinUpstream}
+	if s.gateway == GatewayHost {
+		bins = append(bins, BinHost)
+	}
+	for _, b := range bins {
+		p := filepath.Join(s.cfg.BinDir, b)
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return &MissingBinaryError{Path: p}
+		}
+	}
+	if st, err := os.Stat(s.cfg.Wasm); err != nil || st.IsDir() {
+		return &MissingBinaryError{Path: s.cfg.Wasm}
+	}
+	addrs := []struct{ role, addr string }{
+		{RoleGateway, s.cfg.GatewayAddr},
+		{RoleControlPlane, s.cfg.ControlPlaneAddr},
+		{RoleUpstream, s.cfg.UpstreamAddr},
+	}
+	seen := map[string]string{}
+	for _, a := range addrs {
+		if a.addr == "" {
+			return fmt.Errorf("%s address is empty", a.role)
+		}
+		if other, dup := seen[a.addr]; dup {
+			return &AddrInUseError{Role: a.role, Addr: a.addr, Err: fmt.Errorf("also given to the %s", other)}
+		}
+		seen[a.addr] = a.role
+		if err := checkFree(a.addr); err != nil {
+			return &AddrInUseError{Role: a.role, Addr: a.addr, Err: err}
+		}
+	}
+	return nil
+}
+
+func (s *Stack) newProc(name, bin string, args, env []string) *proc {
+	return &proc{
+		name: name, bin: bin, args: args, env: env,
+		logPath: logPath(s.cfg.LogDir, name),
+		dir:     s.cfg.LogDir,
+		crashed: s.crashed,
+	}
+}
+
+// crashed records a component's unexpected exit for Failed.
+func (s *Stack) crashed(name string, err error) {
+	e := fmt.Errorf("%s exited unexpectedly (%w); its log: %s", name, err, logPath(s.cfg.LogDir, name))
+	s.log.Error("component exited", "component", name, "error", err)
+	select {
+	case s.failed <- e:
+	default:
+	}
+}
+
+func (s *Stack) launch(ctx context.Context, p *proc, ready func(context.Context) error) error {
+	if err := p.start(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := p.waitReady(ctx, ready); err != nil {
+		return err
+	}
+	s.log.Info("component ready", "component", p.name, "log", p.logPath)
+	return nil
+}
+
+func controlPlaneArgs(cfg Config, redisAddr string, pol policyInfo) []string {
+	args := []string{
+		"--listen", cfg.ControlPlaneAddr,
+		"--redis-url", "redis://" + redisAddr,
+		"--log-format", "text",
+		"--log-level", cfg.LogLevel,
+	}
+	if pol.InsecureNoAuth {
+		args = append(args, "--insecure-no-auth")
+	}
+	return args
+}
+
+// controlPlaneEnv passes the token through the environment (flags show in
+// ps) and clears settings the user's shell may carry that would change
+// what the stack means.
+func controlPlaneEnv(pol policyInfo) []string {
+	env := []string{"IDEM_ADMIN_TOKEN="}
+	if !pol.InsecureNoAuth {
+		env = append(env, "IDEM_CONTROLPLANE_TOKEN="+pol.Token)
+	}
+	return env
+}
+
+func (s *Stack) gatewayProc(pol policyInfo) (*proc, error) {
+	if s.gateway == GatewayEnvoy {
+		bootstrap := filepath.Join(s.cfg.LogDir, "envoy.yaml")
+		wasm, err := filepath.Abs(s.cfg.Wasm)
+		if err != nil {
+			return nil, err
+		}
+		y, err := RenderEnvoy(EnvoyParams{
+			GatewayAddr:      s.cfg.GatewayAddr,
+			ControlPlaneAddr: s.cfg.ControlPlaneAddr,
+			UpstreamAddr:     s.cfg.UpstreamAddr,
+			ControlPlaneName: pol.Cluster,
+			Wasm:             wasm,
+			Policy:           string(pol.raw),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(bootstrap, y, 0o644); err != nil {
+			return nil, fmt.Errorf("envoy bootstrap: %w", err)
+		}
+		bin, _ := exec.LookPath("envoy")
+		return s.newProc(RoleGateway, bin, []string{"-c", bootstrap, "--use-dynamic-base-id", "--log-level", s.cfg.LogLevel}, nil), nil
+	}
+	return s.newProc(RoleGateway, filepath.Join(s.cfg.BinDir, BinHost), []string{
+		"-listen", s.cfg.GatewayAddr,
+		"-wasm", s.cfg.Wasm,
+		"-config", s.cfg.Policy,
+		"-cluster", pol.Cluster + "=" + s.cfg.ControlPlaneAddr,
+		"-upstream", s.cfg.UpstreamAddr,
+		"-log-level", s.cfg.LogLevel,
+	}, nil), nil
+}
+
+// Gateway is the kind of gateway running: GatewayEnvoy or GatewayHost.
+func (s *Stack) Gateway() string { return s.gateway }
+
+// RedisAddr is the Redis the control plane uses.
+func (s *Stack) RedisAddr() string { return s.redis.addr() }
+
+// RedisKind describes the Redis in use, for people.
+func (s *Stack) RedisKind() string { return s.redis.kind() }
+
+// LogDir is where every component logs.
+func (s *Stack) LogDir() string { return s.cfg.LogDir }
+
+// LogFiles lists each component's log file.
+func (s *Stack) LogFiles() map[string]string {
+	m := map[string]string{}
+	for _, p := range []*proc{s.gw, s.controlplane, s.upstream} {
+		if p != nil {
+			m[p.name] = p.logPath
+		}
+	}
+	if lp := s.redis.logPath(); lp != "" {
+		m[RoleRedis] = lp
+	}
+	return m
+}
+
+// Tail returns the end of a component's log (at most n bytes).
+func (s *Stack) Tail(role string, n int64) string {
+	p, ok := s.LogFiles()[role]
+	if !ok {
+		return ""
+	}
+	return tail(p, n)
+}
+
+// Failed delivers an error for each component that exits without being
+// asked to (a crash); the demo stops everything on the first.
+func (s *Stack) Failed() <-chan error { return s.failed }
+
+// Stop stops every component, gateway first, Redis last. Safe to call more
+// than once.
+func (s *Stack) Stop() {
+	s.stopOnce.Do(func() {
+		for _, p := range []*proc{s.gw, s.upstream, s.controlplane} {
+			if p != nil {
+				p.stop()
+			}
+		}
+		if s.redis != nil {
+			s.redis.stop()
+		}
+	})
+}
+
+// KillControlPlane ends the control plane with SIGKILL: no drain, no
+// goodbye, as in a crash.
+func (s *Stack) KillControlPlane(context.Context) error {
+	s.controlplane.kill()
+	return nil
+}
+
+// StartControlPlane starts the control plane on its address and waits
+// until /readyz says Redis answers.
+func (s *Stack) StartControlPlane(ctx context.Context) error {
+	return s.launch(ctx, s.controlplane, httpReady("http://"+s.cfg.ControlPlaneAddr+"/readyz"))
+}
+
+// RestartControlPlane stops the control plane gracefully (SIGTERM: it
+// drains in-flight calls) and starts it again on the same address. Leases
+// held by requests in flight live in Redis and outlast it.
+func (s *Stack) RestartControlPlane(ctx context.Context) error {
+	s.controlplane.stop()
+	return s.StartControlPlane(ctx)
+}
+
+// RestartRedis stops Redis gracefully and starts it again on the same port,
+// then waits until the control plane reports ready again. With the private
+// redis-server (append-only file on) records survive; connections and
+// loaded scripts do not.
+func (s *Stack) RestartRedis(ctx context.Context) error {
+	if err := s.redis.restart(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	return s.controlplane.waitReady(ctx, httpReady("http://"+s.cfg.ControlPlaneAddr+"/readyz"))
+}
+
+// ErrNotOurs is returned for a fault on a component the stack did not start.
+var ErrNotOurs = errors.New("not started by the stack")

@@ -1,0 +1,172 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestProcCrashIsReportedStopIsNot(t *testing.T) {
+	dir := t.TempDir()
+	crashes := make(chan string, 4)
+	p := &proc{name: "sleeper", bin: "/bin/sh", args: []string{"-c", "echo up; sleep 30"}, logPath: logPath(dir, "sleeper"), dir: dir,
+		crashed: func(name string, err error) { crashes <- name + ": " + err.Error() }}
+	up := func(n int) {
+		for i := 0; i < 1000; i++ {
+			if b, _ := os.ReadFile(p.logPath); strings.Count(string(b), "up") >= n {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("run %d never wrote to its log", n)
+	}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	up(1)
+	p.stop()
+	if err := p.start(); err != nil {
+		t.Fatalf("start again: %v", err)
+	}
+	up(2)
+	_, done := p.running()
+	p.mu.Lock()
+	_ = p.cmd.Process.Kill() // not through p: an unexpected death
+	p.mu.Unlock()
+	<-done
+	select {
+	case c := <-crashes:
+		if !strings.Contains(c, "sleeper") || !strings.Contains(c, "killed") {
+			t.Errorf("crash report %q", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("crash not reported")
+	}
+	select {
+	case c := <-crashes:
+		t.Errorf("a stop was reported as a crash too: %q", c)
+	default:
+	}
+}
+
+func TestWaitReadyNotesAnEarlyExit(t *testing.T) {
+	dir := t.TempDir()
+	p := &proc{name: "quitter", bin: "/bin/sh", args: []string{"-c", "echo bad flag >&2; exit 2"}, logPath: logPath(dir, "quitter"), dir: dir}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := p.waitReady(ctx, func(context.Context) error { return errors.New("not yet") })
+	if err == nil || !strings.Contains(err.Error(), "exited before it was ready") || !strings.Contains(err.Error(), "bad flag") {
+		t.Fatalf("err = %v, want the exit and the log's end", err)
+	}
+}
+
+func writePolicy(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(p, []byte(`{"control_plane":{"cluster":"cp","authority":"cp","token":"0123456789abcdef"},"routes":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestStartRefusesBeforeStarting(t *testing.T) {
+	bin := t.TempDir()
+	for _, b := range []string{BinControlPlane, BinUpstream, BinHost, "idempotency.wasm"} {
+		if err := os.WriteFile(filepath.Join(bin, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free := func() string {
+		a, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	base := Config{BinDir: bin, LogDir: t.TempDir(), Wasm: filepath.Join(bin, "idempotency.wasm"), Policy: writePolicy(t),
+		GatewayAddr: free(), ControlPlaneAddr: free(), UpstreamAddr: free(), Gateway: GatewayHost}
+
+	cfg := base
+	cfg.ControlPlaneAddr = taken.Addr().String()
+	_, err = Start(context.Background(), cfg)
+	var inUse *AddrInUseError
+	if !errors.As(err, &inUse) || inUse.Role != RoleControlPlane {
+		t.Errorf("taken port: err = %v, want an AddrInUseError for the control plane", err)
+	}
+
+	cfg = base
+	cfg.UpstreamAddr = cfg.GatewayAddr
+	if _, err = Start(context.Background(), cfg); !errors.As(err, &inUse) || inUse.Role != RoleUpstream {
+		t.Errorf("same address twice: err = %v, want an AddrInUseError for the upstream", err)
+	}
+
+	cfg = base
+	cfg.BinDir = t.TempDir()
+	var missing *MissingBinaryError
+	if _, err = Start(context.Background(), cfg); !errors.As(err, &missing) || !strings.Contains(err.Error(), "make build") {
+		t.Errorf("no binaries: err = %v, want a MissingBinaryError saying make build", err)
+	}
+}
+
+// A private redis-server keeps its records over a restart (append-only
+// file), which is what the suite's "Redis restarted" case relies on.
+func TestRedisServerRestartKeepsData(t *testing.T) {
+	s := &Stack{cfg: Config{LogDir: t.TempDir()}, failed: make(chan error, 8)}
+	s.log = slog.New(slog.DiscardHandler)
+	bin := "redis-server"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := startRedis(ctx, s)
+	if err != nil {
+		t.Fatalf("%v (%s)", err, RedisInstallHint)
+	}
+	defer r.stop()
+	if !strings.Contains(r.kind(), bin) {
+		t.Fatalf("kind = %q, want the private %s", r.kind(), bin)
+	}
+	if got := resp(t, r.addr(), "SET k v\r\n"); got != "+OK" {
+		t.Fatalf("SET: %q", got)
+	}
+	if err := r.restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := resp(t, r.addr(), "GET k\r\n"); got != "$1" {
+		t.Fatalf("GET after restart: %q, want the value kept", got)
+	}
+	select {
+	case err := <-s.failed:
+		t.Errorf("a restart was reported as a crash: %v", err)
+	default:
+	}
+}
+
+// resp sends one inline command and returns the first line of the answer.
+func resp(t *testing.T, addr, cmd string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	n, _ := c.Read(b)
+	return strings.SplitN(string(b[:n]), "\r\n", 2)[0]
+}

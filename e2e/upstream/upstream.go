@@ -1,0 +1,211 @@
+// Package upstream is the demo upstream of the local stack: a tiny payments
+// API that counts how many times it executed an operation, so that the
+// end-to-end suite can tell "replayed by the gateway" from "ran again".
+//
+// The contract (DESIGN.md, "The local stack"):
+//
+//	POST /payments        201 {"id":"pay_<n>", ...the request's JSON members}; one execution
+//	GET  /__executions    200 {"count":N}
+//
+// Control headers, never part of the fingerprint:
+//
+//	X-Demo-Delay-Ms: N    execute, then wait N ms (0..60000) before answering
+//	X-Demo-Status: S      answer S (200..599) without executing
+//	X-Demo-Drop: 1        execute, then close the connection without an answer
+//
+// A bad control value is a 400 naming the header, without executing.
+package upstream
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Control header names.
+const (
+	HeaderDelay  = "X-Demo-Delay-Ms"
+	HeaderStatus = "X-Demo-Status"
+	HeaderDrop   = "X-Demo-Drop"
+)
+
+const (
+	// MaxDelay bounds X-Demo-Delay-Ms so a typo cannot hold a connection
+	// for hours.
+	MaxDelay = 60 * time.Second
+	// maxBody bounds what a payment request may carry.
+	maxBody = 1 << 20
+)
+
+// Server is the demo upstream. The zero value is not usable; call New.
+type Server struct {
+	log        *slog.Logger
+	executions atomic.Int64
+	mux        *http.ServeMux
+}
+
+// New returns a Server that logs to log (nil: discard).
+func New(log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /payments", s.payments)
+	s.mux.HandleFunc("GET /__executions", s.count)
+	return s
+}
+
+// Executions is how many payments have executed so far.
+func (s *Server) Executions() int64 { return s.executions.Load() }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// control is what the control headers ask for.
+type control struct {
+	delay  time.Duration
+	status int // 0: execute normally
+	drop   bool
+}
+
+// parseControl reads the control headers; an error names the header.
+func parseControl(h http.Header) (control, error) {
+	var c control
+	if v, ok := single(h, HeaderDelay); ok {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > MaxDelay {
+			return c, fmt.Errorf("%s: %q is not a whole number of milliseconds in 0..%d", HeaderDelay, v, MaxDelay.Milliseconds())
+		}
+		c.delay = time.Duration(ms) * time.Millisecond
+	}
+	if v, ok := single(h, HeaderStatus); ok {
+		st, err := strconv.Atoi(v)
+		if err != nil || st < 200 || st > 599 {
+			return c, fmt.Errorf("%s: %q is not a status in 200..599", HeaderStatus, v)
+		}
+		c.status = st
+	}
+	if v, ok := single(h, HeaderDrop); ok {
+		if v != "1" {
+			return c, fmt.Errorf("%s: %q; the only value is 1", HeaderDrop, v)
+		}
+		c.drop = true
+	}
+	return c, nil
+}
+
+// single returns the header's value when present; repeated headers are
+// joined, so "1, 1" is refused rather than guessed at.
+func single(h http.Header, name string) (string, bool) {
+	vs := h.Values(name)
+	if len(vs) == 0 {
+		return "", false
+	}
+	if len(vs) > 1 {
+		return fmt.Sprint(vs), true
+	}
+	return vs[0], true
+}
+
+func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
+	c, err := parseControl(r.Header)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if c.status != 0 {
+		s.log.Info("payment refused on request", "status", c.status)
+		writeJSON(w, c.status, map[string]any{"error": "answered as asked by " + HeaderStatus, "status": c.status})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	var fields map[string]json.RawMessage
+	if err := decodeObject(body, &fields); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+
+	n := s.executions.Add(1)
+	id, _ := json.Marshal(fmt.Sprintf("pay_%d", n))
+	fields["id"] = id
+	s.log.Info("payment executed", "id", fmt.Sprintf("pay_%d", n), "delay", c.delay, "drop", c.drop)
+
+	if c.delay > 0 {
+		t := time.NewTimer(c.delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the client went away; the payment has executed all the same
+		}
+	}
+	if c.drop {
+		drop(w)
+		return
+	}
+	writeJSON(w, http.StatusCreated, fields)
+}
+
+// decodeObject accepts exactly one JSON object.
+func decodeObject(body []byte, into *map[string]json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(into); err != nil {
+		return fmt.Errorf("not a JSON object: %w", err)
+	}
+	if *into == nil {
+		return errors.New("not a JSON object: null")
+	}
+	if dec.More() {
+		return errors.New("not a JSON object: data after the object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("not a JSON object: data after the object")
+	}
+	return nil
+}
+
+// drop closes the connection without writing a response: what an upstream
+// that crashed after executing looks like from the gateway.
+func drop(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// HTTP/2 cannot be hijacked; aborting the handler resets the stream.
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
+}
+
+func (s *Server) count(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]int64{"count": s.executions.Load()})
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,159 @@
+package upstream
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func post(t *testing.T, url, body string, hdr map[string]string) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url+"/payments", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	// A fresh transport per request: a dropped connection must not be
+	// retried on another one.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+func executions(t *testing.T, url string) int64 {
+	t.Helper()
+	resp, err := http.Get(url + "/__executions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Count int64 }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Count
+}
+
+func TestPayments(t *testing.T) {
+	tests := []struct {
+		name       string
+		body       string
+		hdr        map[string]string
+		wantStatus int
+		wantExec   int64  // executions added
+		wantInBody string // substring of the answer
+	}{
+		{"executes", `{"amount":1000,"currency":"EUR"}`, nil, 201, 1, `"currency":"EUR"`},
+		{"keeps members verbatim", `{"amount":1.50e3,"note":"\u00e9"}`, nil, 201, 1, `"amount":1.50e3`},
+		{"overwrites a client id", `{"id":"mine"}`, nil, 201, 1, `"id":"pay_`},
+		{"delay", `{"amount":1}`, map[string]string{HeaderDelay: "50"}, 201, 1, `"amount":1`},
+		{"status without executing", `{"amount":1}`, map[string]string{HeaderStatus: "503"}, 503, 0, `X-Demo-Status`},
+		{"status skips body checks", `not json`, map[string]string{HeaderStatus: "429"}, 429, 0, ``},
+		{"invalid JSON", `{"amount":`, nil, 400, 0, `not a JSON object`},
+		{"array", `[1,2]`, nil, 400, 0, `not a JSON object`},
+		{"null", `null`, nil, 400, 0, `null`},
+		{"trailing data", `{"a":1} {"b":2}`, nil, 400, 0, `after the object`},
+		{"bad delay", `{}`, map[string]string{HeaderDelay: "soon"}, 400, 0, HeaderDelay},
+		{"negative delay", `{}`, map[string]string{HeaderDelay: "-1"}, 400, 0, HeaderDelay},
+		{"delay too long", `{}`, map[string]string{HeaderDelay: "60001"}, 400, 0, HeaderDelay},
+		{"bad status", `{}`, map[string]string{HeaderStatus: "99"}, 400, 0, HeaderStatus},
+		{"status not a number", `{}`, map[string]string{HeaderStatus: "5xx"}, 400, 0, HeaderStatus},
+		{"bad drop", `{}`, map[string]string{HeaderDrop: "yes"}, 400, 0, HeaderDrop},
+	}
+	srv := httptest.NewServer(New(nil))
+	defer srv.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := executions(t, srv.URL)
+			resp, body, err := post(t, srv.URL, tt.body, tt.hdr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			if got := executions(t, srv.URL) - before; got != tt.wantExec {
+				t.Errorf("executions added = %d, want %d", got, tt.wantExec)
+			}
+			if !strings.Contains(string(body), tt.wantInBody) {
+				t.Errorf("body %s does not contain %q", body, tt.wantInBody)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+		})
+	}
+}
+
+func TestPaymentIDsCountExecutions(t *testing.T) {
+	srv := httptest.NewServer(New(nil))
+	defer srv.Close()
+	for want := 1; want <= 3; want++ {
+		_, body, err := post(t, srv.URL, `{"amount":5}`, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("answer %s: %v", body, err)
+		}
+		if id := got["id"]; id != "pay_"+string(rune('0'+want)) {
+			t.Errorf("id = %v, want pay_%d", id, want)
+		}
+		if got["amount"] != 5.0 {
+			t.Errorf("amount = %v, want 5", got["amount"])
+		}
+	}
+	if n := executions(t, srv.URL); n != 3 {
+		t.Errorf("count = %d, want 3", n)
+	}
+}
+
+func TestDropExecutesAndAnswersNothing(t *testing.T) {
+	s := New(nil)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	resp, _, err := post(t, srv.URL, `{"amount":1}`, map[string]string{HeaderDrop: "1"})
+	if err == nil {
+		t.Fatalf("got an answer %d, want the connection closed without one", resp.StatusCode)
+	}
+	if n := s.Executions(); n != 1 {
+		t.Errorf("executions = %d, want 1", n)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	srv := httptest.NewServer(New(nil))
+	defer srv.Close()
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/payments", 405},
+		{"POST", "/__executions", 405},
+		{"GET", "/elsewhere", 404},
+		{"GET", "/__executions", 200},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+		}
+	}
+}
