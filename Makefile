@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps wasm build test test-wasm bench fuzz fuzz-smoke lint check demo e2e e2e-docker clean
+.PHONY: help deps wasm build test test-wasm bench fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ demo: build ## run the local stack in the foreground with the demo policy (Ctrl-
 
 e2e: build ## the end-to-end suite on the local stack (free loopback ports, private redis-server)
 	$(GO) test -count=1 ./e2e/...
+
+bench-e2e: deps build ## load through the local stack: edge replay, miss, pass-through vs direct-to-upstream
+	$(BUILD)/bench-e2e -c 16 -d 5s
 
 # Docker is not available on our build machines: this target is for users
 # and any machine that has Docker with the compose plugin. The same suite
