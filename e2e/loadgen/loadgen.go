@@ -65,7 +65,9 @@ func Scenarios(t Target, run string) []Scenario {
 		return req, nil
 	}
 	get := func(base string) func(int, int) (*http.Request, error) {
-		return func(int, int) (*http.Request, error) { return http.NewRequest(http.MethodGet, base+"/__executions", nil) }
+		return func(int, int) (*http.Request, error) {
+			return http.NewRequest(http.MethodGet, base+"/__executions", nil)
+		}
 	}
 	return []Scenario{
 		{Name: "direct GET", Request: get(t.Upstream), Want: 200},
