@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -324,5 +325,57 @@ func TestUpstreamDropNeverReexecutes(t *testing.T) {
 	}
 	if got := up.executions.Load(); got != 1 {
 		t.Fatalf("executions = %d, want 1", got)
+	}
+}
+
+// waitStreamsDone waits (bounded) until no stream is open in any worker:
+// the host has run proxy_on_log and proxy_on_delete for every request.
+func waitStreamsDone(t *testing.T, h *Host) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		open := 0
+		for _, w := range h.workers {
+			w.mu.Lock()
+			open += len(w.streams)
+			w.mu.Unlock()
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams still open", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClientGoneMidBodyNotForwarded: a client that announces a body and
+// disconnects before sending all of it never completed its request; Envoy
+// resets the stream and nothing goes upstream. The host must not take the
+// truncated body for the whole one.
+func TestClientGoneMidBodyNotForwarded(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	h, url := newHost(t, cp, up, 1)
+	for _, path := range []string{"/payments", "/other"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := `{"amount":1}` // valid JSON, but not the 100 bytes announced
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+			"Authorization: Bearer alice\r\nIdempotency-Key: \"trunc\"\r\nContent-Length: 100\r\n\r\n%s", path, body)
+		conn.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, conn) // until the host closes or answers
+		conn.Close()
+		waitStreamsDone(t, h)
+	}
+	if got := up.executions.Load(); got != 0 {
+		t.Fatalf("truncated requests executed %d times upstream, want 0", got)
+	}
+	// The filter never saw that request end: its key was neither reserved
+	// nor locked, and the whole request executes.
+	if r := post(t, url+"/payments", `"trunc"`, `{"amount":1}`); r.status != 201 {
+		t.Fatalf("the complete request after a truncated one = %d %s, want 201", r.status, r.body)
 	}
 }

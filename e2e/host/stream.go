@@ -164,9 +164,11 @@ func (w *worker) requestPath(r *http.Request, s *stream) error {
 		if done, err := w.stopped(s); done || err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(r.Body, buf)
-		end := rerr != nil // EOF or short read: the body ended (or broke)
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+		n, end, rerr := readChunk(r.Body, buf)
+		if rerr != nil {
+			// The client went away mid-body (net/http reports a body cut
+			// short as io.ErrUnexpectedEOF): Envoy resets the stream and
+			// the module never sees the request end.
 			return errClientGone
 		}
 		trailers := trailerPairs(r.Trailer)
@@ -205,6 +207,22 @@ func (w *worker) requestPath(r *http.Request, s *stream) error {
 	s.reqBody = forwarded // the bytes the upstream gets
 	w.mu.Unlock()
 	return nil
+}
+
+// readChunk fills buf from the request body. end is true only when the
+// body ended as announced (io.EOF); any other error is returned.
+func readChunk(body io.Reader, buf []byte) (n int, end bool, err error) {
+	for n < len(buf) {
+		m, err := body.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 // stopped reports whether the module answered or reset the stream.
