@@ -379,3 +379,51 @@ func TestClientGoneMidBodyNotForwarded(t *testing.T) {
 		t.Fatalf("the complete request after a truncated one = %d %s, want 201", r.status, r.body)
 	}
 }
+
+// TestUpstreamResetMidBody: the upstream answers 201, sends part of its
+// body and drops the connection. Envoy passes the body on without
+// end_of_stream and then resets the client's stream: the filter never
+// sees a complete response, so it stores the status only (body omitted),
+// and the client never gets a response that looks complete.
+func TestUpstreamResetMidBody(t *testing.T) {
+	cp := startControlPlane(t)
+	var executions atomic.Int64
+	up := &testUpstream{}
+	up.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		executions.Add(1)
+		rw.Header().Set("content-type", "application/json")
+		rw.Header().Set("content-length", "100")
+		rw.WriteHeader(201)
+		rw.Write([]byte(`{"partial":`))
+		rw.(http.Flusher).Flush()
+		if conn, _, err := rw.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(up.srv.Close)
+	h, url := newHost(t, cp, up, 1)
+
+	req, _ := http.NewRequest(http.MethodPost, url+"/payments", strings.NewReader(`{"amount":7}`))
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("authorization", "Bearer alice")
+	req.Header.Set("idempotency-key", `"midbody"`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err == nil {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil {
+			t.Errorf("client got a complete-looking %d %q from a response the upstream cut short", resp.StatusCode, b)
+		}
+	}
+	waitStreamsDone(t, h)
+	retry := post(t, url+"/payments", `"midbody"`, `{"amount":7}`)
+	if strings.Contains(retry.body, `{"partial":`) {
+		t.Fatalf("retry replayed the truncated body as the response: %d %q", retry.status, retry.body)
+	}
+	if got := executions.Load(); got != 1 {
+		t.Fatalf("executions = %d, want 1", got)
+	}
+}

@@ -132,9 +132,10 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	headers := responseHeaders(resp)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(maxBody)+1))
 	if err != nil || len(body) > maxBody {
-		// The upstream reset mid-body; Envoy would pass the partial
-		// response on and then reset the client's stream.
-		w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, errors.New("upstream reset mid-body"))
+		// The upstream reset mid-body (or sent more than this host
+		// holds): Envoy passes what came on without end_of_stream, then
+		// resets the client's stream.
+		w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body[:min(len(body), maxBody)], errors.New("upstream reset mid-body"))
 		return
 	}
 	w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, nil)
@@ -356,8 +357,10 @@ func upstreamRequest(ctx context.Context, upstream string, headers [][2]string, 
 
 // respond runs the response (the upstream's, the router's or the module's
 // own local reply) through the module's response callbacks and sends the
-// client whatever the module left. tail, when set, resets the client's
-// stream after the body (the upstream broke mid-body).
+// client whatever the module left. tail, when set, means the body is cut
+// short (the upstream broke mid-body): as in Envoy, the module never sees
+// end_of_stream, and the client's stream is reset after whatever the
+// module let through.
 func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, status int, details string, headers [][2]string, body []byte, tail error) {
 	w.mu.Lock()
 	isLocal := s.local != nil
@@ -368,13 +371,13 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	if isLocal {
 		s.responded = true // the module cannot send a second local reply
 	}
-	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0))
+	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0 && tail == nil))
 	paused := a == actionPause
 	var out []byte
 	for off := 0; err == nil && off < len(body); off += bodyChunk {
 		end := min(off+bodyChunk, len(body))
 		s.respBody = append(s.respBody, body[off:end]...)
-		a, err = w.call(w.ctx, "proxy_on_response_body", uint64(s.id), uint64(len(s.respBody)), boolArg(end == len(body)))
+		a, err = w.call(w.ctx, "proxy_on_response_body", uint64(s.id), uint64(len(s.respBody)), boolArg(end == len(body) && tail == nil))
 		paused = a == actionPause
 		if err == nil && !paused {
 			out = append(out, s.respBody...)
@@ -389,6 +392,19 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	if err != nil {
 		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
 		return
+	}
+	if tail != nil {
+		w.mu.Lock()
+		s.responded = true
+		final := append([][2]string(nil), s.respHeaders...)
+		w.mu.Unlock()
+		if !paused {
+			// The headers and the body so far went on; then the reset.
+			writeHeaders(rw, final, status)
+			rw.Write(out)
+			http.NewResponseController(rw).Flush()
+		}
+		panic(http.ErrAbortHandler)
 	}
 	if paused && !isLocal {
 		if w.waitResponse(r.Context(), s) != nil {
@@ -407,10 +423,9 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	out = append(out, s.respBody...)
 	final := append([][2]string(nil), s.respHeaders...)
 	w.mu.Unlock()
-	writeResponse(rw, final, out, status)
-	if tail != nil {
-		panic(http.ErrAbortHandler)
-	}
+	rw.Header().Set("content-length", strconv.Itoa(len(out)))
+	writeHeaders(rw, final, status)
+	rw.Write(out)
 }
 
 // waitResponse waits until the module continues the response.
@@ -434,8 +449,9 @@ func (w *worker) waitResponse(ctx context.Context, s *stream) error {
 	}
 }
 
-// writeResponse writes the module's view of the response to the client.
-func writeResponse(rw http.ResponseWriter, headers [][2]string, body []byte, fallbackStatus int) {
+// writeHeaders writes the module's view of the response headers to the
+// client; content-length is the caller's (set only for a whole body).
+func writeHeaders(rw http.ResponseWriter, headers [][2]string, fallbackStatus int) {
 	status := fallbackStatus
 	h := rw.Header()
 	for _, kv := range headers {
@@ -449,9 +465,7 @@ func writeResponse(rw http.ResponseWriter, headers [][2]string, body []byte, fal
 			h.Add(kv[0], kv[1])
 		}
 	}
-	h.Set("content-length", strconv.Itoa(len(body)))
 	rw.WriteHeader(status)
-	rw.Write(body)
 }
 
 // finish ends the stream in the module: proxy_on_done, proxy_on_log and
