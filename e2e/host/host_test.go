@@ -427,3 +427,94 @@ func TestUpstreamResetMidBody(t *testing.T) {
 		t.Fatalf("executions = %d, want 1", got)
 	}
 }
+
+// TestCloseEndsCallouts: Close cancels the module's callouts in flight and
+// waits for them, and ends the streams they paused: nothing calls into a
+// VM after Close returns.
+func TestCloseEndsCallouts(t *testing.T) {
+	// A cluster that accepts and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+	}
+	cfg, err := os.ReadFile(demoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The longest callout timeout the policy allows: Close must not wait it out.
+	cfg = []byte(strings.Replace(string(cfg), `"timeout": "500ms"`, `"timeout": "10s"`, 1))
+	up := newTestUpstream(t)
+	h, err := New(context.Background(), Config{
+		Wasm: wasm, PluginConfig: cfg, Workers: 1,
+		Clusters: map[string]string{"idemgate_controlplane": ln.Addr().String()},
+		Upstream: up.addr(),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/payments", strings.NewReader(`{"amount":1}`))
+		req.Header.Set("content-type", "application/json")
+		req.Header.Set("authorization", "Bearer alice")
+		req.Header.Set("idempotency-key", `"close"`)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.calloutsInFlight.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reserve callout never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.Close()
+	if n := h.calloutsInFlight.Load(); n != 0 {
+		t.Fatalf("%d callouts still in flight after Close", n)
+	}
+	select {
+	case status := <-done:
+		if status == 201 {
+			t.Fatalf("request paused on a callout got 201 after Close")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request paused on the callout never ended after Close")
+	}
+	if up.executions.Load() != 0 {
+		t.Fatal("the request went upstream")
+	}
+}

@@ -65,6 +65,9 @@ const (
 // errClientGone ends a stream whose client went away.
 var errClientGone = errors.New("client went away")
 
+// errHostClosed ends a stream the host's Close found unfinished.
+var errHostClosed = errors.New("host closed")
+
 // hopByHop are connection-level headers a proxy does not forward
 // (RFC 9110 7.6.1).
 var hopByHop = map[string]bool{
@@ -98,6 +101,8 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errClientGone):
 		return
+	case errors.Is(err, errHostClosed):
+		panic(http.ErrAbortHandler) // Envoy resets what it has not finished
 	case err != nil:
 		w.log.Warn("request", "err", err, "context", s.id)
 		if s.reset {
@@ -254,6 +259,8 @@ func (w *worker) waitRequest(ctx context.Context, s *stream) error {
 		case <-s.wake:
 		case <-ctx.Done():
 			return errClientGone
+		case <-w.h.stop:
+			return errHostClosed
 		case <-idle.C:
 			w.mu.Lock()
 			if s.local == nil && !s.reqContinued {
@@ -407,7 +414,10 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 		panic(http.ErrAbortHandler)
 	}
 	if paused && !isLocal {
-		if w.waitResponse(r.Context(), s) != nil {
+		switch err := w.waitResponse(r.Context(), s); {
+		case errors.Is(err, errHostClosed):
+			panic(http.ErrAbortHandler)
+		case err != nil:
 			return
 		}
 	}
@@ -443,6 +453,8 @@ func (w *worker) waitResponse(ctx context.Context, s *stream) error {
 		case <-s.wake:
 		case <-ctx.Done():
 			return errClientGone
+		case <-w.h.stop:
+			return errHostClosed
 		case <-idle.C:
 			return nil // Envoy would reset; sending what we have is kinder to tests
 		}
@@ -564,12 +576,18 @@ func (w *worker) dispatch(cluster string, headers [][2]string, body []byte, time
 	}
 	w.nextCallout++
 	id := w.nextCallout
-	go w.runCallout(id, addr, headers, body, timeout)
+	w.h.calloutWG.Add(1)
+	w.h.calloutsInFlight.Add(1)
+	go func() {
+		defer w.h.calloutWG.Done()
+		defer w.h.calloutsInFlight.Add(-1)
+		w.runCallout(id, addr, headers, body, timeout)
+	}()
 	return id, statusOK
 }
 
 func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []byte, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(w.h.calloutCtx, timeout)
 	defer cancel()
 	ans := &calloutAnswer{}
 	req, err := upstreamRequest(ctx, addr, headers, body)
@@ -590,6 +608,9 @@ func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return // the host closed: nobody to answer
+	}
 	w.callout = ans
 	w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers)))
 	w.callout = nil
