@@ -2,7 +2,7 @@
 // runs a proxy-wasm module (build/idempotency.wasm) for every request the
 // way one Envoy worker runs an HTTP Wasm filter, performs the module's HTTP
 // callouts for real and proxies to one upstream. It exists because Envoy
-// cannot run on the machines this project is built on; README.md in e2e/
+// cannot run on the machines this project is built on; e2e/host/README.md
 // lists every way it differs from Envoy.
 package host
 
