@@ -146,7 +146,8 @@ func (h *Host) instantiateABI(ctx context.Context) error {
 		if !ok || !rok {
 			return statusBadArgument
 		}
-		// Envoy joins repeated headers with ","; the Go SDK reads one value.
+		// Envoy returns the first of repeated values; this host joins them
+		// with "," (README lists it). The filter reads whole maps instead.
 		var vals []string
 		for _, kv := range *hm {
 			if strings.EqualFold(kv[0], string(key)) {

@@ -2,7 +2,7 @@
 // runs a proxy-wasm module (build/idempotency.wasm) for every request the
 // way one Envoy worker runs an HTTP Wasm filter, performs the module's HTTP
 // callouts for real and proxies to one upstream. It exists because Envoy
-// cannot run on the machines this project is built on; README.md in e2e/
+// cannot run on the machines this project is built on; e2e/host/README.md
 // lists every way it differs from Envoy.
 package host
 
@@ -82,6 +82,13 @@ type Host struct {
 	closeOnce sync.Once
 	stop      chan struct{}
 	ticks     sync.WaitGroup
+
+	// Callouts in flight: Close cancels them and waits for them, so that
+	// nothing calls into a VM once it is closed.
+	calloutCtx       context.Context
+	cancelCallouts   context.CancelFunc
+	calloutWG        sync.WaitGroup
+	calloutsInFlight atomic.Int32
 }
 
 // New compiles the module, starts Workers VMs and configures the plugin
@@ -113,6 +120,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	h.calloutCtx, h.cancelCallouts = context.WithCancel(context.Background())
 	h.upstream = &http.Client{Transport: newTransport(cfg.Workers * 64)}
 	h.callouts = &http.Client{Transport: newTransport(cfg.Workers * 64)}
 
@@ -159,17 +167,21 @@ func newTransport(idlePerHost int) *http.Transport {
 	}
 }
 
-// Close stops the ticks and the VMs.
+// Close stops the ticks, ends the streams paused in the VMs, cancels the
+// callouts in flight and closes the VMs. A VM is not called after Close.
 func (h *Host) Close() {
 	h.closeOnce.Do(func() {
-		close(h.stop)
+		close(h.stop) // also wakes every paused stream: it is reset
 		h.ticks.Wait()
 		ctx := context.Background()
 		for _, w := range h.workers {
 			w.mu.Lock()
 			w.call(ctx, "proxy_on_done", rootContextID)
+			w.closed = true // no more calls, hence no new callouts
 			w.mu.Unlock()
 		}
+		h.cancelCallouts()
+		h.calloutWG.Wait()
 		h.runtime.Close(ctx)
 		h.upstream.CloseIdleConnections()
 		h.callouts.CloseIdleConnections()

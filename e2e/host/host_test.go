@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -324,5 +325,196 @@ func TestUpstreamDropNeverReexecutes(t *testing.T) {
 	}
 	if got := up.executions.Load(); got != 1 {
 		t.Fatalf("executions = %d, want 1", got)
+	}
+}
+
+// waitStreamsDone waits (bounded) until no stream is open in any worker:
+// the host has run proxy_on_log and proxy_on_delete for every request.
+func waitStreamsDone(t *testing.T, h *Host) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		open := 0
+		for _, w := range h.workers {
+			w.mu.Lock()
+			open += len(w.streams)
+			w.mu.Unlock()
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams still open", open)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClientGoneMidBodyNotForwarded: a client that announces a body and
+// disconnects before sending all of it never completed its request; Envoy
+// resets the stream and nothing goes upstream. The host must not take the
+// truncated body for the whole one.
+func TestClientGoneMidBodyNotForwarded(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	h, url := newHost(t, cp, up, 1)
+	for _, path := range []string{"/payments", "/other"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := `{"amount":1}` // valid JSON, but not the 100 bytes announced
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+			"Authorization: Bearer alice\r\nIdempotency-Key: \"trunc\"\r\nContent-Length: 100\r\n\r\n%s", path, body)
+		conn.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, conn) // until the host closes or answers
+		conn.Close()
+		waitStreamsDone(t, h)
+	}
+	if got := up.executions.Load(); got != 0 {
+		t.Fatalf("truncated requests executed %d times upstream, want 0", got)
+	}
+	// The filter never saw that request end: its key was neither reserved
+	// nor locked, and the whole request executes.
+	if r := post(t, url+"/payments", `"trunc"`, `{"amount":1}`); r.status != 201 {
+		t.Fatalf("the complete request after a truncated one = %d %s, want 201", r.status, r.body)
+	}
+}
+
+// TestUpstreamResetMidBody: the upstream answers 201, sends part of its
+// body and drops the connection. Envoy passes the body on without
+// end_of_stream and then resets the client's stream: the filter never
+// sees a complete response, so it stores the status only (body omitted),
+// and the client never gets a response that looks complete.
+func TestUpstreamResetMidBody(t *testing.T) {
+	cp := startControlPlane(t)
+	var executions atomic.Int64
+	up := &testUpstream{}
+	up.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		executions.Add(1)
+		rw.Header().Set("content-type", "application/json")
+		rw.Header().Set("content-length", "100")
+		rw.WriteHeader(201)
+		rw.Write([]byte(`{"partial":`))
+		rw.(http.Flusher).Flush()
+		if conn, _, err := rw.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(up.srv.Close)
+	h, url := newHost(t, cp, up, 1)
+
+	req, _ := http.NewRequest(http.MethodPost, url+"/payments", strings.NewReader(`{"amount":7}`))
+	req.Header.Set("content-type", "application/json")
+	req.Header.Set("authorization", "Bearer alice")
+	req.Header.Set("idempotency-key", `"midbody"`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err == nil {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil {
+			t.Errorf("client got a complete-looking %d %q from a response the upstream cut short", resp.StatusCode, b)
+		}
+	}
+	waitStreamsDone(t, h)
+	retry := post(t, url+"/payments", `"midbody"`, `{"amount":7}`)
+	if strings.Contains(retry.body, `{"partial":`) {
+		t.Fatalf("retry replayed the truncated body as the response: %d %q", retry.status, retry.body)
+	}
+	if got := executions.Load(); got != 1 {
+		t.Fatalf("executions = %d, want 1", got)
+	}
+}
+
+// TestCloseEndsCallouts: Close cancels the module's callouts in flight and
+// waits for them, and ends the streams they paused: nothing calls into a
+// VM after Close returns.
+func TestCloseEndsCallouts(t *testing.T) {
+	// A cluster that accepts and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+	}
+	cfg, err := os.ReadFile(demoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The longest callout timeout the policy allows: Close must not wait it out.
+	cfg = []byte(strings.Replace(string(cfg), `"timeout": "500ms"`, `"timeout": "10s"`, 1))
+	up := newTestUpstream(t)
+	h, err := New(context.Background(), Config{
+		Wasm: wasm, PluginConfig: cfg, Workers: 1,
+		Clusters: map[string]string{"idemgate_controlplane": ln.Addr().String()},
+		Upstream: up.addr(),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/payments", strings.NewReader(`{"amount":1}`))
+		req.Header.Set("content-type", "application/json")
+		req.Header.Set("authorization", "Bearer alice")
+		req.Header.Set("idempotency-key", `"close"`)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.calloutsInFlight.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reserve callout never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.Close()
+	if n := h.calloutsInFlight.Load(); n != 0 {
+		t.Fatalf("%d callouts still in flight after Close", n)
+	}
+	select {
+	case status := <-done:
+		if status == 201 {
+			t.Fatalf("request paused on a callout got 201 after Close")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request paused on the callout never ended after Close")
+	}
+	if up.executions.Load() != 0 {
+		t.Fatal("the request went upstream")
 	}
 }

@@ -65,6 +65,9 @@ const (
 // errClientGone ends a stream whose client went away.
 var errClientGone = errors.New("client went away")
 
+// errHostClosed ends a stream the host's Close found unfinished.
+var errHostClosed = errors.New("host closed")
+
 // hopByHop are connection-level headers a proxy does not forward
 // (RFC 9110 7.6.1).
 var hopByHop = map[string]bool{
@@ -98,6 +101,8 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, errClientGone):
 		return
+	case errors.Is(err, errHostClosed):
+		panic(http.ErrAbortHandler) // Envoy resets what it has not finished
 	case err != nil:
 		w.log.Warn("request", "err", err, "context", s.id)
 		if s.reset {
@@ -132,9 +137,10 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	headers := responseHeaders(resp)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(maxBody)+1))
 	if err != nil || len(body) > maxBody {
-		// The upstream reset mid-body; Envoy would pass the partial
-		// response on and then reset the client's stream.
-		w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, errors.New("upstream reset mid-body"))
+		// The upstream reset mid-body (or sent more than this host
+		// holds): Envoy passes what came on without end_of_stream, then
+		// resets the client's stream.
+		w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body[:min(len(body), maxBody)], errors.New("upstream reset mid-body"))
 		return
 	}
 	w.respond(rw, r, s, resp.StatusCode, "via_upstream", headers, body, nil)
@@ -164,9 +170,11 @@ func (w *worker) requestPath(r *http.Request, s *stream) error {
 		if done, err := w.stopped(s); done || err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(r.Body, buf)
-		end := rerr != nil // EOF or short read: the body ended (or broke)
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+		n, end, rerr := readChunk(r.Body, buf)
+		if rerr != nil {
+			// The client went away mid-body (net/http reports a body cut
+			// short as io.ErrUnexpectedEOF): Envoy resets the stream and
+			// the module never sees the request end.
 			return errClientGone
 		}
 		trailers := trailerPairs(r.Trailer)
@@ -207,6 +215,22 @@ func (w *worker) requestPath(r *http.Request, s *stream) error {
 	return nil
 }
 
+// readChunk fills buf from the request body. end is true only when the
+// body ended as announced (io.EOF); any other error is returned.
+func readChunk(body io.Reader, buf []byte) (n int, end bool, err error) {
+	for n < len(buf) {
+		m, err := body.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
 // stopped reports whether the module answered or reset the stream.
 func (w *worker) stopped(s *stream) (bool, error) {
 	w.mu.Lock()
@@ -235,6 +259,8 @@ func (w *worker) waitRequest(ctx context.Context, s *stream) error {
 		case <-s.wake:
 		case <-ctx.Done():
 			return errClientGone
+		case <-w.h.stop:
+			return errHostClosed
 		case <-idle.C:
 			w.mu.Lock()
 			if s.local == nil && !s.reqContinued {
@@ -338,8 +364,10 @@ func upstreamRequest(ctx context.Context, upstream string, headers [][2]string, 
 
 // respond runs the response (the upstream's, the router's or the module's
 // own local reply) through the module's response callbacks and sends the
-// client whatever the module left. tail, when set, resets the client's
-// stream after the body (the upstream broke mid-body).
+// client whatever the module left. tail, when set, means the body is cut
+// short (the upstream broke mid-body): as in Envoy, the module never sees
+// end_of_stream, and the client's stream is reset after whatever the
+// module let through.
 func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, status int, details string, headers [][2]string, body []byte, tail error) {
 	w.mu.Lock()
 	isLocal := s.local != nil
@@ -350,13 +378,13 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	if isLocal {
 		s.responded = true // the module cannot send a second local reply
 	}
-	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0))
+	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0 && tail == nil))
 	paused := a == actionPause
 	var out []byte
 	for off := 0; err == nil && off < len(body); off += bodyChunk {
 		end := min(off+bodyChunk, len(body))
 		s.respBody = append(s.respBody, body[off:end]...)
-		a, err = w.call(w.ctx, "proxy_on_response_body", uint64(s.id), uint64(len(s.respBody)), boolArg(end == len(body)))
+		a, err = w.call(w.ctx, "proxy_on_response_body", uint64(s.id), uint64(len(s.respBody)), boolArg(end == len(body) && tail == nil))
 		paused = a == actionPause
 		if err == nil && !paused {
 			out = append(out, s.respBody...)
@@ -372,8 +400,24 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
 		return
 	}
+	if tail != nil {
+		w.mu.Lock()
+		s.responded = true
+		final := append([][2]string(nil), s.respHeaders...)
+		w.mu.Unlock()
+		if !paused {
+			// The headers and the body so far went on; then the reset.
+			writeHeaders(rw, final, status)
+			rw.Write(out)
+			http.NewResponseController(rw).Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
 	if paused && !isLocal {
-		if w.waitResponse(r.Context(), s) != nil {
+		switch err := w.waitResponse(r.Context(), s); {
+		case errors.Is(err, errHostClosed):
+			panic(http.ErrAbortHandler)
+		case err != nil:
 			return
 		}
 	}
@@ -389,10 +433,9 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	out = append(out, s.respBody...)
 	final := append([][2]string(nil), s.respHeaders...)
 	w.mu.Unlock()
-	writeResponse(rw, final, out, status)
-	if tail != nil {
-		panic(http.ErrAbortHandler)
-	}
+	rw.Header().Set("content-length", strconv.Itoa(len(out)))
+	writeHeaders(rw, final, status)
+	rw.Write(out)
 }
 
 // waitResponse waits until the module continues the response.
@@ -410,14 +453,17 @@ func (w *worker) waitResponse(ctx context.Context, s *stream) error {
 		case <-s.wake:
 		case <-ctx.Done():
 			return errClientGone
+		case <-w.h.stop:
+			return errHostClosed
 		case <-idle.C:
 			return nil // Envoy would reset; sending what we have is kinder to tests
 		}
 	}
 }
 
-// writeResponse writes the module's view of the response to the client.
-func writeResponse(rw http.ResponseWriter, headers [][2]string, body []byte, fallbackStatus int) {
+// writeHeaders writes the module's view of the response headers to the
+// client; content-length is the caller's (set only for a whole body).
+func writeHeaders(rw http.ResponseWriter, headers [][2]string, fallbackStatus int) {
 	status := fallbackStatus
 	h := rw.Header()
 	for _, kv := range headers {
@@ -431,9 +477,7 @@ func writeResponse(rw http.ResponseWriter, headers [][2]string, body []byte, fal
 			h.Add(kv[0], kv[1])
 		}
 	}
-	h.Set("content-length", strconv.Itoa(len(body)))
 	rw.WriteHeader(status)
-	rw.Write(body)
 }
 
 // finish ends the stream in the module: proxy_on_done, proxy_on_log and
@@ -532,12 +576,18 @@ func (w *worker) dispatch(cluster string, headers [][2]string, body []byte, time
 	}
 	w.nextCallout++
 	id := w.nextCallout
-	go w.runCallout(id, addr, headers, body, timeout)
+	w.h.calloutWG.Add(1)
+	w.h.calloutsInFlight.Add(1)
+	go func() {
+		defer w.h.calloutWG.Done()
+		defer w.h.calloutsInFlight.Add(-1)
+		w.runCallout(id, addr, headers, body, timeout)
+	}()
 	return id, statusOK
 }
 
 func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []byte, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(w.h.calloutCtx, timeout)
 	defer cancel()
 	ans := &calloutAnswer{}
 	req, err := upstreamRequest(ctx, addr, headers, body)
@@ -558,6 +608,9 @@ func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return // the host closed: nobody to answer
+	}
 	w.callout = ans
 	w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers)))
 	w.callout = nil

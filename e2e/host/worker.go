@@ -30,6 +30,7 @@ type worker struct {
 
 	mu          sync.Mutex
 	failed      error // a trap kills the VM, as in Envoy
+	closed      bool  // the host closed: no more calls
 	nextContext uint32
 	active      uint32 // the effective context of the current call
 	streams     map[uint32]*stream
@@ -98,6 +99,9 @@ func (h *Host) startWorker(ctx context.Context, compiled wazero.CompiledModule, 
 // is a no-op returning 0 (Envoy skips callbacks a module does not
 // export); a trap marks the VM failed.
 func (w *worker) call(ctx context.Context, name string, args ...uint64) (uint64, error) {
+	if w.closed {
+		return 0, errHostClosed
+	}
 	if w.failed != nil {
 		return 0, w.failed
 	}

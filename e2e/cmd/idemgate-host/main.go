@@ -1,6 +1,6 @@
 // Command idemgate-host serves HTTP through a proxy-wasm module the way
 // one Envoy listener with the Wasm HTTP filter does, for development and
-// tests where Envoy cannot run. See e2e/README.md.
+// tests where Envoy cannot run. See e2e/host/README.md.
 package main
 
 import (
