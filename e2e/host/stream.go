@@ -77,7 +77,7 @@ var hopByHop = map[string]bool{
 
 // serve runs one request: request callbacks, the upstream (unless the
 // module answered), response callbacks, then the client's response, and
-// finally proxy_on_log and proxy_on_delete, in Envoy's order.
+// finally proxy_on_log, proxy_on_done and proxy_on_delete, in Envoy's order.
 func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	w.mu.Lock()
 	if w.failed != nil {
@@ -480,13 +480,14 @@ func writeHeaders(rw http.ResponseWriter, headers [][2]string, fallbackStatus in
 	rw.WriteHeader(status)
 }
 
-// finish ends the stream in the module: proxy_on_done, proxy_on_log and
-// proxy_on_delete, as Envoy does when a stream is destroyed.
+// finish ends the stream in the module in Envoy's order: proxy_on_log
+// (Envoy's access log runs first), then proxy_on_done and proxy_on_delete
+// as the filters are destroyed.
 func (w *worker) finish(s *stream) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.call(w.ctx, "proxy_on_done", uint64(s.id))
 	w.call(w.ctx, "proxy_on_log", uint64(s.id))
+	w.call(w.ctx, "proxy_on_done", uint64(s.id))
 	w.call(w.ctx, "proxy_on_delete", uint64(s.id))
 	delete(w.streams, s.id)
 }
