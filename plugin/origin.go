@@ -26,6 +26,11 @@ const (
 // notSentDetails are fragments of Envoy's response code details that
 // mean the request never reached an upstream. Anything else that is not
 // via_upstream is indeterminate: when in doubt, do not release.
+//
+// This holds only without router retries: the details describe the last
+// attempt, and with a retry_policy an earlier attempt may have reached the
+// upstream before a later one failed to connect. Governed routes must not
+// retry (idemctl check-envoy flags it) for that reason among others.
 var notSentDetails = []string{
 	"connection_failure", // upstream_reset_before_response_started{connection_failure} and its remote_/local_ variants
 	"overflow",           // circuit breaker: no connection or request slot
