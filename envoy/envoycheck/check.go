@@ -11,10 +11,7 @@
 // Check is pure: it reads no files and keeps no state.
 package envoycheck
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Severity says whether a finding breaks the configuration (Error) or
 // deserves a look (Warning).
@@ -30,6 +27,7 @@ const (
 // static_resources.listeners[0].filter_chains[0].filters[0].typed_config.
 type Finding struct {
 	Severity Severity `json:"severity"`
+	Rule     Rule     `json:"rule"`
 	Path     string   `json:"path"`
 	Message  string   `json:"message"`
 }
@@ -40,6 +38,26 @@ func (f Finding) String() string {
 	}
 	return fmt.Sprintf("%s: %s: %s", f.Path, f.Severity, f.Message)
 }
+
+// Rule names what a finding is about, for programs that read findings.
+type Rule string
+
+const (
+	RuleYAML            Rule = "yaml"             // not YAML, or not a mapping: not a configuration at all
+	RuleSchema          Rule = "schema"           // Envoy's API types refuse it
+	RuleUnknownType     Rule = "unknown_type"     // a type URL this checker cannot resolve
+	RulePolicy          Rule = "policy"           // the idemgate policy is invalid or not where it should be
+	RuleRetry           Rule = "retry"            // Envoy would re-send governed traffic
+	RuleBufferLimit     Rule = "buffer_limit"     // below the policy's max_body_bytes
+	RuleCluster         Rule = "cluster"          // the control-plane cluster is missing or misconfigured
+	RuleIdleTimeout     Rule = "idle_timeout"     // the control-plane cluster's idle timeout is too long
+	RuleFilterOrder     Rule = "filter_order"     // the filter comes after the router
+	RuleFailOpen        Rule = "fail_open"        // a failing VM would let governed traffic through
+	RuleRouteTimeout    Rule = "route_timeout"    // the upstream may outlive the lease
+	RuleNotGoverned     Rule = "not_governed"     // no idemgate filter, or one that cannot be checked
+	RuleOtherWasm       Rule = "other_wasm"       // a wasm filter that is not idemgate's
+	RuleRoutesUnchecked Rule = "routes_unchecked" // routes from RDS
+)
 
 // HasErrors reports whether any finding is an Error.
 func HasErrors(fs []Finding) bool {
@@ -66,8 +84,8 @@ func Check(yaml []byte) []Finding {
 // findings collects findings under a path prefix.
 type findings []Finding
 
-func (fs *findings) add(sev Severity, path, format string, args ...any) {
-	*fs = append(*fs, Finding{Severity: sev, Path: path, Message: fmt.Sprintf(format, args...)})
+func (fs *findings) add(sev Severity, rule Rule, path, format string, args ...any) {
+	*fs = append(*fs, Finding{Severity: sev, Rule: rule, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
 func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
@@ -83,5 +101,3 @@ func field(path, name string) string {
 func key(path, k string) string {
 	return fmt.Sprintf("%s[%q]", path, k)
 }
-
-var _ = strings.TrimSpace

@@ -27,10 +27,10 @@ func TestCheckTestdata(t *testing.T) {
 		file string
 		want []want
 	}{
-		{"schema_unknown_field.yaml", []want{{Error, "", `unknown field "per_connection_buffer_limit_byte"`}}},
-		{"schema_bad_enum.yaml", []want{{Error, "", `invalid value for enum field type: "STATICC"`}}},
-		{"schema_bad_duration.yaml", []want{{Error, "", `invalid google.protobuf.Duration value "1 second"`}}},
-		{"schema_bad_typed_config.yaml", []want{{Error, "", `unknown field "suppress_envoy_headerz"`}}},
+		{"schema_unknown_field.yaml", []want{{Error, "static_resources.listeners[0].per_connection_buffer_limit_byte", `unknown field "per_connection_buffer_limit_byte"`}}},
+		{"schema_bad_enum.yaml", []want{{Error, "static_resources.clusters[0].type", `invalid value for enum field type: "STATICC"`}}},
+		{"schema_bad_duration.yaml", []want{{Error, "static_resources.clusters[0].connect_timeout", `invalid google.protobuf.Duration value "1 second"`}}},
+		{"schema_bad_typed_config.yaml", []want{{Error, hcm + ".http_filters[1].typed_config.suppress_envoy_headerz", `unknown field "suppress_envoy_headerz"`}}},
 		{"schema_unknown_type.yaml", []want{{Error, hcm + ".http_filters[1].typed_config.@type", `unknown type URL "type.googleapis.com/envoy.config.filter.http.router.v2.Router"`}}},
 		{"schema_invalid_in_any.yaml", []want{{Error, hcm, "HttpConnectionManager.StatPrefix: value length must be at least 1"}}},
 		{"schema_invalid_port.yaml", []want{{Error, "", "SocketAddress.PortValue: value must be less than or equal to 65535"}}},
@@ -59,6 +59,11 @@ func TestCheckTestdata(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := Check(data)
+			for _, f := range got {
+				if f.Rule == "" {
+					t.Errorf("finding without a rule: %v", f)
+				}
+			}
 			for _, w := range tt.want {
 				if !hasFinding(got, w) {
 					t.Errorf("no finding %s at %q containing %q; got:\n%s", w.sev, w.path, w.msg, list(got))

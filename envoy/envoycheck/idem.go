@@ -77,7 +77,7 @@ func checkIdempotency(bs *bootstrapv3.Bootstrap) []Finding {
 		}
 	}
 	if governed == 0 {
-		out.add(Warning, "", "no idemgate wasm filter (envoy.filters.http.wasm running idempotency.wasm, or with a policy holding control_plane) in any listener's http_connection_manager: nothing is governed")
+		out.add(Warning, RuleNotGoverned, "", "no idemgate wasm filter (envoy.filters.http.wasm running idempotency.wasm, or with a policy holding control_plane) in any listener's http_connection_manager: nothing is governed")
 	}
 	return out
 }
@@ -123,26 +123,26 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 		cp := field(field(fp, "typed_config"), "config")
 		text, textErr := configurationText(pc.GetConfiguration())
 		if !isIdemgate(pc, text) {
-			out.add(Warning, fp, "a wasm filter that is not idemgate's (its code is not idempotency.wasm and its configuration has no control_plane): not checked")
+			out.add(Warning, RuleOtherWasm, fp, "a wasm filter that is not idemgate's (its code is not idempotency.wasm and its configuration has no control_plane): not checked")
 			continue
 		}
 		n++
 		if routerAt >= 0 && i > routerAt {
-			out.add(Error, fp, "comes after the router (http_filters[%d]): the router ends the filter chain, so this filter never runs and no request is governed; put it before the router", routerAt)
+			out.add(Error, RuleFilterOrder, fp, "comes after the router (http_filters[%d]): the router ends the filter chain, so this filter never runs and no request is governed; put it before the router", routerAt)
 		}
 		if pc.GetFailOpen() {
-			out.add(Error, field(cp, "fail_open"), "true: when the wasm VM fails, governed requests would pass upstream unchecked and a retry could execute twice; leave it false (the policy's failure_mode covers an unreachable control plane)")
+			out.add(Error, RuleFailOpen, field(cp, "fail_open"), "true: when the wasm VM fails, governed requests would pass upstream unchecked and a retry could execute twice; leave it false (the policy's failure_mode covers an unreachable control plane)")
 		}
 		if pc.GetFailurePolicy() == wasmv3.FailurePolicy_FAIL_OPEN {
-			out.add(Error, field(cp, "failure_policy"), "FAIL_OPEN: when the wasm VM fails, governed requests would pass upstream unchecked and a retry could execute twice; use FAIL_CLOSED or FAIL_RELOAD")
+			out.add(Error, RuleFailOpen, field(cp, "failure_policy"), "FAIL_OPEN: when the wasm VM fails, governed requests would pass upstream unchecked and a retry could execute twice; use FAIL_CLOSED or FAIL_RELOAD")
 		}
 		if textErr != nil {
-			out.add(Error, field(cp, "configuration"), "%v", textErr)
+			out.add(Error, RulePolicy, field(cp, "configuration"), "%v", textErr)
 			continue
 		}
 		cfg, err := policy.Parse([]byte(text))
 		if err != nil {
-			out.add(Error, field(cp, "configuration"), "the idemgate policy is invalid (the filter would refuse to start): %v", err)
+			out.add(Error, RulePolicy, field(cp, "configuration"), "the idemgate policy is invalid (the filter would refuse to start): %v", err)
 			continue
 		}
 		maxBody := 0
@@ -155,7 +155,7 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 		case hcm.GetRouteConfig() != nil:
 			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), out)
 		default:
-			out.add(Warning, hp, "routes come from RDS or scoped routes: their retry policies and buffer limits cannot be checked here")
+			out.add(Warning, RuleRoutesUnchecked, hp, "routes come from RDS or scoped routes: their retry policies and buffer limits cannot be checked here")
 		}
 	}
 	return n
@@ -202,19 +202,19 @@ func (env *envInfo) checkControlPlane(cfg *policy.Config, cp string, out *findin
 	ci, ok := env.clusters[name]
 	if !ok {
 		if env.dynamicClusters {
-			out.add(Warning, cp, "control_plane.cluster %q is not a static cluster; make sure CDS serves it, or every callout fails", name)
+			out.add(Warning, RuleCluster, cp, "control_plane.cluster %q is not a static cluster; make sure CDS serves it, or every callout fails", name)
 		} else {
-			out.add(Error, cp, "control_plane.cluster %q is not among static_resources.clusters: every callout would fail (503 when fail-closed, ungoverned when fail-open)", name)
+			out.add(Error, RuleCluster, cp, "control_plane.cluster %q is not among static_resources.clusters: every callout would fail (503 when fail-closed, ungoverned when fail-open)", name)
 		}
 		return
 	}
 	c, cpath := env.list[ci], index("static_resources.clusters", ci)
 	opts, explicit := httpOptions(c)
 	if h := opts.GetExplicitHttpConfig(); h != nil && (h.GetHttp2ProtocolOptions() != nil || h.GetHttp3ProtocolOptions() != nil) {
-		out.add(Error, field(cpath, "typed_extension_protocol_options"), "the control-plane cluster %q speaks HTTP/2 or HTTP/3; the control plane serves HTTP/1.1 only", name)
+		out.add(Error, RuleCluster, field(cpath, "typed_extension_protocol_options"), "the control-plane cluster %q speaks HTTP/2 or HTTP/3; the control plane serves HTTP/1.1 only", name)
 	}
 	if c.GetHttp2ProtocolOptions() != nil {
-		out.add(Error, field(cpath, "http2_protocol_options"), "the control-plane cluster %q speaks HTTP/2; the control plane serves HTTP/1.1 only", name)
+		out.add(Error, RuleCluster, field(cpath, "http2_protocol_options"), "the control-plane cluster %q speaks HTTP/2; the control plane serves HTTP/1.1 only", name)
 	}
 	idle := envoyDefaultIdleTimeout
 	common := opts.GetCommonHttpProtocolOptions()
@@ -232,7 +232,7 @@ func (env *envInfo) checkControlPlane(cfg *policy.Config, cp string, out *findin
 		case idle <= 0:
 			what = "is 0 (never)"
 		}
-		out.add(Warning, cpath, "the idle_timeout of the control-plane cluster %q %s, not below the control plane's own idle close of %v: Envoy may send a callout on a connection the server is closing, and that callout fails; set typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout to e.g. 60s",
+		out.add(Warning, RuleIdleTimeout, cpath, "the idle_timeout of the control-plane cluster %q %s, not below the control plane's own idle close of %v: Envoy may send a callout on a connection the server is closing, and that callout fails; set typed_extension_protocol_options[%q].common_http_protocol_options.idle_timeout to e.g. 60s",
 			name, what, ControlPlaneIdleClose, httpProtocolOptionsKey)
 	}
 }
@@ -258,7 +258,7 @@ func checkListenerBuffer(l *listenerv3.Listener, lp string, maxBody int, out *fi
 		limit, where = int64(v.GetValue()), fmt.Sprint(v.GetValue())
 	}
 	if limit < int64(maxBody) {
-		out.add(Error, field(lp, "per_connection_buffer_limit_bytes"), "is %s, below the policy's max_body_bytes %d: Envoy would answer 413 to bodies the policy admits; set it to at least %d", where, maxBody, maxBody)
+		out.add(Error, RuleBufferLimit, field(lp, "per_connection_buffer_limit_bytes"), "is %s, below the policy's max_body_bytes %d: Envoy would answer 413 to bodies the policy admits; set it to at least %d", where, maxBody, maxBody)
 	}
 }
 
@@ -283,16 +283,16 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			what := describe(&cfg.Routes[pr], pr)
 			switch {
 			case ra.GetRetryPolicy() != nil:
-				out.add(Error, field(field(routePath, "route"), "retry_policy"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it (a client retry with the same key is safe)", what)
+				out.add(Error, RuleRetry, field(field(routePath, "route"), "retry_policy"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it (a client retry with the same key is safe)", what)
 			case ra.GetRetryPolicyTypedConfig() != nil:
-				out.add(Error, field(field(routePath, "route"), "retry_policy_typed_config"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it", what)
+				out.add(Error, RuleRetry, field(field(routePath, "route"), "retry_policy_typed_config"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it", what)
 			case vh.GetRetryPolicy() != nil:
-				out.add(Error, field(vp, "retry_policy"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it, or give that route its own policy without retries", j, what)
+				out.add(Error, RuleRetry, field(vp, "retry_policy"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it, or give that route its own policy without retries", j, what)
 			case vh.GetRetryPolicyTypedConfig() != nil:
-				out.add(Error, field(vp, "retry_policy_typed_config"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): remove it", j, what)
+				out.add(Error, RuleRetry, field(vp, "retry_policy_typed_config"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): remove it", j, what)
 			}
 			if ra.GetHedgePolicy().GetHedgeOnPerTryTimeout() || vh.GetHedgePolicy().GetHedgeOnPerTryTimeout() {
-				out.add(Error, routePath, "hedge_on_per_try_timeout sends a second copy of traffic the idemgate policy governs (%s)", what)
+				out.add(Error, RuleRetry, routePath, "hedge_on_per_try_timeout sends a second copy of traffic the idemgate policy governs (%s)", what)
 			}
 			checkTimeout(ra, routePath, &cfg.Routes[pr], what, out)
 			limit, lpath := r.GetPerRequestBufferLimitBytes(), field(routePath, "per_request_buffer_limit_bytes")
@@ -300,7 +300,7 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 				limit, lpath = vh.GetPerRequestBufferLimitBytes(), field(vp, "per_request_buffer_limit_bytes")
 			}
 			if limit != nil && int64(limit.GetValue()) < int64(cfg.Routes[pr].MaxBodyBytes) {
-				out.add(Error, lpath, "is %d, below max_body_bytes %d of the policy route that governs routes[%d] (%s): Envoy would answer 413 to bodies the policy admits", limit.GetValue(), cfg.Routes[pr].MaxBodyBytes, j, what)
+				out.add(Error, RuleBufferLimit, lpath, "is %d, below max_body_bytes %d of the policy route that governs routes[%d] (%s): Envoy would answer 413 to bodies the policy admits", limit.GetValue(), cfg.Routes[pr].MaxBodyBytes, j, what)
 			}
 		}
 	}
@@ -317,9 +317,9 @@ func checkTimeout(ra *routev3.RouteAction, routePath string, pr *policy.Route, w
 	}
 	switch {
 	case timeout == 0:
-		out.add(Warning, field(field(routePath, "route"), "timeout"), "is 0 (none) on traffic the idemgate policy governs (%s): an upstream slower than the lease %v lets a retry take the key over and execute again; set it below the lease", what, pr.Lease)
+		out.add(Warning, RuleRouteTimeout, field(field(routePath, "route"), "timeout"), "is 0 (none) on traffic the idemgate policy governs (%s): an upstream slower than the lease %v lets a retry take the key over and execute again; set it below the lease", what, pr.Lease)
 	case timeout >= pr.Lease:
-		out.add(Warning, field(field(routePath, "route"), "timeout"), "is %s, not below the lease %v of the policy route that governs it (%s): an upstream slower than the lease lets a retry take the key over and execute again; set it below the lease", desc, pr.Lease, what)
+		out.add(Warning, RuleRouteTimeout, field(field(routePath, "route"), "timeout"), "is %s, not below the lease %v of the policy route that governs it (%s): an upstream slower than the lease lets a retry take the key over and execute again; set it below the lease", desc, pr.Lease, what)
 	}
 }
 

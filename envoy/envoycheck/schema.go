@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -22,18 +23,18 @@ func decode(data []byte) (*bootstrapv3.Bootstrap, []Finding) {
 	var out findings
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		out.add(Error, "", "not YAML: %v", err)
+		out.add(Error, RuleYAML, "", "not YAML: %v", err)
 		return nil, out
 	}
 	if !isObject(js) {
-		out.add(Error, "", "not an Envoy bootstrap: want a YAML mapping at the top level")
+		out.add(Error, RuleYAML, "", "not an Envoy bootstrap: want a YAML mapping at the top level")
 		return nil, out
 	}
 	// protojson would stop at the first unresolvable type URL with a terse
 	// message; find them all first, each with its location.
 	var doc any
 	if err := json.Unmarshal(js, &doc); err != nil {
-		out.add(Error, "", "not YAML: %v", err)
+		out.add(Error, RuleYAML, "", "not YAML: %v", err)
 		return nil, out
 	}
 	unknownTypes(doc, "", &out)
@@ -43,7 +44,8 @@ func decode(data []byte) (*bootstrapv3.Bootstrap, []Finding) {
 	bs := new(bootstrapv3.Bootstrap)
 	// DiscardUnknown false: a misspelt field must fail, not vanish.
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, bs); err != nil {
-		out.add(Error, "", "schema: %s", protojsonMessage(err))
+		msg := protojsonMessage(err)
+		out.add(Error, RuleSchema, locate(doc, msg), "schema: %s", msg)
 		return nil, out
 	}
 	validate(bs, "", &out)
@@ -71,6 +73,55 @@ func protojsonMessage(err error) string {
 	return msg
 }
 
+// locate finds where in the document a protojson error points, from the
+// last quoted name or value in its message: the path of the first member
+// with that name, else of the first string with that value. "" when the
+// message quotes nothing or nothing matches.
+func locate(doc any, msg string) string {
+	q := quoted.FindAllStringSubmatch(msg, -1)
+	if len(q) == 0 {
+		return ""
+	}
+	want := q[len(q)-1][1]
+	if p, ok := find(doc, "", func(k string, _ any) bool { return k == want }); ok {
+		return p
+	}
+	p, _ := find(doc, "", func(_ string, v any) bool { s, ok := v.(string); return ok && s == want })
+	return p
+}
+
+var quoted = regexp.MustCompile(`"([^"\\]*)"`)
+
+// find walks the document in a stable order and returns the path of the
+// first member for which match holds.
+func find(v any, path string, match func(k string, v any) bool) (string, bool) {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if match(k, v[k]) {
+				return field(path, k), true
+			}
+		}
+		for _, k := range keys {
+			if p, ok := find(v[k], field(path, k), match); ok {
+				return p, true
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if p, ok := find(e, index(path, i), match); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
 // unknownTypes reports every "@type" whose message is not registered: a
 // typed config of an extension this checker does not know, or a typo.
 func unknownTypes(v any, path string, out *findings) {
@@ -78,7 +129,7 @@ func unknownTypes(v any, path string, out *findings) {
 	case map[string]any:
 		if t, ok := v["@type"].(string); ok {
 			if _, err := protoregistry.GlobalTypes.FindMessageByURL(t); err != nil {
-				out.add(Error, field(path, "@type"), "unknown type URL %q: not an Envoy v3 API type this checker knows (a typo, a v2 type, or an extension not registered in envoy/envoycheck/types.go)", t)
+				out.add(Error, RuleUnknownType, field(path, "@type"), "unknown type URL %q: not an Envoy v3 API type this checker knows (a typo, a v2 type, or an extension not registered in envoy/envoycheck/types.go)", t)
 			}
 		}
 		keys := make([]string, 0, len(v))
@@ -113,11 +164,11 @@ func validate(m proto.Message, path string, out *findings) {
 	var multi interface{ AllErrors() []error }
 	if errors.As(err, &multi) {
 		for _, e := range multi.AllErrors() {
-			out.add(Error, path, "invalid %s: %v", m.ProtoReflect().Descriptor().FullName(), e)
+			out.add(Error, RuleSchema, path, "invalid %s: %v", m.ProtoReflect().Descriptor().FullName(), e)
 		}
 		return
 	}
-	out.add(Error, path, "invalid %s: %v", m.ProtoReflect().Descriptor().FullName(), err)
+	out.add(Error, RuleSchema, path, "invalid %s: %v", m.ProtoReflect().Descriptor().FullName(), err)
 }
 
 // walkAny visits every set message field of m, recursively, and validates
@@ -161,7 +212,7 @@ func visitMessage(m protoreflect.Message, path string, out *findings) {
 	}
 	inner, err := unpack(a)
 	if err != nil {
-		out.add(Error, path, "%v", err)
+		out.add(Error, RuleSchema, path, "%v", err)
 		return
 	}
 	validate(inner, path, out)
