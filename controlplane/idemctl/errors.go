@@ -53,8 +53,11 @@ func classify(err error) errorInfo {
 		ioErr *ioError
 		large *tooLargeError
 		svc   *serviceError
+		unr   *unreadableError
 	)
 	switch {
+	case errors.As(err, &unr):
+		return errorInfo{Code: codeIO, Message: err.Error(), exit: exitInvalid}
 	case errors.As(err, &usage):
 		return errorInfo{Code: codeUsage, Message: err.Error(), exit: exitInvalid}
 	case errors.As(err, &bad):

@@ -10,9 +10,10 @@ import (
 const overview = `idemctl - operator CLI for idemgate, the idempotency gateway
 
 idemctl computes what the Wasm filter computes, by calling the same Go
-package, so that an operator can reproduce a filter decision by hand; and
-it inspects, deletes and releases keys through the control plane's admin
-API (the keys commands).
+package, so that an operator can reproduce a filter decision by hand; it
+inspects, deletes and releases keys through the control plane's admin
+API (the keys commands); and it checks Envoy configurations for what
+would break idempotency (check-envoy).
 
 USAGE
   idemctl COMMAND [FLAGS] [ARGS]
@@ -38,7 +39,7 @@ const jsonOutputHelp = `JSON OUTPUT
     too_deep        arrays and objects nested deeper than 128 levels
     too_large       the input exceeds 64 MiB
     usage           unknown command or flag, missing or invalid flag value
-    io              FILE cannot be opened or read
+    io              FILE cannot be opened or read (exit 2 for check-envoy)
     unavailable     the control plane cannot be reached or failed (keys)
     unauthorized    the control plane refused the token (keys)
     not_found       keys get: no record for this scope and key
@@ -50,12 +51,15 @@ const jsonOutputHelp = `JSON OUTPUT
 const exitStatusHelp = `EXIT STATUS
   0  success, or help that was asked for
   1  I/O error (FILE cannot be opened or read, output cannot be written),
-     or a keys command the control plane refused or did not answer
+     or a keys command the control plane refused or did not answer,
+     or check-envoy found an error-level finding
   2  invalid input (a refused JSON document, input over 64 MiB) or usage
      error (unknown command or flag, missing --path, invalid field path or
      header name); the message on stderr names the byte offset of a
      refused document, e.g.
        idemctl: input.json: duplicate member name at byte offset 7: "a"
+     check-envoy: also a FILE that cannot be read, or is not YAML (its
+     findings, not exit 1, mean a configuration that fails the checks)
 `
 
 // help prints the help asked for on stdout: all of it, or one command's.

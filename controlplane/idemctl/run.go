@@ -48,11 +48,14 @@ type action func(e *env, args []string) (result, error)
 // A result is a command's success: text for humans, or an object for --json.
 type result struct {
 	text string // printed followed by a newline
-	json any    // marshaled as is; it carries "ok":true itself
+	json any    // marshaled as is; it carries "ok" itself
+	// exit is the status after the output: 0, or for a command whose
+	// output reports a failure itself (check-envoy's findings) 1 or 2.
+	exit int
 }
 
 // commands is the dispatch table, in the order the help lists them.
-var commands = []*command{canonCommand, fingerprintCommand, keysGetCommand, keysDeleteCommand, keysReleaseCommand}
+var commands = []*command{canonCommand, fingerprintCommand, keysGetCommand, keysDeleteCommand, keysReleaseCommand, checkEnvoyCommand}
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
@@ -165,7 +168,7 @@ func (e *env) succeed(asJSON bool, res result) int {
 		fmt.Fprintf(e.stderr, "idemctl: writing output: %v\n", err)
 		return exitFailure
 	}
-	return exitOK
+	return res.exit
 }
 
 // fail reports err and returns the exit status. c is the command that failed,
