@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/idemgate/idemgate/envoy/envoycheck"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -90,6 +91,11 @@ func TestDockerStackMatchesLocal(t *testing.T) {
 	}
 	if !jsonEqual(t, []byte(inline), want) {
 		t.Errorf("envoy-docker.yaml's plugin configuration differs from %s:\n%s", policyFile, inline)
+	}
+	// Envoy's own API types and idemctl check-envoy's rules accept it,
+	// warnings included.
+	for _, f := range envoycheck.Check(raw) {
+		t.Errorf("envoy-docker.yaml: check-envoy: %s", f)
 	}
 }
 

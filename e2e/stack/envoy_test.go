@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemgate/idemgate/envoy/envoycheck"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -71,6 +72,11 @@ func TestRenderEnvoy(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("%s = %#v, want %#v", tt.name, tt.got, tt.want)
 		}
+	}
+	// Envoy's own API types and idemctl check-envoy's rules accept it,
+	// warnings included.
+	for _, f := range envoycheck.Check(out) {
+		t.Errorf("check-envoy: %s", f)
 	}
 }
 
