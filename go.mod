@@ -11,6 +11,7 @@ require (
 	github.com/tetratelabs/wazero v1.7.2
 	github.com/tidwall/gjson v1.20.1
 	github.com/tidwall/sjson v1.2.7
+	go.yaml.in/yaml/v2 v2.4.2
 	google.golang.org/protobuf v1.36.10
 	istio.io/api v1.24.2
 	k8s.io/api v0.32.13
@@ -42,7 +43,6 @@ require (
 	github.com/tidwall/pretty v1.2.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
-	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/net v0.43.0 // indirect
 	golang.org/x/sys v0.35.0 // indirect
 	golang.org/x/text v0.28.0 // indirect
