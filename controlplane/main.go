@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := newLogger(cfg, stderr)
 	// go-redis logs pool and failover events through a global logger;
 	// route them into the structured log.
-	redis.SetLogger(redisLogger{log})
+	redisLog.Store(log)
 
 	var sealer *seal.Sealer
 	if len(cfg.EncryptionKeys) > 0 {
@@ -180,10 +181,22 @@ func newLogger(c config, w io.Writer) *slog.Logger {
 // redisLogger adapts slog to go-redis's internal logger. Its messages
 // (dial failures, Sentinel failovers, Cluster reloads) go out at Info: a
 // failing request is also logged at Error by the server, with the cause.
-type redisLogger struct{ log *slog.Logger }
+// redisLog is where go-redis's global logger writes. go-redis reads its
+// logger from a plain global, so it is set once, before any client exists
+// (init), and run only swaps the slog.Logger behind it: setting the global
+// in run raced with the pool goroutines of clients created earlier in the
+// same process (seen under -race in the tests).
+var redisLog atomic.Pointer[slog.Logger]
 
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.Log(ctx, slog.LevelInfo, fmt.Sprintf(format, v...), "component", "go-redis")
+func init() {
+	redisLog.Store(slog.Default())
+	redis.SetLogger(redisLogger{})
+}
+
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	redisLog.Load().Log(ctx, slog.LevelInfo, fmt.Sprintf(format, v...), "component", "go-redis")
 }
 
 // HTTP server timeouts. The callers are Envoy's filter (small reserve and
