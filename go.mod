@@ -3,6 +3,7 @@ module github.com/idemgate/idemgate
 go 1.24
 
 require (
+	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/gowebpki/jcs v1.0.2
 	github.com/prometheus/client_golang v1.23.2
 	github.com/proxy-wasm/proxy-wasm-go-sdk v0.0.0-20260105142703-44c7d5847745
@@ -22,6 +23,7 @@ require (
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/tidwall/match v1.1.1 // indirect
 	github.com/tidwall/pretty v1.2.0 // indirect
+	github.com/yuin/gopher-lua v1.1.1 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/sys v0.35.0 // indirect
