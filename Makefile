@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps wasm build test test-wasm bench fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
+.PHONY: help deps demo-deps wasm build test test-wasm bench fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -24,6 +24,21 @@ deps: ## install what tests and benchmarks need beyond Go: redis-server, redis-c
 	else \
 	  echo "missing:$$missing — install it (Debian/Ubuntu: sudo apt-get install -y $$missing; macOS: brew install redis)" >&2; \
 	  exit 1; \
+	fi
+
+# The demo needs nothing beyond Go: without redis-server it runs on the
+# embedded dev-only store (e2e/README.md). So this only tries to install
+# redis-server, and never fails: not root, no apt, offline — it says so and
+# the demo falls back.
+demo-deps: ## try to install redis-server for the demo (root + apt only); never fails
+	@command -v redis-server >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing redis-server for the demo"; \
+	  if apt-get update -o Acquire::Retries=0 -o Acquire::http::Timeout=20 -o Acquire::https::Timeout=20 && \
+	     DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; then exit 0; fi; \
+	  echo "could not install redis-server: the demo will use the embedded dev-only store" >&2; \
+	else \
+	  echo "redis-server is not installed (installing it needs root and apt-get): the demo will use the embedded dev-only store" >&2; \
 	fi
 
 wasm: ## build the filter: build/idempotency.wasm (standard Go, wasip1 reactor)
@@ -76,7 +91,7 @@ fuzz-smoke: ## a short fuzz run of each target
 
 check: test fuzz-smoke ## everything CI runs, plus a short fuzz
 
-demo: build ## run the local stack in the foreground with the demo policy (Ctrl-C stops it)
+demo: demo-deps build ## run the local stack in the foreground with the demo policy (Ctrl-C stops it)
 	$(BUILD)/demo
 
 e2e: build ## the end-to-end suite on the local stack (free loopback ports, private redis-server)

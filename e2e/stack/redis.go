@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,7 +23,8 @@ type redisBackend interface {
 }
 
 // startRedis picks the Redis: the given address, a private redis-server,
-// or the embedded dev-only store.
+// or, without redis-server on PATH (or when Config.EmbeddedRedis asks for
+// it), the embedded dev-only store.
 func startRedis(ctx context.Context, s *Stack) (redisBackend, error) {
 	if a := s.cfg.RedisAddr; a != "" {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -35,8 +35,12 @@ func startRedis(ctx context.Context, s *Stack) (redisBackend, error) {
 		return external(a), nil
 	}
 	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return startEmbedded(s)
+	if err != nil || s.cfg.EmbeddedRedis {
+		e, err := startEmbedded(s)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return e, nil
 	}
 	return startRedisServer(ctx, s, bin)
 }
@@ -118,7 +122,3 @@ func (r *redisServer) restart(ctx context.Context) error {
 	}
 	return fmt.Errorf("restart redis-server on %s: %w", r.a, err)
 }
-
-// ErrNoRedis is returned when there is neither a Redis address nor
-// redis-server nor an embedded store.
-var ErrNoRedis = errors.New("no Redis: set IDEM_REDIS_ADDR or " + RedisInstallHint)

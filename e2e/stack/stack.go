@@ -10,7 +10,8 @@
 // the log directory, so that "Redis restarted" means what it means in
 // production with `appendonly yes`: records survive, connections and loaded
 // scripts do not. Without redis-server, an embedded dev-only store (see
-// embedded.go) stands in, and the stack says so loudly.
+// embedded.go) is served from this process on a free loopback port, and
+// the stack says so loudly.
 //
 // Gateway: real Envoy when `envoy` is on PATH (a bootstrap rendered from
 // envoy.yaml.tmpl), else the local proxy-wasm host `idemgate-host`.
@@ -66,6 +67,9 @@ type Config struct {
 	ControlPlaneAddr string
 	UpstreamAddr     string
 	RedisAddr        string // empty: start a private Redis
+	// EmbeddedRedis uses the embedded dev-only store even when
+	// redis-server is installed (for its tests); ignored with RedisAddr.
+	EmbeddedRedis bool
 
 	Gateway  string // GatewayAuto, GatewayEnvoy or GatewayHost
 	LogLevel string // of the gateway and control plane; default info
@@ -348,6 +352,13 @@ func (s *Stack) RedisAddr() string { return s.redis.addr() }
 
 // RedisKind describes the Redis in use, for people.
 func (s *Stack) RedisKind() string { return s.redis.kind() }
+
+// RedisEmbedded says whether the Redis in use is the embedded dev-only
+// store, which callers must announce (EmbeddedWarning).
+func (s *Stack) RedisEmbedded() bool {
+	_, ok := s.redis.(*embedded)
+	return ok
+}
 
 // LogDir is where every component logs.
 func (s *Stack) LogDir() string { return s.cfg.LogDir }

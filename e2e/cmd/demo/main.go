@@ -5,7 +5,8 @@
 //
 // Addresses come from IDEM_GATEWAY_ADDR [127.0.0.1:8080],
 // IDEM_CONTROLPLANE_ADDR [127.0.0.1:8081], IDEM_UPSTREAM_ADDR
-// [127.0.0.1:9000] and IDEM_REDIS_ADDR [unset: a private redis-server].
+// [127.0.0.1:9000] and IDEM_REDIS_ADDR [unset: a private redis-server
+// when one is installed, else the embedded dev-only store, said loudly].
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	buildDir := fs.String("build", "build", "directory holding the binaries and idempotency.wasm (make build)")
 	policy := fs.String("policy", "plugin/policy/testdata/demo.json", "the plugin configuration")
 	logDir := fs.String("logs", filepath.Join("build", "logs"), "where each component logs (emptied at start)")
+	embedded := fs.Bool("embedded-redis", false, "use the embedded dev-only store even when redis-server is installed (ignored with IDEM_REDIS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -63,6 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ControlPlaneAddr: env("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
 		UpstreamAddr:     env("IDEM_UPSTREAM_ADDR", "127.0.0.1:9000"),
 		RedisAddr:        getenv("IDEM_REDIS_ADDR"),
+		EmbeddedRedis:    *embedded,
 		Log:              slog.New(slog.NewTextHandler(stderr, nil)),
 	}
 	// A fresh directory: the private Redis keeps its records in it, and a
@@ -83,6 +87,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if st.Gateway() == stack.GatewayHost {
 		fmt.Fprintln(stderr, "demo: envoy is not on PATH: the gateway is the local proxy-wasm host (e2e/host), running the same module")
 	}
+	if st.RedisEmbedded() {
+		warnEmbedded(stderr, st.RedisAddr())
+	}
 	printWelcome(stdout, cfg, st)
 
 	select {
@@ -93,6 +100,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "demo: %v\ndemo: stopping the rest\n", err)
 		return 1
 	}
+}
+
+// warnEmbedded says, where it cannot be missed, that the records live in
+// this process's memory only.
+func warnEmbedded(w io.Writer, addr string) {
+	bar := strings.Repeat("!", 78)
+	fmt.Fprintf(w, `
+%s
+!! WARNING: Redis here is the EMBEDDED DEV-ONLY STORE (miniredis), served by
+!! this demo process on %s, because redis-server is not installed
+!! (or -embedded-redis was given).
+!! Records are in memory only and LOST ON EXIT. It is not Redis: no
+!! persistence, no Cluster, no replication. For anything but trying the demo,
+!! %s,
+!! or set IDEM_REDIS_ADDR.
+%s
+
+`, bar, addr, stack.RedisInstallHint, bar)
 }
 
 // explain turns the stack's errors into what to do about them.

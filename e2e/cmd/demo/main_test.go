@@ -51,53 +51,45 @@ func freeEnv(t *testing.T, override map[string]string) func(string) string {
 	return func(k string) string { return env[k] }
 }
 
-// The demo comes up, serves the printed curl's request, and stops every
-// component when its context ends (what SIGINT does).
-func TestDemoRunsAndStops(t *testing.T) {
-	getenv := freeEnv(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	code := make(chan int, 1)
-	go func() { code <- run(ctx, demoArgs(t), getenv, &stdout, &stderr) }()
+// demo is a demo running in the background, as `make demo` runs it.
+type demo struct {
+	stdout, stderr syncBuffer
+	code           chan int
+	cancel         context.CancelFunc
+}
 
+// startDemo runs the demo with args until it prints its welcome text.
+func startDemo(t *testing.T, args []string, getenv func(string) string) *demo {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &demo{code: make(chan int, 1), cancel: cancel}
+	go func() { d.code <- run(ctx, args, getenv, &d.stdout, &d.stderr) }()
+	t.Cleanup(cancel)
 	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(stdout.String(), "Logs:") {
+	for !strings.Contains(d.stdout.String(), "Logs:") {
 		select {
-		case c := <-code:
-			t.Fatalf("demo exited %d before it was up:\n%s", c, stderr.String())
+		case c := <-d.code:
+			t.Fatalf("demo exited %d before it was up:\n%s", c, d.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("demo not up after 2 minutes:\n%s", stderr.String())
+			t.Fatalf("demo not up after 2 minutes:\n%s", d.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	out := stdout.String()
-	for _, want := range []string{"curl -i http://" + getenv("IDEM_GATEWAY_ADDR") + "/payments", "Idempotency-Key", "controlplane", ".log"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("welcome text lacks %q:\n%s", want, out)
-		}
-	}
-	req, _ := http.NewRequest("POST", "http://"+getenv("IDEM_GATEWAY_ADDR")+"/payments", strings.NewReader(`{"amount":1000,"currency":"EUR"}`))
-	req.Header.Set("Authorization", "Bearer alice")
-	req.Header.Set("Idempotency-Key", `"order-1"`)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Errorf("first curl: %s %s, want 201", resp.Status, body)
-	}
+	return d
+}
 
-	cancel()
+// stop ends the demo as SIGINT does and wants exit 0 and every address
+// in getenv closed.
+func (d *demo) stop(t *testing.T, getenv func(string) string) {
+	t.Helper()
+	d.cancel()
 	select {
-	case c := <-code:
+	case c := <-d.code:
 		if c != 0 {
-			t.Errorf("exit %d after a stop, want 0:\n%s", c, stderr.String())
+			t.Errorf("exit %d after a stop, want 0:\n%s", c, d.stderr.String())
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("demo did not stop")
@@ -108,6 +100,84 @@ func TestDemoRunsAndStops(t *testing.T) {
 			t.Errorf("%s %s still answers after the demo stopped", n, getenv(n))
 		}
 	}
+}
+
+// pay sends the welcome text's curl with body.
+func pay(t *testing.T, gateway, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+gateway+"/payments", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer alice")
+	req.Header.Set("Idempotency-Key", `"order-1"`)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
+}
+
+// The demo comes up, serves the printed curl's request, and stops every
+// component when its context ends (what SIGINT does).
+func TestDemoRunsAndStops(t *testing.T) {
+	getenv := freeEnv(t, nil)
+	d := startDemo(t, demoArgs(t), getenv)
+	out := d.stdout.String()
+	for _, want := range []string{"curl -i http://" + getenv("IDEM_GATEWAY_ADDR") + "/payments", "Idempotency-Key", "controlplane", ".log"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("welcome text lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(d.stderr.String(), "EMBEDDED") {
+		t.Errorf("the embedded store was announced although redis-server is installed:\n%s", d.stderr.String())
+	}
+	if resp, body := pay(t, getenv("IDEM_GATEWAY_ADDR"), `{"amount":1000,"currency":"EUR"}`); resp.StatusCode != 201 {
+		t.Errorf("first curl: %s %s, want 201", resp.Status, body)
+	}
+	d.stop(t, getenv)
+}
+
+// Without redis-server (forced here with -embedded-redis, since this
+// machine has one) the demo runs on the embedded store, says so loudly,
+// and a governed request executes once and is replayed through the gateway.
+func TestDemoOnTheEmbeddedStore(t *testing.T) {
+	getenv := freeEnv(t, nil)
+	args := append(demoArgs(t), "-embedded-redis")
+	d := startDemo(t, args, getenv)
+	for _, want := range []string{"WARNING", "EMBEDDED DEV-ONLY STORE", "LOST ON EXIT", "not Redis", "no Cluster", "apt-get install -y redis-server"} {
+		if !strings.Contains(d.stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, d.stderr.String())
+		}
+	}
+	if out := d.stdout.String(); !strings.Contains(out, "EMBEDDED DEV-ONLY STORE") || strings.Contains(out, "redis.log") {
+		t.Errorf("welcome text should name the embedded store as Redis, without a redis-server log:\n%s", out)
+	}
+
+	gw := getenv("IDEM_GATEWAY_ADDR")
+	first, firstBody := pay(t, gw, `{"amount":1000,"currency":"EUR"}`)
+	if first.StatusCode != 201 || first.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first call: %s %v %s, want 201 executed", first.Status, first.Header, firstBody)
+	}
+	for i := 0; i < 2; i++ {
+		retry, body := pay(t, gw, `{ "currency": "EUR", "amount": 1000.0 }`)
+		if retry.StatusCode != 201 || retry.Header.Get("Idempotent-Replayed") != "true" || string(body) != string(firstBody) {
+			t.Errorf("retry %d: %s %v %s, want the first answer replayed", i, retry.Status, retry.Header, body)
+		}
+	}
+	if other, body := pay(t, gw, `{"amount":2000,"currency":"EUR"}`); other.StatusCode != 422 {
+		t.Errorf("other payload: %s %s, want 422", other.Status, body)
+	}
+	resp, err := http.Get("http://" + getenv("IDEM_UPSTREAM_ADDR") + "/__executions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.TrimSpace(string(b)) != `{"count":1}` {
+		t.Errorf("executions %s, want 1", b)
+	}
+	d.stop(t, getenv)
 }
 
 func TestDemoNamesTheVariableOfATakenPort(t *testing.T) {
