@@ -242,17 +242,35 @@ func (w *worker) stopped(s *stream) (bool, error) {
 }
 
 // waitRequest waits until the module continues or answers the request.
+// Past the stream idle timeout the host answers 408, as Envoy does.
 func (w *worker) waitRequest(ctx context.Context, s *stream) error {
+	if err := w.wait(ctx, s, func() bool { return s.reqContinued || s.local != nil }, func() {
+		if s.local == nil && !s.reqContinued {
+			s.local = &localReply{status: 408, details: "stream_idle_timeout", body: []byte("stream timeout")}
+		}
+	}); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.reset {
+		return errors.New("the module reset the stream")
+	}
+	return nil
+}
+
+// wait waits, with mu released, until done (called with mu held) holds
+// or the stream is reset, the client goes away or the host closes. onIdle
+// (mu held) runs when the stream idle timeout passes; wait then returns
+// if done holds, else nil all the same when onIdle is nil.
+func (w *worker) wait(ctx context.Context, s *stream, done func() bool, onIdle func()) error {
 	idle := time.NewTimer(w.h.cfg.StreamIdleTimeout)
 	defer idle.Stop()
 	for {
 		w.mu.Lock()
-		done, reset := s.reqContinued || s.local != nil, s.reset
+		ok := done() || s.reset
 		w.mu.Unlock()
-		if reset {
-			return errors.New("the module reset the stream")
-		}
-		if done {
+		if ok {
 			return nil
 		}
 		select {
@@ -262,10 +280,11 @@ func (w *worker) waitRequest(ctx context.Context, s *stream) error {
 		case <-w.h.stop:
 			return errHostClosed
 		case <-idle.C:
-			w.mu.Lock()
-			if s.local == nil && !s.reqContinued {
-				s.local = &localReply{status: 408, details: "stream_idle_timeout", body: []byte("stream timeout")}
+			if onIdle == nil {
+				return nil
 			}
+			w.mu.Lock()
+			onIdle()
 			w.mu.Unlock()
 		}
 	}
@@ -438,27 +457,11 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	rw.Write(out)
 }
 
-// waitResponse waits until the module continues the response.
+// waitResponse waits until the module continues the response. Past the
+// stream idle timeout the host sends what it has (Envoy would reset; this
+// is kinder to tests).
 func (w *worker) waitResponse(ctx context.Context, s *stream) error {
-	idle := time.NewTimer(w.h.cfg.StreamIdleTimeout)
-	defer idle.Stop()
-	for {
-		w.mu.Lock()
-		done := s.respContinued || s.local != nil || s.reset
-		w.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-s.wake:
-		case <-ctx.Done():
-			return errClientGone
-		case <-w.h.stop:
-			return errHostClosed
-		case <-idle.C:
-			return nil // Envoy would reset; sending what we have is kinder to tests
-		}
-	}
+	return w.wait(ctx, s, func() bool { return s.respContinued || s.local != nil }, nil)
 }
 
 // writeHeaders writes the module's view of the response headers to the
