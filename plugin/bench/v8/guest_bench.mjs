@@ -123,8 +123,19 @@ function serializeMap(pairs) {
   if (!out) { out = serializeMapNow(pairs); serialized.set(pairs, out); }
   return out;
 }
+// utf8 encodes s; ASCII (every header here) without TextEncoder, which
+// costs more per short string than the rest of a header map.
+function utf8(s) {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return enc.encode(s);
+    out[i] = c;
+  }
+  return out;
+}
 function serializeMapNow(pairs) {
-  const bytes = pairs.map(([k, v]) => [enc.encode(k), enc.encode(v)]);
+  const bytes = pairs.map(([k, v]) => [utf8(k), utf8(v)]);
   let size = 4;
   for (const [k, v] of bytes) size += 8 + k.length + v.length + 2;
   const out = new Uint8Array(size);
@@ -287,10 +298,12 @@ const env = {
     const path = readStr(pPtr, pSize).split("\0").join(".");
     const s = streams.get(active);
     // What Envoy reports for a response from the upstream.
-    if (path === "response.code_details" && s && s.respHeaders) return give(enc.encode("via_upstream"), retPtr, retSize);
+    if (path === "response.code_details" && s && s.respHeaders) return give(viaUpstream, retPtr, retSize);
     return NOT_FOUND;
   },
 };
+
+const viaUpstream = enc.encode("via_upstream");
 
 const envImports = {};
 for (const imp of WebAssembly.Module.imports(module)) {
