@@ -54,7 +54,7 @@ func TestV8Harness(t *testing.T) {
 	if err := json.Unmarshal(stdout, &r); err != nil {
 		t.Fatalf("harness output %q: %v", stdout, err)
 	}
-	for _, k := range []string{"pass_us", "miss_us", "replay_us"} {
+	for _, k := range []string{"pass_us", "miss_us", "replay_us", "direct_pass_us", "direct_miss_us", "direct_replay_us"} {
 		v, ok := r[k].(float64)
 		if !ok || v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
 			t.Errorf("%s = %v, want a positive number of µs", k, r[k])
