@@ -26,6 +26,13 @@ import { readFileSync } from "node:fs";
 import { argv, exit, hrtime, stderr, stdout } from "node:process";
 import { setFlagsFromString } from "node:v8";
 
+// node:wasi's preview1 option and the rest need Node.js 18 or later
+// (measured with 20).
+if (Number(process.versions.node.split(".")[0]) < 18) {
+  stderr.write(`guest_bench: FAIL: Node.js ${process.version} is too old: 18 or later is needed\n`);
+  exit(1);
+}
+
 // Envoy's V8 (proxy-wasm-cpp-host) turns Liftoff off: modules are compiled
 // by TurboFan up front. Do the same before compiling, unless --liftoff.
 if (!argv.includes("--liftoff")) setFlagsFromString("--no-liftoff");
