@@ -6,23 +6,25 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps demo-deps wasm build test test-wasm bench fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
+.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 # Tests start private redis-server instances on free loopback ports; the
-# race detector needs cgo, hence a C compiler.
-deps: ## install what tests and benchmarks need beyond Go: redis-server, redis-cli, redis-benchmark, gcc
+# race detector needs cgo, hence a C compiler; Node.js (V8, Envoy's Wasm
+# engine) runs the V8 benchmark harness, which a test runs too.
+deps: ## install what tests and benchmarks need beyond Go: redis-server, redis-cli, redis-benchmark, gcc, node
 	@missing=""; \
 	for c in redis-server redis-cli redis-benchmark; do command -v $$c >/dev/null || missing="redis-server"; done; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing:$$missing"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-	  echo "missing:$$missing — install it (Debian/Ubuntu: sudo apt-get install -y $$missing; macOS: brew install redis)" >&2; \
+	  echo "missing:$$missing — install it (Debian/Ubuntu: sudo apt-get install -y $$missing; macOS: brew install redis node)" >&2; \
 	  exit 1; \
 	fi
 
@@ -79,6 +81,12 @@ bench: deps ## benchmarks, each side by side with its baseline; numbers go into 
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./plugin/canon/
 	$(GO) test -run '^$$' -bench BenchmarkControlPlane -benchtime 3s ./controlplane/server/
 	$(MAKE) wasm && $(GO) test -run '^$$' -bench BenchmarkGuest -benchtime 2000x -count 5 ./plugin/
+	$(MAKE) bench-v8
+
+# The same guest paths as BenchmarkGuest, under V8 (Envoy's default Wasm
+# runtime) through a small proxy-wasm host in Node.js: best of 5 runs.
+bench-v8: deps wasm ## guest time per request of build/idempotency.wasm under V8 (Node.js)
+	node --experimental-wasi-unstable-preview1 plugin/bench/v8/guest_bench.mjs --wasm $(WASM) --config plugin/policy/testdata/demo.json --n 2000 --runs 5
 
 fuzz: ## fuzz the canonicalizer and the policy parser for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,6 +8,12 @@ import (
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
+
+// calloutBuf is where callControlPlane writes request bodies: a VM runs
+// its callbacks one at a time, and the host copies the body.
+var calloutBuf []byte
+
+const maxCalloutBuf = 64 << 10
 
 // callControlPlane POSTs the JSON of req to the control plane at path
 // through Envoy's cluster, and calls done with the answer's status and
@@ -19,9 +24,14 @@ import (
 //
 // Every answer (or timeout) records its latency in latency, in ms.
 func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, req any, done func(status int, body []byte)) error {
-	body, err := json.Marshal(req)
+	body, err := appendCalloutBody(calloutBuf[:0], req)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	// The host copies the body during the dispatch: the buffer is reused
+	// by the next call, unless it grew beyond what is worth keeping.
+	if cap(body) <= maxCalloutBuf {
+		calloutBuf = body
 	}
 	headers := [][2]string{
 		{":method", "POST"},

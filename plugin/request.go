@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -227,8 +226,8 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		c.controlPlaneFailed(reason, true)
 		return
 	}
-	var rr api.ReserveResponse
-	if err := json.Unmarshal(body, &rr); err != nil {
+	rr, err := decodeReserveResponse(body)
+	if err != nil {
 		c.controlPlaneFailed("reserve answer unreadable: "+err.Error(), true)
 		return
 	}
