@@ -9,31 +9,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/store"
 	"github.com/idemgate/idemgate/internal/redistest"
+	"github.com/idemgate/idemgate/internal/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -142,7 +125,7 @@ func TestHTTPServerTimeouts(t *testing.T) {
 // run wires everything: it serves the API on real Redis and stops cleanly.
 func TestRun(t *testing.T) {
 	rs := redistest.Start(t)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
@@ -187,7 +170,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunInsecureWarns(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exited := make(chan int, 1)
@@ -233,7 +216,7 @@ func TestRunBadConfig(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, logs *syncBuffer, exited chan int, sub string) {
+func waitFor(t *testing.T, logs *syncbuf.Buffer, exited chan int, sub string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), sub) {
@@ -249,7 +232,7 @@ func waitFor(t *testing.T, logs *syncBuffer, exited chan int, sub string) {
 	}
 }
 
-func waitListening(t *testing.T, logs *syncBuffer, exited chan int) string {
+func waitListening(t *testing.T, logs *syncbuf.Buffer, exited chan int) string {
 	t.Helper()
 	waitFor(t, logs, exited, "control plane listening")
 	for _, line := range strings.Split(logs.String(), "\n") {
@@ -288,7 +271,7 @@ func TestCheckEvictionPolicy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer client.Close()
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -323,7 +306,7 @@ func TestCheckEvictionPolicyCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	checkEvictionPolicy(ctx, client, slog.New(slog.NewJSONHandler(logs, nil)))
 	if n := strings.Count(logs.String(), `"level":"WARN"`); n != 1 || !strings.Contains(logs.String(), odd.Addr()) {
 		t.Errorf("want one warning naming %s; log:\n%s", odd.Addr(), logs)
@@ -333,7 +316,7 @@ func TestCheckEvictionPolicyCluster(t *testing.T) {
 // TestRunWarnsOnEviction: run itself checks the policy once Redis answers.
 func TestRunWarnsOnEviction(t *testing.T) {
 	rs := redistest.Start(t, "--maxmemory-policy", "allkeys-lru")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")

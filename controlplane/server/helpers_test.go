@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,30 +19,13 @@ import (
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
 	"github.com/idemgate/idemgate/internal/redistest"
+	"github.com/idemgate/idemgate/internal/syncbuf"
 )
 
 const (
 	token      = "filter-token-0123456789abcdef"
 	adminToken = "admin-token-0123456789abcdef"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is one API server over a real store on a private redis-server.
 type env struct {
@@ -53,7 +35,7 @@ type env struct {
 	store  *store.Store
 	srv    *server.Server
 	ts     *httptest.Server
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	token  string // sent by do; "" sends no Authorization header
 }
 
@@ -79,7 +61,7 @@ func newEnv(t *testing.T, mods ...func(*setup)) *env {
 	}
 	t.Cleanup(func() { client.Close() })
 	st := store.New(client, s.storeOpt)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	s.opt.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(st, s.opt)
 	if err != nil {

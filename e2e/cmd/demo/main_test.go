@@ -1,36 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/idemgate/idemgate/e2e/stack"
+	"github.com/idemgate/idemgate/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the demo's and the test's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func demoArgs(t *testing.T) []string {
 	return []string{"-build", "../../../build", "-policy", "../../../plugin/policy/testdata/demo.json", "-logs", t.TempDir()}
@@ -53,7 +34,7 @@ func freeEnv(t *testing.T, override map[string]string) func(string) string {
 
 // demo is a demo running in the background, as `make demo` runs it.
 type demo struct {
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 	code           chan int
 	cancel         context.CancelFunc
 }
@@ -187,7 +168,7 @@ func TestDemoNamesTheVariableOfATakenPort(t *testing.T) {
 	}
 	defer l.Close()
 	getenv := freeEnv(t, map[string]string{"IDEM_UPSTREAM_ADDR": l.Addr().String()})
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	if c := run(context.Background(), demoArgs(t), getenv, &stdout, &stderr); c != 1 {
 		t.Errorf("exit %d, want 1", c)
 	}
