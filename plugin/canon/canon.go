@@ -22,44 +22,71 @@ const MaxDepth = 128
 // On error dst is returned with its original length and the error is an
 // *Error carrying the byte offset in src.
 //
-// gjson's validator admits the document first (RFC 8259 grammar); the walk
-// below then relies on that grammar and checks only what RFC 8785 adds:
-// UTF-8, surrogate pairs, unique names and finite doubles. The walk is
-// single-pass and allocation-free with a warm dst, which gjson's iterators
-// are not (they unescape every escaped string into a new one and rescan
-// nested values once per enclosing level).
+// The walk below checks the RFC 8259 grammar as it goes, and what RFC 8785
+// adds: UTF-8, surrogate pairs, unique names and finite doubles. It is
+// single-pass and allocation-free with a warm dst. A document it refuses
+// is classified again the way earlier versions did, so that errors do not
+// depend on which check happened to run first: too deep for gjson's
+// validator, then gjson's verdict on the grammar, then the walk's own
+// reason (see classify).
 func Append(dst, src []byte) ([]byte, error) {
-	if off := tooDeep(src); off >= 0 {
-		return dst, &Error{Offset: off, Err: ErrTooDeep, Detail: "more than 128 levels of arrays and objects"}
+	out, err := walk(dst, src)
+	if err != nil {
+		return dst, classify(src, err)
 	}
-	if !gjson.ValidBytes(src) {
-		return dst, syntaxError(src)
-	}
+	return out, nil
+}
+
+// walk writes the canonical form of src after dst, checking everything.
+func walk(dst, src []byte) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
 	// A string view of src avoids copying the document; nothing retains it
 	// beyond this call.
 	e.buf, e.src = src, unsafe.String(unsafe.SliceData(src), len(src))
 	e.members, e.names = e.members[:0], e.names[:0]
+	defer func() { e.buf, e.src = nil, "" }()
 
-	out, _, err := e.value(dst, e.skipSpace(0), 0)
-	e.buf, e.src = nil, ""
+	out, i, err := e.value(dst, e.skipSpace(0), 0)
 	if err != nil {
 		return dst, err
 	}
+	if i = e.skipSpace(i); i != len(src) {
+		return dst, e.syntax(i)
+	}
 	return out, nil
+}
+
+// classify turns the walk's refusal of src into the error Append reports,
+// by the order of checks Append has always applied: nesting beyond
+// validatorDepth, then the grammar (gjson's validator; encoding/json
+// locates the error), then what RFC 8785 adds. The walk stops at the first
+// problem in document order, which need not be the one these rules name
+// (invalid UTF-8 before a syntax error, say): the rare error path pays for
+// the second look, the hot path does not.
+func classify(src []byte, walkErr error) error {
+	if off := tooDeep(src); off >= 0 {
+		return &Error{Offset: off, Err: ErrTooDeep, Detail: "more than 128 levels of arrays and objects"}
+	}
+	if !gjson.ValidBytes(src) {
+		return syntaxError(src)
+	}
+	// The grammar holds, so the walk ran the same steps as over any valid
+	// document and its first RFC 8785 problem is the answer. (A syntax
+	// error here would mean the walk is stricter than RFC 8259 somewhere:
+	// FuzzWalkGrammar looks for that.)
+	return walkErr
 }
 
 // validatorDepth bounds the nesting handed to gjson's validator, which
 // recurses once per level: compiled to Wasm, where the engine's call stack is
 // small, a megabyte of '[' overflows it and traps the whole VM (seen under
 // wazero). Within this bound the recursion is harmless everywhere, and the
-// walk below enforces MaxDepth exactly.
+// walk enforces MaxDepth exactly.
 const validatorDepth = 1024
 
 // tooDeep returns the offset of the bracket that opens nesting level
-// validatorDepth+1 in src, or -1. Few documents hold that many brackets at
-// all, so a vectorized count spares most of them the string-aware scan.
+// validatorDepth+1 in src, or -1. Only refused documents get here.
 func tooDeep(src []byte) int {
 	if bytes.Count(src, []byte{'['})+bytes.Count(src, []byte{'{'}) <= validatorDepth {
 		return -1
@@ -127,9 +154,18 @@ func (e *encoder) skipSpace(i int) int {
 	return i
 }
 
+// syntax is the walk's refusal of the grammar at src[i]; classify names
+// the error Append reports.
+func (e *encoder) syntax(i int) error {
+	return &Error{Offset: min(i, len(e.src)), Err: ErrSyntax}
+}
+
 // value writes the canonical form of the value starting at src[i] and returns
 // the index just after it.
 func (e *encoder) value(dst []byte, i, depth int) ([]byte, int, error) {
+	if i >= len(e.src) {
+		return dst, i, e.syntax(i)
+	}
 	switch c := e.src[i]; c {
 	case '{', '[':
 		if depth >= MaxDepth {
@@ -140,31 +176,81 @@ func (e *encoder) value(dst []byte, i, depth int) ([]byte, int, error) {
 		}
 		return e.object(dst, i, depth)
 	case '"':
-		end, escaped, ascii := e.scanString(i)
-		dst, err := e.string(dst, i, end, escaped, ascii)
+		end, escaped, ascii, err := e.scanString(i)
+		if err != nil {
+			return dst, i, err
+		}
+		dst, err = e.string(dst, i, end, escaped, ascii)
 		return dst, end, err
 	case 't':
-		return append(dst, "true"...), i + 4, nil
+		return e.literal(dst, i, "true")
 	case 'f':
-		return append(dst, "false"...), i + 5, nil
+		return e.literal(dst, i, "false")
 	case 'n':
-		return append(dst, "null"...), i + 4, nil
+		return e.literal(dst, i, "null")
 	}
-	j := i + 1
-	for j < len(e.src) && isNumberByte[e.src[j]] {
-		j++
+	j, ok := scanNumber(e.src, i)
+	if !ok {
+		return dst, i, e.syntax(j)
 	}
 	dst, err := appendNumber(dst, e.src[i:j], i)
 	return dst, j, err
 }
 
-var isNumberByte = [256]bool{'0': true, '1': true, '2': true, '3': true, '4': true, '5': true, '6': true,
-	'7': true, '8': true, '9': true, '.': true, 'e': true, 'E': true, '+': true, '-': true}
+func (e *encoder) literal(dst []byte, i int, lit string) ([]byte, int, error) {
+	if !strings.HasPrefix(e.src[i:], lit) {
+		return dst, i, e.syntax(i)
+	}
+	return append(dst, lit...), i + len(lit), nil
+}
+
+// scanNumber returns the end of the RFC 8259 number at s[i] and true, or
+// where the grammar fails and false:
+// -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+func scanNumber(s string, i int) (int, bool) {
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		i = skipDigits(s, i+1)
+	default:
+		return i, false
+	}
+	if i < len(s) && s[i] == '.' {
+		j := skipDigits(s, i+1)
+		if j == i+1 {
+			return j, false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		j := skipDigits(s, i)
+		if j == i {
+			return j, false
+		}
+		i = j
+	}
+	return i, true
+}
+
+func skipDigits(s string, i int) int {
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
 
 func (e *encoder) array(dst []byte, i, depth int) ([]byte, int, error) {
 	dst = append(dst, '[')
 	i = e.skipSpace(i + 1)
-	if e.src[i] == ']' {
+	if i < len(e.src) && e.src[i] == ']' {
 		return append(dst, ']'), i + 1, nil
 	}
 	for {
@@ -173,8 +259,13 @@ func (e *encoder) array(dst []byte, i, depth int) ([]byte, int, error) {
 			return dst, i, err
 		}
 		i = e.skipSpace(i)
-		if e.src[i] == ']' {
+		switch {
+		case i >= len(e.src):
+			return dst, i, e.syntax(i)
+		case e.src[i] == ']':
 			return append(dst, ']'), i + 1, nil
+		case e.src[i] != ',':
+			return dst, i, e.syntax(i)
 		}
 		dst = append(dst, ',')
 		i = e.skipSpace(i + 1) // past the comma
@@ -190,12 +281,18 @@ func (e *encoder) object(dst []byte, i, depth int) ([]byte, int, error) {
 	open := len(dst)
 	dst = append(dst, '{')
 	i = e.skipSpace(i + 1)
-	if e.src[i] == '}' {
+	if i < len(e.src) && e.src[i] == '}' {
 		return append(dst, '}'), i + 1, nil
 	}
 	for {
+		if i >= len(e.src) || e.src[i] != '"' {
+			return dst, i, e.syntax(i)
+		}
 		nameOff := i
-		nameEnd, escaped, ascii := e.scanString(i)
+		nameEnd, escaped, ascii, err := e.scanString(i)
+		if err != nil {
+			return dst, i, err
+		}
 		name, err := e.name(i, nameEnd, escaped, ascii)
 		if err != nil {
 			return dst, i, err
@@ -207,15 +304,24 @@ func (e *encoder) object(dst []byte, i, depth int) ([]byte, int, error) {
 			dst = append(dst, e.src[i:nameEnd]...)
 		}
 		dst = append(dst, ':')
-		i = e.skipSpace(e.skipSpace(nameEnd) + 1) // past the colon
+		if i = e.skipSpace(nameEnd); i >= len(e.src) || e.src[i] != ':' {
+			return dst, i, e.syntax(i)
+		}
+		i = e.skipSpace(i + 1) // past the colon
 		if dst, i, err = e.value(dst, i, depth+1); err != nil {
 			return dst, i, err
 		}
 		e.members = append(e.members, member{name: name, ascii: ascii && !escaped, nameOff: nameOff, start: start, end: len(dst)})
 		i = e.skipSpace(i)
+		if i >= len(e.src) {
+			return dst, i, e.syntax(i)
+		}
 		if e.src[i] == '}' {
 			i++
 			break
+		}
+		if e.src[i] != ',' {
+			return dst, i, e.syntax(i)
 		}
 		dst = append(dst, ',')
 		i = e.skipSpace(i + 1)
@@ -258,17 +364,34 @@ func duplicate(ms []member) error {
 // scanString finds the end of the string whose opening quote is at src[i]:
 // it returns the index just after the closing quote, whether the string
 // holds escapes and whether it is plain ASCII (then it needs no UTF-8
-// check). The input is validated, so the closing quote exists.
-func (e *encoder) scanString(i int) (end int, escaped, ascii bool) {
+// check). A missing closing quote, a control character or an escape
+// other than RFC 8259's is a syntax error; the escapes' meaning (and
+// UTF-8) is checked when the string is written.
+func (e *encoder) scanString(i int) (end int, escaped, ascii bool, err error) {
 	b := e.buf
 	ascii = true
 	for j := skipPlain(b, i+1); j < len(b); {
 		switch c := b[j]; {
 		case c == '"':
-			return j + 1, escaped, ascii
+			return j + 1, escaped, ascii, nil
 		case c == '\\':
 			escaped = true
-			j += 2
+			if j+1 >= len(b) {
+				return 0, false, false, e.syntax(j + 1)
+			}
+			switch b[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if j+6 > len(b) || !isHex(b[j+2]) || !isHex(b[j+3]) || !isHex(b[j+4]) || !isHex(b[j+5]) {
+					return 0, false, false, e.syntax(j + 2)
+				}
+				j += 6
+			default:
+				return 0, false, false, e.syntax(j + 1)
+			}
+		case c < 0x20:
+			return 0, false, false, e.syntax(j)
 		default:
 			if c >= utf8.RuneSelf {
 				ascii = false
@@ -276,18 +399,22 @@ func (e *encoder) scanString(i int) (end int, escaped, ascii bool) {
 			j = skipPlain(b, j+1)
 		}
 	}
-	return len(b), escaped, ascii // unreachable for validated input
+	return 0, false, false, e.syntax(len(b))
 }
 
 // skipPlain skips 8-byte blocks of b from j that hold no quote, no
-// backslash and no byte >= 0x80, testing each block at once (SWAR).
+// backslash, no control character and no byte >= 0x80, testing each block
+// at once (SWAR).
 func skipPlain(b []byte, j int) int {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	for j+8 <= len(b) {
 		x := binary.LittleEndian.Uint64(b[j:])
 		q := x ^ (ones * '"')
 		bs := x ^ (ones * '\\')
-		if ((q-ones)&^q|(bs-ones)&^bs|x)&highs != 0 {
+		// (v-ones)&^v has a byte's high bit set where v's byte is zero;
+		// (x-0x20*ones)&^x where x's byte is below 0x20 (exact once bytes
+		// >= 0x80, which x's own high bits flag, are excluded).
+		if ((q-ones)&^q|(bs-ones)&^bs|(x-ones*0x20)&^x|x)&highs != 0 {
 			break
 		}
 		j += 8

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // jcsDir holds the RFC 8785 reference vectors, shared read-only beside the
@@ -230,6 +232,13 @@ func TestErrors(t *testing.T) {
 		{"number too large", `{"n":1e400}`, ErrNumberRange, 5},
 		{"negative too large", `-1.8e308`, ErrNumberRange, 0},
 		{"too deep", strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), ErrTooDeep, MaxDepth},
+		// The walk meets these RFC 8785 problems before the syntax error;
+		// the grammar still decides first, as it always has.
+		{"invalid UTF-8, then a syntax error", "[\"\xff\",]", ErrSyntax, 5},
+		{"duplicate name, then a syntax error", `{"a":1,"a":2,}`, ErrSyntax, 13},
+		{"number too large, then a syntax error", `[1e400,]`, ErrSyntax, 7},
+		{"lone surrogate, then a syntax error", `["\uD800",x]`, ErrSyntax, 10},
+		{"too deep for the walk, then a syntax error", strings.Repeat("[", MaxDepth+1) + "x", ErrSyntax, MaxDepth + 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -337,5 +346,44 @@ func TestWarmAppendAllocations(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Errorf("warm Append allocates %.1f times per call, want at most 1", allocs)
+	}
+}
+
+// grammarCases are documents at the edges of RFC 8259's grammar, for the
+// walk's own checks: it must refuse exactly what gjson's validator refuses.
+var grammarCases = []string{
+	``, ` `, `true`, `tru`, `truex`, `trux`, `[trux]`, `{"a":nuLL}`, `falsy`, `t`, `nul`, `null `, `nulll`, `false`, `fals`, `falsee`,
+	`0`, `-0`, `-`, `--1`, `+1`, `01`, `-01`, `1.`, `1.e5`, `.5`, `1e`, `1e+`, `1E-7`, `1e5.5`,
+	`0x10`, `1_000`, `12a`, `1 2`, `[1 2]`, `[1,]`, `[,1]`, `[`, `]`, `[]`, `[ ]`, `[[]`, `[]]`,
+	`{}`, `{ }`, `{`, `}`, `{"a"}`, `{"a":}`, `{"a" : 1 }`, `{"a":1,}`, `{,"a":1}`, `{"a":1 "b":2}`,
+	`{a:1}`, `{"a":1}}`, `{"a"::1}`, `{"a":1,"b"}`, `{1:1}`, `{"a",1}`,
+	`"`, `"a`, `"a"`, `"\"`, `"\\"`, `"\/"`, `"\x"`, `"\u"`, `"\u12"`, `"\u12G4"`, `"\u00e9"`, `"\uD83D\uDE00"`,
+	"\"\t\"", "\"a\x1f\"", "\"\x7f\"", "\"a\nb\"", "\"\xc3\xa9\"", "\"abcdefgh\x01ijklmnop\"",
+	"\"abcdefghijklmnop", "\"abcdefghijklmnop\\", "\"abcdefgh\\u00", "[1]\x00", "\x00", "\t\n\r [1] \r\n\t",
+	"\f[1]", "[1]\f", "\xef\xbb\xbf[1]", `nan`, `NaN`, `Infinity`, `-Infinity`, `[-]`, `[-a]`,
+}
+
+func TestWalkGrammar(t *testing.T) {
+	for _, in := range grammarCases {
+		checkWalkGrammar(t, []byte(in))
+	}
+}
+
+// checkWalkGrammar fails when the walk and gjson's validator disagree on
+// the grammar of data: the walk accepting what gjson refuses would let
+// invalid JSON be fingerprinted; the converse would report a syntax error
+// for a valid document.
+func checkWalkGrammar(t *testing.T, data []byte) {
+	t.Helper()
+	if tooDeep(data) >= 0 {
+		return // gjson's validator is not safe to run on it compiled to Wasm
+	}
+	_, err := walk(nil, data)
+	valid := gjson.ValidBytes(data)
+	switch {
+	case err == nil && !valid:
+		t.Errorf("walk accepts %q, which gjson refuses", data)
+	case errors.Is(err, ErrSyntax) && valid:
+		t.Errorf("walk refuses %q as a syntax error (%v), gjson accepts it", data, err)
 	}
 }

@@ -1,13 +1,14 @@
 package canon
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -108,43 +109,68 @@ func Fingerprint(r Request, sel Selection) (string, error) {
 	if err := sel.Validate(); err != nil {
 		return "", err
 	}
-	kind, body, err := fingerprintBody(r, sel)
+	// The whole preimage is built in one pooled buffer and hashed with one
+	// Sum256: compiled to Wasm, a hash.Hash and a fresh buffer for the
+	// canonical body cost a visible share of a request.
+	bp := preimages.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledPreimage {
+			preimages.Put(bp)
+		}
+	}()
+	b := field((*bp)[:0], framingTag)
+	b = field(b, strings.ToUpper(r.Method))
+	b = field(b, NormalizeTarget(r.Target))
+	b = appendHeaders(b, r.Headers, sel.Headers)
+	b, err := appendBody(b, r, sel)
+	*bp = b[:0]
 	if err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	field(h, framingTag)
-	field(h, strings.ToUpper(r.Method))
-	field(h, NormalizeTarget(r.Target))
-	writeHeaders(h, r.Headers, sel.Headers)
-	field(h, kind)
-	count(h, len(body))
-	h.Write(body)
-	var sum [sha256.Size]byte
-	return "sha256:" + hex.EncodeToString(h.Sum(sum[:0])), nil
+	sum := sha256.Sum256(b)
+	var out [len("sha256:") + 2*sha256.Size]byte
+	copy(out[:], "sha256:")
+	hex.Encode(out[len("sha256:"):], sum[:])
+	return string(out[:]), nil
 }
 
-func fingerprintBody(r Request, sel Selection) (kind string, body []byte, err error) {
+var preimages = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledPreimage keeps a rare huge body's buffer out of the pool.
+const maxPooledPreimage = 1 << 20
+
+// appendBody appends the body kind and the body, as an 8-byte length and
+// its bytes, to b.
+func appendBody(b []byte, r Request, sel Selection) ([]byte, error) {
 	if len(r.Body) == 0 || !IsJSON(r.ContentType) {
-		return "raw", r.Body, nil
+		b = field(b, "raw")
+		b = count(b, len(r.Body))
+		return append(b, r.Body...), nil
 	}
-	canonical, err := Append(nil, r.Body)
+	b = field(b, "json")
+	lenAt := len(b)
+	b = count(b, 0) // the canonical body's length, once known
+	canonical, err := Append(b, r.Body)
 	if err != nil {
-		return "", nil, fmt.Errorf("request body: %w", err)
+		return b, fmt.Errorf("request body: %w", err)
 	}
-	if len(sel.Include) == 0 && len(sel.Exclude) == 0 {
-		return "json", canonical, nil
+	body := canonical[lenAt+8:]
+	if len(sel.Include) > 0 || len(sel.Exclude) > 0 {
+		selected, err := selectFields(body, sel)
+		if err != nil {
+			return canonical, err
+		}
+		// sjson may hand back its input (nothing to delete): a copy keeps
+		// Append from writing over what it reads.
+		selected = bytes.Clone(selected)
+		// The selection is built from canonical JSON by gjson and sjson,
+		// so a failure here is a bug, reported rather than hashed.
+		if canonical, err = Append(canonical[:lenAt+8], selected); err != nil {
+			return canonical, fmt.Errorf("selected body fields: %w", err)
+		}
 	}
-	selected, err := selectFields(canonical, sel)
-	if err != nil {
-		return "", nil, err
-	}
-	// The selection is built from canonical JSON by gjson and sjson, so a
-	// failure here is a bug, reported rather than hashed.
-	if canonical, err = Append(canonical[:0], selected); err != nil {
-		return "", nil, fmt.Errorf("selected body fields: %w", err)
-	}
-	return "json", canonical, nil
+	binary.BigEndian.PutUint64(canonical[lenAt:], uint64(len(canonical)-lenAt-8))
+	return canonical, nil
 }
 
 func selectFields(doc []byte, sel Selection) ([]byte, error) {
@@ -171,38 +197,36 @@ func selectFields(doc []byte, sel Selection) ([]byte, error) {
 	return doc, nil
 }
 
-func writeHeaders(h hash.Hash, headers [][2]string, selected []string) {
+func appendHeaders(b []byte, headers [][2]string, selected []string) []byte {
 	names := make([]string, 0, len(selected))
 	for _, n := range selected {
 		names = append(names, strings.ToLower(n))
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	count(h, len(names))
+	b = count(b, len(names))
 	for _, name := range names {
-		field(h, name)
+		b = field(b, name)
 		n := 0
 		for _, kv := range headers {
 			if strings.EqualFold(kv[0], name) {
 				n++
 			}
 		}
-		count(h, n)
+		b = count(b, n)
 		for _, kv := range headers {
 			if strings.EqualFold(kv[0], name) {
-				field(h, strings.Trim(kv[1], " \t"))
+				b = field(b, strings.Trim(kv[1], " \t"))
 			}
 		}
 	}
+	return b
 }
 
-func count(h hash.Hash, n int) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(n))
-	h.Write(b[:])
+func count(b []byte, n int) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(n))
 }
 
-func field(h hash.Hash, s string) {
-	count(h, len(s))
-	h.Write([]byte(s))
+func field(b []byte, s string) []byte {
+	return append(count(b, len(s)), s...)
 }

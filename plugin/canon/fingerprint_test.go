@@ -58,36 +58,49 @@ func TestIsJSON(t *testing.T) {
 	}
 }
 
-// TestFingerprintFraming recomputes one fingerprint from the framing written
+// TestFingerprintFraming recomputes fingerprints from the framing written
 // in the package doc, so the doc and the code cannot drift apart.
 func TestFingerprintFraming(t *testing.T) {
-	r := Request{
-		Method:      "post",
-		Target:      "/payments?b=1&a=2",
-		Headers:     [][2]string{{"X-Tenant", " t1 "}, {"Content-Type", "application/json"}, {"x-tenant", "t2"}},
-		ContentType: "application/json",
-		Body:        []byte(`{"b": 1.50, "a": "x"}`),
+	headers := [][2]string{{"X-Tenant", " t1 "}, {"Content-Type", "application/json"}, {"x-tenant", "t2"}}
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		sel         Selection
+		kind, want  string // the body kind and the body as hashed
+	}{
+		{"json", "application/json", `{"b": 1.50, "a": "x"}`, Selection{}, "json", `{"a":"x","b":1.5}`},
+		{"json, a field excluded", "application/json", `{"b": 1.50, "a": "x", "ts": 7}`, Selection{Exclude: []string{"ts"}}, "json", `{"a":"x","b":1.5}`},
+		{"json, fields included", "application/json", `{"b": 1.50, "a": {"y": 2, "x": 1}}`, Selection{Include: []string{"a.x", "b"}}, "json", `{"a":{"x":1},"b":1.5}`},
+		{"raw", "text/plain", `{"b": 1.50}`, Selection{}, "raw", `{"b": 1.50}`},
+		{"empty json", "application/json", ``, Selection{}, "raw", ``},
 	}
-	got, err := Fingerprint(r, Selection{Headers: []string{"X-Tenant", "X-Absent"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	put := func(s string) { num(h, len(s)); h.Write([]byte(s)) }
-	put("idemgate-fingerprint-v1")
-	put("POST")
-	put("/payments?a=2&b=1")
-	num(h, 2)
-	put("x-absent")
-	num(h, 0)
-	put("x-tenant")
-	num(h, 2)
-	put("t1")
-	put("t2")
-	put("json")
-	put(`{"a":"x","b":1.5}`)
-	if want := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
-		t.Errorf("Fingerprint = %s, want %s", got, want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Request{Method: "post", Target: "/payments?b=1&a=2", Headers: headers, ContentType: tt.contentType, Body: []byte(tt.body)}
+			tt.sel.Headers = []string{"X-Tenant", "X-Absent"}
+			got, err := Fingerprint(r, tt.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := sha256.New()
+			put := func(s string) { num(h, len(s)); h.Write([]byte(s)) }
+			put("idemgate-fingerprint-v1")
+			put("POST")
+			put("/payments?a=2&b=1")
+			num(h, 2)
+			put("x-absent")
+			num(h, 0)
+			put("x-tenant")
+			num(h, 2)
+			put("t1")
+			put("t2")
+			put(tt.kind)
+			put(tt.want)
+			if want := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want {
+				t.Errorf("Fingerprint = %s, want %s", got, want)
+			}
+		})
 	}
 }
 
@@ -170,9 +183,15 @@ func TestSelectFields(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := Request{Method: "POST", Target: "/", ContentType: "application/json", Body: []byte(doc)}
-			_, got, err := fingerprintBody(r, tt.sel)
+			b, err := appendBody(nil, r, tt.sel)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// "json" framed, then the body's 8-byte length and the body.
+			const head = 8 + len("json") + 8
+			got := b[head:]
+			if n := binary.BigEndian.Uint64(b[head-8:]); n != uint64(len(got)) {
+				t.Errorf("framed length %d, body %d bytes", n, len(got))
 			}
 			if string(got) != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)

@@ -77,3 +77,15 @@ func FuzzAppend(f *testing.F) {
 		}
 	})
 }
+
+// FuzzWalkGrammar checks that the walk's grammar checks and gjson's
+// validator agree (see checkWalkGrammar); the grammar cases seed it.
+func FuzzWalkGrammar(f *testing.F) {
+	addVectors(f)
+	for _, in := range grammarCases {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkWalkGrammar(t, data)
+	})
+}
