@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
+	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -118,15 +120,22 @@ func edgeEntrySize(fp string, request []byte, r *api.StoredResponse) int {
 	return n
 }
 
-// encode returns the entry's bytes, or nil when a length does not fit
-// its field (such an entry is simply not cached).
-func (e *edgeEntry) encode() []byte {
+// edgeBuf is where edgeFill encodes entries: the host copies a value on
+// set, and a VM runs its callbacks one at a time. An entry larger than
+// maxEdgeBuf is encoded in a buffer of its own, not kept.
+var edgeBuf []byte
+
+const maxEdgeBuf = policy.DefaultEdgeCacheMaxEntryBytes
+
+// appendEntry appends the entry's bytes to b; false when a length does
+// not fit its field (such an entry is simply not cached).
+func (e *edgeEntry) appendEntry(b []byte) ([]byte, bool) {
 	r := &e.resp
 	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff ||
 		uint64(len(r.Body)) > 0xffffffff || uint64(len(e.request)) > 0xffffffff {
-		return nil
+		return b, false
 	}
-	b := make([]byte, 0, edgeEntrySize(e.fingerprint, e.request, r))
+	b = slices.Grow(b, edgeEntrySize(e.fingerprint, e.request, r))
 	b = append(b, edgeMagic...)
 	b = append(b, e.id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
@@ -143,7 +152,7 @@ func (e *edgeEntry) encode() []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Headers)))
 	for _, kv := range r.Headers {
 		if len(kv[0]) > 0xffff || uint64(len(kv[1])) > 0xffffffff {
-			return nil
+			return b, false
 		}
 		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[0])))
 		b = append(b, kv[0]...)
@@ -151,7 +160,7 @@ func (e *edgeEntry) encode() []byte {
 		b = append(b, kv[1]...)
 	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Body)))
-	return append(b, r.Body...)
+	return append(b, r.Body...), true
 }
 
 // edgeReader reads the encoding; a short or malformed entry sets bad.

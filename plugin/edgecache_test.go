@@ -314,6 +314,16 @@ func TestEdgeFillAfterAnotherFill(t *testing.T) {
 	})
 }
 
+// encode returns the entry's bytes in a buffer of their own, or nil when
+// a length does not fit its field.
+func (e *edgeEntry) encode() []byte {
+	b, ok := e.appendEntry(nil)
+	if !ok {
+		return nil
+	}
+	return b
+}
+
 // editEdgeEntry rewrites the demo route's edge entry of scope and key k1.
 func editEdgeEntry(t *testing.T, scope string, edit func(*edgeEntry)) {
 	t.Helper()
@@ -597,5 +607,9 @@ func TestEdgeEntryEncoding(t *testing.T) {
 	}
 	if _, ok := decodeEdgeEntry(append(b, 0)); ok {
 		t.Error("an entry with a trailing byte decodes")
+	}
+	// edgeFill appends to a reused buffer: after what it holds.
+	if got, ok := e.appendEntry(append(make([]byte, 0, 8), "prefix"...)); !ok || string(got) != "prefix"+string(b) {
+		t.Errorf("appendEntry(prefix) = %q, %v; want the prefix, then the entry", got, ok)
 	}
 }

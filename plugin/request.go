@@ -332,8 +332,11 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 		return
 	}
 	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, request: image, resp: *resp}
-	b := e.encode()
-	if b == nil {
+	b, ok := e.appendEntry(edgeBuf[:0])
+	if cap(b) <= maxEdgeBuf {
+		edgeBuf = b[:0]
+	}
+	if !ok {
 		return
 	}
 	if err := edgeStore(hostShared{}, c.edgeKey, &c.edge, seen, b, e.expires); err != nil {
