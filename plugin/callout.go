@@ -15,6 +15,18 @@ var calloutBuf []byte
 
 const maxCalloutBuf = 64 << 10
 
+// bearer is the authorization header of the last token used: the same
+// on every call, not worth a concatenation each time.
+var bearer struct{ token, value string }
+
+// bearerOf returns "Bearer " and token.
+func bearerOf(token string) string {
+	if bearer.value == "" || bearer.token != token {
+		bearer.token, bearer.value = token, "Bearer "+token
+	}
+	return bearer.value
+}
+
 // callControlPlane POSTs the JSON of req to the control plane at path
 // through Envoy's cluster, and calls done with the answer's status and
 // body: status 0 means no answer (the callout timed out or the connection
@@ -33,14 +45,16 @@ func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram
 	if cap(body) <= maxCalloutBuf {
 		calloutBuf = body
 	}
-	headers := [][2]string{
-		{":method", "POST"},
-		{":path", path},
-		{":authority", cp.Authority},
-		{"content-type", "application/json"},
-	}
+	// On the stack: the SDK serializes the headers during the dispatch.
+	var hs [5][2]string
+	headers := append(hs[:0],
+		[2]string{":method", "POST"},
+		[2]string{":path", path},
+		[2]string{":authority", cp.Authority},
+		[2]string{"content-type", "application/json"},
+	)
 	if !cp.InsecureNoAuth {
-		headers = append(headers, [2]string{"authorization", "Bearer " + cp.Token})
+		headers = append(headers, [2]string{"authorization", bearerOf(cp.Token)})
 	}
 	timeout := uint32(cp.Timeout.Milliseconds())
 	start := time.Now()
