@@ -40,6 +40,14 @@ func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
+	return dispatchCallout(cp, latency, path, body, done)
+}
+
+// dispatchCallout is callControlPlane with the body already encoded, by
+// the caller with the request's own encoder: the miss path's calls so
+// avoid copying their request to the heap as an any. body is normally
+// built on calloutBuf[:0].
+func dispatchCallout(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, body []byte, done func(status int, body []byte)) error {
 	// The host copies the body during the dispatch: the buffer is reused
 	// by the next call, unless it grew beyond what is worth keeping.
 	if cap(body) <= maxCalloutBuf {
@@ -58,7 +66,7 @@ func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram
 	}
 	timeout := uint32(cp.Timeout.Milliseconds())
 	start := time.Now()
-	_, err = proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
+	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
 		latency.Record(uint64(time.Since(start).Milliseconds()))
 		if done == nil {
 			return

@@ -207,7 +207,7 @@ func (c *httpContext) dispatchReserve() error {
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
 	}
 	c.phase = phaseReserving
-	return callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, req, c.onReserve)
+	return dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req), c.onReserve)
 }
 
 // onReserve acts on the control plane's answer; the request is held until
