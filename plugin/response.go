@@ -167,10 +167,10 @@ func (c *httpContext) releaseBody() []byte {
 }
 
 // finish sends complete or release (body: its JSON, in calloutBuf) and
-// holds the response for that one call. A failure is logged and counted and the response flows on: after
-// a failed complete the key stays locked until its lease ends, which is
-// safe (never released silently); after a failed release a retry gets 409
-// until then.
+// holds the response for that one call. A failure is logged and counted
+// and the response flows on: after a failed complete the key stays
+// locked until its lease ends, which is safe (never released silently);
+// after a failed release a retry gets 409 until then.
 func (c *httpContext) finish(path string, body []byte) types.Action {
 	c.resp.phase = respWaiting
 	err := dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, body, func(status int, _ []byte) {
