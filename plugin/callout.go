@@ -15,6 +15,18 @@ var calloutBuf []byte
 
 const maxCalloutBuf = 64 << 10
 
+// bearer is the authorization header of the last token used: the same
+// on every call, not worth a concatenation each time.
+var bearer struct{ token, value string }
+
+// bearerOf returns "Bearer " and token.
+func bearerOf(token string) string {
+	if bearer.value == "" || bearer.token != token {
+		bearer.token, bearer.value = token, "Bearer "+token
+	}
+	return bearer.value
+}
+
 // callControlPlane POSTs the JSON of req to the control plane at path
 // through Envoy's cluster, and calls done with the answer's status and
 // body: status 0 means no answer (the callout timed out or the connection
@@ -28,23 +40,33 @@ func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
+	return dispatchCallout(cp, latency, path, body, done)
+}
+
+// dispatchCallout is callControlPlane with the body already encoded, by
+// the caller with the request's own encoder: the miss path's calls so
+// avoid copying their request to the heap as an any. body is normally
+// built on calloutBuf[:0].
+func dispatchCallout(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, body []byte, done func(status int, body []byte)) error {
 	// The host copies the body during the dispatch: the buffer is reused
 	// by the next call, unless it grew beyond what is worth keeping.
 	if cap(body) <= maxCalloutBuf {
 		calloutBuf = body
 	}
-	headers := [][2]string{
-		{":method", "POST"},
-		{":path", path},
-		{":authority", cp.Authority},
-		{"content-type", "application/json"},
-	}
+	// On the stack: the SDK serializes the headers during the dispatch.
+	var hs [5][2]string
+	headers := append(hs[:0],
+		[2]string{":method", "POST"},
+		[2]string{":path", path},
+		[2]string{":authority", cp.Authority},
+		[2]string{"content-type", "application/json"},
+	)
 	if !cp.InsecureNoAuth {
-		headers = append(headers, [2]string{"authorization", "Bearer " + cp.Token})
+		headers = append(headers, [2]string{"authorization", bearerOf(cp.Token)})
 	}
 	timeout := uint32(cp.Timeout.Milliseconds())
 	start := time.Now()
-	_, err = proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
+	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
 		latency.Record(uint64(time.Since(start).Milliseconds()))
 		if done == nil {
 			return

@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
+	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
@@ -118,15 +120,22 @@ func edgeEntrySize(fp string, request []byte, r *api.StoredResponse) int {
 	return n
 }
 
-// encode returns the entry's bytes, or nil when a length does not fit
-// its field (such an entry is simply not cached).
-func (e *edgeEntry) encode() []byte {
+// edgeBuf is where edgeFill encodes entries: the host copies a value on
+// set, and a VM runs its callbacks one at a time. An entry larger than
+// maxEdgeBuf is encoded in a buffer of its own, not kept.
+var edgeBuf []byte
+
+const maxEdgeBuf = policy.DefaultEdgeCacheMaxEntryBytes
+
+// appendEntry appends the entry's bytes to b; false when a length does
+// not fit its field (such an entry is simply not cached).
+func (e *edgeEntry) appendEntry(b []byte) ([]byte, bool) {
 	r := &e.resp
 	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff ||
 		uint64(len(r.Body)) > 0xffffffff || uint64(len(e.request)) > 0xffffffff {
-		return nil
+		return b, false
 	}
-	b := make([]byte, 0, edgeEntrySize(e.fingerprint, e.request, r))
+	b = slices.Grow(b, edgeEntrySize(e.fingerprint, e.request, r))
 	b = append(b, edgeMagic...)
 	b = append(b, e.id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
@@ -143,7 +152,7 @@ func (e *edgeEntry) encode() []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Headers)))
 	for _, kv := range r.Headers {
 		if len(kv[0]) > 0xffff || uint64(len(kv[1])) > 0xffffffff {
-			return nil
+			return b, false
 		}
 		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[0])))
 		b = append(b, kv[0]...)
@@ -151,7 +160,7 @@ func (e *edgeEntry) encode() []byte {
 		b = append(b, kv[1]...)
 	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Body)))
-	return append(b, r.Body...)
+	return append(b, r.Body...), true
 }
 
 // edgeReader reads the encoding; a short or malformed entry sets bad.
@@ -230,51 +239,83 @@ func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
 	return e, true
 }
 
-// edgeLookup returns the live entry of id, or nil: an empty slot, another
-// record's entry, an expired or unreadable one are all misses.
-func edgeLookup(st sharedStore, id *edgeID, slots int, at int64) *edgeEntry {
-	b, _, err := st.get(id.slotKey(slots))
+// slotSeen is what a read of a record's slot saw: its CAS and whether
+// it held an entry of the record, expiring when. A stream keeps what its
+// lookup saw, so that its fill can try its first compare-and-swap
+// without reading the slot (≈ an entry's bytes) again.
+type slotSeen struct {
+	// cas is 0 when nothing usable was seen: the slot was not read, was
+	// empty, or its read failed. A write with CAS 0 is unconditional
+	// (Envoy), so it could not detect a write since: the fill reads again.
+	cas     uint32
+	mine    bool  // the slot held an entry of the record (its header at least)
+	expires int64 // that entry's expiry
+}
+
+// readEdgeSlot reads the slot key of id: its value and what edgeStore
+// needs of it.
+func readEdgeSlot(st sharedStore, key string, id *edgeID) ([]byte, slotSeen, error) {
+	b, cas, err := st.get(key)
 	if err != nil {
-		return nil
+		return nil, slotSeen{}, err
 	}
-	got, expires, ok := decodeEdgeHeader(b)
-	if !ok || got != *id || expires <= at {
-		return nil
+	seen := slotSeen{cas: cas}
+	if got, expires, ok := decodeEdgeHeader(b); ok && got == *id {
+		seen.mine, seen.expires = true, expires
+	}
+	return b, seen, nil
+}
+
+// edgeLookup returns the live entry of id in its slot key, or nil: an
+// empty slot, another record's entry, an expired or unreadable one are
+// all misses. It also returns what it saw of the slot, for edgeStore.
+func edgeLookup(st sharedStore, key string, id *edgeID, at int64) (*edgeEntry, slotSeen) {
+	b, seen, err := readEdgeSlot(st, key, id)
+	if err != nil || !seen.mine || seen.expires <= at {
+		return nil, seen
 	}
 	e, ok := decodeEdgeEntry(b)
 	if !ok {
-		return nil
+		return nil, seen
 	}
-	return e
+	return e, seen
 }
 
 var errEdgeCASRetries = errors.New("shared data CAS mismatch on every retry")
 
-// edgeStore writes an encoded entry into its slot with compare-and-swap:
-// it reads the slot and its CAS, and writes only if nobody wrote in
-// between, re-reading on ErrorStatusCasMismatch at most edgeCASRetries
-// times. When the slot already holds a live entry of the same record
-// that lasts at least as long, there is nothing to write. (Envoy ignores
-// a CAS of 0, which is what a missing key reports, so the first write of
-// a slot is unconditional there.)
-func edgeStore(st sharedStore, id *edgeID, slots int, value []byte, expires int64) error {
-	key := id.slotKey(slots)
+// edgeStore writes an encoded entry of id into its slot key with
+// compare-and-swap: it writes with the CAS it read, so only if nobody
+// wrote in between, and on ErrorStatusCasMismatch reads the slot again,
+// at most edgeCASRetries times in all. When the slot holds a live entry
+// of the same record that lasts at least as long, there is nothing to
+// write.
+//
+// The first attempt starts from seen, what this stream's lookup saw,
+// instead of a fresh read, when that has a CAS: if the slot changed
+// since, the CAS no longer matches and the loop reads it as usual.
+// Envoy's CAS values come from one counter per host that every write
+// increments (skipping 0), so a CAS is never given to the slot again
+// after a write, short of 2³² writes in between. An empty slot reports
+// CAS 0, which Envoy takes as "write whatever the slot holds": it cannot
+// detect a write since the lookup, so then the slot is read first. (A
+// fresh read that finds the slot empty writes with CAS 0 too: the first
+// write of a slot is unconditional.)
+func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []byte, expires int64) error {
 	for range edgeCASRetries {
-		cur, cas, err := st.get(key)
-		switch {
-		case errors.Is(err, types.ErrorStatusNotFound):
-			cas = 0
-		case err != nil:
-			return err
-		default:
-			if got, exp, ok := decodeEdgeHeader(cur); ok && got == *id && exp >= expires {
-				return nil
+		if seen.cas == 0 {
+			var err error
+			if _, seen, err = readEdgeSlot(st, key, id); err != nil && !errors.Is(err, types.ErrorStatusNotFound) {
+				return err
 			}
 		}
-		err = st.set(key, value, cas)
+		if seen.mine && seen.expires >= expires {
+			return nil
+		}
+		err := st.set(key, value, seen.cas)
 		if !errors.Is(err, types.ErrorStatusCasMismatch) {
 			return err
 		}
+		seen = slotSeen{} // read again
 	}
 	return errEdgeCASRetries
 }

@@ -270,6 +270,60 @@ func TestEdgeCache(t *testing.T) {
 	})
 }
 
+// TestEdgeFillAfterAnotherFill: a fill whose slot another record's fill
+// took since the lookup (one slot: every record shares it) still fills
+// it, after a CAS mismatch and a read.
+func TestEdgeFillAfterAnotherFill(t *testing.T) {
+	// Key k1 of three principals: three records.
+	as := func(principal string) [][2]string {
+		return [][2]string{
+			{":method", "POST"}, {":path", "/payments"}, {":authority", "api.example.com"},
+			{"content-type", "application/json"}, {"authorization", "Bearer " + principal}, keyK1,
+		}
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, `"routes": [`, `"edge_cache_slots": 1, "routes": [`))
+		defer reset()
+		completeOnce(t, host, as("carol"), paymentResponse, 200) // the slot holds carol's
+
+		id := host.InitializeHttpContext()
+		acquire(t, host, id, as("alice"), []byte(paymentBody), false) // its lookup sees carol's
+		completeOnce(t, host, as("bob"), paymentResponse, 200)        // the slot holds bob's
+		host.CallOnResponseHeaders(id, [][2]string{{":status", "201"}, {"content-type", "application/json"}}, false)
+		host.CallOnResponseBody(id, []byte(paymentResponse), true)
+		answer(t, host, nthCallout(t, host, id, 1, api.PathComplete), 200, api.Result{Outcome: "completed"})
+		host.CompleteHttpContext(id)
+		for _, l := range host.GetWarnLogs() {
+			if strings.Contains(l, "edge cache") {
+				t.Errorf("warning %q", l)
+			}
+		}
+
+		retry := func(principal string) (int, *proxytest.LocalHttpResponse) {
+			id := host.InitializeHttpContext()
+			defer host.CompleteHttpContext(id)
+			sendRequest(host, id, as(principal), []byte(paymentBody))
+			return len(host.GetCalloutAttributesFromContext(id)), host.GetSentLocalResponse(id)
+		}
+		if n, r := retry("alice"); n != 0 || r == nil || r.StatusCode != 201 {
+			t.Errorf("alice's retry: %d callouts, local response %v; want a replay from the edge", n, r)
+		}
+		if n, _ := retry("bob"); n != 1 {
+			t.Errorf("bob's retry: %d callouts, want its reserve (alice's entry took the slot)", n)
+		}
+	})
+}
+
+// encode returns the entry's bytes in a buffer of their own, or nil when
+// a length does not fit its field.
+func (e *edgeEntry) encode() []byte {
+	b, ok := e.appendEntry(nil)
+	if !ok {
+		return nil
+	}
+	return b
+}
+
 // editEdgeEntry rewrites the demo route's edge entry of scope and key k1.
 func editEdgeEntry(t *testing.T, scope string, edit func(*edgeEntry)) {
 	t.Helper()
@@ -347,12 +401,14 @@ func TestRequestImage(t *testing.T) {
 
 // fakeShared is a shared-data store whose set fails with a CAS mismatch
 // the first conflicts times, as when another worker writes between the
-// read and the write.
+// read and the write. Otherwise it checks CAS values as Envoy does: a
+// CAS of 0 writes whatever the slot holds.
 type fakeShared struct {
 	data      map[string][]byte
 	cas       map[string]uint32
 	conflicts int
 	sets      int
+	gets      int
 	onGet     func() // runs after a get: a concurrent writer
 }
 
@@ -361,6 +417,7 @@ func newFakeShared() *fakeShared {
 }
 
 func (f *fakeShared) get(key string) ([]byte, uint32, error) {
+	f.gets++
 	v, ok := f.data[key]
 	if !ok {
 		return nil, 0, types.ErrorStatusNotFound
@@ -379,12 +436,17 @@ func (f *fakeShared) set(key string, v []byte, cas uint32) error {
 		f.cas[key]++
 		return types.ErrorStatusCasMismatch
 	}
-	if _, ok := f.data[key]; ok && f.cas[key] != cas { // stricter than Envoy for a missing key
+	if _, ok := f.data[key]; ok && cas != 0 && f.cas[key] != cas {
 		return types.ErrorStatusCasMismatch
 	}
+	f.write(key, v)
+	return nil
+}
+
+// write stores v as any writer does (another worker, say): a new CAS.
+func (f *fakeShared) write(key string, v []byte) {
 	f.data[key] = v
 	f.cas[key]++
-	return nil
 }
 
 func TestEdgeStoreCAS(t *testing.T) {
@@ -397,20 +459,20 @@ func TestEdgeStoreCAS(t *testing.T) {
 	t.Run("conflicts then success", func(t *testing.T) {
 		f := newFakeShared()
 		f.conflicts = 3
-		if err := edgeStore(f, &id, 16, entry(id, 100), 100); err != nil {
+		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); err != nil {
 			t.Fatal(err)
 		}
 		if f.sets != 4 {
 			t.Errorf("sets = %d, want 4 (3 conflicts, then the write)", f.sets)
 		}
-		if e := edgeLookup(f, &id, 16, 50); e == nil || e.expires != 100 {
+		if e, _ := edgeLookup(f, id.slotKey(16), &id, 50); e == nil || e.expires != 100 {
 			t.Errorf("lookup = %+v, want the entry", e)
 		}
 	})
 	t.Run("conflicts on every retry", func(t *testing.T) {
 		f := newFakeShared()
 		f.conflicts = edgeCASRetries
-		if err := edgeStore(f, &id, 16, entry(id, 100), 100); !errors.Is(err, errEdgeCASRetries) {
+		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); !errors.Is(err, errEdgeCASRetries) {
 			t.Fatalf("err = %v, want errEdgeCASRetries", err)
 		}
 		if f.sets != edgeCASRetries {
@@ -420,31 +482,93 @@ func TestEdgeStoreCAS(t *testing.T) {
 	t.Run("a concurrent writer changes the slot between get and set", func(t *testing.T) {
 		f := newFakeShared()
 		key := id.slotKey(16)
-		f.data[key] = entry(other, 100)
+		f.write(key, entry(other, 100))
 		writes := 0
 		f.onGet = func() {
 			if writes == 0 { // another worker fills the same record first, for longer
 				writes++
-				f.data[key] = entry(id, 500)
-				f.cas[key]++
+				f.write(key, entry(id, 500))
 			}
 		}
-		if err := edgeStore(f, &id, 16, entry(id, 200), 200); err != nil {
+		if err := edgeStore(f, key, &id, slotSeen{}, entry(id, 200), 200); err != nil {
 			t.Fatal(err)
 		}
 		if f.sets != 1 {
 			t.Errorf("sets = %d, want 1: the write after the conflict is skipped (the slot already holds the record, for longer)", f.sets)
 		}
-		if e := edgeLookup(f, &id, 16, 0); e == nil || e.expires != 500 {
+		if e, _ := edgeLookup(f, key, &id, 0); e == nil || e.expires != 500 {
 			t.Errorf("lookup = %+v, want the other worker's entry (expires 500)", e)
 		}
 	})
 	t.Run("other error", func(t *testing.T) {
 		f := newFakeShared()
-		if err := edgeStore(errShared{f}, &id, 16, entry(id, 100), 100); !errors.Is(err, types.ErrorStatusBadArgument) {
+		if err := edgeStore(errShared{f}, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); !errors.Is(err, types.ErrorStatusBadArgument) {
 			t.Fatalf("err = %v, want the host's error", err)
 		}
 	})
+}
+
+// TestEdgeStoreFromLookup: a fill starts its compare-and-swap from what
+// the stream's lookup saw of the slot; a write in between, by anyone,
+// must still be detected (the slot read again, the decision taken anew),
+// and a lookup that found the slot empty (CAS 0: unconditional) must not
+// stand for a read.
+func TestEdgeStoreFromLookup(t *testing.T) {
+	id := newEdgeID("c", "sha256:scope", "k1")
+	other := newEdgeID("c", "sha256:scope", "k2")
+	key := id.slotKey(16)
+	entry := func(id edgeID, expires int64) []byte {
+		e := edgeEntry{id: id, expires: expires, fingerprint: "sha256:fp", resp: api.StoredResponse{Status: 201, Body: []byte("b")}}
+		return e.encode()
+	}
+	// The lookup runs at 50; the fill writes an entry of id expiring at 200.
+	tests := []struct {
+		name    string
+		before  []byte // the slot at the lookup; nil: empty
+		between []byte // written by another worker between lookup and fill; nil: nothing
+		sets    int    // the fill's writes, failed ones included
+		gets    int    // the fill's reads
+		want    edgeID // the slot's entry after the fill
+		expires int64
+	}{
+		{name: "another record's entry, unchanged: one write, no read", before: entry(other, 100), sets: 1, gets: 0, want: id, expires: 200},
+		{name: "the record's expired entry, unchanged: one write, no read", before: entry(id, 40), sets: 1, gets: 0, want: id, expires: 200},
+		{name: "another record written since: CAS mismatch, read, written", before: entry(other, 100), between: entry(other, 300), sets: 2, gets: 1, want: id, expires: 200},
+		{name: "the record written since, for longer: CAS mismatch, read, left", before: entry(other, 100), between: entry(id, 500), sets: 1, gets: 1, want: id, expires: 500},
+		{name: "the record written since, for less: CAS mismatch, read, written", before: entry(other, 100), between: entry(id, 150), sets: 2, gets: 1, want: id, expires: 200},
+		{name: "empty, unchanged: read, written", sets: 1, gets: 1, want: id, expires: 200},
+		{name: "empty, the record written since, for longer: read, left", between: entry(id, 500), sets: 0, gets: 1, want: id, expires: 500},
+		{name: "empty, another record written since: read, written", between: entry(other, 300), sets: 1, gets: 1, want: id, expires: 200},
+		// A live header with an unreadable rest: the lookup misses, and
+		// the fill leaves it, as a fill that reads the slot does.
+		{name: "the record's live entry, unreadable: left", before: entry(id, 500)[:edgeFixedSize], sets: 0, gets: 0, want: id, expires: 500},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeShared()
+			if tc.before != nil {
+				f.write(key, tc.before)
+			}
+			e, seen := edgeLookup(f, key, &id, 50)
+			if e != nil {
+				t.Fatalf("lookup = %+v, want a miss", e)
+			}
+			if tc.between != nil {
+				f.write(key, tc.between)
+			}
+			f.gets, f.sets = 0, 0
+			if err := edgeStore(f, key, &id, seen, entry(id, 200), 200); err != nil {
+				t.Fatal(err)
+			}
+			if f.sets != tc.sets || f.gets != tc.gets {
+				t.Errorf("fill: %d writes, %d reads; want %d, %d", f.sets, f.gets, tc.sets, tc.gets)
+			}
+			got, exp, ok := decodeEdgeHeader(f.data[key])
+			if !ok || got != tc.want || exp != tc.expires {
+				t.Errorf("slot holds id %x… expiring %d (ok %v), want id %x… expiring %d", got[:4], exp, ok, tc.want[:4], tc.expires)
+			}
+		})
+	}
 }
 
 type errShared struct{ *fakeShared }
@@ -483,5 +607,9 @@ func TestEdgeEntryEncoding(t *testing.T) {
 	}
 	if _, ok := decodeEdgeEntry(append(b, 0)); ok {
 		t.Error("an entry with a trailing byte decodes")
+	}
+	// edgeFill appends to a reused buffer: after what it holds.
+	if got, ok := e.appendEntry(append(make([]byte, 0, 8), "prefix"...)); !ok || string(got) != "prefix"+string(b) {
+		t.Errorf("appendEntry(prefix) = %q, %v; want the prefix, then the entry", got, ok)
 	}
 }

@@ -48,6 +48,11 @@ type httpContext struct {
 	image   []byte // the request image (edgecache.go) while edgeOn, until the fill; nil when too big
 	reqSize int    // request body bytes so far (cumulative after a pause)
 
+	// edgeKey is the shared-data key of the record's slot; edgeSeen what
+	// the lookup saw of it, where the fill's compare-and-swap starts.
+	edgeKey  string
+	edgeSeen slotSeen
+
 	// on_in_progress wait: when the wait ends and when to poll next
 	// (now() nanoseconds); waitUntil is 0 until the first in_progress.
 	waitUntil, nextPoll int64
@@ -161,7 +166,8 @@ func (c *httpContext) reserve(body []byte) types.Action {
 	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
 		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
-		e = edgeLookup(hostShared{}, &c.edge, slots, now())
+		c.edgeKey = c.edge.slotKey(slots)
+		e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now())
 		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
 			c.fp = e.fingerprint
 			return c.completed(&e.resp, true)
@@ -201,7 +207,7 @@ func (c *httpContext) dispatchReserve() error {
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
 	}
 	c.phase = phaseReserving
-	return callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, req, c.onReserve)
+	return dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req), c.onReserve)
 }
 
 // onReserve acts on the control plane's answer; the request is held until
@@ -317,8 +323,8 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	if !c.edgeOn {
 		return
 	}
-	image := c.image
-	c.image = nil // held only until now
+	image, seen := c.image, c.edgeSeen
+	c.image, c.edgeSeen = nil, slotSeen{} // held only until now
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		image = nil
 	}
@@ -326,11 +332,14 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 		return
 	}
 	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, request: image, resp: *resp}
-	b := e.encode()
-	if b == nil {
+	b, ok := e.appendEntry(edgeBuf[:0])
+	if cap(b) <= maxEdgeBuf {
+		edgeBuf = b[:0]
+	}
+	if !ok {
 		return
 	}
-	if err := edgeStore(hostShared{}, &c.edge, c.plugin.config.EdgeCacheSlots, b, e.expires); err != nil {
+	if err := edgeStore(hostShared{}, c.edgeKey, &c.edge, seen, b, e.expires); err != nil {
 		proxywasm.LogWarnf("idempotency filter: edge cache: %v", err)
 	}
 }

@@ -67,10 +67,10 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		c.indeterminate(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
 		return types.ActionContinue
 	case notSent:
-		return c.finish(api.PathRelease, c.releaseRequest())
+		return c.finish(api.PathRelease, c.releaseBody())
 	}
 	if c.route.Classify(c.resp.status) == policy.Release {
-		return c.finish(api.PathRelease, c.releaseRequest())
+		return c.finish(api.PathRelease, c.releaseBody())
 	}
 	c.resp.headers = replayHeaders(c.route, headers)
 	c.resp.hdrSize = storedSize(c.resp.headers)
@@ -153,21 +153,27 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 		stored.Headers = c.resp.headers
 	}
 	c.resp.stored = &stored
-	return c.finish(api.PathComplete, api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored})
+	req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored}
+	return c.finish(api.PathComplete, appendComplete(calloutBuf[:0], &req))
 }
 
 func (c *httpContext) releaseRequest() api.ReleaseRequest {
 	return api.ReleaseRequest{Scope: c.scope, Key: c.key, Token: c.token}
 }
 
-// finish sends complete or release and holds the response for that one
-// call. A failure is logged and counted and the response flows on: after
-// a failed complete the key stays locked until its lease ends, which is
-// safe (never released silently); after a failed release a retry gets 409
-// until then.
-func (c *httpContext) finish(path string, req any) types.Action {
+// releaseBody is the JSON of releaseRequest, in calloutBuf.
+func (c *httpContext) releaseBody() []byte {
+	return appendTokenCall(calloutBuf[:0], c.scope, c.key, c.token)
+}
+
+// finish sends complete or release (body: its JSON, in calloutBuf) and
+// holds the response for that one call. A failure is logged and counted
+// and the response flows on: after a failed complete the key stays
+// locked until its lease ends, which is safe (never released silently);
+// after a failed release a retry gets 409 until then.
+func (c *httpContext) finish(path string, body []byte) types.Action {
 	c.resp.phase = respWaiting
-	err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, func(status int, _ []byte) {
+	err := dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, body, func(status int, _ []byte) {
 		switch {
 		case status != 200:
 			c.finishFailed(path, fmt.Sprintf("answered %d", status))

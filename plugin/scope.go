@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -81,10 +82,20 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 	}
 	if s.HMACKey != nil {
 		m := hmac.New(sha256.New, s.HMACKey)
-		m.Write(b)
+		// A copy: b itself, passed to an interface's method, would move
+		// buf to the heap on every call, HMAC or not.
+		m.Write(bytes.Clone(b))
 		var sum [sha256.Size]byte
-		return "hmac-sha256:" + hex.EncodeToString(m.Sum(sum[:0]))
+		return scopeString("hmac-sha256:", m.Sum(sum[:0]))
 	}
 	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return scopeString("sha256:", sum[:])
+}
+
+// scopeString returns prefix and the hex of sum in one allocation.
+func scopeString(prefix string, sum []byte) string {
+	var buf [len("hmac-sha256:") + 2*sha256.Size]byte
+	n := copy(buf[:], prefix)
+	n += hex.Encode(buf[n:], sum)
+	return string(buf[:n])
 }
