@@ -94,6 +94,7 @@ bench-v8: deps wasm ## guest time per request of build/idempotency.wasm under V8
 fuzz: ## fuzz the canonicalizer and the policy parser for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./plugin/canon/
+	$(GO) test -run '^$$' -fuzz '^FuzzWalkGrammar$$' -fuzztime $(FUZZTIME) ./plugin/canon/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugin/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./plugin/policy/
 
