@@ -91,10 +91,11 @@ bench: deps ## benchmarks, each side by side with its baseline; numbers go into 
 bench-v8: deps wasm ## guest time per request of build/idempotency.wasm under V8 (Node.js)
 	node --experimental-wasi-unstable-preview1 plugin/bench/v8/guest_bench.mjs --wasm $(WASM) --config plugin/policy/testdata/demo.json --n 2000 --runs 5
 
-fuzz: ## fuzz the canonicalizer and the policy parser for FUZZTIME per target (default 60s)
+fuzz: ## fuzz the canonicalizer, the callout bodies and the policy parser for FUZZTIME per target (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./plugin/canon/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./plugin/canon/
 	$(GO) test -run '^$$' -fuzz '^FuzzWalkGrammar$$' -fuzztime $(FUZZTIME) ./plugin/canon/
+	$(GO) test -run '^$$' -fuzz '^FuzzCalloutBody$$' -fuzztime $(FUZZTIME) ./plugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugin/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./plugin/policy/
 

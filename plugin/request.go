@@ -394,7 +394,9 @@ func bodyLimitDetail(r *policy.Route) string {
 func header(headers [][2]string, name string) (string, int) {
 	v, n := "", 0
 	for _, kv := range headers {
-		if kv[0] == name || strings.EqualFold(kv[0], name) {
+		// Names are ASCII tokens: a name of another length never matches
+		// (and EqualFold is spared for most of the map).
+		if len(kv[0]) == len(name) && (kv[0] == name || strings.EqualFold(kv[0], name)) {
 			if n == 0 {
 				v = kv[1]
 			}

@@ -119,3 +119,31 @@ func TestOptionalKey(t *testing.T) {
 		}
 	})
 }
+
+func TestHeader(t *testing.T) {
+	headers := [][2]string{
+		{":path", "/payments"},
+		{"Idempotency-Key", "k1"},
+		{"x-a", "1"},
+		{"X-A", "2"},
+		{"\u212aey", "kelvin"}, // KELVIN SIGN folds to 'k' in Unicode, not in HTTP
+	}
+	tests := []struct {
+		name      string
+		wantValue string
+		wantN     int
+	}{
+		{":path", "/payments", 1},
+		{"idempotency-key", "k1", 1},
+		{"IDEMPOTENCY-KEY", "k1", 1},
+		{"x-a", "1", 2},
+		{"key", "", 0},
+		{"idempotency-ke", "", 0},
+		{"absent", "", 0},
+	}
+	for _, tt := range tests {
+		if v, n := header(headers, tt.name); v != tt.wantValue || n != tt.wantN {
+			t.Errorf("header(%q) = %q, %d; want %q, %d", tt.name, v, n, tt.wantValue, tt.wantN)
+		}
+	}
+}
