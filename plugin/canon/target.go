@@ -25,6 +25,9 @@ func NormalizeTarget(target string) string {
 		path = "/" + path
 	}
 	path = removeDotSegments(normalizePercent(path))
+	if query == "" {
+		return path // most API targets: no parameters to split and sort
+	}
 	params := strings.Split(query, "&")
 	params = slices.DeleteFunc(params, func(p string) bool { return p == "" })
 	if len(params) == 0 {
