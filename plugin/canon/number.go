@@ -87,7 +87,7 @@ func appendNumber(dst []byte, raw string, off int) ([]byte, error) {
 	if math.IsInf(f, 0) {
 		return dst, &Error{Offset: off, Err: ErrNumberRange, Detail: raw}
 	}
-	if err != nil { // unreachable: the validator admitted the grammar
+	if err != nil { // unreachable: the walk admitted only RFC 8259 numbers
 		return dst, &Error{Offset: off, Err: ErrSyntax, Detail: err.Error()}
 	}
 	return appendES6Number(dst, f), nil

@@ -7,7 +7,7 @@ import (
 )
 
 // appendUnescaped decodes the body of a JSON string (without its quotes) to
-// UTF-8. The input has passed gjson's validator, so every escape is complete;
+// UTF-8. The walk's scanString has checked the escapes, so every one is complete;
 // what is left to check is UTF-8 validity and the pairing of surrogates.
 // off is the byte offset of s in the document, for errors.
 func appendUnescaped(dst []byte, s string, off int) ([]byte, error) {
@@ -118,7 +118,7 @@ func hex4(s string) rune {
 			c -= '0'
 		case c >= 'a' && c <= 'f':
 			c -= 'a' - 10
-		default: // 'A'-'F'; the validator admitted only hex digits
+		default: // 'A'-'F'; scanString admitted only hex digits
 			c -= 'A' - 10
 		}
 		r = r<<4 | rune(c)
