@@ -20,9 +20,12 @@ const (
 	PathAbandon      = "/v1/abandon"
 	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
 	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
-	PathHealthz      = "/healthz"
-	PathReadyz       = "/readyz"
-	PathMetrics      = "/metrics"
+	// PathEdgeEpoch (GET) answers EdgeEpoch: the filter's tick polls it to
+	// learn that an operator changed records its edge cache may hold.
+	PathEdgeEpoch = "/v1/edge-epoch"
+	PathHealthz   = "/healthz"
+	PathReadyz    = "/readyz"
+	PathMetrics   = "/metrics"
 )
 
 // Limits and defaults that both sides validate against.
@@ -49,7 +52,35 @@ const (
 	Mismatch Outcome = "mismatch"
 	// Completed: the operation ran; replay Response.
 	Completed Outcome = "completed"
+	// Indeterminate: a request with this key was forwarded and its outcome
+	// is unknown (the holder abandoned it, or its lease ended on a route
+	// that locks); retrying will not help until an operator or the
+	// record's TTL (ExpiresInMS) resolves it.
+	Indeterminate Outcome = "indeterminate"
 )
+
+// What a reservation becomes when its lease ends without word from its
+// holder (ReserveRequest.OnIndeterminate).
+const (
+	// LeaseLock (the default, also for ""): the record becomes
+	// indeterminate; it is never handed to another request.
+	LeaseLock = "lock"
+	// LeaseRelease: the next reserve takes the key over (a route that
+	// opted in: its operation is safe to run again).
+	LeaseRelease = "release"
+)
+
+// Holder ids: what ReserveRequest.Holder and ReleaseRequest.Holder accept.
+const (
+	MinHolderLen = 16
+	MaxHolderLen = 64
+)
+
+// EdgeEpochPoll is how often each filter VM polls PathEdgeEpoch. An
+// operator's delete or release reaches every edge cache within
+// EdgeEpochPoll plus the filter's control-plane timeout while the control
+// plane is reachable.
+const EdgeEpochPoll = time.Second
 
 // ReserveRequest asks for the key scope+key for a request whose fingerprint
 // is Fingerprint. Zero LeaseMS or TTLMS mean the service's defaults; a zero
@@ -60,6 +91,18 @@ type ReserveRequest struct {
 	Fingerprint string `json:"fingerprint"`
 	LeaseMS     int64  `json:"lease_ms,omitempty"`
 	TTLMS       int64  `json:"ttl_ms,omitempty"`
+	// OnIndeterminate is LeaseLock ("" too) or LeaseRelease: what the
+	// record becomes when this reservation's lease ends without word from
+	// its holder. The record keeps the value of the reserve that acquired
+	// it.
+	OnIndeterminate string `json:"on_indeterminate,omitempty"`
+	// Holder is an id the caller chooses for this reserve attempt
+	// (MinHolderLen to MaxHolderLen bytes of [A-Za-z0-9_-], at least 128
+	// random bits): an acquired token ends with "." + Holder, and a
+	// ReleaseRequest may name the Holder instead of the token, so that a
+	// caller that never saw the answer (its client left first) can free
+	// what it may hold. Optional: without it the service picks the id.
+	Holder string `json:"holder,omitempty"`
 }
 
 // ReserveResponse carries the outcome and what goes with it.
@@ -71,6 +114,8 @@ type ReserveResponse struct {
 	// LeaseRemainingMS is how long an InProgress holder's lease still runs;
 	// for an indeterminate key, how long the record still lives.
 	LeaseRemainingMS int64 `json:"lease_remaining_ms,omitempty"`
+	// ExpiresInMS is how long an Indeterminate record still lives.
+	ExpiresInMS int64 `json:"expires_in_ms,omitempty"`
 	// Response is the stored response of a Completed key.
 	Response *StoredResponse `json:"response,omitempty"`
 }
@@ -96,11 +141,16 @@ type CompleteRequest struct {
 }
 
 // ReleaseRequest frees the reservation of the holder of Token, after a
-// transactional failure, so that a retry may execute.
+// transactional failure, so that a retry may execute. Exactly one of
+// Token and Holder is set: by Holder (the id its reserve carried) it frees
+// the record only when that holder holds it, and when no record exists
+// yet it fences the holder out, so that the reserve, should it arrive
+// later, does not acquire.
 type ReleaseRequest struct {
-	Scope string `json:"scope"`
-	Key   string `json:"key"`
-	Token string `json:"token"`
+	Scope  string `json:"scope"`
+	Key    string `json:"key"`
+	Token  string `json:"token,omitempty"`
+	Holder string `json:"holder,omitempty"`
 }
 
 // AbandonRequest marks the reservation of the holder of Token
@@ -113,6 +163,14 @@ type AbandonRequest struct {
 	Scope string `json:"scope"`
 	Key   string `json:"key"`
 	Token string `json:"token"`
+}
+
+// EdgeEpoch is the answer of PathEdgeEpoch: a number that changes (not
+// only grows: a Redis without persistence may restart at 0) whenever an
+// operator deletes or releases a record. An edge-cache entry filled while
+// the filter knew another epoch is not replayed.
+type EdgeEpoch struct {
+	Epoch int64 `json:"epoch"`
 }
 
 // Result is the answer to Complete, Release and Abandon: "completed",

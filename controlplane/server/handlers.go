@@ -243,7 +243,7 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 
 func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	s.tokenOp(w, r, ri, opAbandon, outIndeterminate, func(ctx context.Context, req api.ReleaseRequest) error {
-		return s.store.Abandon(ctx, api.AbandonRequest(req)) // the same {scope, key, token}
+		return s.store.Abandon(ctx, api.AbandonRequest{Scope: req.Scope, Key: req.Key, Token: req.Token})
 	})
 }
 
