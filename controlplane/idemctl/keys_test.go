@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -131,7 +133,7 @@ func TestKeysGetShowsRecordNotBody(t *testing.T) {
 	e.seed(t, "done", true)
 	_, out := e.keys(t, "keys", "get", "--key", "done")
 	rec, _ := out["record"].(map[string]any)
-	if rec["state"] != "completed" || rec["fingerprint"] != "sha256:aa" || rec["status"] != float64(201) {
+	if rec["state"] != "completed" || rec["fingerprint"] != storedSHA("sha256:aa") || rec["status"] != float64(201) {
 		t.Errorf("record = %v", rec)
 	}
 	if _, ok := rec["response"]; ok {
@@ -179,4 +181,11 @@ func TestKeysFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storedSHA is what the control plane keeps of a fingerprint without a
+// fingerprint key: "s1:" + hex(SHA-256).
+func storedSHA(fp string) string {
+	sum := sha256.Sum256([]byte(fp))
+	return "s1:" + hex.EncodeToString(sum[:])
 }

@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -210,4 +212,11 @@ func eventually(t *testing.T, d time.Duration, f func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return f()
+}
+
+// storedFP is what the store keeps of a fingerprint without a fingerprint
+// key: "s1:" + hex(SHA-256).
+func storedFP(fp string) string {
+	sum := sha256.Sum256([]byte(fp))
+	return "s1:" + hex.EncodeToString(sum[:])
 }
