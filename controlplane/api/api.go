@@ -20,6 +20,10 @@ const (
 	PathAbandon      = "/v1/abandon"
 	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
 	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
+	// PathAdminKeyList (GET ?state=indeterminate|in_progress[&scope=S]
+	// [&cursor=C][&limit=N]) answers KeyList: records in that state,
+	// never bodies, a bounded page per call.
+	PathAdminKeyList = "/v1/admin/keys/list"
 	// PathEdgeEpoch (GET) answers EdgeEpoch: the filter's tick polls it to
 	// learn that an operator changed records its edge cache may hold.
 	PathEdgeEpoch = "/v1/edge-epoch"
@@ -203,6 +207,21 @@ type Record struct {
 	Status         int             `json:"status,omitempty"`           // completed only
 	BodyOmitted    bool            `json:"body_omitted,omitempty"`
 	Response       *StoredResponse `json:"response,omitempty"` // only with ?body=1
+}
+
+// Pages of PathAdminKeyList: limit is how many records' keys one call
+// examines at most (about: a Redis SCAN may return a few more).
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// KeyList answers PathAdminKeyList: the records of the page (without
+// bodies) and the cursor of the next page; an empty Cursor means the scan
+// is complete. A page may be empty while Cursor is not: keep going.
+type KeyList struct {
+	Records []Record `json:"records"`
+	Cursor  string   `json:"cursor,omitempty"`
 }
 
 // Effect of an admin mutation, as idemctl reports it too.

@@ -45,6 +45,9 @@ type setup struct {
 	opt      server.Options
 	storeOpt store.Options
 	redis    *redistest.Server // share one; nil starts one
+	// wrap, when set, stands between the server and the store (to make
+	// one store call fail).
+	wrap func(server.Store) server.Store
 }
 
 func newEnv(t *testing.T, mods ...func(*setup)) *env {
@@ -65,7 +68,11 @@ func newEnv(t *testing.T, mods ...func(*setup)) *env {
 	st := store.New(client, s.storeOpt)
 	logs := &syncbuf.Buffer{}
 	s.opt.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(st, s.opt)
+	var api server.Store = st
+	if s.wrap != nil {
+		api = s.wrap(st)
+	}
+	srv, err := server.New(api, s.opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,15 +27,20 @@ import (
 
 // Store is what the API needs of the key store; *store.Store implements
 // it. Errors are store.ErrStaleToken, store.ErrNotFound,
-// store.ErrNotInProgress, or a failure to reach Redis (answered 503).
+// store.ErrNotInProgress, store.ErrFenced (beside an answer),
+// store.ErrInvalidRequest, or a failure to reach Redis (answered 503).
 type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
 	Complete(ctx context.Context, req api.CompleteRequest) error
 	Release(ctx context.Context, req api.ReleaseRequest) error
+	ReleaseHolder(ctx context.Context, scope, key, holder string) (deleted bool, err error)
 	Abandon(ctx context.Context, req api.AbandonRequest) error
 	Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error)
 	Delete(ctx context.Context, scope, key string) (*api.Record, error)
 	ForceRelease(ctx context.Context, scope, key string) (*api.Record, error)
+	List(ctx context.Context, state api.State, scope, cursor string, limit int) ([]api.Record, string, error)
+	EdgeEpoch(ctx context.Context) (int64, error)
+	BumpEdgeEpoch(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 }
 
@@ -165,6 +170,8 @@ func New(st Store, opt Options) (*Server, error) {
 	add(api.PathAbandon, "abandon", authAPI, map[string]handlerFunc{http.MethodPost: s.abandon})
 	add(api.PathAdminKeys, "admin_keys", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminGet, http.MethodDelete: s.adminDelete})
 	add(api.PathAdminRelease, "admin_release", authAdmin, map[string]handlerFunc{http.MethodPost: s.adminRelease})
+	add(api.PathAdminKeyList, "admin_list", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminList})
+	add(api.PathEdgeEpoch, "edge_epoch", authAPI, map[string]handlerFunc{http.MethodGet: s.edgeEpoch})
 	add(api.PathHealthz, "healthz", authNone, map[string]handlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz})
 	add(api.PathReadyz, "readyz", authNone, map[string]handlerFunc{http.MethodGet: s.readyz, http.MethodHead: s.readyz})
 	add(api.PathMetrics, "metrics", authNone, map[string]handlerFunc{http.MethodGet: s.serveMetrics, http.MethodHead: s.serveMetrics})
