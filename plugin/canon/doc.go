@@ -16,8 +16,50 @@
 // (via I-JSON, RFC 7493) does not admit are refused with an *Error naming
 // the byte offset: invalid JSON, duplicate member names, invalid UTF-8, lone
 // surrogates, NaN/Infinity, and numbers that overflow a double. Nesting
-// deeper than MaxDepth is refused too. Numbers too small for a double round
-// to 0, as in ECMAScript.
+// deeper than MaxDepth is refused too.
+//
+// # Exact numbers (a deviation from RFC 8785)
+//
+// RFC 8785 writes every number as its nearest double prints, so numbers
+// that share a double share a canonical form: 1234567890123456789 and
+// 1234567890123456790 both become 1234567890123456800, and two payments to
+// different 64-bit account ids would carry one fingerprint. Append departs
+// from RFC 8785 for exactly the numbers whose RFC 8785 form denotes another
+// value than their own, and writes those with their own digits:
+//
+//   - A number is read as its exact decimal value: sign, significant digits
+//     without leading or trailing zeros, and the place of the decimal
+//     point, the exponent included ("1.50e+0003", "1500" and "15e2" are one
+//     value; leading zeros of the exponent and its '+' count for nothing).
+//   - If that value is zero (of any sign, digits or exponent) it is written
+//     "0", as RFC 8785 does. Otherwise, if ECMAScript's shortest digits of
+//     the nearest double, at their place, equal the number's own, the
+//     RFC 8785 form is written: it denotes the same value.
+//   - Otherwise (more digits than the double holds, a value between two
+//     doubles, a value too small for a double, which RFC 8785 writes as 0)
+//     the number's own digits are written, laid out by the rules ECMAScript
+//     applies to a double's digits: with D the digits and n the place of
+//     the decimal point counted from D's first digit, D followed by n-len(D)
+//     zeros when len(D) <= n <= 21; D with a '.' after n digits when
+//     0 < n <= 21; "0." then -n zeros then D when -6 < n <= 0; otherwise
+//     D's first digit, then '.' and the rest of D when there is a rest, then
+//     'e', '+' or '-', and n-1 in decimal without leading zeros (its digits
+//     are exact whatever their count). A negative value gets a leading '-'.
+//     Examples: 9007199254740993 stays 9007199254740993 (RFC 8785:
+//     9007199254740992); 333333333.33333329 stays so (RFC 8785:
+//     333333333.3333333); 1234567890123456789012 becomes
+//     1.234567890123456789012e+21; 0.00000012345678901234567890 becomes
+//     1.234567890123456789e-7; 1e-400 stays 1e-400 (RFC 8785: 0).
+//
+// Every canonical number thus denotes its input's exact value, so two
+// numbers get one form exactly when they are equal, and the form is a fixed
+// point of Append. Documents without such numbers, which are nearly all of
+// them, are byte for byte RFC 8785's (FuzzDifferential compares them with
+// github.com/gowebpki/jcs), and so is every number of at most 15
+// significant digits within a double's normal range (1e-307 to 1e308 in
+// magnitude). Numbers that overflow a double are still refused.
+// AppendReport names the numbers the deviation wrote; `idemctl canon` says
+// so on standard error.
 //
 // # Fingerprint framing (version 1)
 //
