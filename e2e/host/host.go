@@ -51,8 +51,9 @@ type Config struct {
 	StreamIdleTimeout time.Duration
 	// BufferLimit is the most request or response body a paused module
 	// may make the host buffer (Envoy's per_connection_buffer_limit_bytes,
-	// default 1 MiB); beyond it the host answers 413 (request) or 500
-	// (response), as Envoy does.
+	// default 1 MiB); beyond it the host answers 413 (request) or, as
+	// Envoy does mid-response, 500 straight to the client past the module
+	// (or a reset when the module had let the headers go).
 	BufferLimit int
 	// Logger receives the module's logs and the host's own; nil means
 	// slog.Default().
@@ -89,6 +90,7 @@ type Host struct {
 	cancelCallouts   context.CancelFunc
 	calloutWG        sync.WaitGroup
 	calloutsInFlight atomic.Int32
+	calloutsAnswered atomic.Int64 // answers with a status delivered to a root context (tests)
 }
 
 // New compiles the module, starts Workers VMs and configures the plugin

@@ -230,9 +230,7 @@ func TestNoResendOnDroppedConnection(t *testing.T) {
 	}
 }
 
-// TestLocalReplyDetails: the module's local replies and the router's
-// own answers carry Envoy's response code details, which the module can
-// read (response.code_details).
+// TestUpstreamDown: the router's own 503 when nothing listens upstream.
 func TestUpstreamDown(t *testing.T) {
 	cp, up := startControlPlane(t), newTestUpstream(t)
 	_, url := newHost(t, cp, up, 1)
@@ -516,5 +514,236 @@ func TestCloseEndsCallouts(t *testing.T) {
 	}
 	if up.executions.Load() != 0 {
 		t.Fatal("the request went upstream")
+	}
+}
+
+// newHostWith is newHost with the host's limits set by cfg (Wasm, the
+// plugin configuration, clusters and upstream are filled in).
+func newHostWith(t *testing.T, cp *controlPlane, up *testUpstream, cfg Config) (*Host, string) {
+	t.Helper()
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+	}
+	if cfg.PluginConfig == nil {
+		if cfg.PluginConfig, err = os.ReadFile(demoConfig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Wasm = wasm
+	cfg.Clusters = map[string]string{"idemgate_controlplane": cp.addr}
+	cfg.Upstream = up.addr()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return h, srv.URL
+}
+
+// TestResponseOverBufferLimit: the filter pauses a governed response to
+// store it, and the upstream's body outgrows the buffer limit. Envoy
+// (FilterManager::sendLocalReply once response headers exist but none went
+// downstream) sends its 500 straight to the client, past the filter
+// chain: the client gets the proxy's own 500 — none of the upstream's
+// headers — and the module never sees that reply, so it cannot take the
+// proxy's body for the upstream's and replay a chimera (the upstream's 201
+// and headers with "Internal Server Error").
+func TestResponseOverBufferLimit(t *testing.T) {
+	cp := startControlPlane(t)
+	var executions atomic.Int64
+	// Over one body chunk (64 KiB), so that the filter is still buffering,
+	// without end_of_stream, when the buffer limit is passed.
+	big := `{"blob":"` + strings.Repeat("x", 100<<10) + `"}`
+	up := &testUpstream{}
+	up.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		executions.Add(1)
+		rw.Header().Set("content-type", "application/json")
+		rw.Header().Set("x-upstream", "yes")
+		rw.WriteHeader(201) // no content-length: the filter buffers to learn the size
+		rw.Write([]byte(big))
+	}))
+	t.Cleanup(up.srv.Close)
+	h, url := newHostWith(t, cp, up, Config{Workers: 1, BufferLimit: 4 << 10})
+
+	r := post(t, url+"/payments", `"big"`, `{"amount":1}`)
+	if r.status != 500 || r.body != "Internal Server Error" || r.header.Get("x-upstream") != "" ||
+		r.header.Get("content-type") != "text/plain" || r.header.Get("content-length") != "21" {
+		t.Errorf("over the buffer limit: %d %v %q, want Envoy's own 500 (text/plain, \"Internal Server Error\") without the upstream's headers", r.status, r.header, r.body)
+	}
+	waitStreamsDone(t, h)
+	retry := post(t, url+"/payments", `"big"`, `{"amount":1}`)
+	if strings.Contains(retry.body, "Internal Server Error") || (retry.status == 201 && retry.header.Get("content-type") == "text/plain") {
+		t.Errorf("retry = %d %v %.100q: the proxy's reply was taken for the upstream's", retry.status, retry.header, retry.body)
+	}
+	if got := executions.Load(); got != 1 {
+		t.Errorf("executions = %d, want 1", got)
+	}
+}
+
+// TestLocalReplyMidResponse: a local reply after the module saw the
+// response headers goes to the client as Envoy sends it — straight, with
+// its own headers, when no response headers went downstream; as a reset
+// after what went out when the module had continued the headers.
+func TestLocalReplyMidResponse(t *testing.T) {
+	tests := []struct {
+		name       string
+		sent       bool
+		local      localReply
+		wantReset  bool
+		wantStatus int
+		wantHeader [][2]string // name, value ("" = absent)
+		wantBody   string
+	}{
+		{
+			name:       "headers held: the proxy's 500, none of the upstream's headers",
+			local:      localReply{status: 500, details: "response_payload_too_large", body: []byte("Internal Server Error")},
+			wantStatus: 500,
+			wantHeader: [][2]string{{"Content-Type", "text/plain"}, {"X-Upstream", ""}, {"Content-Length", "21"}},
+			wantBody:   "Internal Server Error",
+		},
+		{
+			name:       "headers held: the module's own reply and headers",
+			local:      localReply{status: 409, details: "module", body: []byte(`{"t":1}`), headers: [][2]string{{"content-type", "application/problem+json"}}},
+			wantStatus: 409,
+			wantHeader: [][2]string{{"Content-Type", "application/problem+json"}, {"X-Upstream", ""}},
+			wantBody:   `{"t":1}`,
+		},
+		{
+			name:       "headers sent: reset after them",
+			sent:       true,
+			local:      localReply{status: 500, details: "response_payload_too_large", body: []byte("Internal Server Error")},
+			wantReset:  true,
+			wantStatus: 201,
+			wantHeader: [][2]string{{"X-Upstream", "yes"}},
+			wantBody:   "partial",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &worker{}
+			s := &stream{respStatus: 201, respHeaders: [][2]string{{":status", "201"}, {"x-upstream", "yes"}, {"content-type", "application/json"}}}
+			rec := httptest.NewRecorder()
+			reset := func() (reset bool) {
+				defer func() {
+					if p := recover(); p != nil {
+						if p != http.ErrAbortHandler {
+							panic(p)
+						}
+						reset = true
+					}
+				}()
+				lr := tt.local
+				w.localReplyMidResponse(rec, s, &lr, tt.sent, []byte("partial"))
+				return false
+			}()
+			if reset != tt.wantReset {
+				t.Errorf("reset = %v, want %v", reset, tt.wantReset)
+			}
+			if rec.Code != tt.wantStatus || rec.Body.String() != tt.wantBody {
+				t.Errorf("client got %d %q, want %d %q", rec.Code, rec.Body.String(), tt.wantStatus, tt.wantBody)
+			}
+			for _, h := range tt.wantHeader {
+				if got := rec.Header().Get(h[0]); got != h[1] {
+					t.Errorf("header %s = %q, want %q", h[0], got, h[1])
+				}
+			}
+			if !s.responded || s.codeDetails != tt.local.details {
+				t.Errorf("stream: responded %v, details %q; want true, %q (what proxy_on_log reads)", s.responded, s.codeDetails, tt.local.details)
+			}
+		})
+	}
+}
+
+// TestCalloutOutlivesItsStream: as in proxy-wasm-cpp-host (proxy_http_call
+// is made on the root context), a callout is the VM's, not the stream's:
+// when the client that caused it goes away and its stream is deleted, the
+// callout still reaches the control plane, its answer is read, and it is
+// delivered to the root context (where the SDK drops it, the calling
+// stream being gone).
+func TestCalloutOutlivesItsStream(t *testing.T) {
+	arrived, gate := make(chan struct{}, 1), make(chan struct{})
+	answered := make(chan error, 1)
+	cluster := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		<-gate
+		rw.Header().Set("content-type", "application/json")
+		_, err := rw.Write([]byte(`{"outcome":"acquired","token":"t"}`))
+		if err == nil {
+			err = http.NewResponseController(rw).Flush()
+		}
+		if err == nil {
+			err = r.Context().Err() // the host hung up before the answer
+		}
+		answered <- err
+	}))
+	t.Cleanup(cluster.Close)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	cfg, err := os.ReadFile(demoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), `"timeout": "500ms"`, `"timeout": "10s"`, 1)) // the longest the policy allows
+	up := newTestUpstream(t)
+	h, url := newHostWith(t, &controlPlane{addr: strings.TrimPrefix(cluster.URL, "http://")}, up, Config{Workers: 1, PluginConfig: cfg})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/payments", strings.NewReader(`{"amount":1}`))
+		req.Header.Set("content-type", "application/json")
+		req.Header.Set("authorization", "Bearer alice")
+		req.Header.Set("idempotency-key", `"gone"`)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the reserve callout never reached the cluster")
+	}
+	cancel() // the client goes away while its reserve is in flight
+	<-done
+	waitStreamsDone(t, h) // proxy_on_delete has run for the stream
+	close(gate)
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("the cluster could not answer the callout of a deleted stream: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cluster's handler never finished")
+	}
+	for i := 0; h.calloutsInFlight.Load() != 0; i++ {
+		if i > 2000 {
+			t.Fatal("the callout never ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.calloutsAnswered.Load(); n != 1 {
+		t.Errorf("answers delivered to the root context = %d, want 1 (the callout was cut short with its stream)", n)
+	}
+	if up.executions.Load() != 0 {
+		t.Error("a request whose client left went upstream")
+	}
+	h.workers[0].mu.Lock()
+	failed := h.workers[0].failed
+	h.workers[0].mu.Unlock()
+	if failed != nil {
+		t.Errorf("the VM failed on the late answer: %v", failed)
 	}
 }

@@ -387,6 +387,11 @@ func upstreamRequest(ctx context.Context, upstream string, headers [][2]string, 
 // short (the upstream broke mid-body): as in Envoy, the module never sees
 // end_of_stream, and the client's stream is reset after whatever the
 // module let through.
+//
+// A local reply that arises once the module has seen the response headers
+// (the buffer limit passed while the module buffers the body, or the
+// module's own send_local_response while it holds the response) does not
+// go through the module again: see localReplyMidResponse.
 func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, status int, details string, headers [][2]string, body []byte, tail error) {
 	w.mu.Lock()
 	isLocal := s.local != nil
@@ -399,7 +404,11 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	}
 	a, err := w.call(w.ctx, "proxy_on_response_headers", uint64(s.id), uint64(len(s.respHeaders)), boolArg(len(body) == 0 && tail == nil))
 	paused := a == actionPause
+	// Envoy sends headers the module continued downstream at once; this
+	// host holds them until the body is in, but answers as if they went.
+	headersOut := err == nil && !paused
 	var out []byte
+	var tooLarge bool
 	for off := 0; err == nil && off < len(body); off += bodyChunk {
 		end := min(off+bodyChunk, len(body))
 		s.respBody = append(s.respBody, body[off:end]...)
@@ -409,14 +418,18 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 			out = append(out, s.respBody...)
 			s.respBody = s.respBody[:0]
 		}
-		if paused && len(s.respBody) > w.h.cfg.BufferLimit && s.local == nil && !isLocal {
-			s.local = &localReply{status: 500, details: "response_payload_too_large", body: []byte("Internal Server Error")}
+		if paused && len(s.respBody) > w.h.cfg.BufferLimit && !isLocal {
+			tooLarge = true // Envoy: responseDataTooLarge
 			break
 		}
 	}
 	w.mu.Unlock()
 	if err != nil {
 		http.Error(rw, "wasm VM failed", http.StatusServiceUnavailable)
+		return
+	}
+	if tooLarge {
+		w.localReplyMidResponse(rw, s, &localReply{status: 500, details: "response_payload_too_large", body: []byte("Internal Server Error")}, headersOut, out)
 		return
 	}
 	if tail != nil {
@@ -445,7 +458,7 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 		// The module answered instead of the upstream response.
 		lr := s.local
 		w.mu.Unlock()
-		w.respond(rw, r, s, lr.status, lr.details, lr.headers, lr.body, nil)
+		w.localReplyMidResponse(rw, s, lr, headersOut, out)
 		return
 	}
 	s.responded = true
@@ -455,6 +468,50 @@ func (w *worker) respond(rw http.ResponseWriter, r *http.Request, s *stream, sta
 	rw.Header().Set("content-length", strconv.Itoa(len(out)))
 	writeHeaders(rw, final, status)
 	rw.Write(out)
+}
+
+// localReplyMidResponse sends a local reply that arose after the module
+// saw the response headers, as Envoy's FilterManager::sendLocalReply does
+// then: if no response headers went downstream yet, the reply goes
+// straight to the client (sendDirectLocalReply), past the filter chain —
+// the module's response callbacks never see it, and the client gets none
+// of the upstream's headers; if headers went downstream already (the
+// module continued them: sent is true), the stream is reset after what
+// went out. Either way the module hears only proxy_on_log, proxy_on_done
+// and proxy_on_delete after this.
+func (w *worker) localReplyMidResponse(rw http.ResponseWriter, s *stream, lr *localReply, sent bool, out []byte) {
+	w.mu.Lock()
+	s.responded = true
+	if sent {
+		final := append([][2]string(nil), s.respHeaders...)
+		status := s.respStatus
+		s.codeDetails = lr.details
+		w.mu.Unlock()
+		writeHeaders(rw, final, status)
+		rw.Write(out)
+		http.NewResponseController(rw).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	headers := append([][2]string(nil), lr.headers...)
+	if len(lr.body) > 0 && !hasHeader(headers, "content-type") {
+		headers = append(headers, [2]string{"content-type", "text/plain"})
+	}
+	s.respStatus, s.codeDetails = lr.status, lr.details
+	s.respHeaders = append([][2]string{{":status", strconv.Itoa(lr.status)}}, headers...)
+	final := append([][2]string(nil), s.respHeaders...)
+	w.mu.Unlock()
+	rw.Header().Set("content-length", strconv.Itoa(len(lr.body)))
+	writeHeaders(rw, final, lr.status)
+	rw.Write(lr.body)
+}
+
+func hasHeader(headers [][2]string, name string) bool {
+	for _, kv := range headers {
+		if kv[0] == name {
+			return true
+		}
+	}
+	return false
 }
 
 // waitResponse waits until the module continues the response. Past the
@@ -616,6 +673,10 @@ func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []
 		return // the host closed: nobody to answer
 	}
 	w.callout = ans
-	w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers)))
+	// To the root context, whatever became of the stream that dispatched
+	// it: the callout belongs to the root context, as in proxy-wasm-cpp-host.
+	if _, err := w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers))); err == nil && len(ans.headers) > 0 {
+		w.h.calloutsAnswered.Add(1)
+	}
 	w.callout = nil
 }

@@ -26,8 +26,13 @@ type proc struct {
 	env     []string // added to the parent's environment
 	logPath string
 	dir     string
-	// exited is told of every exit that nobody asked for.
+	// crashed is told of every exit that nobody asked for, before the
+	// exit channel closes (so a waitReady that saw the exit can rely on
+	// the report having been made). It must not block.
 	crashed func(name string, err error)
+	// ready says whether a run is serving; set by Stack.launch, used again
+	// when the supervisor restarts the process.
+	ready func(context.Context) error
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -61,20 +66,30 @@ func (p *proc) start() error {
 		err := cmd.Wait()
 		_ = logf.Close()
 		p.mu.Lock()
-		asked := p.stopped
+		asked, crashed := p.stopped, p.crashed
 		if p.cmd == cmd {
 			p.cmd = nil
 		}
 		p.mu.Unlock()
-		close(done)
-		if !asked && p.crashed != nil {
+		if !asked && crashed != nil {
 			if err == nil {
 				err = errors.New("exit status 0")
 			}
-			p.crashed(p.name, err)
+			crashed(p.name, err)
 		}
+		close(done)
 	}()
 	return nil
+}
+
+// pid is the running process's id, 0 when it is not running.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // running tells whether the process is up, and its exit channel.

@@ -74,6 +74,19 @@ type Config struct {
 	Gateway  string // GatewayAuto, GatewayEnvoy or GatewayHost
 	LogLevel string // of the gateway and control plane; default info
 	Log      *slog.Logger
+
+	// Supervise restarts a component (gateway, control plane, upstream,
+	// private redis-server) that exits without being asked to, on the
+	// same address, while the others keep running; Notify hears of each
+	// death and return. A component that dies more than MaxRestarts times
+	// within RestartWindow is left down and reported on Failed. Without
+	// Supervise every unasked exit is reported on Failed (the suite wants
+	// to know, and performs its faults itself).
+	Supervise      bool
+	RestartBackoff time.Duration // the first restart's delay, doubled for each further one in the window (≤ 5 s); default 200 ms
+	MaxRestarts    int           // default 5
+	RestartWindow  time.Duration // default 1 min
+	Notify         func(Event)   // called from the supervisor's goroutines; may be nil
 }
 
 // AddrInUseError says an address the stack was told to use is taken.
@@ -107,6 +120,14 @@ type Stack struct {
 
 	failed   chan error
 	stopOnce sync.Once
+
+	// Supervision: Stop sets stopping under supMu, so that no restart
+	// starts a process after Stop has stopped it, and waits for supWG.
+	supCtx    context.Context
+	supCancel context.CancelFunc
+	supMu     sync.Mutex
+	stopping  bool
+	supWG     sync.WaitGroup
 }
 
 // Start checks the configuration, starts every component in dependency
@@ -120,13 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 		*p = abs
 	}
-	s := &Stack{cfg: cfg, log: cfg.Log, failed: make(chan error, 8)}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.LogLevel == "" {
-		s.cfg.LogLevel = "info"
-	}
+	s := newStack(cfg)
 	pol, err := readPolicy(cfg.Policy)
 	if err != nil {
 		return nil, err
@@ -165,8 +180,80 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.launch(ctx, s.gw, dialReady(cfg.GatewayAddr)); err != nil {
 		return nil, err
 	}
+	if cfg.Supervise {
+		for _, p := range s.procs() {
+			s.supervise(p)
+		}
+	}
 	ok = true
 	return s, nil
+}
+
+// newStack fills in the defaults; Start and the tests use it.
+func newStack(cfg Config) *Stack {
+	s := &Stack{cfg: cfg, log: cfg.Log, failed: make(chan error, 8)}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.cfg.LogLevel == "" {
+		s.cfg.LogLevel = "info"
+	}
+	if s.cfg.RestartBackoff <= 0 {
+		s.cfg.RestartBackoff = DefaultRestartBackoff
+	}
+	if s.cfg.MaxRestarts <= 0 {
+		s.cfg.MaxRestarts = DefaultMaxRestarts
+	}
+	if s.cfg.RestartWindow <= 0 {
+		s.cfg.RestartWindow = DefaultRestartWindow
+	}
+	s.supCtx, s.supCancel = context.WithCancel(context.Background())
+	return s
+}
+
+// procs are the stack's child processes by role.
+func (s *Stack) procs() map[string]*proc {
+	m := map[string]*proc{}
+	for _, p := range []*proc{s.gw, s.controlplane, s.upstream} {
+		if p != nil {
+			m[p.name] = p
+		}
+	}
+	if r, ok := s.redis.(*redisServer); ok && r.p != nil {
+		m[RoleRedis] = r.p
+	}
+	return m
+}
+
+// Pid is the process id of a running component (RoleGateway,
+// RoleControlPlane, RoleUpstream, RoleRedis when the stack started
+// redis-server), 0 when it is not running or not a child process.
+func (s *Stack) Pid(role string) int {
+	if p, ok := s.procs()[role]; ok {
+		return p.pid()
+	}
+	return 0
+}
+
+// notify passes a supervision event on, or logs it when nobody listens.
+func (s *Stack) notify(e Event) {
+	if s.cfg.Notify != nil {
+		s.cfg.Notify(e)
+		return
+	}
+	if e.Kind == EventBack {
+		s.log.Info("component restarted", "component", e.Component, "pid", e.Pid)
+	} else {
+		s.log.Warn("component "+string(e.Kind), "component", e.Component, "error", e.Err, "restart_in", e.Delay, "log", e.Log)
+	}
+}
+
+// fail reports an error on Failed without blocking.
+func (s *Stack) fail(err error) {
+	select {
+	case s.failed <- err:
+	default:
+	}
 }
 
 // policyInfo is what the stack needs from the plugin configuration: the
@@ -267,13 +354,11 @@ func (s *Stack) newProc(name, bin string, args, env []string) *proc {
 func (s *Stack) crashed(name string, err error) {
 	e := fmt.Errorf("%s exited unexpectedly (%w); its log: %s", name, err, logPath(s.cfg.LogDir, name))
 	s.log.Error("component exited", "component", name, "error", err)
-	select {
-	case s.failed <- e:
-	default:
-	}
+	s.fail(e)
 }
 
 func (s *Stack) launch(ctx context.Context, p *proc, ready func(context.Context) error) error {
+	p.ready = ready
 	if err := p.start(); err != nil {
 		return err
 	}
@@ -387,13 +472,21 @@ func (s *Stack) Tail(role string, n int64) string {
 }
 
 // Failed delivers an error for each component that exits without being
-// asked to (a crash); the demo stops everything on the first.
+// asked to (a crash) or, with Config.Supervise, that the supervisor gave
+// up on; the demo stops everything on the first.
 func (s *Stack) Failed() <-chan error { return s.failed }
 
-// Stop stops every component, gateway first, Redis last. Safe to call more
+// Stop stops every component, gateway first, Redis last, after ending
+// supervision (no restart begins once Stop has begun). Safe to call more
 // than once.
 func (s *Stack) Stop() {
 	s.stopOnce.Do(func() {
+		s.supMu.Lock()
+		s.stopping = true
+		s.supMu.Unlock()
+		if s.supCancel != nil {
+			s.supCancel()
+		}
 		for _, p := range []*proc{s.gw, s.upstream, s.controlplane} {
 			if p != nil {
 				p.stop()
@@ -402,6 +495,7 @@ func (s *Stack) Stop() {
 		if s.redis != nil {
 			s.redis.stop()
 		}
+		s.supWG.Wait()
 	})
 }
 

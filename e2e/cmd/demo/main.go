@@ -1,7 +1,9 @@
 // Command demo runs idemgate's local stack in the foreground (make demo):
 // Redis, the control plane, the demo upstream and a gateway running
-// build/idempotency.wasm with the demo policy, until Ctrl-C, SIGTERM or a
-// component's crash, then stops everything it started.
+// build/idempotency.wasm with the demo policy, until Ctrl-C or SIGTERM,
+// then stops everything it started. A component that dies (try kill -9 on
+// the control plane) is named and restarted while the others keep running;
+// one that keeps dying (more than 5 times a minute) stops the demo.
 //
 // Addresses come from IDEM_GATEWAY_ADDR [127.0.0.1:8080],
 // IDEM_CONTROLPLANE_ADDR [127.0.0.1:8081], IDEM_UPSTREAM_ADDR
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		RedisAddr:        getenv("IDEM_REDIS_ADDR"),
 		EmbeddedRedis:    *embedded,
 		Log:              slog.New(slog.NewTextHandler(stderr, nil)),
+		Supervise:        true,
+		Notify:           func(e stack.Event) { fmt.Fprintf(stderr, "demo: %v\n", e) },
 	}
 	// A fresh directory: the private Redis keeps its records in it, and a
 	// new demo should not replay the last one's payments.
@@ -97,6 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "demo: stopping")
 		return 0
 	case err := <-st.Failed():
+		// Only a component that keeps dying ends up here.
 		fmt.Fprintf(stderr, "demo: %v\ndemo: stopping the rest\n", err)
 		return 1
 	}
@@ -132,12 +137,21 @@ func explain(err error) string {
 
 func printWelcome(w io.Writer, cfg stack.Config, st *stack.Stack) {
 	gw := "http://" + cfg.GatewayAddr
+	pid := func(role string) string {
+		switch p := st.Pid(role); {
+		case p != 0:
+			return fmt.Sprintf("pid %d", p)
+		case role == stack.RoleRedis && st.RedisEmbedded():
+			return "in the demo's process"
+		}
+		return "not started by the demo"
+	}
 	fmt.Fprintf(w, `
 idemgate demo is up (Ctrl-C stops it all)
-  gateway        %s   (%s, policy %s)
-  control plane  http://%s
-  upstream       http://%s   (executions: curl http://%s/__executions)
-  redis          %s
+  gateway        %s   (%s, %s, policy %s)
+  control plane  http://%s   (%s)
+  upstream       http://%s   (%s; executions: curl http://%s/__executions)
+  redis          %s   (%s)
 
 Try it:
 
@@ -153,8 +167,13 @@ Try it:
   curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-1"' \
        -H 'Content-Type: application/json' -d '{"amount":2000,"currency":"EUR"}'
 
+  # 4. faults: kill -9 any component's pid; the demo names it and restarts it
+  #    while the others keep running. With the control plane down, 2. still
+  #    replays from the gateway's edge cache and a new key gets 503 + Retry-After.
+
 Logs:
-`, gw, st.Gateway(), cfg.Policy, cfg.ControlPlaneAddr, cfg.UpstreamAddr, cfg.UpstreamAddr, st.RedisKind(), gw, gw, gw)
+`, gw, st.Gateway(), pid(stack.RoleGateway), cfg.Policy, cfg.ControlPlaneAddr, pid(stack.RoleControlPlane),
+		cfg.UpstreamAddr, pid(stack.RoleUpstream), cfg.UpstreamAddr, st.RedisKind(), pid(stack.RoleRedis), gw, gw, gw)
 	files := st.LogFiles()
 	names := make([]string, 0, len(files))
 	for n := range files {

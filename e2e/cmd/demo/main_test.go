@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +177,96 @@ func TestDemoNamesTheVariableOfATakenPort(t *testing.T) {
 	if !strings.Contains(stderr.String(), "set IDEM_UPSTREAM_ADDR to a free address") {
 		t.Errorf("stderr does not name the variable:\n%s", stderr.String())
 	}
+}
+
+// pidOf reads a component's pid from the welcome text's line for it.
+func pidOf(t *testing.T, welcome, label string) int {
+	t.Helper()
+	for _, line := range strings.Split(welcome, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), label+" ") {
+			continue
+		}
+		if _, after, ok := strings.Cut(line, "pid "); ok {
+			end := strings.IndexFunc(after, func(r rune) bool { return r < '0' || r > '9' })
+			if end < 0 {
+				end = len(after)
+			}
+			if n, err := strconv.Atoi(after[:end]); err == nil {
+				return n
+			}
+		}
+	}
+	t.Fatalf("no pid for %s in the welcome text:\n%s", label, welcome)
+	return 0
+}
+
+// waitFor waits (bounded) until the demo's stderr contains s.
+func (d *demo) waitFor(t *testing.T, s string) {
+	t.Helper()
+	for i := 0; i < 1200; i++ {
+		if strings.Contains(d.stderr.String(), s) {
+			return
+		}
+		select {
+		case c := <-d.code:
+			t.Fatalf("demo exited %d while waiting for %q:\n%s", c, s, d.stderr.String())
+		default:
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("stderr never said %q:\n%s", s, d.stderr.String())
+}
+
+// kill -9 on the control plane, the upstream and the private
+// redis-server, by the pids the welcome text prints: the demo names each,
+// restarts it, keeps the gateway running and serves again; Ctrl-C still
+// stops everything.
+func TestDemoRestartsWhatDies(t *testing.T) {
+	getenv := freeEnv(t, nil)
+	d := startDemo(t, demoArgs(t), getenv)
+	welcome := d.stdout.String()
+	gwPid := pidOf(t, welcome, "gateway")
+	gw := getenv("IDEM_GATEWAY_ADDR")
+	if resp, body := pay(t, gw, `{"amount":1000,"currency":"EUR"}`); resp.StatusCode != 201 {
+		t.Fatalf("first payment: %s %s", resp.Status, body)
+	}
+	for _, c := range []struct{ label, role string }{
+		{"control plane", stack.RoleControlPlane},
+		{"upstream", stack.RoleUpstream},
+		{"redis", stack.RoleRedis},
+	} {
+		pid := pidOf(t, welcome, c.label)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, "demo: "+c.role+" died (signal: killed)")
+		d.waitFor(t, "demo: "+c.role+" is back (pid ")
+	}
+	if err := syscall.Kill(gwPid, 0); err != nil {
+		t.Errorf("the gateway (pid %d) is gone: %v", gwPid, err)
+	}
+	// The first payment replays; a new key executes (bounded: the control
+	// plane reconnects to the restarted Redis on its own).
+	if resp, body := pay(t, gw, `{"amount":1000,"currency":"EUR"}`); resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("replay after the restarts: %s %v %s", resp.Status, resp.Header, body)
+	}
+	var status int
+	for i := 0; i < 100 && status != 201; i++ {
+		req, _ := http.NewRequest("POST", "http://"+gw+"/payments", strings.NewReader(`{"amount":5}`))
+		req.Header.Set("Authorization", "Bearer alice")
+		req.Header.Set("Idempotency-Key", `"after-restarts"`)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if status = resp.StatusCode; status != 201 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if status != 201 {
+		t.Errorf("new key after the restarts: %d, want 201", status)
+	}
+	d.stop(t, getenv)
 }
