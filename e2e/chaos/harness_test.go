@@ -268,6 +268,7 @@ type gatewayProc struct {
 }
 
 type gatewayOpts struct {
+	policy       string // the plugin configuration file; default the chaos policy
 	upstream     string // host:port; default the demo upstream
 	controlPlane string // host:port; default the stack's control plane
 	extra        []string
@@ -283,6 +284,9 @@ func startGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 	if o.controlPlane == "" {
 		o.controlPlane = stk.controlPlane
 	}
+	if o.policy == "" {
+		o.policy = stk.policy
+	}
 	addr, err := stack.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +299,7 @@ func startGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 	args := append([]string{
 		"-listen", addr,
 		"-wasm", filepath.Join(stk.bin, "idempotency.wasm"),
-		"-config", stk.policy,
+		"-config", o.policy,
 		"-cluster", cluster + "=" + o.controlPlane,
 		"-upstream", o.upstream,
 	}, o.extra...)
