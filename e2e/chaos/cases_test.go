@@ -394,8 +394,7 @@ func reserveOutcomes(t testing.TB, outcome string) int64 {
 // answer for the key, and A must not replay the deleted response.
 func TestCase10StaleEdgeAfterOperatorDelete(t *testing.T) {
 	showLogsOnFailure(t)
-	b := startGateway(t, "gateway-b", gatewayOpts{})
-	waitGoverned(t, b.url)
+	b := sharedGatewayB(t)
 	key := random(t, "c10-")
 	p := payment{key: key, auth: random(t, "Bearer c10-"), body: `{"amount":110}`}
 	before := executions(t)
@@ -437,9 +436,8 @@ func TestCase10StaleEdgeAfterOperatorDelete(t *testing.T) {
 // the proxy's body), and nothing runs twice.
 func TestCase11ResponseLargerThanBuffer(t *testing.T) {
 	showLogsOnFailure(t)
-	const buffer = 64 << 10
-	gw := startGateway(t, "gateway-small-buffer", gatewayOpts{extra: []string{"-buffer-limit", strconv.Itoa(buffer)}})
-	waitGoverned(t, gw.url)
+	const buffer = bufferLimitB
+	gw := sharedGatewayB(t)
 	p := payment{gateway: gw.url, key: random(t, "c11-"), auth: random(t, "Bearer c11-"), body: `{"amount":111}`,
 		headers: map[string]string{"X-Demo-Pad-Bytes": strconv.Itoa(4 * buffer)}}
 	before := executions(t)

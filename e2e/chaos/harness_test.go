@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -278,6 +280,58 @@ type gatewayOpts struct {
 // the test ends.
 func startGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 	t.Helper()
+	g := launchGateway(t, name, o)
+	t.Cleanup(g.stop)
+	return g
+}
+
+// The shared second gateway: the chaos policy, the demo upstream, the
+// stack's control plane and a 64 KiB buffer limit (case 11; the other
+// users send small bodies). Started by the first test that needs it,
+// stopped when the package's tests end: a gateway takes seconds to start
+// (it compiles the module) on a loaded machine.
+var (
+	gatewayBMu   sync.Mutex
+	gatewayB     *gatewayProc
+	gatewayBStop []func()
+)
+
+// bufferLimitB is gateway B's -buffer-limit.
+const bufferLimitB = 64 << 10
+
+func sharedGatewayB(t *testing.T) *gatewayProc {
+	t.Helper()
+	gatewayBMu.Lock()
+	defer gatewayBMu.Unlock()
+	if gatewayB == nil {
+		gatewayB = launchGateway(t, "gateway-b", gatewayOpts{extra: []string{"-buffer-limit", strconv.Itoa(bufferLimitB)}})
+		gatewayBStop = append(gatewayBStop, gatewayB.stop)
+	}
+	waitGoverned(t, gatewayB.url)
+	return gatewayB
+}
+
+// stopSharedGateways stops gateway B, if it ran.
+func stopSharedGateways() {
+	gatewayBMu.Lock()
+	defer gatewayBMu.Unlock()
+	for _, f := range gatewayBStop {
+		f()
+	}
+}
+
+func (g *gatewayProc) stop() {
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+	}
+}
+
+func launchGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
+	t.Helper()
 	if o.upstream == "" {
 		o.upstream = stk.upstreamAddr
 	}
@@ -316,15 +370,6 @@ func startGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 		logf.Close()
 		close(g.done)
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-g.done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-g.done
-		}
-	})
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
 		if err == nil {
@@ -337,6 +382,7 @@ func startGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 		default:
 		}
 		if time.Now().After(deadline) {
+			g.stop()
 			t.Fatalf("gateway %s not listening on %s within 30s; end of %s:\n%s", name, addr, logPath, tail(logPath, 2048))
 		}
 		time.Sleep(25 * time.Millisecond)

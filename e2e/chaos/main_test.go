@@ -67,6 +67,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer cleanup()
+	defer stopSharedGateways()
 	return m.Run()
 }
 

@@ -73,8 +73,7 @@ func (l *stormLog) saw(p pair, id string, a answer) {
 func TestStorm(t *testing.T) {
 	showLogsOnFailure(t)
 	restartControlPlaneAfter(t)
-	gwB := startGateway(t, "gateway-storm-b", gatewayOpts{})
-	waitGoverned(t, gwB.url)
+	gwB := sharedGatewayB(t)
 	gateways := []string{stk.gateway, gwB.url}
 	clients, keys, dur := *stormClients, *stormKeys, *stormFor
 	run := random(t, "")[:8]
