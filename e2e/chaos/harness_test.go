@@ -490,19 +490,27 @@ func recordOf(t testing.TB, keyPart string) (scope, key string) {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// A set: the control plane may keep more than one Redis key per
+	// record (a fence, say) under the same hash tag.
+	seen := map[[2]string]bool{}
 	var found [][2]string
-	iter := rdb.Scan(ctx, 0, "*:{*}", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, "*{*}*", 1000).Iterator()
 	for i := 0; iter.Next(ctx) && i < 1_000_000; i++ {
 		name := iter.Val()
-		open, end := strings.IndexByte(name, '{'), strings.LastIndexByte(name, '}')
+		open := strings.IndexByte(name, '{')
+		end := strings.IndexByte(name[open+1:], '}') + open + 1
+		if open < 0 || end <= open {
+			continue
+		}
 		s64, k64, ok := strings.Cut(name[open+1:end], ".")
 		if !ok {
 			continue
 		}
 		s, err1 := base64.RawURLEncoding.DecodeString(s64)
 		k, err2 := base64.RawURLEncoding.DecodeString(k64)
-		if err1 == nil && err2 == nil && strings.Contains(string(k), keyPart) {
-			found = append(found, [2]string{string(s), string(k)})
+		if r := [2]string{string(s), string(k)}; err1 == nil && err2 == nil && strings.Contains(r[1], keyPart) && !seen[r] {
+			seen[r] = true
+			found = append(found, r)
 		}
 	}
 	if err := iter.Err(); err != nil {
