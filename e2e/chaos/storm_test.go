@@ -240,15 +240,19 @@ func injectFaults(t *testing.T, ctx context.Context) []string {
 			break
 		}
 		if i%2 == 0 {
+			// controlPlaneDown is read by the test after this goroutine
+			// has returned.
 			if err := stk.st.KillControlPlane(fctx); err != nil {
 				t.Errorf("kill -9 the control plane: %v", err)
 				break
 			}
+			controlPlaneDown = true
 			pause(700 * time.Millisecond)
 			if err := stk.st.StartControlPlane(fctx); err != nil {
 				t.Errorf("starting the control plane: %v", err)
 				break
 			}
+			controlPlaneDown = false
 			counts["control plane kill -9 + start"]++
 		} else {
 			if err := stk.st.RestartRedis(fctx); err != nil {
