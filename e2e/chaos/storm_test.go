@@ -76,6 +76,9 @@ func TestStorm(t *testing.T) {
 	gwB := sharedGatewayB(t)
 	gateways := []string{stk.gateway, gwB.url}
 	clients, keys, dur := *stormClients, *stormKeys, *stormFor
+	if clients < 1 || keys < 1 || dur <= 0 {
+		t.Fatalf("-chaos.clients %d, -chaos.keys %d, -chaos.duration %v: each must be positive", clients, keys, dur)
+	}
 	run := random(t, "")[:8]
 	log := &stormLog{ids: map[pair]map[string]bool{}, owner: map[string]pair{}, counts: map[string]int{}, settled: map[string]int{}}
 	before := executions(t)
