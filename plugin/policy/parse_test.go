@@ -70,7 +70,7 @@ func TestParseEverything(t *testing.T) {
 	    "max_body_bytes": 4096, "max_stored_response_bytes": 2048, "edge_cache_ttl": "30s", "edge_cache_max_entry_bytes": 4096, "ttl": "1h", "lease": "10s",
 	    "release_statuses": ["429"], "indeterminate_statuses": ["5xx"], "store_statuses": ["408"],
 	    "not_executed_header": "X-Not-Executed", "allow_anonymous": true,
-	    "host_aliases": [{"host": "API.example.com", "aliases": ["api-legacy.example.com:443", "[::1]:8443"]}],
+	    "host_aliases": [{"host": "API.example.com", "aliases": ["api-legacy.example.com:443", "api.example.com:8443"]}],
 	    "on_duplicate": "reject", "on_in_progress": "wait", "wait_timeout": "2s",
 	    "failure_mode": "open", "on_indeterminate": "release",
 	    "replay_headers": ["X-Request-Id", "Content-Type"], "replay_set_cookie": true
@@ -104,7 +104,7 @@ func TestParseEverything(t *testing.T) {
 		{"500 indeterminate", r.Classify(500), Indeterminate},
 		{"not executed header", r.NotExecutedHeader, "x-not-executed"},
 		{"allow anonymous", r.AllowAnonymous, true},
-		{"host aliases", r.HostAliases, map[string]string{"api-legacy.example.com": "api.example.com", "[::1]:8443": "api.example.com"}},
+		{"host aliases", r.HostAliases, map[string]string{"api-legacy.example.com": "api.example.com", "api.example.com:8443": "api.example.com"}},
 		{"alias host", r.CanonicalHost("API-Legacy.example.com:443"), "api.example.com"},
 		{"other host", r.CanonicalHost("api-b.example.com"), "api-b.example.com"},
 		{"on duplicate", r.OnDuplicate, Reject},
@@ -150,8 +150,9 @@ func TestParseDerivedDefaults(t *testing.T) {
 		{"not executed header default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.NotExecutedHeader, DefaultNotExecutedHeader }},
 		{"anonymous refused by default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.AllowAnonymous, false }},
 		{"no host aliases", `"ttl": "24h"`, func(r *Route) (any, any) { return r.CanonicalHost("API.Example.com.:443"), "api.example.com" }},
-		{"host alias with a port", `"host_aliases": [{"host": "a.example", "aliases": ["a.internal:8080", "B.example"]}]`, func(r *Route) (any, any) {
-			return []string{r.CanonicalHost("a.internal:8080"), r.CanonicalHost("a.internal"), r.CanonicalHost("b.example:80")}, []string{"a.example", "a.internal", "a.example"}
+		{"host alias with a port", `"host_aliases": [{"host": "a.example", "aliases": ["a.internal:8080", "B.example", "[::1]:8443"]}]`, func(r *Route) (any, any) {
+			return []string{r.CanonicalHost("a.internal:8080"), r.CanonicalHost("a.internal"), r.CanonicalHost("b.example:80"), r.CanonicalHost("[::1]:8443"), r.CanonicalHost("[::1]")},
+				[]string{"a.example", "a.internal", "a.example", "a.example", "[::1]"}
 		}},
 		{"no replay_set_cookie", `"replay_headers": ["x-trace"]`, func(r *Route) (any, any) { return r.ReplayHeader("set-cookie"), false }},
 		{"scope metadata only", `"scope": {"metadata": {"filter": "f", "path": ["k"]}}`, func(r *Route) (any, any) { return r.Scope.Headers == nil, true }},
@@ -320,6 +321,8 @@ func TestParseErrors(t *testing.T) {
 		{"host alias chain", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "c", "aliases": ["a"]}]`), `routes[0].host_aliases[1].aliases[0]: "a" is a host of host_aliases itself`},
 		{"host alias twice", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "c", "aliases": ["B:80"]}]`), `routes[0].host_aliases[1].aliases[0]: "b" is already an alias of "a"`},
 		{"host aliases host twice", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "A", "aliases": ["c"]}]`), `routes[0].host_aliases[1].host: "a" appears twice`},
+		{"host alias outside match.host", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "*.example.com", "path": "/"}, "scope": {"headers": ["a"]}, "host_aliases": [{"host": "a.example.com", "aliases": ["b.example.com:8080", "b.example.org"]}]}]}`, `routes[0].host_aliases[0].aliases[1]: "b.example.org" is outside match.host "*.example.com"`},
+		{"host alias host outside match.host", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "a.example.com", "path": "/"}, "scope": {"headers": ["a"]}, "host_aliases": [{"host": "b.example.com", "aliases": ["a.example.com:8080"]}]}]}`, `routes[0].host_aliases[0].host: "b.example.com" is outside match.host "a.example.com"`},
 		{"host alias unknown field", withRoute(`"host_aliases": [{"host": "a", "alias": ["b"]}]`), `routes[0].host_aliases[0].alias: unknown field`},
 		{"replay set-cookie", withRoute(`"replay_headers": ["Set-Cookie"]`), `routes[0].replay_headers[0]: set-cookie is replayed only with replay_set_cookie: true`},
 		{"replay hop-by-hop", withRoute(`"replay_headers": ["x-a", "Transfer-Encoding"]`), `routes[0].replay_headers[1]: transfer-encoding is never replayed`},

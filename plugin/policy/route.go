@@ -94,6 +94,20 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	if r.HostAliases, err = hostAliases(path+".host_aliases", raw.HostAliases); err != nil {
 		return r, err
 	}
+	// An alias applies only to requests the route matches: one outside
+	// match.host is a typo or a dead entry, refused like an unknown field.
+	for i, e := range raw.HostAliases {
+		for j, h := range append([]string{e.Host}, e.Aliases...) {
+			if r.Match.matchHost(normalizeHost(h)) {
+				continue
+			}
+			p := fmt.Sprintf("%s.host_aliases[%d].host", path, i)
+			if j > 0 {
+				p = fmt.Sprintf("%s.host_aliases[%d].aliases[%d]", path, i, j-1)
+			}
+			return r, fieldErr(p, "%q is outside match.host %q: the route never sees its requests", h, r.Match.Host)
+		}
+	}
 	return r, nil
 }
 
