@@ -326,6 +326,10 @@ func TestFingerprintMatchesCanon(t *testing.T) {
 			sel: canon.Selection{Headers: []string{":authority"}},
 		},
 		{
+			name: "host", args: []string{"--host", "API.example.com:443", "--path", "/p"}, body: payment,
+			req: canon.Request{Method: "POST", Host: "api.example.com", Target: "/p", ContentType: "application/json"},
+		},
+		{
 			name: "raw body", args: []string{"--path", "/upload", "--content-type", "text/plain"}, body: []byte("{not json"),
 			req: canon.Request{Method: "POST", Target: "/upload", ContentType: "text/plain"},
 		},

@@ -61,29 +61,39 @@
 // AppendReport names the numbers the deviation wrote; `idemctl canon` says
 // so on standard error.
 //
-// # Fingerprint framing (version 1)
+// # Fingerprint framing (version 2)
 //
 // Fingerprint hashes with SHA-256 the concatenation of these fields, each
 // written as an 8-byte big-endian length followed by that many bytes, and
 // prints "sha256:" and the digest in lowercase hex:
 //
-//  1. the constant "idemgate-fingerprint-v1";
+//  1. the constant "idemgate-fingerprint-v2";
 //  2. the method, in upper case;
-//  3. the request target (path and query) normalized by NormalizeTarget;
-//  4. the selected headers: first the number of selected names (an 8-byte
+//  3. the host normalized by NormalizeHost (lower case, no trailing '.',
+//     no default port :80 or :443, IPv6 brackets kept; empty when the
+//     request names none), after the caller has mapped a host alias to
+//     the host it stands for;
+//  4. the request target (path and query) normalized by NormalizeTarget;
+//  5. the selected headers: first the number of selected names (an 8-byte
 //     big-endian integer, like every count below); then for each name, in
 //     ascending byte order of its lower-case form and once each: the
 //     lower-case name, the number of values the request carries for it
 //     (0 when absent, so absent differs from empty) and each value with
 //     surrounding spaces and tabs trimmed, in the order received;
-//  5. the body kind: "json" or "raw";
-//  6. the body: for "json", the canonical form of the body after the field
+//  6. the body kind: "json" or "raw";
+//  7. the body: for "json", the canonical form of the body after the field
 //     selection below; for "raw", the body bytes as received.
 //
 // The body is "json" when the Content-Type is application/json or any
 // application/*+json (parameters and case ignored) and the body is not
 // empty; otherwise it is "raw". A JSON body that fails canonicalization is
 // an error, never silently hashed raw.
+//
+// The host counts so that one key on two APIs behind one gateway is two
+// requests: the second is refused as a key reuse (422), never answered
+// with the first API's response. Version 1 had no host; a record written
+// under version 1 never matches a version-2 fingerprint, so a retry that
+// crosses the upgrade is refused with 422 (never executed twice).
 //
 // Field selection applies to JSON bodies only. Paths use the syntax shared
 // by gjson and sjson: member names separated by '.', array indexes as
