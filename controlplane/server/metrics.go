@@ -18,7 +18,6 @@ const (
 	opAdminRelease = "admin_release"
 	opAdminList    = "admin_list"
 	opEdgeEpoch    = "edge_epoch"
-	opBumpEpoch    = "bump_edge_epoch"
 	opReady        = "ready"
 )
 
