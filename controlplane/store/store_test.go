@@ -293,9 +293,9 @@ var scenarios = []scenario{
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
 	{name: "abandon: ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 1000, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 1000},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3000},
 		{do: "expireTTL"},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
@@ -338,7 +338,7 @@ var scenarios = []scenario{
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
 	{name: "completed: ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 1000, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "complete", tok: "t1", status: 200},
 		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
 		{do: "expireTTL"},
