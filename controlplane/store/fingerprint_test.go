@@ -122,6 +122,10 @@ func TestFingerprintAtRest(t *testing.T) {
 	})
 	t.Run("legacy record whose lease ended locks (no on_indeterminate field)", func(t *testing.T) {
 		legacy(t, "legacy-expired", "st", "p", "fp", fp, "gen", 1, "tok", "1.OLDNONCE", "lease", "1", "cr", 1, "exp", 2, "ttl", 60_000)
+		r, err := s1.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "legacy-expired", Fingerprint: fp})
+		if !errors.Is(err, ErrLeaseEnded) || r.Outcome != api.Indeterminate {
+			t.Fatalf("reserve: %+v %v, want indeterminate with ErrLeaseEnded", r, err)
+		}
 		reserve(t, s1, "legacy-expired", fp, api.Indeterminate)
 	})
 	t.Run("a hashed form never compares in the clear", func(t *testing.T) {
