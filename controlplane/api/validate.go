@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // ValidateHolder checks a holder id (ReserveRequest.Holder,
@@ -55,81 +56,230 @@ func ValidateOnIndeterminate(s string) error {
 // encoding/json keeps the last of duplicates, another parser may keep the
 // first: a request that two parsers read differently is refused. Malformed
 // JSON is not reported here (the decoder that follows says what is wrong):
-// the check stops at the first syntax error and answers nil.
+// the check stops where the input stops making sense and answers nil.
+//
+// It scans bytes without decoding values (string values are skipped with
+// a byte search), so it adds little to the decode of a large body.
 func CheckDuplicateMembers(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	type frame struct {
-		obj   bool
-		names map[string]struct{}
-		path  string // of the container
-		index int    // next element's index (arrays)
-		name  string // current member (objects)
-		key   bool   // objects: the next token is a name
-	}
-	var stack []*frame
-	elemPath := func() string {
-		if len(stack) == 0 {
-			return ""
-		}
-		f := stack[len(stack)-1]
-		if f.obj {
-			if f.path == "" {
-				return f.name
-			}
-			return f.path + "." + f.name
-		}
-		return f.path + "[" + strconv.Itoa(f.index) + "]"
-	}
-	// valueDone moves the parent past a finished value.
-	valueDone := func() {
-		if len(stack) == 0 {
+	s := dupScanner{b: b}
+	err, _ := s.value(0)
+	return err
+}
+
+// maxDupDepth matches encoding/json's nesting limit: deeper input is
+// refused by the decoder anyway.
+const maxDupDepth = 10000
+
+// dupSmallObject: objects with up to this many members are checked by a
+// linear search, bigger ones with a map (so a huge object stays linear).
+const dupSmallObject = 8
+
+type dupScanner struct {
+	b    []byte
+	i    int
+	path []dupSeg // the containers around the current value
+}
+
+type dupSeg struct {
+	name  string // member name, when index < 0
+	index int
+}
+
+func (s *dupScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
 			return
 		}
-		f := stack[len(stack)-1]
-		if f.obj {
-			f.key = true
-		} else {
-			f.index++
-		}
 	}
+}
+
+// value skips one value; ok is false when the input stops making sense.
+func (s *dupScanner) value(depth int) (err error, ok bool) {
+	if depth > maxDupDepth {
+		return nil, false
+	}
+	s.ws()
+	if s.i >= len(s.b) {
+		return nil, false
+	}
+	switch s.b[s.i] {
+	case '{':
+		return s.object(depth)
+	case '[':
+		return s.array(depth)
+	case '"':
+		_, _, ok := s.str()
+		return nil, ok
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return nil, s.i > start
+		}
+		s.i++
+	}
+	return nil, s.i > start
+}
+
+// str skips a string at s.i; quoted includes the quotes.
+func (s *dupScanner) str() (quoted []byte, escaped, ok bool) {
+	start := s.i
+	j := s.i + 1
 	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil // io.EOF, or malformed: not this check's finding
+		k := bytes.IndexAny(s.b[j:], "\"\\")
+		if k < 0 {
+			return nil, false, false
 		}
-		top := (*frame)(nil)
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.obj && top.key {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				valueDone()
-				continue
+		j += k
+		if s.b[j] == '\\' {
+			escaped = true
+			j += 2
+			if j > len(s.b) {
+				return nil, false, false
 			}
-			name, _ := tok.(string)
-			if _, dup := top.names[name]; dup {
-				p := name
-				if top.path != "" {
-					p = top.path + "." + name
-				}
-				return fmt.Errorf("duplicate member %q in a JSON object", p)
-			}
-			top.names[name] = struct{}{}
-			top.name, top.key = name, false
 			continue
 		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{obj: true, names: map[string]struct{}{}, path: elemPath(), key: true})
-		case json.Delim('['):
-			stack = append(stack, &frame{path: elemPath()})
-		case json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			valueDone()
+		s.i = j + 1
+		return s.b[start : j+1], escaped, true
+	}
+}
+
+func (s *dupScanner) object(depth int) (error, bool) {
+	s.i++ // '{'
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return nil, true
+	}
+	var (
+		names []string
+		set   map[string]struct{}
+	)
+	for {
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return nil, false
+		}
+		quoted, escaped, ok := s.str()
+		if !ok {
+			return nil, false
+		}
+		name := string(quoted[1 : len(quoted)-1])
+		// Unescape as encoding/json does, which also turns invalid UTF-8
+		// into U+FFFD: two names it reads as one are one.
+		if escaped || !isASCII(quoted) {
+			if json.Unmarshal(quoted, &name) != nil {
+				return nil, false
+			}
+		}
+		dup := false
+		if set != nil {
+			_, dup = set[name]
+			set[name] = struct{}{}
+		} else {
+			for _, n := range names {
+				if n == name {
+					dup = true
+					break
+				}
+			}
+			names = append(names, name)
+			if len(names) > dupSmallObject {
+				set = make(map[string]struct{}, 2*len(names))
+				for _, n := range names {
+					set[n] = struct{}{}
+				}
+			}
+		}
+		if dup {
+			return fmt.Errorf("duplicate member %q in a JSON object", s.pathTo(name)), true
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return nil, false
+		}
+		s.i++
+		s.path = append(s.path, dupSeg{name: name, index: -1})
+		err, ok := s.value(depth + 1)
+		s.path = s.path[:len(s.path)-1]
+		if err != nil || !ok {
+			return err, ok
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return nil, false
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil, true
 		default:
-			valueDone()
+			return nil, false
 		}
 	}
+}
+
+func (s *dupScanner) array(depth int) (error, bool) {
+	s.i++ // '['
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		return nil, true
+	}
+	for n := 0; ; n++ {
+		s.path = append(s.path, dupSeg{index: n})
+		err, ok := s.value(depth + 1)
+		s.path = s.path[:len(s.path)-1]
+		if err != nil || !ok {
+			return err, ok
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return nil, false
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// pathTo names member name of the current object: a.b[2].name.
+func (s *dupScanner) pathTo(name string) string {
+	var b strings.Builder
+	for _, seg := range s.path {
+		if seg.index >= 0 {
+			b.WriteString("[" + strconv.Itoa(seg.index) + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg.name)
+	}
+	if b.Len() > 0 {
+		b.WriteByte('.')
+	}
+	b.WriteString(name)
+	return b.String()
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -26,8 +26,9 @@ var (
 		name:    "keys get",
 		summary: "show a key's record (state, fingerprint, times, status)",
 		about: `Shows the record the control plane holds for --scope and --key: its state
-(in_progress, indeterminate or completed), fingerprint, creation, expiry and lease times,
-and the stored status. The stored body is left out unless --body is given:
+(in_progress, indeterminate or completed), fingerprint (the hash the control
+plane keeps, "k1:" or "s1:" + hex, not what idemctl fingerprint prints),
+creation, expiry and lease times, and the stored status. The stored body is left out unless --body is given:
 stored responses carry personal data. A key with no record exits 1 with
 code not_found.`,
 		jsonOK:  `{"ok":true,"effect":"noop","record":{"scope":…,"key":…,"state":…,"fingerprint":…,…}}`,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,16 @@ func TestLeaseEndLocks(t *testing.T) {
 	time.Sleep(120 * time.Millisecond)
 	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Indeterminate || r.ExpiresInMS <= 0 || r.Token != "" {
 		t.Fatalf("reserve after the lease = %+v, want indeterminate with expires_in_ms", r)
+	}
+	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Indeterminate {
+		t.Fatalf("second reserve after the lease = %+v, want indeterminate", r)
+	}
+	// The transition, once, is a WARN line and a count.
+	if got := len(logLines(t, e.logs.String(), map[string]string{"level": "WARN", "op": "reserve", "outcome": "indeterminate"})); got != 1 {
+		t.Errorf("%d WARN lines for the lease end, want 1:\n%s", got, e.logs.String())
+	}
+	if m := metricsText(t, e); !strings.Contains(m, "idemgate_leases_ended_total 1") {
+		t.Error("idemgate_leases_ended_total is not 1")
 	}
 	e.completeWith("s", "k", res.Token, api.StoredResponse{Status: 201})
 	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Completed || r.Response == nil || r.Response.Status != 201 {

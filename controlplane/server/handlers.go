@@ -192,6 +192,14 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	res, err := s.store.Reserve(ctx, req)
+	if errors.Is(err, store.ErrLeaseEnded) {
+		// A key just burned: its holder went silent past the lease. The
+		// answer stands; the transition is logged at WARN and counted.
+		ri.warn = true
+		ri.err = err
+		s.m.leasesEnded.Inc()
+		err = nil
+	}
 	if errors.Is(err, store.ErrFenced) {
 		// The holder released before its reserve arrived: answered
 		// in_progress, acquiring nothing, counted apart.

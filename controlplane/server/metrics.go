@@ -18,7 +18,6 @@ const (
 	opAdminRelease = "admin_release"
 	opAdminList    = "admin_list"
 	opEdgeEpoch    = "edge_epoch"
-	opBumpEpoch    = "bump_edge_epoch"
 	opReady        = "ready"
 )
 
@@ -81,6 +80,9 @@ type metrics struct {
 	// epoch is the last value this instance saw (bumped or served).
 	epochBumps *prometheus.CounterVec
 	epoch      prometheus.Gauge
+	// leasesEnded counts records a reserve found with their lease ended on
+	// a route that locks, and made indeterminate: keys that burned.
+	leasesEnded prometheus.Counter
 }
 
 // latencyBuckets span a loopback Redis round trip (~100 µs) to the
@@ -114,12 +116,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "idemgate_edge_epoch_bumps_total",
 			Help: "Edge-epoch increments after an admin delete or release, by result (ok, failed); a failed one was answered 503: edges were not told.",
 		}, []string{"result"}),
+		leasesEnded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemgate_leases_ended_total",
+			Help: "In-progress records whose lease ended without word from the holder on a route that locks, made indeterminate by the reserve that found them: keys that burned.",
+		}),
 		epoch: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "idemgate_edge_epoch",
 			Help: "The edge epoch this instance last bumped or served.",
 		}),
 	}
-	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable, m.epochBumps, m.epoch)
+	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable, m.epochBumps, m.epoch, m.leasesEnded)
 	m.epochBumps.WithLabelValues("ok")
 	m.epochBumps.WithLabelValues("failed")
 	for op, outs := range knownOutcomes {

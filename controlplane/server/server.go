@@ -117,6 +117,7 @@ type reqInfo struct {
 	scope, key  string
 	err         error // logged, never sent
 	alert       bool  // log at ERROR whatever the status (a 200 hiding a fault)
+	warn        bool  // log at WARN whatever the status (a 200 worth an operator's eye)
 }
 
 // New returns a Server over st.
@@ -306,7 +307,8 @@ func (s *Server) authenticate(r *http.Request, level authLevel) *problem {
 }
 
 // logRequest writes one line per request: Debug for successes, Info for
-// refusals (4xx), Warn for authentication failures, Error for failures
+// refusals (4xx), Warn for authentication failures and for a reserve that
+// found a lease ended (a key just became indeterminate), Error for failures
 // (5xx) and for answers that hide a fault (a reserve answered completed
 // without the stored response it could not read). It never logs bodies or
 // tokens.
@@ -315,7 +317,7 @@ func (s *Server) logRequest(r *http.Request, route string, status int, ri *reqIn
 	switch {
 	case status >= 500 || ri.alert:
 		level = slog.LevelError
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized || status == http.StatusForbidden || ri.warn:
 		level = slog.LevelWarn
 	case status >= 400:
 		level = slog.LevelInfo

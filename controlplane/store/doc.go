@@ -15,6 +15,11 @@
 //	completed                          completed (+ stored response)      mismatch
 //	the holder's fence (see below)     in_progress (+ ErrFenced)          same
 //
+// The reserve that finds a lease ended on a route that locks writes the
+// record indeterminate and answers Indeterminate together with
+// ErrLeaseEnded, so that the caller can log and count a key that just
+// burned; later reserves answer Indeterminate alone.
+//
 // "lock" is the default: the reserve that acquired the record says what
 // the record becomes when its lease ends (api.ReserveRequest
 // .OnIndeterminate), and a takeover records the taker's choice.
@@ -121,7 +126,8 @@
 // # Errors
 //
 // ErrStaleToken, ErrNotFound, ErrNotInProgress and ErrInvalidRequest
-// describe the request; every failure to get an answer from Redis matches
+// describe the request; ErrFenced and ErrLeaseEnded come beside an answer
+// that stands (see above); every failure to get an answer from Redis matches
 // ErrUnavailable (and wraps the go-redis or context error). A stored
 // response that cannot be decoded matches ErrUnreadableResponse; Reserve
 // then still answers Completed (status and BodyOmitted) beside the error,

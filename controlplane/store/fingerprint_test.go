@@ -122,6 +122,10 @@ func TestFingerprintAtRest(t *testing.T) {
 	})
 	t.Run("legacy record whose lease ended locks (no on_indeterminate field)", func(t *testing.T) {
 		legacy(t, "legacy-expired", "st", "p", "fp", fp, "gen", 1, "tok", "1.OLDNONCE", "lease", "1", "cr", 1, "exp", 2, "ttl", 60_000)
+		r, err := s1.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "legacy-expired", Fingerprint: fp})
+		if !errors.Is(err, ErrLeaseEnded) || r.Outcome != api.Indeterminate {
+			t.Fatalf("reserve: %+v %v, want indeterminate with ErrLeaseEnded", r, err)
+		}
 		reserve(t, s1, "legacy-expired", fp, api.Indeterminate)
 	})
 	t.Run("a hashed form never compares in the clear", func(t *testing.T) {
@@ -136,15 +140,15 @@ func TestFingerprintAtRest(t *testing.T) {
 // stranger again.
 func TestFenceExpires(t *testing.T) {
 	srv := newServer(t)
-	s := srv.store(Options{FenceTTL: 300 * time.Millisecond})
+	s := srv.store(Options{FenceTTL: 2 * time.Second})
 	ctx := testCtx(t)
 	h := holderID("hF")
 	if _, err := s.ReleaseHolder(ctx, "s", "fenced", h); err != nil {
 		t.Fatal(err)
 	}
 	pttl, err := s.c.PTTL(ctx, s.fenceKey("s", "fenced", h)).Result()
-	if err != nil || pttl <= 0 || pttl.Milliseconds() > 300 {
-		t.Fatalf("fence PTTL %v %v, want (0, 300ms]", pttl, err)
+	if err != nil || pttl <= 0 || pttl > 2*time.Second {
+		t.Fatalf("fence PTTL %v %v, want (0, 2s]", pttl, err)
 	}
 	if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "fenced", Fingerprint: "A", Holder: h}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("reserve inside the fence: %v, want ErrFenced", err)

@@ -50,7 +50,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // (previous keys).
 //
 // Replies {"acquired", token} | {"in_progress", remaining lease ms} |
-// {"indeterminate", remaining TTL ms} | {"fenced", remaining fence ms} |
+// {"indeterminate", remaining TTL ms[, "lease_ended" when this reserve
+// found the lease ended and wrote the record indeterminate]} |
+// {"fenced", remaining fence ms} |
 // {"mismatch"} | {"completed", status, headers JSON, body, omitted}.
 var reserveScript = redis.NewScript(nowMS + `
 local k, fp, lease, ttl, holder, oi = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -105,7 +107,7 @@ if r[6] ~= 'release' then
   -- still completes or releases it.
   redis.call('HSET', k, 'st', 'i', 'why', 'e')
   redis.call('HDEL', k, 'lease')
-  return {'indeterminate', math.max(redis.call('PTTL', k), 1)}
+  return {'indeterminate', math.max(redis.call('PTTL', k), 1), 'lease_ended'}
 end
 -- The route opted into takeover: a new generation makes the old token
 -- stale, and the new attempt gets a full TTL and its own choice.

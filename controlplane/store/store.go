@@ -46,6 +46,12 @@ var (
 	// still stands) beside this error, so that the caller, which already
 	// gave the attempt up, forwards nothing and has nothing to release.
 	ErrFenced = errors.New("holder released before its reserve arrived")
+	// ErrLeaseEnded: Reserve found an in-progress record whose lease had
+	// ended without word from its holder, on a route that locks, and made
+	// it indeterminate: a key just burned. It is returned beside the
+	// Indeterminate answer (which stands) so that the caller can log and
+	// count the transition; later reserves answer Indeterminate alone.
+	ErrLeaseEnded = errors.New("the holder's lease ended without word: the key is now indeterminate")
 	// ErrUnavailable wraps every failure to get an answer from Redis
 	// (network, timeout, cluster down, context ended, unexpected reply).
 	ErrUnavailable = errors.New("redis unavailable")
@@ -329,12 +335,16 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 			break
 		}
 		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, nil
-	case outcome == string(api.Indeterminate) && len(v) == 2:
+	case outcome == string(api.Indeterminate) && (len(v) == 2 || len(v) == 3):
 		ms, ok := v[1].(int64)
 		if !ok {
 			break
 		}
-		return api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: ms}, nil
+		res := api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: ms}
+		if len(v) == 3 {
+			return res, ErrLeaseEnded
+		}
+		return res, nil
 	case outcome == "fenced" && len(v) == 2:
 		ms, ok := v[1].(int64)
 		if !ok {

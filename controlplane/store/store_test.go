@@ -83,6 +83,9 @@ type step struct {
 	want    api.Outcome // reserve
 	// reserve: the reserve met its holder's fence (InProgress + ErrFenced)
 	fenced bool
+	// reserve: this reserve found the lease ended and made the record
+	// indeterminate (Indeterminate + ErrLeaseEnded)
+	leaseEnded bool
 	// reserve acquired: the token must equal the one saved under sameTok
 	sameTok string
 	wantErr error     // complete, release, abandon, get, delete, forceRelease
@@ -176,7 +179,7 @@ var scenarios = []scenario{
 		{do: "expireLease"},
 		{do: "get", state: api.StateIndeterminate},
 		{do: "reserve", fp: "B", want: api.Mismatch},
-		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
 		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, holder: "hB", want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
 		{do: "reserve", fp: "B", want: api.Mismatch},
 		{do: "get", state: api.StateIndeterminate},
@@ -184,12 +187,12 @@ var scenarios = []scenario{
 	{name: "lease over, lock, explicit: indeterminate", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseLock, tok: "t1", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
 	}},
 	{name: "lease over, lock: the holder's late complete lands and is replayed", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
 		{do: "complete", tok: "bogus", status: 500, wantErr: ErrStaleToken},
 		{do: "complete", tok: "t1", status: 201},
 		{do: "get", state: api.StateCompleted, wantSt: 201},
@@ -205,7 +208,7 @@ var scenarios = []scenario{
 	{name: "lease over, lock: the holder's release frees it", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
 		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
 		{do: "release", tok: "t1"},
 		{do: "get", wantErr: ErrNotFound},
@@ -214,7 +217,7 @@ var scenarios = []scenario{
 	{name: "lease over, lock: the holder abandons, then its token holds no more", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
 		{do: "abandon", tok: "t1"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
@@ -243,7 +246,7 @@ var scenarios = []scenario{
 		{do: "expireLease"},
 		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "complete", tok: "t2", status: 200},
 	}},
@@ -293,9 +296,9 @@ var scenarios = []scenario{
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
 	{name: "abandon: ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 1000, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 1000},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3000},
 		{do: "expireTTL"},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
@@ -338,7 +341,7 @@ var scenarios = []scenario{
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
 	{name: "completed: ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 1000, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "complete", tok: "t1", status: 200},
 		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
 		{do: "expireTTL"},
@@ -383,7 +386,7 @@ var scenarios = []scenario{
 	{name: "release by holder: frees a record its lease end made indeterminate", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, holder: "hA", tok: "t1", want: api.Acquired},
 		{do: "expireLease"},
-		{do: "reserve", fp: "A", want: api.Indeterminate},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
 		{do: "releaseHolder", holder: "hB"},
 		{do: "get", state: api.StateIndeterminate},
 		{do: "releaseHolder", holder: "hA", deleted: true},
@@ -437,11 +440,16 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 		case "reserve":
 			got, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: st.fp,
 				LeaseMS: st.leaseMS, TTLMS: st.ttlMS, OnIndeterminate: st.oi, Holder: holder})
-			if st.fenced {
+			switch {
+			case st.fenced:
 				if !errors.Is(err, ErrFenced) {
 					t.Fatalf("%s: error %v, want ErrFenced", where, err)
 				}
-			} else if err != nil {
+			case st.leaseEnded:
+				if !errors.Is(err, ErrLeaseEnded) {
+					t.Fatalf("%s: error %v, want ErrLeaseEnded", where, err)
+				}
+			case err != nil:
 				t.Fatalf("%s: %v", where, err)
 			}
 			if got.Outcome != st.want {
