@@ -33,7 +33,8 @@ filter limit below the policy's max_body_bytes, or a listener or buffer
 filter limit below its max_stored_response_bytes (Envoy would replace a
 response the filter stores with its own 500); a scope.metadata that no
 filter before ours writes (jwt_authn missing, placed after ours, or writing
-its payload under another key): the principal would be absent;
+its payload under another key, or turned off on a governed route): the
+principal would be absent;
 control_plane.cluster missing from the static
 clusters, or speaking HTTP/2; an invalid policy; the filter after the
 router; fail_open or FAIL_OPEN on the filter; a control-plane cluster

@@ -82,7 +82,11 @@ func yesIf(b bool) writes {
 // and every request lacks a principal (refused with 401, or, with
 // allow_anonymous, all callers share one scope and replay each other's
 // responses).
-func checkMetadataScopes(hcm *hcmv3.HttpConnectionManager, hp string, at int, cfg *policy.Config, cp string, out *findings) {
+//
+// It returns, per policy route, the writers before the idemgate filter, so
+// that checkRoutes can tell whether one of them runs on each Envoy route.
+func checkMetadataScopes(hcm *hcmv3.HttpConnectionManager, hp string, at int, cfg *policy.Config, cp string, out *findings) map[int][]*hcmv3.HttpFilter {
+	writers := map[int][]*hcmv3.HttpFilter{}
 	filters := hcm.GetHttpFilters()
 	for ri := range cfg.Routes {
 		md := cfg.Routes[ri].Scope.Metadata
@@ -108,6 +112,7 @@ func checkMetadataScopes(hcm *hcmv3.HttpConnectionManager, hp string, at int, cf
 		case len(before) > 0:
 			for _, i := range before {
 				checkJWTPayloadKey(filters[i], index(field(hp, "http_filters"), i), md, where, cp, out)
+				writers[ri] = append(writers[ri], filters[i])
 			}
 		case len(after) > 0:
 			out.add(Error, RuleScopeMetadata, index(field(hp, "http_filters"), after[0]), "writes the dynamic metadata %q that %s reads, but comes after the idemgate filter (http_filters[%d]): the principal is absent when the filter reads it, so every request is refused with 401 (or, with allow_anonymous, all callers share one scope); move it before the idemgate filter",
@@ -120,6 +125,56 @@ func checkMetadataScopes(hcm *hcmv3.HttpConnectionManager, hp string, at int, cf
 				where, md.Filter)
 		}
 	}
+	return writers
+}
+
+// checkWritersRun flags a governed Envoy route on which none of the
+// filters that write the scope's metadata runs: turned off there
+// (FilterConfig or jwt_authn's PerRouteConfig with disabled), or disabled
+// in the chain and not turned on there.
+func checkWritersRun(writers []*hcmv3.HttpFilter, r *routev3.Route, vh *routev3.VirtualHost, routePath, vp string, j int, what string, out *findings) {
+	if len(writers) == 0 {
+		return
+	}
+	var offAt string
+	for _, w := range writers {
+		runs, at := runsOn(w, r, vh, routePath, vp)
+		if runs {
+			return
+		}
+		if offAt == "" {
+			offAt = at
+		}
+	}
+	how := "turns off"
+	if offAt == "" {
+		offAt, how = routePath, "does not turn on (disabled in the http_filters)"
+	}
+	out.add(Error, RuleScopeMetadata, offAt, "%s %q on routes[%d], whose traffic the idemgate policy governs (%s) with a principal read from its dynamic metadata: on this route the principal is absent, so every request is refused with 401 (or, with allow_anonymous, all callers share one scope)",
+		how, writers[0].GetName(), j, what)
+}
+
+// runsOn reports whether the HTTP filter runs on the route, and where a
+// per-route configuration turns it off.
+func runsOn(hf *hcmv3.HttpFilter, r *routev3.Route, vh *routev3.VirtualHost, routePath, vp string) (bool, string) {
+	for _, lvl := range []struct {
+		m    map[string]*anypb.Any
+		path string
+	}{{r.GetTypedPerFilterConfig(), routePath}, {vh.GetTypedPerFilterConfig(), vp}} {
+		a, ok := lvl.m[hf.GetName()]
+		if !ok {
+			continue
+		}
+		p := key(field(lvl.path, "typed_per_filter_config"), hf.GetName())
+		if fc, ok := unpackAs[*routev3.FilterConfig](a); ok {
+			return !fc.GetDisabled(), p
+		}
+		if jr, ok := unpackAs[*jwtv3.PerRouteConfig](a); ok {
+			return !jr.GetDisabled(), p
+		}
+		return true, "" // another per-route config: the filter runs with it
+	}
+	return !hf.GetDisabled(), ""
 }
 
 // checkJWTPayloadKey: jwt_authn writes a verified token's payload (or

@@ -56,6 +56,9 @@ func TestCheckTestdata(t *testing.T) {
 		{"scope_metadata_after.yaml", []want{{Error, hcm + ".http_filters[1]", "comes after the idemgate filter (http_filters[0])"}}},
 		{"scope_metadata_before.yaml", nil},
 		{"scope_metadata_wrong_key.yaml", []want{{Error, hcm + ".http_filters[1].typed_config.config.configuration", `does not write "payload" (its providers write under ["jwt_payload"] only)`}}},
+		{"scope_metadata_route_off.yaml", []want{{Error, route0 + `.typed_per_filter_config["envoy.filters.http.jwt_authn"]`, `turns off "envoy.filters.http.jwt_authn" on routes[0]`}}},
+		{"scope_metadata_chain_disabled.yaml", []want{{Error, route0, `does not turn on (disabled in the http_filters) "envoy.filters.http.jwt_authn" on routes[0]`}}},
+		{"scope_metadata_route_on.yaml", nil},
 		{"scope_metadata_lua.yaml", []want{{Warning, hcm + ".http_filters[1].typed_config.config.configuration", "http_filters[0] run code that may"}}},
 		// Issue 10, case 11: a stored response must fit the stream's buffer.
 		{"stored_listener.yaml", []want{{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "is 2097152, below the policy's max_stored_response_bytes 4194304"}}},

@@ -151,10 +151,10 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 		}
 		env.checkControlPlane(cfg, field(cp, "configuration"), out)
 		checkListenerBuffer(l, lp, maxBody, maxStored, out)
-		checkMetadataScopes(hcm, hp, i, cfg, cp, out)
+		writers := checkMetadataScopes(hcm, hp, i, cfg, cp, out)
 		switch {
 		case hcm.GetRouteConfig() != nil:
-			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), bufferFilters(hcm, hp, i), out)
+			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), chainInfo{buffers: bufferFilters(hcm, hp, i), writers: writers}, out)
 		default:
 			out.add(Warning, RuleRoutesUnchecked, hp, "routes come from RDS or scoped routes: their retry policies and buffer limits cannot be checked here")
 		}
@@ -274,9 +274,17 @@ func checkListenerBuffer(l *listenerv3.Listener, lp string, maxBody, maxStored i
 	}
 }
 
+// chainInfo is what checkRoutes needs to know of the HTTP filter chain:
+// its buffer filters, and per policy route the filters before ours that
+// write the scope's metadata.
+type chainInfo struct {
+	buffers []bufferFilter
+	writers map[int][]*hcmv3.HttpFilter
+}
+
 // checkRoutes flags retries, copies and small buffer limits on the routes
 // whose traffic the policy governs.
-func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, filterName string, bufs []bufferFilter, out *findings) {
+func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, filterName string, chain chainInfo, out *findings) {
 	for i, vh := range rc.GetVirtualHosts() {
 		vp := index(field(rp, "virtual_hosts"), i)
 		for j, r := range vh.GetRoutes() {
@@ -294,7 +302,8 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			routePath := index(field(vp, "routes"), j)
 			what := describe(&cfg.Routes[pr], pr)
 			checkRetries(ra, vh, rc, routePath, vp, j, what, out)
-			checkBufferFilters(bufs, r, vh, routePath, vp, j, &cfg.Routes[pr], what, out)
+			checkBufferFilters(chain.buffers, r, vh, routePath, vp, j, &cfg.Routes[pr], what, out)
+			checkWritersRun(chain.writers[pr], r, vh, routePath, vp, j, what, out)
 			checkTimeout(ra, routePath, &cfg.Routes[pr], what, out)
 			limit, lpath := r.GetPerRequestBufferLimitBytes(), field(routePath, "per_request_buffer_limit_bytes")
 			if limit == nil {

@@ -61,3 +61,29 @@ func BenchmarkCanonSHA256(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNumbers measures one array of numbers per path through
+// appendNumber: short decimals (the fast path without floating point),
+// doubles with 17 digits and exponents (RFC 8785's form, after checking
+// that it denotes the number), and 64-bit ids beyond 2^53 (the exact form).
+func BenchmarkNumbers(b *testing.B) {
+	cases := []struct{ name, num string }{
+		{"decimal", "1234.56"},
+		{"double", "0.30000000000000004"},
+		{"exponent", "1.5e-9"},
+		{"int64-id", "1234567890123456789"},
+	}
+	for _, c := range cases {
+		doc := []byte("[" + strings.Repeat(c.num+",", 63) + c.num + "]")
+		b.Run(c.name, func(b *testing.B) {
+			dst := make([]byte, 0, 2*len(doc))
+			b.SetBytes(int64(len(doc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Append(dst[:0], doc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -214,10 +214,11 @@ func (e *encoder) value(dst []byte, i, depth int) ([]byte, int, error) {
 	if !ok {
 		return dst, i, e.syntax(j)
 	}
-	dst, exact, err := appendNumber(dst, e.src[i:j], i)
-	if exact && e.rep != nil {
-		e.rep.Exact = append(e.rep.Exact, i)
+	raw := e.src[i:j]
+	if out, ok := appendShortDecimal(dst, raw); ok {
+		return out, j, nil // the fast path, called from here
 	}
+	dst, err := e.number(dst, raw, i)
 	return dst, j, err
 }
 

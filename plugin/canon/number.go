@@ -17,12 +17,18 @@ func appendES6Number(dst []byte, f float64) []byte {
 		dst = append(dst, '-')
 		f = -f
 	}
+	digits, k, n := shortestDigits(f)
+	return layoutES6(dst, digits[:k], n)
+}
+
+// shortestDigits returns the shortest digits that round-trip to the
+// positive finite double f, their count k, and n, the number of digits
+// before the decimal point (f = 0.DIGITS × 10^n).
+func shortestDigits(f float64) (digits [20]byte, k, n int) {
 	// 'e' with precision -1 gives the shortest round-trip digits as
-	// d.ddddde±XX; re-lay them out by ECMAScript's rules.
+	// d.ddddde±XX.
 	var buf [32]byte
 	b := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)
-	var digits [20]byte
-	k := 0
 	i := 0
 	for ; b[i] != 'e'; i++ {
 		if b[i] != '.' {
@@ -31,36 +37,40 @@ func appendES6Number(dst []byte, f float64) []byte {
 		}
 	}
 	exp := 0
-	neg := b[i+1] == '-'
 	for _, c := range b[i+2:] {
 		exp = exp*10 + int(c-'0')
 	}
-	if neg {
+	if b[i+1] == '-' {
 		exp = -exp
 	}
-	n := exp + 1 // the decimal point sits after n digits
+	return digits, k, exp + 1
+}
 
+// layoutES6 writes the digits (no leading or trailing zero) of a value
+// with n digits before its decimal point by ECMAScript's rules.
+func layoutES6(dst, digits []byte, n int) []byte {
+	k := len(digits)
 	switch {
 	case k <= n && n <= 21:
-		dst = append(dst, digits[:k]...)
+		dst = append(dst, digits...)
 		for range n - k {
 			dst = append(dst, '0')
 		}
 	case 0 < n && n <= 21:
 		dst = append(dst, digits[:n]...)
 		dst = append(dst, '.')
-		dst = append(dst, digits[n:k]...)
+		dst = append(dst, digits[n:]...)
 	case -6 < n && n <= 0:
 		dst = append(dst, '0', '.')
 		for range -n {
 			dst = append(dst, '0')
 		}
-		dst = append(dst, digits[:k]...)
+		dst = append(dst, digits...)
 	default:
 		dst = append(dst, digits[0])
 		if k > 1 {
 			dst = append(dst, '.')
-			dst = append(dst, digits[1:k]...)
+			dst = append(dst, digits[1:]...)
 		}
 		dst = append(dst, 'e')
 		if n-1 >= 0 {
@@ -77,13 +87,21 @@ func appendES6Number(dst []byte, f float64) []byte {
 	return dst
 }
 
-// appendNumber writes the canonical form of the JSON number text raw, found
-// at byte offset off, and reports whether it wrote the exact form (doc.go,
-// "Exact numbers") rather than RFC 8785's.
-func appendNumber(dst []byte, raw string, off int) ([]byte, bool, error) {
-	if out, ok := appendShortDecimal(dst, raw); ok {
-		return out, false, nil
+// number writes the canonical form of the JSON number text raw, found at
+// byte offset off, when it is not a short decimal (value tries
+// appendShortDecimal first). Where it writes the exact form (doc.go,
+// "Exact numbers") rather than RFC 8785's, it notes off in the report.
+func (e *encoder) number(dst []byte, raw string, off int) ([]byte, error) {
+	out, exact, err := appendNumber(dst, raw, off)
+	if exact && e.rep != nil {
+		e.rep.Exact = append(e.rep.Exact, off)
 	}
+	return out, err
+}
+
+// appendNumber writes the canonical form of a number that is not a short
+// decimal, and reports whether it wrote the exact form.
+func appendNumber(dst []byte, raw string, off int) ([]byte, bool, error) {
 	f, err := strconv.ParseFloat(raw, 64)
 	if math.IsInf(f, 0) {
 		return dst, false, &Error{Offset: off, Err: ErrNumberRange, Detail: raw}
@@ -92,8 +110,19 @@ func appendNumber(dst []byte, raw string, off int) ([]byte, bool, error) {
 		return dst, false, &Error{Offset: off, Err: ErrSyntax, Detail: err.Error()}
 	}
 	d := readDecimal(raw)
-	if d.denotedBy(f) {
-		return appendES6Number(dst, f), false, nil
+	switch {
+	case f == 0 || d.digits() == 0:
+		if f == 0 && d.digits() == 0 {
+			return append(dst, '0'), false, nil // zero, whatever its sign
+		}
+	case d.bigExp == "": // else it underflowed (or overflowed, refused above)
+		digits, k, n := shortestDigits(math.Abs(f))
+		if d.equals(digits[:k], n) {
+			if f < 0 {
+				dst = append(dst, '-')
+			}
+			return layoutES6(dst, digits[:k], n), false, nil
+		}
 	}
 	return d.appendExact(dst), true, nil
 }
@@ -184,40 +213,15 @@ func (d *decimal) digit(i int) byte {
 	return d.lo[i-len(d.hi)]
 }
 
-// denotedBy reports whether ECMAScript's form of f, which RFC 8785 writes
-// for this number, denotes the number's own value: the same shortest
-// digits at the same place.
-func (d *decimal) denotedBy(f float64) bool {
-	if f == 0 || d.digits() == 0 {
-		return f == 0 && d.digits() == 0
-	}
-	if d.bigExp != "" {
-		return false // unreachable: such a number overflows or underflows
-	}
-	var buf [32]byte
-	b := strconv.AppendFloat(buf[:0], math.Abs(f), 'e', -1, 64)
-	// b is "d.ddde±XX": compare the digits, then the exponents.
-	k, i := 0, 0
-	for ; b[i] != 'e'; i++ {
-		if b[i] == '.' {
-			continue
-		}
-		if k >= d.digits() || d.digit(k) != b[i] {
-			return false
-		}
-		k++
-	}
-	if k != d.digits() {
+// equals reports whether d, a non-zero value with an exponent that fits an
+// int64, is the value with the given digits and n digits before the
+// decimal point: then the double's RFC 8785 form denotes the number's own
+// value.
+func (d *decimal) equals(digits []byte, n int) bool {
+	if len(digits) != d.digits() || d.exp+int64(d.point) != int64(n) {
 		return false
 	}
-	var e int64
-	for _, c := range b[i+2:] { // after 'e' and its sign
-		e = e*10 + int64(c-'0')
-	}
-	if b[i+1] == '-' {
-		e = -e
-	}
-	return e == d.exp+int64(d.point)-1
+	return d.hi == string(digits[:len(d.hi)]) && d.lo == string(digits[len(d.hi):])
 }
 
 // appendExact writes the value of d with its own digits, laid out as
