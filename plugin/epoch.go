@@ -20,8 +20,9 @@ import (
 //
 // Before its first successful poll a VM neither replays from nor fills
 // the edge cache (it cannot tell which entries predate a change): every
-// governed request then asks the control plane, for about a second
-// after the plugin starts. A failed poll keeps the last epoch: edge
+// governed request then asks the control plane. The first poll goes out
+// at the first tick, a few milliseconds after the plugin starts; if it
+// fails, the next comes EdgeEpochPoll later, as every poll. A failed poll keeps the last epoch: edge
 // replays go on while the control plane is down (DESIGN.md's demo
 // contract), and an operator's change made meanwhile (say through a
 // control plane this VM cannot reach) is then seen only once a poll
@@ -92,13 +93,17 @@ func (p *pluginContext) epochFailed(reason string) {
 }
 
 // updateTick sets the tick period to what the plugin context needs now:
-// waitTickMS while streams wait or calls are queued, the edge epoch's
-// period otherwise (when a route uses the edge cache), else none. It
-// calls the host only when the period changes.
+// waitTickMS while streams wait, calls are queued or the first edge epoch
+// poll is still to be sent (so that the edge cache serves within
+// milliseconds of the start, not a second), the edge epoch's period
+// otherwise (when a route uses the edge cache), else none. It calls the
+// host only when the period changes.
 func (p *pluginContext) updateTick() {
 	var ms uint32
 	switch {
 	case len(p.waiters) > 0 || len(p.outbox.calls) > 0:
+		ms = waitTickMS
+	case p.epoch.on && !p.epoch.known && !p.epoch.failing && !p.epoch.inFlight:
 		ms = waitTickMS
 	case p.epoch.on:
 		ms = uint32(api.EdgeEpochPoll / time.Millisecond)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	mathrand "math/rand/v2"
 	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
@@ -74,14 +75,24 @@ type outbox struct {
 	due int64
 }
 
-// newHolder returns a holder id for one reserve attempt: 128 bits from
-// crypto/rand, base64url without padding (22 bytes of [A-Za-z0-9_-]). On
-// wasip1 crypto/rand is WASI random_get, which Envoy, the local host in
-// e2e/ and wazero provide (wazero's default source, which proxytest
-// uses, is deterministic: fine for tests only).
+// holderRand makes holder ids: ChaCha8, a cryptographically strong
+// generator, seeded once per VM from crypto/rand, so that a reserve costs
+// no random_get host call. On wasip1 crypto/rand is WASI random_get,
+// which Envoy, the local host in e2e/ and wazero provide (wazero's
+// default source, which proxytest uses, is deterministic: fine for tests
+// only).
+var holderRand *mathrand.ChaCha8
+
+// newHolder returns a holder id for one reserve attempt: 128 random bits,
+// base64url without padding (22 bytes of [A-Za-z0-9_-]).
 func newHolder() string {
+	if holderRand == nil {
+		var seed [32]byte
+		_, _ = rand.Read(seed[:]) // never fails since Go 1.24: it crashes instead
+		holderRand = mathrand.NewChaCha8(seed)
+	}
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails since Go 1.24: it crashes instead
+	_, _ = holderRand.Read(b[:]) // never fails
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
