@@ -21,8 +21,9 @@ import (
 // Before its first successful poll a VM neither replays from nor fills
 // the edge cache (it cannot tell which entries predate a change): every
 // governed request then asks the control plane. The first poll goes out
-// at the first tick, a few milliseconds after the plugin starts; if it
-// fails, the next comes EdgeEpochPoll later, as every poll. A failed poll keeps the last epoch: edge
+// from OnPluginStart (or, if the host refuses a callout then, at the
+// first tick, a few milliseconds later); if it fails, the next comes
+// EdgeEpochPoll later, as every poll. A failed poll keeps the last epoch: edge
 // replays go on while the control plane is down (DESIGN.md's demo
 // contract), and an operator's change made meanwhile (say through a
 // control plane this VM cannot reach) is then seen only once a poll
@@ -58,6 +59,21 @@ func (p *pluginContext) pollEpoch(t int64) {
 	}
 }
 
+// firstEpochPoll sends the first poll from OnPluginStart, so that the
+// edge cache serves within a round trip of the start. A host that
+// refuses a callout there (Envoy's clusters may not be ready) is no
+// failure: the first tick polls.
+func (p *pluginContext) firstEpochPoll() {
+	e := &p.epoch
+	if !e.on {
+		return
+	}
+	e.inFlight = true
+	if dispatch(&p.config.ControlPlane, p.stats.controlPlaneLatency, "GET", api.PathEdgeEpoch, nil, p.onEpoch) != nil {
+		e.inFlight = false
+	}
+}
+
 // onEpoch takes the poll's answer.
 func (p *pluginContext) onEpoch(status int, body []byte) {
 	if status != 200 {
@@ -84,7 +100,7 @@ func (p *pluginContext) onEpoch(status int, body []byte) {
 // epochFailed keeps the last epoch and polls again after EdgeEpochPoll.
 func (p *pluginContext) epochFailed(reason string) {
 	e := &p.epoch
-	p.stats.controlPlaneError.Increment(1)
+	p.stats.edgeEpochErrors.Increment(1)
 	if !e.failing {
 		proxywasm.LogWarnf("idempotency filter: edge epoch poll %s; keeping epoch %d (known: %v) until a poll succeeds", reason, e.epoch, e.known)
 	}

@@ -73,6 +73,26 @@ func TestEdgeEpoch(t *testing.T) {
 				}
 			})
 		}
+		t.Run("epoch learnt between reserve and complete: the complete fills", func(t *testing.T) {
+			host, reset := newHost(t, vm, demoConfig)
+			defer reset()
+			if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
+				t.Fatalf("StartPlugin() = %v", st)
+			}
+			id := host.InitializeHttpContext()
+			acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
+			// The poll OnPluginStart sent is the newest pending callout.
+			if n := answerEpochPolls(t, host); n != 1 {
+				t.Fatalf("edge epoch polls answered = %d, want the one sent at plugin start", n)
+			}
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "201"}, {"content-type", "application/json"}}, false)
+			host.CallOnResponseBody(id, []byte(paymentResponse), true)
+			answer(t, host, nthCallout(t, host, id, 1, api.PathComplete), 200, api.Result{Outcome: "completed"})
+			host.CompleteHttpContext(id)
+			if got := retryOutcome(t, host); got != "edge" {
+				t.Errorf("retry: %s, want an edge replay", got)
+			}
+		})
 		t.Run("before the first epoch: no edge replay", func(t *testing.T) {
 			host, reset := newHost(t, vm, demoConfig)
 			defer reset()

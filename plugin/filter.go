@@ -69,6 +69,9 @@ func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPlugi
 			p.epoch.on = p.epoch.on || cfg.Routes[i].EdgeCacheTTL > 0
 		}
 	}
+	// The first edge epoch poll at once: its answer comes to this plugin
+	// context. A host that refuses callouts here gets it from the tick.
+	p.firstEpochPoll()
 	p.updateTick()
 	proxywasm.LogInfof("idempotency filter started: %d route(s), control plane cluster %q", len(cfg.Routes), cfg.ControlPlane.Cluster)
 	return types.OnPluginStartStatusOK

@@ -63,12 +63,14 @@ type httpContext struct {
 
 	// holder is the holder id of the last reserve attempt; reservedAt
 	// is now() when it was dispatched (the record lives at most its TTL
-	// from then, which bounds the retries of its outcome calls), and
-	// edgeEpoch the edge epoch the VM knew then: what an edge entry this
-	// request fills carries.
+	// from then, which bounds the retries of its outcome calls).
 	holder     string
 	reservedAt int64
-	edgeEpoch  int64
+	// edgeEpoch is what an edge entry this request fills carries: the
+	// edge epoch the VM knew when it dispatched the call whose answer
+	// fills it (the reserve, or the complete); no fill unless known.
+	edgeEpoch      int64
+	edgeEpochKnown bool
 
 	resp response
 }
@@ -176,12 +178,15 @@ func (c *httpContext) reserve(body []byte) types.Action {
 	contentType, _ := header(c.headers, "content-type")
 	in := canon.Request{Method: c.method, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body}
 	var e *edgeEntry
-	// Until the VM knows the edge epoch it neither replays nor fills.
-	if epoch, known := c.plugin.edgeEpoch(); known && c.plugin.config.EdgeCacheSlots > 0 && r.EdgeCacheTTL > 0 {
+	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
 		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
-		c.edgeKey = c.edge.slotKey(c.plugin.config.EdgeCacheSlots)
-		e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now(), epoch)
+		c.edgeKey = c.edge.slotKey(slots)
+		// Until the VM knows the edge epoch it replays nothing: it
+		// cannot tell which entries predate an operator's change.
+		if epoch, known := c.plugin.edgeEpoch(); known {
+			e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now(), epoch)
+		}
 		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
 			c.fp = e.fingerprint
 			return c.completed(&e.resp, true)
@@ -225,7 +230,7 @@ func (c *httpContext) dispatchReserve() error {
 	}
 	c.phase = phaseReserving
 	c.reservedAt = now()
-	c.edgeEpoch, _ = c.plugin.edgeEpoch()
+	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
 	return dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req), c.onReserve)
 }
 
@@ -409,7 +414,7 @@ func (c *httpContext) mismatch() types.Action {
 // when that fits, else not at all. A failure costs only a later callout.
 func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	r := c.route
-	if !c.edgeOn {
+	if !c.edgeOn || !c.edgeEpochKnown {
 		return
 	}
 	image, seen := c.image, c.edgeSeen

@@ -165,6 +165,11 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 		stored.Headers = c.resp.headers
 	}
 	c.resp.stored = &stored
+	// The entry complete's answer fills holds what the control plane
+	// keeps as of that answer: an operator's change to the record before
+	// it makes complete fail (the token no longer holds), one after it
+	// changes the epoch known now.
+	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
 	req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored}
 	return c.finish(api.PathComplete, appendComplete(calloutBuf[:0], &req))
 }

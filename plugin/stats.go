@@ -28,7 +28,8 @@ type stats struct {
 	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
 	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
 	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
-	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200
+	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200 (edge epoch polls aside)
+	edgeEpochErrors     proxywasm.MetricCounter // edge epoch polls that failed (epoch.go): one a second per VM while the control plane is down
 
 	outcomesQueued    proxywasm.MetricCounter // outcome calls that entered the queue
 	outcomesRetried   proxywasm.MetricCounter // queued attempts after the call's first
@@ -55,6 +56,7 @@ func defineStats() stats {
 		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
 		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
 		controlPlaneError:   proxywasm.DefineCounterMetric("idemgate.controlplane_errors"),
+		edgeEpochErrors:     proxywasm.DefineCounterMetric("idemgate.edge_epoch_errors"),
 		controlPlaneLatency: proxywasm.DefineHistogramMetric("idemgate.controlplane_latency_ms"),
 		outcomesQueued:      proxywasm.DefineCounterMetric("idemgate.outcomes_queued"),
 		outcomesRetried:     proxywasm.DefineCounterMetric("idemgate.outcomes_retried"),
