@@ -32,8 +32,11 @@ type response struct {
 	// stored is what complete sent, for the edge cache once it succeeds
 	// and for the queue should it fail.
 	stored *api.StoredResponse
-	// outcome is the path of the call finish sent (complete or release).
-	outcome string
+	// outcome is the path of the call finish sent (complete or release);
+	// inFlight says its first attempt is unanswered, held for or not (a
+	// response over the cap flows on at once).
+	outcome  string
+	inFlight bool
 }
 
 // storedSize counts a stored response's status and headers as the
@@ -187,7 +190,9 @@ func (c *httpContext) releaseBody() []byte {
 func (c *httpContext) finish(path string, body []byte) types.Action {
 	c.resp.phase = respWaiting
 	c.resp.outcome = path
+	c.resp.inFlight = true
 	err := dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, body, func(status int, _ []byte) {
+		c.resp.inFlight = false
 		switch {
 		case status != 200:
 			c.finishFailed(path, status)
@@ -202,6 +207,7 @@ func (c *httpContext) finish(path string, body []byte) types.Action {
 		}
 	})
 	if err != nil {
+		c.resp.inFlight = false
 		c.plugin.stats.controlPlaneError.Increment(1)
 		proxywasm.LogWarnf("idempotency filter: %s: %v; queued for retry", path, err)
 		c.queueOutcome(path, 0)
@@ -254,9 +260,10 @@ func (c *httpContext) queueOutcome(path string, tries int) {
 //     (none, or cut while buffered): indeterminate, the operation may
 //     have run; the route's on_indeterminate decides (abandon or
 //     release);
-//   - a complete or release whose first attempt is unanswered: sent
-//     again (a duplicate of one that landed is refused as stale, which
-//     changes nothing).
+//   - a complete or release whose first attempt is unanswered (the
+//     response held for it, or flowing on past the cap): sent again (a
+//     duplicate of one that landed changes nothing; the control plane
+//     may refuse it as stale).
 func (c *httpContext) OnHttpStreamDone() {
 	streamEnded()
 	switch c.phase {
@@ -267,13 +274,13 @@ func (c *httpContext) OnHttpStreamDone() {
 		p := c.plugin
 		p.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, "", c.holder), c.outcomeDeadline(), 0)
 	case phaseForwarded:
-		switch c.resp.phase {
-		case respNone:
-			c.indeterminate("got no response")
-		case respBuffering:
-			c.indeterminate("its response ended before its body did")
-		case respWaiting:
+		switch {
+		case c.resp.inFlight:
 			c.queueOutcome(c.resp.outcome, 1)
+		case c.resp.phase == respNone:
+			c.indeterminate("got no response")
+		case c.resp.phase == respBuffering:
+			c.indeterminate("its response ended before its body did")
 		}
 		c.phase = phaseGone
 	}
