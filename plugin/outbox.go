@@ -49,6 +49,10 @@ const (
 	// complete carries a response of up to max_stored_response_bytes.
 	maxOutboxCalls = 4096
 	maxOutboxBytes = 4 << 20
+	// maxOutboxInFlight bounds the calls one plugin context has in flight,
+	// so that a queue filled during an outage does not greet the control
+	// plane's return with thousands of calls at once from every VM.
+	maxOutboxInFlight = 64
 	// The first retry comes outboxFirstRetry after a failure, each next
 	// one twice as late, at most outboxMaxBackoff.
 	outboxFirstRetry = 100 * time.Millisecond
@@ -68,8 +72,9 @@ type outcomeCall struct {
 
 // outbox is the queue of one plugin context.
 type outbox struct {
-	calls []*outcomeCall
-	bytes int
+	calls    []*outcomeCall
+	bytes    int
+	inFlight int
 	// due is the earliest next among the calls not in flight (0: scan at
 	// the next tick), so that a tick with nothing due does not scan.
 	due int64
@@ -147,16 +152,22 @@ func (p *pluginContext) serveOutbox(t int64) {
 			due = min(due, c.next)
 			continue
 		}
+		if q.inFlight >= maxOutboxInFlight {
+			due = min(due, c.next) // an answer resets due: sent then
+			continue
+		}
 		if c.tries > 0 {
 			st.outcomesRetried.Increment(1)
 		}
 		c.tries++
 		c.inFlight = true
+		q.inFlight++
 		call := c
 		if err := dispatch(cp, st.controlPlaneLatency, "POST", c.path, c.body, func(status int, _ []byte) {
 			p.outcomeAnswered(call, status)
 		}); err != nil {
 			c.inFlight = false
+			q.inFlight--
 			p.outcomeFailed(c, err.Error())
 			due = min(due, c.next)
 		}
@@ -171,6 +182,7 @@ func (p *pluginContext) serveOutbox(t int64) {
 // outcomeAnswered acts on the answer to a queued call.
 func (p *pluginContext) outcomeAnswered(c *outcomeCall, status int) {
 	c.inFlight = false
+	p.outbox.inFlight--
 	st := &p.stats
 	switch {
 	case status == 200:
