@@ -9,7 +9,7 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
 
-// calloutBuf is where callControlPlane writes request bodies: a VM runs
+// calloutBuf is where the stream's calls encode their bodies: a VM runs
 // its callbacks one at a time, and the host copies the body.
 var calloutBuf []byte
 
@@ -27,40 +27,39 @@ func bearerOf(token string) string {
 	return bearer.value
 }
 
-// callControlPlane POSTs the JSON of req to the control plane at path
-// through Envoy's cluster, and calls done with the answer's status and
-// body: status 0 means no answer (the callout timed out or the connection
+// dispatchCallout POSTs body (JSON) to the control plane at path through
+// Envoy's cluster, and calls done with the answer's status and body:
+// status 0 means no answer (the callout timed out or the connection
 // failed; Envoy then calls back with no headers). done is not called when
 // the dispatch itself fails: the error is returned instead. done may be
-// nil for a call whose answer nobody waits for.
+// nil for a call whose answer nobody waits for. Every answer (or timeout)
+// records its latency in latency, in ms.
 //
-// Every answer (or timeout) records its latency in latency, in ms.
-func callControlPlane(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, req any, done func(status int, body []byte)) error {
-	body, err := appendCalloutBody(calloutBuf[:0], req)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", path, err)
-	}
-	return dispatchCallout(cp, latency, path, body, done)
-}
-
-// dispatchCallout is callControlPlane with the body already encoded, by
-// the caller with the request's own encoder: the miss path's calls so
-// avoid copying their request to the heap as an any. body is normally
-// built on calloutBuf[:0].
+// The caller encodes body with the request's own encoder (wire.go),
+// normally on calloutBuf[:0], which this then keeps for the next call.
 func dispatchCallout(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, body []byte, done func(status int, body []byte)) error {
 	// The host copies the body during the dispatch: the buffer is reused
 	// by the next call, unless it grew beyond what is worth keeping.
 	if cap(body) <= maxCalloutBuf {
 		calloutBuf = body
 	}
+	return dispatch(cp, latency, "POST", path, body, done)
+}
+
+// dispatch sends method path with body (JSON; nil for none) to the
+// control plane, without taking body over: the queue's calls keep
+// theirs.
+func dispatch(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, method, path string, body []byte, done func(status int, body []byte)) error {
 	// On the stack: the SDK serializes the headers during the dispatch.
 	var hs [5][2]string
 	headers := append(hs[:0],
-		[2]string{":method", "POST"},
+		[2]string{":method", method},
 		[2]string{":path", path},
 		[2]string{":authority", cp.Authority},
-		[2]string{"content-type", "application/json"},
 	)
+	if body != nil {
+		headers = append(headers, [2]string{"content-type", "application/json"})
+	}
 	if !cp.InsecureNoAuth {
 		headers = append(headers, [2]string{"authorization", bearerOf(cp.Token)})
 	}
@@ -75,7 +74,7 @@ func dispatchCallout(cp *policy.ControlPlane, latency proxywasm.MetricHistogram,
 		done(status, respBody)
 	})
 	if err != nil {
-		return fmt.Errorf("dispatch %s to cluster %q: %w", path, cp.Cluster, err)
+		return fmt.Errorf("dispatch %s %s to cluster %q: %w", method, path, cp.Cluster, err)
 	}
 	return nil
 }

@@ -30,7 +30,10 @@ import (
 // names, about 20 bytes each).
 //
 // An entry is replayed until its expiry: min(record TTL, route's
-// edge_cache_ttl) from when it was filled.
+// edge_cache_ttl) from when it was filled, and only while the VM knows
+// the edge epoch the entry was filled under (epoch.go): an operator's
+// delete or release changes the epoch, and every VM stops replaying what
+// it filled before within about a second.
 //
 // An entry also keeps, when it fits, the request image (requestImage) of
 // the request whose fingerprint it holds. A retry whose image is the same
@@ -38,14 +41,16 @@ import (
 // the same by construction, so it is replayed after a byte comparison,
 // without canonicalizing or hashing its body; any other retry is
 // fingerprinted and compared as before. A record the control plane
-// loses earlier (an operator deletes it, or its TTL ends first because
-// the edge learnt of it from a late reserve) is still replayed here until
-// then: edge_cache_ttl is the staleness bound.
+// loses earlier because its TTL ends first (the edge learnt of it from a
+// late reserve) is still replayed here until then; one an operator
+// deletes stops being replayed when the VM learns the new edge epoch,
+// which a VM that cannot reach the control plane does not: then
+// edge_cache_ttl is the staleness bound.
 
 const (
 	edgeSlotPrefix  = "idemgate.edge.v1."
 	edgeIDTag       = "idemgate-edge-v1"
-	edgeMagic       = "IGE2" // IGE1 entries had no request image: misses
+	edgeMagic       = "IGE3" // IGE1 had no request image, IGE2 no epoch: misses
 	requestImageTag = "idemgate-edge-request-v2"
 	// edgeCASRetries bounds the compare-and-swap loop of one fill.
 	edgeCASRetries = 8
@@ -97,6 +102,7 @@ func (id *edgeID) slotKey(slots int) string {
 type edgeEntry struct {
 	id          edgeID
 	expires     int64 // Unix nanoseconds
+	epoch       int64 // the edge epoch the VM knew when it dispatched the reserve behind the entry
 	fingerprint string
 	// request is the request image of a request with this fingerprint;
 	// nil when it did not fit the entry.
@@ -104,11 +110,15 @@ type edgeEntry struct {
 	resp    api.StoredResponse
 }
 
-// Encoding, big-endian: "IGE2", id (32), expires (8), status (2), flags
-// (1: bit 0 body_omitted), fingerprint (2-byte length), request image
-// (4-byte length; 0: none), header count (2) and each header as name
-// (2-byte length) and value (4-byte length), body (4-byte length).
-const edgeFixedSize = 4 + 32 + 8 + 2 + 1 + 2 + 4 + 2 + 4
+// Encoding, big-endian: "IGE3", id (32), expires (8), epoch (8), status
+// (2), flags (1: bit 0 body_omitted), fingerprint (2-byte length),
+// request image (4-byte length; 0: none), header count (2) and each
+// header as name (2-byte length) and value (4-byte length), body (4-byte
+// length).
+const edgeFixedSize = 4 + 32 + 8 + 8 + 2 + 1 + 2 + 4 + 2 + 4
+
+// edgeHeaderSize is the part decodeEdgeHeader reads.
+const edgeHeaderSize = 4 + 32 + 8 + 8
 
 // edgeEntrySize is the encoded size: what edge_cache_max_entry_bytes
 // bounds, the request image included.
@@ -139,6 +149,7 @@ func (e *edgeEntry) appendEntry(b []byte) ([]byte, bool) {
 	b = append(b, edgeMagic...)
 	b = append(b, e.id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.expires))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.epoch))
 	b = binary.BigEndian.AppendUint16(b, uint16(r.Status))
 	var flags byte
 	if r.BodyOmitted {
@@ -193,14 +204,14 @@ func (r *edgeReader) u32() int {
 	return 0
 }
 
-// decodeEdgeHeader reads the id and expiry only: enough to tell a miss.
-func decodeEdgeHeader(b []byte) (edgeID, int64, bool) {
-	var id edgeID
+// decodeEdgeHeader reads the id, expiry and epoch only: enough to tell a
+// miss.
+func decodeEdgeHeader(b []byte) (id edgeID, expires, epoch int64, ok bool) {
 	if len(b) < edgeFixedSize || string(b[:4]) != edgeMagic {
-		return id, 0, false
+		return id, 0, 0, false
 	}
 	copy(id[:], b[4:36])
-	return id, int64(binary.BigEndian.Uint64(b[36:44])), true
+	return id, int64(binary.BigEndian.Uint64(b[36:44])), int64(binary.BigEndian.Uint64(b[44:52])), true
 }
 
 // decodeEdgeEntry decodes b. The request image and the body alias b, so
@@ -209,12 +220,12 @@ func decodeEdgeHeader(b []byte) (edgeID, int64, bool) {
 // which a write replaces rather than changes), so they are read only and
 // never kept past the callback. Strings are copies.
 func decodeEdgeEntry(b []byte) (*edgeEntry, bool) {
-	id, expires, ok := decodeEdgeHeader(b)
+	id, expires, epoch, ok := decodeEdgeHeader(b)
 	if !ok {
 		return nil, false
 	}
-	e := &edgeEntry{id: id, expires: expires}
-	r := edgeReader{b: b[44:]}
+	e := &edgeEntry{id: id, expires: expires, epoch: epoch}
+	r := edgeReader{b: b[edgeHeaderSize:]}
 	e.resp.Status = r.u16()
 	flags := r.take(1)
 	e.fingerprint = string(r.take(r.u16()))
@@ -250,6 +261,7 @@ type slotSeen struct {
 	cas     uint32
 	mine    bool  // the slot held an entry of the record (its header at least)
 	expires int64 // that entry's expiry
+	epoch   int64 // and edge epoch
 }
 
 // readEdgeSlot reads the slot key of id: its value and what edgeStore
@@ -260,18 +272,19 @@ func readEdgeSlot(st sharedStore, key string, id *edgeID) ([]byte, slotSeen, err
 		return nil, slotSeen{}, err
 	}
 	seen := slotSeen{cas: cas}
-	if got, expires, ok := decodeEdgeHeader(b); ok && got == *id {
-		seen.mine, seen.expires = true, expires
+	if got, expires, epoch, ok := decodeEdgeHeader(b); ok && got == *id {
+		seen.mine, seen.expires, seen.epoch = true, expires, epoch
 	}
 	return b, seen, nil
 }
 
 // edgeLookup returns the live entry of id in its slot key, or nil: an
-// empty slot, another record's entry, an expired or unreadable one are
-// all misses. It also returns what it saw of the slot, for edgeStore.
-func edgeLookup(st sharedStore, key string, id *edgeID, at int64) (*edgeEntry, slotSeen) {
+// empty slot, another record's entry, an expired or unreadable one, one
+// filled under another edge epoch than epoch are all misses. It also
+// returns what it saw of the slot, for edgeStore.
+func edgeLookup(st sharedStore, key string, id *edgeID, at, epoch int64) (*edgeEntry, slotSeen) {
 	b, seen, err := readEdgeSlot(st, key, id)
-	if err != nil || !seen.mine || seen.expires <= at {
+	if err != nil || !seen.mine || seen.expires <= at || seen.epoch != epoch {
 		return nil, seen
 	}
 	e, ok := decodeEdgeEntry(b)
@@ -287,8 +300,8 @@ var errEdgeCASRetries = errors.New("shared data CAS mismatch on every retry")
 // compare-and-swap: it writes with the CAS it read, so only if nobody
 // wrote in between, and on ErrorStatusCasMismatch reads the slot again,
 // at most edgeCASRetries times in all. When the slot holds a live entry
-// of the same record that lasts at least as long, there is nothing to
-// write.
+// of the same record and edge epoch that lasts at least as long, there
+// is nothing to write.
 //
 // The first attempt starts from seen, what this stream's lookup saw,
 // instead of a fresh read, when that has a CAS: if the slot changed
@@ -300,7 +313,7 @@ var errEdgeCASRetries = errors.New("shared data CAS mismatch on every retry")
 // detect a write since the lookup, so then the slot is read first. (A
 // fresh read that finds the slot empty writes with CAS 0 too: the first
 // write of a slot is unconditional.)
-func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []byte, expires int64) error {
+func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []byte, expires, epoch int64) error {
 	for range edgeCASRetries {
 		if seen.cas == 0 {
 			var err error
@@ -308,7 +321,7 @@ func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []by
 				return err
 			}
 		}
-		if seen.mine && seen.expires >= expires {
+		if seen.mine && seen.epoch == epoch && seen.expires >= expires {
 			return nil
 		}
 		err := st.set(key, value, seen.cas)

@@ -460,20 +460,20 @@ func TestEdgeStoreCAS(t *testing.T) {
 	t.Run("conflicts then success", func(t *testing.T) {
 		f := newFakeShared()
 		f.conflicts = 3
-		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); err != nil {
+		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100, 0); err != nil {
 			t.Fatal(err)
 		}
 		if f.sets != 4 {
 			t.Errorf("sets = %d, want 4 (3 conflicts, then the write)", f.sets)
 		}
-		if e, _ := edgeLookup(f, id.slotKey(16), &id, 50); e == nil || e.expires != 100 {
+		if e, _ := edgeLookup(f, id.slotKey(16), &id, 50, 0); e == nil || e.expires != 100 {
 			t.Errorf("lookup = %+v, want the entry", e)
 		}
 	})
 	t.Run("conflicts on every retry", func(t *testing.T) {
 		f := newFakeShared()
 		f.conflicts = edgeCASRetries
-		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); !errors.Is(err, errEdgeCASRetries) {
+		if err := edgeStore(f, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100, 0); !errors.Is(err, errEdgeCASRetries) {
 			t.Fatalf("err = %v, want errEdgeCASRetries", err)
 		}
 		if f.sets != edgeCASRetries {
@@ -491,19 +491,39 @@ func TestEdgeStoreCAS(t *testing.T) {
 				f.write(key, entry(id, 500))
 			}
 		}
-		if err := edgeStore(f, key, &id, slotSeen{}, entry(id, 200), 200); err != nil {
+		if err := edgeStore(f, key, &id, slotSeen{}, entry(id, 200), 200, 0); err != nil {
 			t.Fatal(err)
 		}
 		if f.sets != 1 {
 			t.Errorf("sets = %d, want 1: the write after the conflict is skipped (the slot already holds the record, for longer)", f.sets)
 		}
-		if e, _ := edgeLookup(f, key, &id, 0); e == nil || e.expires != 500 {
+		if e, _ := edgeLookup(f, key, &id, 0, 0); e == nil || e.expires != 500 {
 			t.Errorf("lookup = %+v, want the other worker's entry (expires 500)", e)
+		}
+	})
+	t.Run("an entry of another edge epoch: a miss, and overwritten", func(t *testing.T) {
+		f := newFakeShared()
+		key := id.slotKey(16)
+		old := edgeEntry{id: id, expires: 500, epoch: 1, fingerprint: "sha256:fp", resp: api.StoredResponse{Status: 201}}
+		f.write(key, old.encode())
+		if e, _ := edgeLookup(f, key, &id, 0, 1); e == nil || e.epoch != 1 {
+			t.Errorf("lookup under epoch 1 = %+v, want the entry", e)
+		}
+		e, seen := edgeLookup(f, key, &id, 0, 2)
+		if e != nil {
+			t.Errorf("lookup under epoch 2 = %+v, want a miss", e)
+		}
+		fresh := edgeEntry{id: id, expires: 200, epoch: 2, fingerprint: "sha256:fp", resp: api.StoredResponse{Status: 201}}
+		if err := edgeStore(f, key, &id, seen, fresh.encode(), 200, 2); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := edgeLookup(f, key, &id, 0, 2); e == nil || e.expires != 200 {
+			t.Errorf("lookup under epoch 2 after the fill = %+v, want the new entry, though the old one lasted longer", e)
 		}
 	})
 	t.Run("other error", func(t *testing.T) {
 		f := newFakeShared()
-		if err := edgeStore(errShared{f}, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100); !errors.Is(err, types.ErrorStatusBadArgument) {
+		if err := edgeStore(errShared{f}, id.slotKey(16), &id, slotSeen{}, entry(id, 100), 100, 0); !errors.Is(err, types.ErrorStatusBadArgument) {
 			t.Fatalf("err = %v, want the host's error", err)
 		}
 	})
@@ -550,7 +570,7 @@ func TestEdgeStoreFromLookup(t *testing.T) {
 			if tc.before != nil {
 				f.write(key, tc.before)
 			}
-			e, seen := edgeLookup(f, key, &id, 50)
+			e, seen := edgeLookup(f, key, &id, 50, 0)
 			if e != nil {
 				t.Fatalf("lookup = %+v, want a miss", e)
 			}
@@ -558,13 +578,13 @@ func TestEdgeStoreFromLookup(t *testing.T) {
 				f.write(key, tc.between)
 			}
 			f.gets, f.sets = 0, 0
-			if err := edgeStore(f, key, &id, seen, entry(id, 200), 200); err != nil {
+			if err := edgeStore(f, key, &id, seen, entry(id, 200), 200, 0); err != nil {
 				t.Fatal(err)
 			}
 			if f.sets != tc.sets || f.gets != tc.gets {
 				t.Errorf("fill: %d writes, %d reads; want %d, %d", f.sets, f.gets, tc.sets, tc.gets)
 			}
-			got, exp, ok := decodeEdgeHeader(f.data[key])
+			got, exp, _, ok := decodeEdgeHeader(f.data[key])
 			if !ok || got != tc.want || exp != tc.expires {
 				t.Errorf("slot holds id %x… expiring %d (ok %v), want id %x… expiring %d", got[:4], exp, ok, tc.want[:4], tc.expires)
 			}

@@ -34,6 +34,11 @@ type pluginContext struct {
 	// waiters are the streams held by on_in_progress wait, by context
 	// ID; OnTick polls reserve for them.
 	waiters map[uint32]*httpContext
+	// outbox queues complete, release and abandon until acknowledged
+	// (outbox.go); epoch is the edge epoch this VM knows (epoch.go).
+	outbox outbox
+	epoch  epochState
+	tickMS uint32 // the tick period set last (updateTick)
 }
 
 // OnPluginStart implements types.PluginContext. Returning
@@ -59,6 +64,15 @@ func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPlugi
 	p.config = cfg
 	p.stats = defineStats()
 	defineMemGauges()
+	if cfg.EdgeCacheSlots > 0 {
+		for i := range cfg.Routes {
+			p.epoch.on = p.epoch.on || cfg.Routes[i].EdgeCacheTTL > 0
+		}
+	}
+	// The first edge epoch poll at once: its answer comes to this plugin
+	// context. A host that refuses callouts here gets it from the tick.
+	p.firstEpochPoll()
+	p.updateTick()
 	proxywasm.LogInfof("idempotency filter started: %d route(s), control plane cluster %q", len(cfg.Routes), cfg.ControlPlane.Cluster)
 	return types.OnPluginStartStatusOK
 }

@@ -46,7 +46,93 @@ func startHost(t testing.TB, vm types.VMContext, config string) (proxytest.HostE
 		reset()
 		t.Fatalf("StartPlugin() = %v, want OK; error logs %q", st, host.GetErrorLogs())
 	}
+	// The first tick polls the edge epoch: the edge cache serves once it
+	// is known.
+	host.Tick()
+	answerEpochPolls(t, host)
 	return host, reset
+}
+
+// pluginCallouts returns the callouts the plugin context dispatched (from
+// its tick, answered to it) to path, in order, with their index among all
+// of the plugin context's callouts. The index names a callout: the
+// emulator reuses callout IDs once answered.
+func pluginCallouts(host proxytest.HostEmulator, path string) ([]proxytest.HttpCalloutAttribute, []int) {
+	var out []proxytest.HttpCalloutAttribute
+	var idx []int
+	for i, c := range host.GetCalloutAttributesFromContext(proxytest.PluginContextID) {
+		if p, _ := header(c.Headers, ":path"); p == path {
+			out = append(out, c)
+			idx = append(idx, i)
+		}
+	}
+	return out, idx
+}
+
+// hostState is what the tests' helpers keep per emulator: the plugin
+// context's callouts answered (by index), and how edge-epoch polls are
+// answered (by tickUntil and answerEpochPolls).
+type hostState struct {
+	answered    map[int]bool
+	epoch       int64
+	epochStatus int
+}
+
+var hostStates = map[proxytest.HostEmulator]*hostState{}
+
+func stateOf(host proxytest.HostEmulator) *hostState {
+	s := hostStates[host]
+	if s == nil {
+		s = &hostState{answered: map[int]bool{}, epoch: 1, epochStatus: 200}
+		hostStates[host] = s
+	}
+	return s
+}
+
+// nextPluginCallout returns the first plugin-context callout to path not
+// yet answered through answerPlugin, and its index.
+func nextPluginCallout(host proxytest.HostEmulator, path string) (proxytest.HttpCalloutAttribute, int, bool) {
+	cs, idx := pluginCallouts(host, path)
+	for i, c := range cs {
+		if !stateOf(host).answered[idx[i]] {
+			return c, idx[i], true
+		}
+	}
+	return proxytest.HttpCalloutAttribute{}, -1, false
+}
+
+// answerPlugin answers the plugin-context callout at index i. The
+// emulator hands out callout IDs as "how many are pending", so answering
+// one while a newer one is pending makes the next dispatch reuse the
+// newer one's ID: tests answer the newest pending callout first.
+func answerPlugin(t testing.TB, host proxytest.HostEmulator, i int, status int, v any) {
+	t.Helper()
+	stateOf(host).answered[i] = true
+	answer(t, host, host.GetCalloutAttributesFromContext(proxytest.PluginContextID)[i], status, v)
+}
+
+// answerEpochPolls answers every pending edge-epoch poll as the host's
+// state says (epoch 1, 200 unless a test changed it); it returns how
+// many it answered.
+func answerEpochPolls(t testing.TB, host proxytest.HostEmulator) int {
+	t.Helper()
+	st := stateOf(host)
+	n := 0
+	for {
+		c, i, ok := nextPluginCallout(host, api.PathEdgeEpoch)
+		if !ok {
+			return n
+		}
+		if m, _ := header(c.Headers, ":method"); m != "GET" {
+			t.Errorf("edge epoch poll method = %q, want GET", m)
+		}
+		var v any = api.EdgeEpoch{Epoch: st.epoch}
+		if st.epochStatus != 200 {
+			v = nil
+		}
+		answerPlugin(t, host, i, st.epochStatus, v)
+		n++
+	}
 }
 
 // sendRequest delivers a request with its body in one chunk (none when
@@ -96,7 +182,7 @@ func decodeStrict(t *testing.T, body []byte, v any) {
 
 // answer answers callout c with a status and a JSON body (none when v is
 // nil); status 0 answers with no headers, as Envoy does on a timeout.
-func answer(t *testing.T, host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute, status int, v any) {
+func answer(t testing.TB, host proxytest.HostEmulator, c proxytest.HttpCalloutAttribute, status int, v any) {
 	t.Helper()
 	var body []byte
 	if v != nil {
@@ -110,6 +196,14 @@ func answer(t *testing.T, host proxytest.HostEmulator, c proxytest.HttpCalloutAt
 		headers = [][2]string{{":status", itoa(status)}, {"content-type", "application/json"}}
 	}
 	host.CallOnHttpCallResponse(c.CalloutID, headers, nil, body)
+}
+
+// tickFor ticks the plugin until cond holds, at most 5 s; see tickUntil.
+func tickFor(t *testing.T, host proxytest.HostEmulator, what string, cond func() bool) {
+	t.Helper()
+	if !tickUntil(t, host, cond) {
+		t.Fatalf("no %s within 5 s of ticks", what)
+	}
 }
 
 func itoa(n int) string {

@@ -23,6 +23,7 @@ const (
 	phaseAnswered                // the filter answered the client itself
 	phaseForwarded               // the key is ours (token): the request went upstream
 	phaseWaiting                 // on_in_progress wait: held until the plugin's tick polls reserve again
+	phaseGone                    // the stream ended before the filter was done with it: only the plugin context acts
 )
 
 // httpContext is created per HTTP stream. Every path that pauses the
@@ -60,6 +61,20 @@ type httpContext struct {
 	// on_in_progress wait: when the wait ends and when to poll next
 	// (now() nanoseconds); waitUntil is 0 until the first in_progress.
 	waitUntil, nextPoll int64
+	// lastLeaseMS is the holder's remaining lease the last in_progress
+	// answer gave, for the Retry-After of a wait that ends without one.
+	lastLeaseMS int64
+
+	// holder is the holder id of the last reserve attempt; reservedAt
+	// is now() when it was dispatched (the record lives at most its TTL
+	// from then, which bounds the retries of its outcome calls).
+	holder     string
+	reservedAt int64
+	// edgeEpoch is what an edge entry this request fills carries: the
+	// edge epoch the VM knew when it dispatched the call whose answer
+	// fills it (the reserve, or the complete); no fill unless known.
+	edgeEpoch      int64
+	edgeEpochKnown bool
 
 	resp response
 }
@@ -182,7 +197,11 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		c.edgeOn = true
 		c.edge = newEdgeID(c.plugin.config.ControlPlane.Cluster, c.scope, c.key)
 		c.edgeKey = c.edge.slotKey(slots)
-		e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now())
+		// Until the VM knows the edge epoch it replays nothing: it
+		// cannot tell which entries predate an operator's change.
+		if epoch, known := c.plugin.edgeEpoch(); known {
+			e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now(), epoch)
+		}
 		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
 			c.fp = e.fingerprint
 			return c.completed(&e.resp, true)
@@ -213,21 +232,41 @@ func (c *httpContext) reserve(body []byte) types.Action {
 	return types.ActionPause
 }
 
-// dispatchReserve asks the control plane for the key; onReserve gets the
-// answer.
+// dispatchReserve asks the control plane for the key under a new holder
+// id; onReserve gets the answer. The route's on_indeterminate goes with
+// it: the control plane applies it should the lease end without word.
 func (c *httpContext) dispatchReserve() error {
 	r := c.route
+	c.holder = newHolder()
 	req := api.ReserveRequest{
 		Scope: c.scope, Key: c.key, Fingerprint: c.fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), Holder: c.holder,
 	}
 	c.phase = phaseReserving
+	c.reservedAt = now()
+	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
 	return dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req), c.onReserve)
+}
+
+// leaseEnd is the wire value of a route's on_indeterminate.
+func leaseEnd(o policy.OnIndeterminate) string {
+	if o == policy.ReleaseKey {
+		return api.LeaseRelease
+	}
+	return api.LeaseLock
 }
 
 // onReserve acts on the control plane's answer; the request is held until
 // it resumes or is answered here.
 func (c *httpContext) onReserve(status int, body []byte) {
+	if c.phase == phaseGone {
+		// A poll's answer, heard by the plugin context after the stream
+		// ended (the stream's own late answers never arrive: the SDK drops
+		// them).
+		c.lateReserveAnswer(status, body)
+		return
+	}
 	if c.phase != phaseReserving {
 		return
 	}
@@ -235,28 +274,25 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		// A poll dispatched from the plugin's tick: its answer comes to
 		// the plugin context; act on the stream.
 		if err := proxywasm.SetEffectiveContext(c.id); err != nil {
-			c.phase = phaseAnswered // the stream is gone
+			c.phase = phaseGone
+			c.lateReserveAnswer(status, body)
 			return
 		}
 	}
 	if status != 200 {
-		reason := fmt.Sprintf("reserve answered %d", status)
-		if status == 0 {
-			reason = "reserve got no answer (timeout or connection failure)"
-		}
-		c.controlPlaneFailed(reason, true)
+		c.reserveFailed("reserve " + answerReason(status))
 		return
 	}
 	rr, err := decodeReserveResponse(body)
 	if err != nil {
-		c.controlPlaneFailed("reserve answer unreadable: "+err.Error(), true)
+		c.reserveFailed("reserve answer unreadable: " + err.Error())
 		return
 	}
 	st := &c.plugin.stats
 	switch rr.Outcome {
 	case api.Acquired:
 		if rr.Token == "" {
-			c.controlPlaneFailed("reserve acquired without a token", true)
+			c.reserveFailed("reserve acquired without a token")
 			return
 		}
 		c.token = rr.Token
@@ -271,14 +307,72 @@ func (c *httpContext) onReserve(status int, body []byte) {
 	case api.Mismatch:
 		c.mismatch()
 	case api.InProgress:
+		c.lastLeaseMS = rr.LeaseRemainingMS
 		if c.route.OnInProgress == policy.Wait && c.wait() {
 			return
 		}
-		st.conflicts.Increment(1)
-		c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(rr.LeaseRemainingMS))
+		c.inProgress()
+	case api.Indeterminate:
+		// Waiting would not help: nothing will resolve it but an
+		// operator or the record's TTL.
+		st.indeterminate.Increment(1)
+		c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
 	default:
-		c.controlPlaneFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true)
+		c.reserveFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome))
 	}
+}
+
+// inProgress answers the 409 of a request whose original is in progress.
+func (c *httpContext) inProgress() {
+	c.plugin.stats.conflicts.Increment(1)
+	c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(c.lastLeaseMS))
+}
+
+// reserveFailed handles a reserve that got no usable answer, in a
+// callout callback (or the tick) acting on the stream. Once the control
+// plane has said "in progress" for this request (a poll of
+// on_in_progress wait failed), the route's failure mode does not apply:
+// forwarding it would run a request the control plane knows to be in
+// progress elsewhere (issue 10, case 9), and refusing it 503 would hide
+// that. The duplicate keeps waiting until wait_timeout, then gets the
+// 409 in progress.
+func (c *httpContext) reserveFailed(reason string) {
+	if c.waitUntil == 0 {
+		c.controlPlaneFailed(reason, true)
+		return
+	}
+	c.plugin.stats.controlPlaneError.Increment(1)
+	proxywasm.LogWarnf("idempotency filter: control plane failed (%s) while %s %s waits for a request in progress: waiting on", reason, c.method, c.target)
+	if c.wait() {
+		return
+	}
+	c.inProgress()
+}
+
+// lateReserveAnswer handles a reserve answer for a stream that is gone:
+// if it acquired the key, the key is released by its token at once
+// (issue 10, case 8). The release by holder queued when the stream ended
+// covers the answers never heard.
+func (c *httpContext) lateReserveAnswer(status int, body []byte) {
+	if status != 200 {
+		return
+	}
+	rr, err := decodeReserveResponse(body)
+	if err != nil || rr.Outcome != api.Acquired || rr.Token == "" {
+		return
+	}
+	c.token = rr.Token
+	proxywasm.LogWarnf("idempotency filter: reserve acquired for %s %s after its client left: releasing it", c.method, c.target)
+	p := c.plugin
+	if p.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, c.token, ""), c.outcomeDeadline(), 0) {
+		p.serveOutbox(now()) // this callback runs in the plugin context
+	}
+}
+
+// outcomeDeadline is when the record of the last reserve ends at the
+// latest: its TTL from the reserve.
+func (c *httpContext) outcomeDeadline() int64 {
+	return c.reservedAt + c.route.TTL.Nanoseconds()
 }
 
 // wait holds a duplicate of a request in progress (on_in_progress wait):
@@ -335,7 +429,7 @@ func (c *httpContext) mismatch() types.Action {
 // when that fits, else not at all. A failure costs only a later callout.
 func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	r := c.route
-	if !c.edgeOn {
+	if !c.edgeOn || !c.edgeEpochKnown {
 		return
 	}
 	image, seen := c.image, c.edgeSeen
@@ -346,7 +440,7 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		return
 	}
-	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), fingerprint: c.fp, request: image, resp: *resp}
+	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), epoch: c.edgeEpoch, fingerprint: c.fp, request: image, resp: *resp}
 	b, ok := e.appendEntry(edgeBuf[:0])
 	if cap(b) <= maxEdgeBuf {
 		edgeBuf = b[:0]
@@ -354,7 +448,7 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	if !ok {
 		return
 	}
-	if err := edgeStore(hostShared{}, c.edgeKey, &c.edge, seen, b, e.expires); err != nil {
+	if err := edgeStore(hostShared{}, c.edgeKey, &c.edge, seen, b, e.expires, e.epoch); err != nil {
 		proxywasm.LogWarnf("idempotency filter: edge cache: %v", err)
 	}
 }

@@ -77,6 +77,10 @@ func TestReserveOutcomes(t *testing.T) {
 			name: "in progress, lease about to end", status: 200, answer: api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 0},
 			want: 409, title: "A request is outstanding for this Idempotency-Key", retryAfter: "1",
 		},
+		{
+			name: "indeterminate: its own 409, no Retry-After", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: 86379000},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", counter: "idemgate.indeterminate",
+		},
 		{name: "control plane 500, fail-closed", status: 500, answer: api.Problem{Title: "x", Status: 500}, want: 503, title: "Idempotency service unavailable", retryAfter: "1", counter: "idemgate.controlplane_errors"},
 		{name: "control plane timeout, fail-closed", status: 0, want: 503, title: "Idempotency service unavailable", retryAfter: "1", counter: "idemgate.controlplane_errors"},
 		{name: "control plane 401, fail-closed", status: 401, answer: api.Problem{Title: "x", Status: 401}, want: 503, title: "Idempotency service unavailable", retryAfter: "1"},

@@ -29,8 +29,14 @@ type response struct {
 	// route's MaxStoredResponseBytes (see storedSize).
 	hdrSize int
 	size    int // body bytes so far (cumulative after a pause)
-	// stored is what complete sent, for the edge cache once it succeeds.
+	// stored is what complete sent, for the edge cache once it succeeds
+	// and for the queue should it fail.
 	stored *api.StoredResponse
+	// outcome is the path of the call finish sent (complete or release);
+	// inFlight says its first attempt is unanswered, held for or not (a
+	// response over the cap flows on at once).
+	outcome  string
+	inFlight bool
 }
 
 // storedSize counts a stored response's status and headers as the
@@ -58,6 +64,15 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		return types.ActionContinue
 	}
 	notExecuted := stripHeader(c.matched.NotExecutedHeader)
+	if c.phase == phaseForwarded && c.resp.phase == respBuffering {
+		// Response headers again while the body was buffered: the proxy
+		// replaced the upstream's response with its own (a local reply
+		// mid-response, say on a buffer overflow). What the upstream sent
+		// is lost: indeterminate, never stored as a status-only record.
+		c.resp.phase = respDone
+		c.indeterminate("its response was replaced by the proxy")
+		return types.ActionContinue
+	}
 	if c.phase != phaseForwarded || c.resp.phase != respNone {
 		return types.ActionContinue
 	}
@@ -194,30 +209,34 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 		stored.Headers = c.resp.headers
 	}
 	c.resp.stored = &stored
+	// The entry complete's answer fills holds what the control plane
+	// keeps as of that answer: an operator's change to the record before
+	// it makes complete fail (the token no longer holds), one after it
+	// changes the epoch known now.
+	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
 	req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored}
 	return c.finish(api.PathComplete, appendComplete(calloutBuf[:0], &req))
 }
 
-func (c *httpContext) releaseRequest() api.ReleaseRequest {
-	return api.ReleaseRequest{Scope: c.scope, Key: c.key, Token: c.token}
-}
-
 // releaseBody is the JSON of releaseRequest, in calloutBuf.
 func (c *httpContext) releaseBody() []byte {
-	return appendTokenCall(calloutBuf[:0], c.scope, c.key, c.token)
+	return appendRelease(calloutBuf[:0], c.scope, c.key, c.token, "")
 }
 
 // finish sends complete or release (body: its JSON, in calloutBuf) and
-// holds the response for that one call. A failure is logged and counted
-// and the response flows on: after a failed complete the key stays
-// locked until its lease ends, which is safe (never released silently);
-// after a failed release a retry gets 409 until then.
+// holds the response for that one call, the first attempt. If it fails,
+// the call goes to the plugin's queue (outbox.go), which retries it until
+// acknowledged, and the response flows on; a definitive refusal (a stale
+// token) is counted and logged.
 func (c *httpContext) finish(path string, body []byte) types.Action {
 	c.resp.phase = respWaiting
+	c.resp.outcome = path
+	c.resp.inFlight = true
 	err := dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, body, func(status int, _ []byte) {
+		c.resp.inFlight = false
 		switch {
 		case status != 200:
-			c.finishFailed(path, fmt.Sprintf("answered %d", status))
+			c.finishFailed(path, status)
 		case path == api.PathComplete && c.resp.stored != nil:
 			c.edgeFill(c.resp.stored)
 		}
@@ -229,62 +248,93 @@ func (c *httpContext) finish(path string, body []byte) types.Action {
 		}
 	})
 	if err != nil {
-		c.finishFailed(path, err.Error())
+		c.resp.inFlight = false
+		c.plugin.stats.controlPlaneError.Increment(1)
+		proxywasm.LogWarnf("idempotency filter: %s: %v; queued for retry", path, err)
+		c.queueOutcome(path, 0)
 		c.resp.phase = respDone
 		return types.ActionContinue
 	}
 	return types.ActionPause
 }
 
-func (c *httpContext) finishFailed(path, reason string) {
-	c.plugin.stats.controlPlaneError.Increment(1)
-	if reason == "answered 0" {
-		reason = "got no answer (timeout or connection failure)"
-	}
-	proxywasm.LogErrorf("idempotency filter: %s %s; the key stays locked until its lease (%v) ends", path, reason, c.route.Lease)
-}
-
-// OnHttpStreamDone implements types.HttpContext. A request that went
-// upstream and got no response is indeterminate: the operation may have
-// run. The route's on_indeterminate decides: lock (abandon: the key is
-// marked indeterminate, retries get 409, an operator or the TTL resolves
-// it) or release. Nobody waits for these calls.
-func (c *httpContext) OnHttpStreamDone() {
-	streamEnded()
-	if c.phase == phaseWaiting || c.phase == phaseReserving {
-		c.phase = phaseAnswered // the client went away: the tick drops it, a late answer is ignored
-	}
-	if c.phase != phaseForwarded {
+// finishFailed handles a failed first attempt: queued when it may
+// succeed later, else (the control plane refused it for good) counted.
+func (c *httpContext) finishFailed(path string, status int) {
+	st := &c.plugin.stats
+	st.controlPlaneError.Increment(1)
+	if !retryable(status) {
+		st.outcomesRefused.Increment(1)
+		proxywasm.LogErrorf("idempotency filter: %s refused by the control plane (%d): not retried", path, status)
 		return
 	}
-	switch c.resp.phase {
-	case respNone:
-		c.indeterminate("got no response")
-	case respBuffering:
-		// The upstream answered, but the stream ended before its body did:
-		// the operation ran with that status; keep the status.
-		path := api.PathComplete
-		req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token,
-			Response: api.StoredResponse{Status: c.resp.status, BodyOmitted: true}}
-		if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
-			c.finishFailed(path, err.Error())
+	proxywasm.LogWarnf("idempotency filter: %s %s; queued for retry", path, answerReason(status))
+	c.queueOutcome(path, 1)
+}
+
+// queueOutcome queues the call path of this reservation (complete,
+// release or abandon), encoded anew: calloutBuf has moved on. tries is
+// how many attempts were already made.
+func (c *httpContext) queueOutcome(path string, tries int) {
+	var body []byte
+	switch {
+	case path == api.PathComplete && c.resp.stored != nil:
+		req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: *c.resp.stored}
+		body = appendComplete(nil, &req)
+	case path == api.PathAbandon:
+		body = appendAbandon(nil, c.scope, c.key, c.token)
+	default:
+		path = api.PathRelease
+		body = appendRelease(nil, c.scope, c.key, c.token, "")
+	}
+	c.plugin.enqueueOutcome(path, body, c.outcomeDeadline(), tries)
+}
+
+// OnHttpStreamDone implements types.HttpContext. What the stream leaves
+// unsaid goes to the plugin's queue, whose tick sends it (the SDK would
+// drop the answer to a call this ended stream dispatched):
+//
+//   - a reserve in flight: release by holder, so that a reservation
+//     acquired after the client left is freed, or fenced out should the
+//     reserve arrive later (issue 10, case 8);
+//   - a request that went upstream without a complete response
+//     (none, or cut while buffered): indeterminate, the operation may
+//     have run; the route's on_indeterminate decides (abandon or
+//     release);
+//   - a complete or release whose first attempt is unanswered (the
+//     response held for it, or flowing on past the cap): sent again (a
+//     duplicate of one that landed changes nothing; the control plane
+//     may refuse it as stale).
+func (c *httpContext) OnHttpStreamDone() {
+	streamEnded()
+	switch c.phase {
+	case phaseWaiting:
+		c.phase = phaseGone // the tick drops it
+	case phaseReserving:
+		c.phase = phaseGone
+		p := c.plugin
+		p.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, "", c.holder), c.outcomeDeadline(), 0)
+	case phaseForwarded:
+		switch {
+		case c.resp.inFlight:
+			c.queueOutcome(c.resp.outcome, 1)
+		case c.resp.phase == respNone:
+			c.indeterminate("got no response")
+		case c.resp.phase == respBuffering:
+			c.indeterminate("its response ended before its body did")
 		}
+		c.phase = phaseGone
 	}
 }
 
 // indeterminate handles a request that went upstream without an answer
 // from the upstream: the route's on_indeterminate decides between abandon
-// (lock) and release. Nobody waits for the call.
+// (lock) and release. The call goes through the queue.
 func (c *httpContext) indeterminate(what string) {
-	var path string
-	var req any
+	path := api.PathAbandon
 	if c.route.OnIndeterminate == policy.ReleaseKey {
-		path, req = api.PathRelease, c.releaseRequest()
-	} else {
-		path, req = api.PathAbandon, api.AbandonRequest{Scope: c.scope, Key: c.key, Token: c.token}
+		path = api.PathRelease
 	}
 	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
-	if err := callControlPlane(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, req, nil); err != nil {
-		c.finishFailed(path, err.Error())
-	}
+	c.queueOutcome(path, 0)
 }

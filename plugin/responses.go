@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/policy"
@@ -32,6 +33,9 @@ var (
 	probPrincipalMissing = problem{401, "urn:idemgate:problem:principal-missing", "The request carries no principal"}
 	// A governed request with a compressed body.
 	probContentEncoding = problem{415, "urn:idemgate:problem:content-encoding", "Content-Encoding is not supported"}
+	// probIndeterminate has no Retry-After: retrying will not help; an
+	// operator or a new key will.
+	probIndeterminate = problem{409, "urn:idemgate:problem:indeterminate", "The outcome of the request with this Idempotency-Key is unknown"}
 )
 
 // sendProblem answers the client with p; retryAfter > 0 adds Retry-After
@@ -64,6 +68,10 @@ func sendReplay(r *policy.Route, stored *api.StoredResponse) {
 // replayHeaders keeps the headers a route replays and that the control
 // plane accepts (RFC 9110 names, no CR, LF or NUL in values). It serves
 // both directions: what complete stores and what a replay returns.
+//
+// Values are made valid UTF-8 here, each invalid byte becoming U+FFFD as
+// JSON carries it to the control plane, so that the edge cache stores
+// and replays the very bytes a replay from the control plane returns.
 func replayHeaders(r *policy.Route, in [][2]string) [][2]string {
 	var out [][2]string
 	for _, kv := range in {
@@ -71,13 +79,33 @@ func replayHeaders(r *policy.Route, in [][2]string) [][2]string {
 		if !r.ReplayHeader(name) {
 			continue
 		}
-		h := [2]string{name, kv[1]}
+		h := [2]string{name, validUTF8(kv[1])}
 		if api.ValidateHeaders([][2]string{h}) != nil {
 			continue
 		}
 		out = append(out, h)
 	}
 	return out
+}
+
+// validUTF8 returns s with each byte that is not part of valid UTF-8
+// replaced by U+FFFD, as encoding/json writes it (strings.ToValidUTF8
+// would replace a run of them with one).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = utf8.AppendRune(b, utf8.RuneError)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(b)
 }
 
 func asciiLower(s string) string {

@@ -7,9 +7,15 @@ import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 // returns the same metric, so every plugin context may define them.
 //
 // Every governed request ends in exactly one of: executions, replays
-// (edge or control plane), mismatches, conflicts, fail_open, or an
-// answer of the filter's own (400, 413, 503: controlplane_errors counts
-// the last).
+// (edge or control plane), mismatches, conflicts, indeterminate,
+// fail_open, or an answer of the filter's own (400, 413, 503:
+// controlplane_errors counts the last).
+//
+// Every outcome call (complete, release, abandon) that enters the queue
+// (outbox.go) ends as exactly one of outcomes_delivered, outcomes_refused
+// or outcomes_dropped, or is still pending (outcomes_pending). A first
+// complete or release the stream sent itself and that succeeded counts in
+// none of them; one the control plane refused counts in outcomes_refused.
 type stats struct {
 	governed            proxywasm.MetricCounter // requests a route governs and that carry a key
 	executions          proxywasm.MetricCounter // governed requests that acquired their key and went upstream
@@ -17,11 +23,20 @@ type stats struct {
 	replaysControlPlane proxywasm.MetricCounter // stored responses the control plane's reserve returned
 	mismatches          proxywasm.MetricCounter // 422: key reused with another payload (edge or control plane)
 	conflicts           proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
+	indeterminate       proxywasm.MetricCounter // 409: the original's outcome is unknown (reserve answered indeterminate)
 	waits               proxywasm.MetricCounter // polls scheduled for duplicates held by on_in_progress wait
 	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
 	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
 	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
-	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200
+	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200 (edge epoch polls aside)
+	edgeEpochErrors     proxywasm.MetricCounter // edge epoch polls that failed (epoch.go): one a second per VM while the control plane is down
+
+	outcomesQueued    proxywasm.MetricCounter // outcome calls that entered the queue
+	outcomesRetried   proxywasm.MetricCounter // queued attempts after the call's first
+	outcomesDelivered proxywasm.MetricCounter // queued calls the control plane acknowledged
+	outcomesRefused   proxywasm.MetricCounter // calls the control plane refused for good (a stale token, a 4xx)
+	outcomesDropped   proxywasm.MetricCounter // queued calls given up: the queue was full, or the record's TTL passed
+	outcomesPending   proxywasm.MetricGauge   // calls in the queue now (set by each VM: the last to report)
 	// controlPlaneLatency records every callout's time to its answer (or
 	// timeout), in milliseconds.
 	controlPlaneLatency proxywasm.MetricHistogram
@@ -35,11 +50,19 @@ func defineStats() stats {
 		replaysControlPlane: proxywasm.DefineCounterMetric("idemgate.replays_controlplane"),
 		mismatches:          proxywasm.DefineCounterMetric("idemgate.mismatches"),
 		conflicts:           proxywasm.DefineCounterMetric("idemgate.conflicts"),
+		indeterminate:       proxywasm.DefineCounterMetric("idemgate.indeterminate"),
 		waits:               proxywasm.DefineCounterMetric("idemgate.waits"),
 		bypassNoRoute:       proxywasm.DefineCounterMetric("idemgate.bypassed_no_route"),
 		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
 		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
 		controlPlaneError:   proxywasm.DefineCounterMetric("idemgate.controlplane_errors"),
+		edgeEpochErrors:     proxywasm.DefineCounterMetric("idemgate.edge_epoch_errors"),
 		controlPlaneLatency: proxywasm.DefineHistogramMetric("idemgate.controlplane_latency_ms"),
+		outcomesQueued:      proxywasm.DefineCounterMetric("idemgate.outcomes_queued"),
+		outcomesRetried:     proxywasm.DefineCounterMetric("idemgate.outcomes_retried"),
+		outcomesDelivered:   proxywasm.DefineCounterMetric("idemgate.outcomes_delivered"),
+		outcomesRefused:     proxywasm.DefineCounterMetric("idemgate.outcomes_refused"),
+		outcomesDropped:     proxywasm.DefineCounterMetric("idemgate.outcomes_dropped"),
+		outcomesPending:     proxywasm.DefineGaugeMetric("idemgate.outcomes_pending"),
 	}
 }

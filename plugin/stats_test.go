@@ -55,9 +55,11 @@ func TestStats(t *testing.T) {
 				reserve(t, host, withKey(`"k3"`), paymentBody, 200, api.ReserveResponse{Outcome: api.Mismatch})
 				reserve(t, host, withKey(`"k4"`), paymentBody, 200, api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 10})
 				reserve(t, host, withKey(`"k5"`), paymentBody, 500, api.Problem{Title: "x", Status: 500}) // 503
+				reserve(t, host, withKey(`"k6"`), paymentBody, 200, api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: 1000})
 			},
 			want: map[string]uint64{
-				"idemgate.requests_governed":    7,
+				"idemgate.indeterminate":        1,
+				"idemgate.requests_governed":    8,
 				"idemgate.executions":           1,
 				"idemgate.replays_edge":         1,
 				"idemgate.replays_controlplane": 1,

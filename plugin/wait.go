@@ -9,10 +9,13 @@ import (
 // on_in_progress wait. proxy-wasm has no timer per stream, so the plugin
 // context keeps the held duplicates and, while any waits, ticks every
 // waitTickMS: a waiter whose next poll is due gets its reserve sent again
-// (from the tick, acting on the stream through its effective context).
-// The poll's answer is handled like the first one: acquired (the
-// original released the key) forwards, completed replays, in_progress
-// waits again until wait_timeout, then 409.
+// from the tick, so that the answer comes to the plugin context (and is
+// heard even if the client has left: a poll that acquired the key for a
+// stream that is gone is released at once). The poll's answer is handled
+// like the first one: acquired (the original released the key) forwards,
+// completed replays, indeterminate answers its 409 at once, in_progress
+// waits again until wait_timeout, then 409. A poll that fails keeps the
+// duplicate waiting, whatever failure_mode says (reserveFailed).
 
 const (
 	waitTickMS = 10
@@ -26,8 +29,7 @@ func pollInterval(waitTimeout time.Duration) time.Duration {
 	return min(max(waitTimeout/50, 10*time.Millisecond), 100*time.Millisecond)
 }
 
-// addWaiter keeps c for the tick, starting the tick with the first; false
-// when maxWaiters already wait.
+// addWaiter keeps c for the tick; false when maxWaiters already wait.
 func (p *pluginContext) addWaiter(c *httpContext) bool {
 	if p.waiters == nil {
 		p.waiters = map[uint32]*httpContext{}
@@ -35,22 +37,21 @@ func (p *pluginContext) addWaiter(c *httpContext) bool {
 	if len(p.waiters) >= maxWaiters {
 		return false
 	}
-	if len(p.waiters) == 0 {
-		if err := proxywasm.SetTickPeriodMilliSeconds(waitTickMS); err != nil {
-			proxywasm.LogErrorf("idempotency filter: set tick period: %v", err)
-			return false
-		}
-	}
 	p.waiters[c.id] = c
+	p.updateTick()
 	return true
 }
 
 // OnTick implements types.PluginContext: polls reserve for every waiter
-// whose time has come, drops those whose stream ended, and stops the
-// tick when nobody waits.
+// whose time has come (dropping those whose stream ended), sends the
+// queued outcome calls that are due, and polls the edge epoch. Every
+// callout it dispatches belongs to the plugin context, so its answer is
+// heard even when the stream that wanted it has ended.
 func (p *pluginContext) OnTick() {
+	if p.config == nil {
+		return
+	}
 	t := now()
-	polled := false
 	for id, c := range p.waiters {
 		if c.phase != phaseWaiting {
 			delete(p.waiters, id)
@@ -60,21 +61,17 @@ func (p *pluginContext) OnTick() {
 			continue
 		}
 		delete(p.waiters, id)
-		polled = true
-		if err := proxywasm.SetEffectiveContext(id); err != nil {
-			c.phase = phaseAnswered // the stream is gone
-			continue
-		}
 		if err := c.dispatchReserve(); err != nil {
-			c.controlPlaneFailed(err.Error(), true)
+			// Answering acts on the stream: make it the effective one.
+			if proxywasm.SetEffectiveContext(id) != nil {
+				c.phase = phaseGone
+				continue
+			}
+			c.reserveFailed(err.Error())
+			_ = proxywasm.SetEffectiveContext(p.id) // back to the plugin's own context
 		}
 	}
-	if polled {
-		_ = proxywasm.SetEffectiveContext(p.id) // back to the plugin's own context
-	}
-	if len(p.waiters) == 0 {
-		if err := proxywasm.SetTickPeriodMilliSeconds(0); err != nil {
-			proxywasm.LogErrorf("idempotency filter: stop tick: %v", err)
-		}
-	}
+	p.serveOutbox(t)
+	p.pollEpoch(t)
+	p.updateTick()
 }

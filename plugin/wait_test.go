@@ -15,10 +15,13 @@ var waitConfig = []string{`"on_in_progress": "conflict"`, `"on_in_progress": "wa
 
 // tickUntil ticks the plugin (and lets time pass) until cond holds;
 // false after 5 s. Natively the clock is real; under wazero the guest's
-// clock is the runtime's fake one, which advances on every read.
-func tickUntil(host proxytest.HostEmulator, cond func() bool) bool {
+// clock is the runtime's fake one, which advances on every read. Edge
+// epoch polls a tick sends are answered at once (the newest callouts:
+// see answerPlugin).
+func tickUntil(t testing.TB, host proxytest.HostEmulator, cond func() bool) bool {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		host.Tick()
+		answerEpochPolls(t, host)
 		if cond() {
 			return true
 		}
@@ -67,22 +70,29 @@ func TestOnInProgressWait(t *testing.T) {
 				if p := host.GetTickPeriod(); p != waitTickMS {
 					t.Errorf("tick period = %d while held, want %d", p, waitTickMS)
 				}
-				callouts := func() int { return len(host.GetCalloutAttributesFromContext(id)) }
+				// Polls go out from the plugin's tick and are answered to
+				// the plugin context; callouts counts the reserve and them.
+				callouts := func() int {
+					polls, _ := pluginCallouts(host, api.PathReserve)
+					return 1 + len(polls)
+				}
 
 				if tc.leave {
 					host.CompleteHttpContext(id)
 					for range 300 {
 						host.Tick()
+						answerEpochPolls(t, host)
 						time.Sleep(time.Millisecond / 4)
 					}
 					if n := callouts(); n != 1 {
 						t.Errorf("callouts = %d after the client left, want 1", n)
 					}
 				} else if tc.then != nil {
-					if !tickUntil(host, func() bool { return callouts() == 2 }) {
+					if !tickUntil(t, host, func() bool { return callouts() == 2 }) {
 						t.Fatal("no poll within 5 s")
 					}
-					answer(t, host, nthCallout(t, host, id, 1, api.PathReserve), 200, *tc.then)
+					_, idx, _ := nextPluginCallout(host, api.PathReserve)
+					answerPlugin(t, host, idx, 200, *tc.then)
 					if tc.then.Outcome == api.Acquired {
 						if r := host.GetSentLocalResponse(id); r != nil {
 							t.Fatalf("local response %d %s, want the request resumed", r.StatusCode, r.Data)
@@ -95,9 +105,10 @@ func TestOnInProgressWait(t *testing.T) {
 					}
 				} else {
 					answered := 1
-					ok := tickUntil(host, func() bool {
+					ok := tickUntil(t, host, func() bool {
 						for ; answered < callouts(); answered++ {
-							answer(t, host, nthCallout(t, host, id, answered, api.PathReserve), 200, inProgress)
+							_, idx, _ := nextPluginCallout(host, api.PathReserve)
+							answerPlugin(t, host, idx, 200, inProgress)
 						}
 						return host.GetSentLocalResponse(id) != nil
 					})
@@ -117,8 +128,9 @@ func TestOnInProgressWait(t *testing.T) {
 					}
 				}
 				host.Tick()
-				if p := host.GetTickPeriod(); p != 0 {
-					t.Errorf("tick period = %d once nobody waits, want 0", p)
+				answerEpochPolls(t, host)
+				if p := host.GetTickPeriod(); p != uint32(api.EdgeEpochPoll.Milliseconds()) {
+					t.Errorf("tick period = %d once nobody waits, want %d (the edge epoch poll)", p, api.EdgeEpochPoll.Milliseconds())
 				}
 				if errs := host.GetErrorLogs(); len(errs) != 0 {
 					t.Errorf("error logs: %q", errs)
@@ -126,6 +138,89 @@ func TestOnInProgressWait(t *testing.T) {
 				if !tc.leave {
 					host.CompleteHttpContext(id)
 				}
+			})
+		}
+	})
+}
+
+// TestWaitAfterInProgress (issue 10, cases 9 and 12): once the control
+// plane has said "in progress", a failed poll never forwards the request,
+// whatever failure_mode says: the duplicate keeps waiting, then gets the
+// 409 in progress. A poll answered indeterminate ends the wait at once.
+func TestWaitAfterInProgress(t *testing.T) {
+	failOpen := []string{`"failure_mode": "closed"`, `"failure_mode": "open"`}
+	tests := []struct {
+		name     string
+		config   []string
+		polls    []int // statuses of the poll answers (in_progress for 200), repeated until the wait ends
+		indet    bool  // the first poll answers indeterminate
+		want     int
+		title    string
+		counters map[string]uint64
+	}{
+		{name: "fail-open, polls fail: 409, never forwarded", config: failOpen, polls: []int{503, 0},
+			want: 409, title: "A request is outstanding for this Idempotency-Key",
+			counters: map[string]uint64{"idemgate.fail_open": 0, "idemgate.executions": 0, "idemgate.conflicts": 1}},
+		{name: "fail-closed, polls fail: 409 too", polls: []int{500},
+			want: 409, title: "A request is outstanding for this Idempotency-Key",
+			counters: map[string]uint64{"idemgate.fail_open": 0, "idemgate.conflicts": 1}},
+		{name: "fail-open, polls fail then in progress: 409", config: failOpen, polls: []int{0, 200},
+			want: 409, title: "A request is outstanding for this Idempotency-Key",
+			counters: map[string]uint64{"idemgate.fail_open": 0, "idemgate.executions": 0}},
+		{name: "poll answers indeterminate: 409 indeterminate at once", indet: true,
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown",
+			counters: map[string]uint64{"idemgate.indeterminate": 1, "idemgate.conflicts": 0}},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, append(append([]string{}, waitConfig...), tc.config...)...))
+				defer reset()
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+				answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 200, api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 1500})
+				n := 0
+				tickFor(t, host, "answer to the client", func() bool {
+					for {
+						c, idx, ok := nextPluginCallout(host, api.PathReserve)
+						if !ok {
+							break
+						}
+						var rq api.ReserveRequest
+						decodeStrict(t, c.Body, &rq)
+						status := 200
+						if len(tc.polls) > 0 {
+							status = tc.polls[min(n, len(tc.polls)-1)]
+						}
+						switch {
+						case tc.indet:
+							answerPlugin(t, host, idx, 200, api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: 86379000})
+						case status == 200:
+							answerPlugin(t, host, idx, 200, api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 1500})
+						default:
+							answerPlugin(t, host, idx, status, nil)
+						}
+						n++
+						if r := host.GetSentLocalResponse(id); r == nil && host.GetCurrentHttpStreamAction(id) != types.ActionPause {
+							t.Fatalf("poll %d: the request was resumed (forwarded)", n)
+						}
+					}
+					return host.GetSentLocalResponse(id) != nil
+				})
+				retryAfter := "2"
+				if tc.indet {
+					retryAfter = ""
+					if n != 1 {
+						t.Errorf("polls = %d, want 1: indeterminate ends the wait", n)
+					}
+				}
+				checkProblem(t, host.GetSentLocalResponse(id), tc.want, tc.title, "", retryAfter)
+				for name, want := range tc.counters {
+					if got := counter(t, host, name); got != want {
+						t.Errorf("%s = %d, want %d", name, got, want)
+					}
+				}
+				host.CompleteHttpContext(id)
 			})
 		}
 	})

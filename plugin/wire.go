@@ -28,9 +28,9 @@ func appendCalloutBody(dst []byte, req any) ([]byte, error) {
 	case api.CompleteRequest:
 		return appendComplete(dst, &r), nil
 	case api.ReleaseRequest:
-		return appendTokenCall(dst, r.Scope, r.Key, r.Token), nil
+		return appendRelease(dst, r.Scope, r.Key, r.Token, r.Holder), nil
 	case api.AbandonRequest:
-		return appendTokenCall(dst, r.Scope, r.Key, r.Token), nil
+		return appendAbandon(dst, r.Scope, r.Key, r.Token), nil
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -53,6 +53,14 @@ func appendReserve(dst []byte, r *api.ReserveRequest) []byte {
 	if r.TTLMS != 0 {
 		dst = append(dst, `,"ttl_ms":`...)
 		dst = strconv.AppendInt(dst, r.TTLMS, 10)
+	}
+	if r.OnIndeterminate != "" {
+		dst = append(dst, `,"on_indeterminate":`...)
+		dst = appendJSONString(dst, r.OnIndeterminate)
+	}
+	if r.Holder != "" {
+		dst = append(dst, `,"holder":`...)
+		dst = appendJSONString(dst, r.Holder)
 	}
 	return append(dst, '}')
 }
@@ -92,8 +100,27 @@ func appendComplete(dst []byte, r *api.CompleteRequest) []byte {
 	return append(dst, "}}"...)
 }
 
-// appendTokenCall writes release's and abandon's body.
-func appendTokenCall(dst []byte, scope, key, token string) []byte {
+// appendRelease writes release's body: by token, or by holder for a
+// reservation whose answer the filter never saw (both omitted when empty,
+// as json.Marshal does).
+func appendRelease(dst []byte, scope, key, token, holder string) []byte {
+	dst = append(dst, `{"scope":`...)
+	dst = appendJSONString(dst, scope)
+	dst = append(dst, `,"key":`...)
+	dst = appendJSONString(dst, key)
+	if token != "" {
+		dst = append(dst, `,"token":`...)
+		dst = appendJSONString(dst, token)
+	}
+	if holder != "" {
+		dst = append(dst, `,"holder":`...)
+		dst = appendJSONString(dst, holder)
+	}
+	return append(dst, '}')
+}
+
+// appendAbandon writes abandon's body.
+func appendAbandon(dst []byte, scope, key, token string) []byte {
 	dst = append(dst, `{"scope":`...)
 	dst = appendJSONString(dst, scope)
 	dst = append(dst, `,"key":`...)
@@ -205,16 +232,9 @@ func decodeReserveResponse(body []byte) (api.ReserveResponse, error) {
 				rr.Token = s
 			}
 		case strings.EqualFold(name, "lease_remaining_ms"):
-			switch v.Type {
-			case gjson.Null: // left as it was
-			case gjson.Number:
-				rr.LeaseRemainingMS, err = strconv.ParseInt(v.Raw, 10, 64)
-				if err != nil {
-					err = fmt.Errorf("%s: %w", name, err)
-				}
-			default:
-				err = fmt.Errorf("%s: want a number, got %s", name, v.Type)
-			}
+			err = jsonIntMember(name, v, &rr.LeaseRemainingMS)
+		case strings.EqualFold(name, "expires_in_ms"):
+			err = jsonIntMember(name, v, &rr.ExpiresInMS)
 		case strings.EqualFold(name, "response"):
 			switch {
 			case v.Type == gjson.Null:
@@ -232,6 +252,23 @@ func decodeReserveResponse(body []byte) (api.ReserveResponse, error) {
 		return err == nil
 	})
 	return rr, err
+}
+
+// jsonIntMember sets *dst to an integer member's value; null leaves it
+// as it was, as json.Unmarshal does.
+func jsonIntMember(name string, v gjson.Result, dst *int64) error {
+	switch v.Type {
+	case gjson.Null:
+		return nil
+	case gjson.Number:
+		n, err := strconv.ParseInt(v.Raw, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst = n
+		return nil
+	}
+	return fmt.Errorf("%s: want a number, got %s", name, v.Type)
 }
 
 // jsonStringMember returns a string member's value ("" for null: the

@@ -30,7 +30,9 @@ func calloutBodies() []any {
 		other := trickyStrings[(i+1)%len(trickyStrings)]
 		reqs = append(reqs,
 			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "sha256:" + s, LeaseMS: int64(i) * 1000, TTLMS: -int64(i)},
+			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "f", OnIndeterminate: s, Holder: other},
 			api.ReleaseRequest{Scope: s, Key: other, Token: s + other},
+			api.ReleaseRequest{Scope: s, Key: other, Holder: other},
 			api.AbandonRequest{Scope: other, Key: s, Token: ""},
 			api.CompleteRequest{Scope: s, Key: other, Token: "t" + s, Response: api.StoredResponse{
 				Status: 200 + i, Headers: api.Headers{{s, other}, {"content-type", "application/json"}},
@@ -48,7 +50,12 @@ func calloutBodies() []any {
 		api.CompleteRequest{Response: api.StoredResponse{Status: 204, Body: []byte{0xff}, BodyOmitted: true}},
 		api.CompleteRequest{Response: api.StoredResponse{Status: 200, Body: []byte{1, 2}}},    // base64 padding ==
 		api.CompleteRequest{Response: api.StoredResponse{Status: 200, Body: []byte{1, 2, 3}}}, // no padding
+		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 30000, TTLMS: 86400000, OnIndeterminate: api.LeaseRelease, Holder: "h0123456789abcdef_-"},
+		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", OnIndeterminate: api.LeaseLock},
+		api.ReserveRequest{Holder: "h"},
 		api.ReleaseRequest{},
+		api.ReleaseRequest{Scope: "s", Key: "k", Holder: "h0123456789abcdef"},
+		api.ReleaseRequest{Scope: "s", Key: "k", Token: "t", Holder: "h"},
 		api.AbandonRequest{Scope: "s", Key: "k", Token: "t"},
 	)
 }
@@ -104,6 +111,8 @@ func FuzzCalloutBody(f *testing.F) {
 			api.ReserveRequest{Scope: s, Key: s, Fingerprint: s, LeaseMS: n, TTLMS: -n},
 			api.CompleteRequest{Scope: s, Key: s, Token: s, Response: api.StoredResponse{Status: int(n), Headers: api.Headers{{s, s}}, Body: body, BodyOmitted: n%2 == 0}},
 			api.ReleaseRequest{Scope: s, Key: s, Token: s},
+			api.ReleaseRequest{Scope: s, Key: s, Holder: s},
+			api.ReserveRequest{Scope: s, Key: s, Fingerprint: s, OnIndeterminate: s, Holder: s},
 		} {
 			want, _ := json.Marshal(req)
 			got, _ := appendCalloutBody(nil, req)
@@ -131,11 +140,14 @@ func TestDecodeReserveResponse(t *testing.T) {
 		` { "outcome" : "acquired" , "token" : "t3" } `,
 		`{}`, `null`,
 		`{"outcome":"in_progress","lease_remaining_ms":-3}`,
+		`{"outcome":"indeterminate","expires_in_ms":86379000}`,
+		`{"outcome":"indeterminate","EXPIRES_IN_MS":5,"expires_in_ms":null}`,
 		// unreadable
 		`not an object`, ``, `[]`, `"acquired"`, `42`, `{"outcome":"acquired"`,
 		`{"outcome":1}`, `{"outcome":true}`, `{"token":["t"]}`,
 		`{"lease_remaining_ms":1.5}`, `{"lease_remaining_ms":"15"}`, `{"lease_remaining_ms":1e3}`,
 		`{"lease_remaining_ms":99999999999999999999}`,
+		`{"expires_in_ms":"5"}`, `{"expires_in_ms":2.5}`,
 		`{"outcome":"completed","response":[]}`, `{"outcome":"completed","response":"x"}`,
 		`{"outcome":"completed","response":{"status":"201"}}`,
 		`{"outcome":"completed","response":{"headers":[["a"]]}}`,

@@ -447,6 +447,21 @@ const respBody = body1KB;
 const cl = ["content-length", String(body1KB.length)];
 const respHeaders = [[":status", "201"], ["content-type", "application/json"], ["location", "/payments/pay_1"]];
 const okHeaders = [[":status", "200"], ["content-type", "application/json"]];
+
+// The plugin's first tick polls the edge epoch (GET /v1/edge-epoch, a
+// callout of the root context): the edge cache serves once it is known.
+active = ROOT;
+X.proxy_on_tick(ROOT);
+for (const [id, c] of pendingCallouts) {
+  const path = c.headers.find(([k]) => k === ":path");
+  if (c.ctx !== ROOT || !path || path[1] !== "/v1/edge-epoch") fail(`first tick: callout ${c.cluster} ${path && path[1]}, want the edge epoch poll`);
+  pendingCallouts.delete(id);
+  const body = enc.encode('{"epoch":1}');
+  callout = { headers: okHeaders, body };
+  active = ROOT;
+  X.proxy_on_http_call_response(ROOT, id, okHeaders.length, body.length, 0);
+  callout = null;
+}
 const acquired = enc.encode(JSON.stringify({ outcome: "acquired", token: "t1" }));
 const okResult = enc.encode(JSON.stringify({ outcome: "completed" }));
 const paymentHeaders = (key) => [
