@@ -87,9 +87,7 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	case indeterminate:
 		// Envoy's own answer (say a 503 after the upstream reset): the
 		// client gets it, the key is handled as when no response came.
-		c.resp.phase = respDone
-		c.indeterminate(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
-		return types.ActionContinue
+		return c.indeterminateHeld(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
 	case notSent:
 		return c.finish(api.PathRelease, c.releaseBody())
 	}
@@ -102,9 +100,7 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	case policy.Indeterminate:
 		// A 502/503/504 by default: what a proxy between the filter and
 		// the app answers after the app may have run.
-		c.resp.phase = respDone
-		c.indeterminate(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
-		return types.ActionContinue
+		return c.indeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
 	}
 	c.resp.headers = replayHeaders(c.route, headers)
 	c.resp.hdrSize = storedSize(c.resp.headers)
@@ -327,14 +323,33 @@ func (c *httpContext) OnHttpStreamDone() {
 	}
 }
 
+// indeterminateHeld is indeterminate for a response the client is about
+// to get (a proxy's 503, an indeterminate status): the response waits for
+// the first attempt of the call, as after a complete, so that a client
+// that retries on seeing it finds the key indeterminate, not in progress.
+// A failed attempt goes to the queue and the response flows on.
+func (c *httpContext) indeterminateHeld(what string) types.Action {
+	path := c.indeterminatePath()
+	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
+	body := appendAbandon(calloutBuf[:0], c.scope, c.key, c.token)
+	if path == api.PathRelease {
+		body = c.releaseBody()
+	}
+	return c.finish(path, body)
+}
+
+func (c *httpContext) indeterminatePath() string {
+	if c.route.OnIndeterminate == policy.ReleaseKey {
+		return api.PathRelease
+	}
+	return api.PathAbandon
+}
+
 // indeterminate handles a request that went upstream without an answer
 // from the upstream: the route's on_indeterminate decides between abandon
 // (lock) and release. The call goes through the queue.
 func (c *httpContext) indeterminate(what string) {
-	path := api.PathAbandon
-	if c.route.OnIndeterminate == policy.ReleaseKey {
-		path = api.PathRelease
-	}
+	path := c.indeterminatePath()
 	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
 	c.queueOutcome(path, 0)
 }
