@@ -57,12 +57,15 @@
 // # Expiry
 //
 // Every record expires (PEXPIRE), whatever its state. Reserve gives it
-// the request's TTL from the reservation (a takeover restarts it), and
-// keeps the TTL in the record; a successful Complete restarts it from the
-// moment the response is stored, so a definite response is replayed for a
-// full TTL however late in the reservation it came. The reservation's TTL
-// is therefore the bound on an unanswered request, and the completed
-// record lives TTL after its response.
+// lease + TTL from the reservation on a route that locks (so that a
+// reservation whose lease ends unanswered stays indeterminate a full TTL,
+// even when the lease equals the TTL), the TTL on a route that releases (a
+// takeover restarts it the same way), and keeps the TTL in the record; a
+// successful Complete restarts it at the TTL from the moment the response
+// is stored, so a definite response is replayed for a full TTL however
+// late in the reservation it came. The reservation's expiry is therefore
+// the bound on an unanswered request, and the completed record lives TTL
+// after its response.
 //
 // # One round trip, one clock
 //

@@ -19,7 +19,9 @@ import "github.com/redis/go-redis/v9"
 //	       release; anything else (absent in older records) is lock
 //	lease  lease end, ms since the epoch by Redis TIME (in progress only)
 //	cr     creation, ms (Redis TIME)
-//	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it
+//	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it. A
+//	       reservation that locks lives lease + ttl (a full TTL past
+//	       its lease), one that releases ttl; complete restarts it at ttl
 //	ttl    the record's TTL, ms, as reserved; complete restarts it
 //	code   stored status (completed)
 //	hdr    stored headers as a JSON array of [name, value] (completed)
@@ -60,11 +62,19 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'fenced', math.max(redis.call('PTTL', KEYS[2]), 1)}
 end
 local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease', 'oi')
+-- On a route that locks, the reservation outlives its lease by a full TTL:
+-- when the lease ends without word the record turns indeterminate and
+-- must stay so (the request may have run) instead of expiring with the
+-- lease and letting a retry acquire.
+local life = ttl
+if oi ~= 'release' then
+  life = lease + ttl
+end
 if not r[1] then
   local tok = '1.' .. holder
   redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok, 'hd', holder, 'oi', oi,
-    'lease', now + lease, 'cr', now, 'exp', now + ttl, 'ttl', ttl)
-  redis.call('PEXPIRE', k, ttl)
+    'lease', now + lease, 'cr', now, 'exp', now + life, 'ttl', ttl)
+  redis.call('PEXPIRE', k, life)
   return {'acquired', tok}
 end
 local stored = r[2] or ''
@@ -114,8 +124,8 @@ end
 gen = gen + 1
 tok = gen .. '.' .. holder
 redis.call('HSET', k, 'gen', gen, 'tok', tok, 'hd', holder, 'oi', oi,
-  'lease', now + lease, 'exp', now + ttl, 'ttl', ttl)
-redis.call('PEXPIRE', k, ttl)
+  'lease', now + lease, 'exp', now + life, 'ttl', ttl)
+redis.call('PEXPIRE', k, life)
 return {'acquired', tok}
 `)
 

@@ -95,7 +95,8 @@ type step struct {
 	deleted bool
 	// reserve in_progress / indeterminate: the remaining time must lie in
 	// [minRemaining (default 1), maxRemaining (default the lease, or the
-	// TTL for indeterminate)]
+	// lease + TTL for indeterminate: a reservation that locks lives a
+	// full TTL past its lease)]
 	maxRemaining, minRemaining int64
 }
 
@@ -221,7 +222,7 @@ var scenarios = []scenario{
 		{do: "abandon", tok: "t1"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: api.DefaultTTL.Milliseconds()},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: (api.DefaultLease + api.DefaultTTL).Milliseconds()},
 	}},
 
 	// in_progress, lease over, release (route opted in)
@@ -298,7 +299,7 @@ var scenarios = []scenario{
 	{name: "abandon: ttl expiry makes it absent", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3000},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3100},
 		{do: "expireTTL"},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
@@ -479,10 +480,15 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 				}
 				if got.Outcome == api.Indeterminate {
 					remaining, other = got.ExpiresInMS, got.LeaseRemainingMS
-					hi = st.ttlMS
-					if hi == 0 {
-						hi = api.DefaultTTL.Milliseconds()
+					ttl := st.ttlMS
+					if ttl == 0 {
+						ttl = api.DefaultTTL.Milliseconds()
 					}
+					lease := st.leaseMS
+					if lease == 0 {
+						lease = min(api.DefaultLease.Milliseconds(), ttl)
+					}
+					hi = lease + ttl
 				}
 				if st.maxRemaining != 0 {
 					hi = st.maxRemaining
@@ -622,28 +628,40 @@ func TestConcurrentReserveOneKey(t *testing.T) {
 func TestReserveDefaults(t *testing.T) {
 	s, _ := newStandalone(t, Options{DefaultLease: 2 * time.Second, DefaultTTL: time.Minute})
 	ctx := testCtx(t)
-	if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"}); err != nil {
-		t.Fatal(err)
+	// A reservation that locks (the default) lives a full TTL past its
+	// lease; one that releases lives the TTL.
+	tests := []struct {
+		oi   string
+		life time.Duration
+	}{
+		{oi: "", life: time.Minute + 2*time.Second},
+		{oi: api.LeaseRelease, life: time.Minute},
 	}
-	rec, err := s.Get(ctx, "s", "k", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Times come from Redis's clock, same host here: allow 100ms skew.
-	lease := rec.LeaseExpiresAt.Sub(rec.CreatedAt)
-	ttl := rec.ExpiresAt.Sub(rec.CreatedAt)
-	if lease != 2*time.Second || ttl != time.Minute {
-		t.Errorf("lease %v ttl %v, want 2s and 1m", lease, ttl)
-	}
-	if d := time.Since(rec.CreatedAt); d < -100*time.Millisecond || d > 5*time.Second {
-		t.Errorf("created %v is not now", rec.CreatedAt)
-	}
-	pttl, err := s.c.PTTL(ctx, s.RecordKey("s", "k")).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pttl <= 55*time.Second || pttl > time.Minute {
-		t.Errorf("PTTL %v, want about 1m", pttl)
+	for _, tt := range tests {
+		key := "k-" + tt.oi
+		if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A", OnIndeterminate: tt.oi}); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Get(ctx, "s", key, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Times come from Redis's clock, same host here: allow 100ms skew.
+		lease := rec.LeaseExpiresAt.Sub(rec.CreatedAt)
+		life := rec.ExpiresAt.Sub(rec.CreatedAt)
+		if lease != 2*time.Second || life != tt.life {
+			t.Errorf("%q: lease %v expiry after %v, want 2s and %v", tt.oi, lease, life, tt.life)
+		}
+		if d := time.Since(rec.CreatedAt); d < -100*time.Millisecond || d > 5*time.Second {
+			t.Errorf("created %v is not now", rec.CreatedAt)
+		}
+		pttl, err := s.c.PTTL(ctx, s.RecordKey("s", key)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pttl <= tt.life-5*time.Second || pttl > tt.life {
+			t.Errorf("%q: PTTL %v, want about %v", tt.oi, pttl, tt.life)
+		}
 	}
 }
 
@@ -1312,8 +1330,10 @@ func TestReserveLeaseAndTTL(t *testing.T) {
 			if got := rec.LeaseExpiresAt.Sub(rec.CreatedAt); got != tt.wantLease {
 				t.Errorf("lease %v, want %v", got, tt.wantLease)
 			}
-			if got := rec.ExpiresAt.Sub(rec.CreatedAt); got != tt.wantTTL {
-				t.Errorf("ttl %v, want %v", got, tt.wantTTL)
+			// The route locks (the default): the record lives a full
+			// TTL past its lease.
+			if got := rec.ExpiresAt.Sub(rec.CreatedAt); got != tt.wantLease+tt.wantTTL {
+				t.Errorf("expiry after %v, want lease + ttl = %v", got, tt.wantLease+tt.wantTTL)
 			}
 		})
 	}
@@ -1397,5 +1417,49 @@ func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 	rec, err := s.Get(ctx, "s", "retry-abandon", false)
 	if err != nil || rec.State != api.StateIndeterminate || rec.LeaseExpiresAt != nil {
 		t.Errorf("record %+v %v, want indeterminate without a lease", rec, err)
+	}
+}
+
+// TestLockRouteLeaseEqualsTTL: on a route that locks, a reservation whose
+// lease equals its TTL must not vanish when the lease ends: the holder may
+// have forwarded the request, so a retry arriving then must find it
+// indeterminate, not acquire and run it again; and the holder's late
+// complete must still land and be replayed.
+func TestLockRouteLeaseEqualsTTL(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	const ms = 300
+	for _, oi := range []string{"", api.LeaseLock} {
+		t.Run("on_indeterminate="+oi, func(t *testing.T) {
+			key := "lease-eq-ttl-" + oi
+			req := func(h string) api.ReserveRequest {
+				return api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A", LeaseMS: ms, TTLMS: ms,
+					OnIndeterminate: oi, Holder: holderID(h)}
+			}
+			a, err := s.Reserve(ctx, req("hA"))
+			if err != nil || a.Outcome != api.Acquired {
+				t.Fatalf("A's reserve: %+v %v", a, err)
+			}
+			rec, err := s.Get(ctx, "s", key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*rec.LeaseExpiresAt) })
+			b, err := s.Reserve(ctx, req("hB"))
+			if b.Outcome != api.Indeterminate || !errors.Is(err, ErrLeaseEnded) {
+				t.Fatalf("B's reserve after A's lease ended: %+v %v, want indeterminate (lease ended)", b, err)
+			}
+			// Redis's TIME (µs, floored) and PTTL (ms) round apart: 2ms slack.
+			if b.ExpiresInMS < 1 || b.ExpiresInMS > ms+2 {
+				t.Errorf("indeterminate for %dms more, want up to a full TTL (%dms)", b.ExpiresInMS, ms)
+			}
+			if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: key, Token: a.Token, Response: responseFor(201)}); err != nil {
+				t.Fatalf("A's late complete: %v", err)
+			}
+			c, err := s.Reserve(ctx, req("hC"))
+			if err != nil || c.Outcome != api.Completed || c.Response.Status != 201 {
+				t.Fatalf("reserve after A's complete: %+v %v, want the replay of 201", c, err)
+			}
+		})
 	}
 }
