@@ -45,9 +45,13 @@ func TestFlow(t *testing.T) {
 		t.Errorf("reserve of a completed key with another fingerprint = %+v, want mismatch", res)
 	}
 
-	// The holder's token no longer holds: complete and release are stale
-	// and change nothing.
+	// A retried complete of the same token (the first answer was lost) is
+	// delivered: 200, and the first response stays. Release is stale.
 	resp, body := e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: scope, Key: key, Token: tok, Response: api.StoredResponse{Status: 500}})
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("retried complete = %d %s, want 200", resp.StatusCode, body)
+	}
+	resp, body = e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: scope, Key: key, Token: "1.not-the-token", Response: api.StoredResponse{Status: 500}})
 	problemOf(t, resp, body, http.StatusConflict)
 	resp, body = e.do(http.MethodPost, api.PathRelease, api.ReleaseRequest{Scope: scope, Key: key, Token: tok})
 	if p := problemOf(t, resp, body, http.StatusConflict); p.Type != "urn:idemgate:problem:stale-token" {

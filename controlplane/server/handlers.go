@@ -35,7 +35,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 	case errors.Is(err, store.ErrStaleToken):
 		ri.outcome = outStale
 		writeProblem(w, &problem{http.StatusConflict, probStaleToken, "Stale token",
-			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed, released, abandoned or deleted; nothing was changed"})
+			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed by another token, released, abandoned or deleted; nothing was changed"})
 	case errors.Is(err, store.ErrNotFound):
 		ri.outcome = outNotFound
 		writeProblem(w, &problem{http.StatusNotFound, probRecordNotFound, "Record not found",

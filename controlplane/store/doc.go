@@ -34,7 +34,9 @@
 // and is never taken over: it stays until its TTL ends or an operator
 // frees it (ForceRelease, Delete). All three return ErrStaleToken and
 // change nothing when the token does not hold (another holder, completed,
-// absent).
+// absent), except a Complete of a record already completed under the same
+// token: that is a retry of the one attempt's one response, answered
+// success without any change.
 //
 // # Holders and fences
 //
@@ -114,15 +116,17 @@
 //   - Reserve passes the holder id (a fresh nonce when the caller gave
 //     none); a re-run that finds the record held under a token with that
 //     holder answers acquired with that token.
-//   - Complete passes a fresh call nonce, kept in the record; a re-run that
-//     finds the record completed by this token and call answers success.
-//     Another Complete with the same token gets ErrStaleToken.
+//   - Complete: a re-run, or another Complete with the same token (the
+//     caller's retry after a lost answer, with a fresh call nonce), finds
+//     the record completed by this token and answers success; the first
+//     response and expiry stay.
 //   - Abandon: a re-run (or any later abandon with the token) finds the
 //     record abandoned under this token and answers success.
 //   - ReleaseHolder sets the fence again and finds nothing to delete.
 //   - Release deletes; a re-run finds the record absent (or held by a new
 //     token) and changes nothing. It then reports ErrStaleToken, which is
-//     still true: the caller's token no longer holds.
+//     still true: the caller's token no longer holds. A filter takes a
+//     stale answer to a release as final, which is harmless.
 //   - Get reads; Delete and ForceRelease are admin actions whose re-run
 //     finds the record absent and reports ErrNotFound.
 //

@@ -130,16 +130,17 @@ return {'acquired', tok}
 `)
 
 // completeScript: ARGV = token, call nonce, status, headers JSON, body,
-// omitted ("1" or ""). Replies 1 when stored (or already stored by this very
-// call), 0 when the token does not hold; then nothing changed. The token
+// omitted ("1" or ""). Replies 1 when stored, or when the record is already
+// completed under this token (a retried call: nothing changes, the first
+// response stays), 0 when the token does not hold; then nothing changed. The token
 // holds on an in-progress record (lease live or not) and on one that went
 // indeterminate because its lease ended: a late complete still lands.
 //
 // A definite response is kept for the record's TTL from the moment it is
 // stored: the script sets exp = now + ttl and PEXPIREs the key, so that a
 // response completed near the end of the TTL given at reserve does not
-// vanish at once and let a retry execute again. The re-run of this very
-// call (same call nonce) leaves the expiry where the first run put it. A
+// vanish at once and let a retry execute again. A re-run (same token)
+// leaves the expiry where the first run put it. A
 // record without 'ttl' (written by an older version) keeps its expiry.
 var completeScript = redis.NewScript(nowMS + `
 local k = KEYS[1]
@@ -148,10 +149,10 @@ if r[2] ~= ARGV[1] then
   return 0
 end
 if r[1] == 'c' then
-  if r[3] == ARGV[2] then
-    return 1
-  end
-  return 0
+  -- Completed under this very token: a retry of the call (go-redis's,
+  -- same nonce) or of the caller's (a fresh nonce) after a lost answer.
+  -- One token is one attempt with one response: it was delivered.
+  return 1
 end
 if r[1] ~= 'p' and not (r[1] == 'i' and r[5] == 'e') then
   return 0

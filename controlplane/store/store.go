@@ -20,7 +20,8 @@ import (
 var (
 	// ErrStaleToken: Complete, Release or Abandon presented a token that
 	// does not hold: the record is absent, held under another token (taken
-	// over after the lease ran out), already completed, or abandoned.
+	// over after the lease ran out), completed (but Complete of a record
+	// completed under the same token succeeds: a retry), or abandoned.
 	// Nothing changed.
 	ErrStaleToken = errors.New("token does not hold the key")
 	// ErrNotFound: no record for scope and key.
@@ -374,8 +375,10 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	return none, unexpected("reserve", v)
 }
 
-// Complete stores resp for the holder of req.Token. ErrStaleToken when the
-// token does not hold; nothing changed then. A response over the cap is
+// Complete stores resp for the holder of req.Token. When the record is
+// already completed under that token (a retried call) it succeeds and
+// changes nothing. ErrStaleToken when the token does not hold; nothing
+// changed then. A response over the cap is
 // stored as its status only, with BodyOmitted.
 func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if s.optErr != nil {
