@@ -170,10 +170,11 @@ type AbandonRequest struct {
 	Token string `json:"token"`
 }
 
-// EdgeEpoch is the answer of PathEdgeEpoch: a number that changes (not
-// only grows: a Redis without persistence may restart at 0) whenever an
-// operator deletes or releases a record. An edge-cache entry filled while
-// the filter knew another epoch is not replayed.
+// EdgeEpoch is the answer of PathEdgeEpoch: a number that changes whenever
+// an operator deletes or releases a record, and after Redis loses its data
+// (it then starts again from Redis's clock, in µs: never a value the edges
+// knew). Compare it for equality. An edge-cache entry filled while the
+// filter knew another epoch is not replayed.
 type EdgeEpoch struct {
 	Epoch int64 `json:"epoch"`
 }

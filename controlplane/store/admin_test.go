@@ -14,19 +14,47 @@ func TestList(t *testing.T) {
 	runList(t, s)
 }
 
+// TestEdgeEpoch: the epoch is stable between bumps and changes at each,
+// and it never repeats a value the edges knew after Redis loses its data
+// (a restart without persistence): a filter that kept the old epoch would
+// otherwise never see the deletes made after the restart.
 func TestEdgeEpoch(t *testing.T) {
 	s, srv := newStandalone(t, Options{})
 	ctx := testCtx(t)
-	if n, err := s.EdgeEpoch(ctx); err != nil || n != 0 {
-		t.Fatalf("epoch before any bump: %d %v, want 0", n, err)
+	seen := map[int64]bool{}
+	epoch := func(what string) int64 {
+		t.Helper()
+		n, err := s.EdgeEpoch(ctx)
+		if err != nil {
+			t.Fatalf("%s: epoch: %v", what, err)
+		}
+		return n
 	}
-	for want := int64(1); want <= 3; want++ {
-		if n, err := s.BumpEdgeEpoch(ctx); err != nil || n != want {
-			t.Fatalf("bump: %d %v, want %d", n, err, want)
+	for life := 0; life < 3; life++ {
+		start := epoch("start")
+		if seen[start] || start <= 0 {
+			t.Fatalf("life %d: epoch %d at start, already seen (or not positive): %v", life, start, seen)
 		}
-		if n, err := s.EdgeEpoch(ctx); err != nil || n != want {
-			t.Fatalf("epoch: %d %v, want %d", n, err, want)
+		if again := epoch("again"); again != start {
+			t.Fatalf("life %d: epoch read %d then %d with no bump", life, start, again)
 		}
+		seen[start] = true
+		for i := int64(1); i <= 3; i++ {
+			n, err := s.BumpEdgeEpoch(ctx)
+			if err != nil || n != start+i || seen[n] {
+				t.Fatalf("life %d: bump: %d %v, want %d, never seen", life, n, err, start+i)
+			}
+			if got := epoch("after bump"); got != n {
+				t.Fatalf("life %d: epoch %d after bump to %d", life, got, n)
+			}
+			seen[n] = true
+		}
+		srv.Restart() // persistence off: the data is gone
+	}
+	// A bump that is the first command after a data loss changes it too.
+	n, err := s.BumpEdgeEpoch(ctx)
+	if err != nil || seen[n] {
+		t.Fatalf("first bump after a data loss: %d %v, a value already seen", n, err)
 	}
 	// The epoch key is not a record: a listing never sees it.
 	recs, cur, err := s.List(ctx, api.StateIndeterminate, "", "", 100)

@@ -278,3 +278,30 @@ redis.call('DEL', KEYS[1])
 table.insert(r, 1, 1)
 return r
 `)
+
+// seedEpoch is the preamble of the edge-epoch scripts: when KEYS[1] is
+// absent (never set, or Redis lost its data) it is first set to Redis's
+// TIME in microseconds since the Unix epoch, so that every data loss
+// starts the epoch at a value later than any it held before (each bump
+// adds 1; a million bumps a second would be needed to catch up). Built
+// as a string: Lua's tostring of a 16-digit number is not exact.
+const seedEpoch = `
+local v = redis.call('GET', KEYS[1])
+if not v then
+  local t = redis.call('TIME')
+  v = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[1], v, 'NX')
+end
+`
+
+// edgeEpochScript replies the edge epoch (a string of digits), seeding it
+// when absent.
+var edgeEpochScript = redis.NewScript(seedEpoch + `
+return v
+`)
+
+// bumpEdgeEpochScript increments the edge epoch, seeding it first when
+// absent, and replies the new value.
+var bumpEdgeEpochScript = redis.NewScript(seedEpoch + `
+return redis.call('INCR', KEYS[1])
+`)
