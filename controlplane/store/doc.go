@@ -46,7 +46,9 @@
 // answer: it deletes the record if that holder holds it (as Release would)
 // and in every case writes a fence, a key beside the record
 // ("<record key>f.<holder>", same Cluster slot) that lives FenceTTL
-// (default DefaultFenceTTL, 2 minutes). A reserve carrying a fenced holder
+// (default a whole reservation: DefaultLease + DefaultTTL, at least
+// DefaultFenceTTL, 24h30s), so that a reserve arriving late never
+// acquires a key nobody will answer. A reserve carrying a fenced holder
 // changes nothing and is answered InProgress with ErrFenced; a reserve of
 // any other holder does not see the fence.
 //

@@ -71,13 +71,16 @@ const MaxTTL = 366 * 24 * time.Hour
 // "<gen>.<26 chars>".
 const maxTokenLen = 128
 
-// DefaultFenceTTL is how long a release by holder id fences that holder
-// out when it does not hold the record: far longer than any reserve can
-// take to arrive after the release (the filter's control-plane timeout,
-// the service's op timeout and a Redis retry are each seconds), and
-// costless beyond (one small key, and a holder id is used for one
-// attempt only).
-const DefaultFenceTTL = 2 * time.Minute
+// DefaultFenceTTL is the least a release by holder id fences that holder
+// out when it does not hold the record: a whole default reservation
+// (lease + TTL). A reserve normally arrives within seconds of its release
+// (the filter's control-plane timeout, the service's op timeout, a Redis
+// retry), but one that arrived after the fence would acquire with nobody
+// to answer it, leaving the key indeterminate for its TTL; a fence that
+// outlives any reservation it could create costs nothing comparable (one
+// tiny key per client that left during its reserve, a holder id being
+// used for one attempt only).
+const DefaultFenceTTL = api.DefaultTTL + api.DefaultLease
 
 // DefaultPrefix starts every Redis key of the store.
 const DefaultPrefix = "idemgate"
@@ -106,7 +109,7 @@ type Options struct {
 	FingerprintKey          []byte
 	PreviousFingerprintKeys [][]byte
 	// FenceTTL is how long a fence written by a release by holder stands;
-	// default DefaultFenceTTL.
+	// default the longer of DefaultFenceTTL and DefaultLease + DefaultTTL.
 	FenceTTL time.Duration
 	// Now is not consulted for any decision: leases and expiry are judged
 	// by Redis's TIME inside the scripts, so that every instance agrees
@@ -148,10 +151,11 @@ func (o Options) withDefaults() (Options, error) {
 		o.DefaultTTL = api.DefaultTTL
 	}
 	if o.FenceTTL == 0 {
-		o.FenceTTL = DefaultFenceTTL
+		o.FenceTTL = max(DefaultFenceTTL, o.DefaultLease+o.DefaultTTL)
 	}
-	if o.FenceTTL < time.Millisecond || o.FenceTTL > MaxTTL {
-		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, MaxTTL)
+	// Up to a whole longest reservation (lease + TTL, each up to MaxTTL).
+	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*MaxTTL {
+		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*MaxTTL)
 	}
 	if o.FingerprintKey != nil && len(o.FingerprintKey) < 16 {
 		return o, fmt.Errorf("%w: the fingerprint key is %d bytes; want at least 16", ErrInvalidOptions, len(o.FingerprintKey))
