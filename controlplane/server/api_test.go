@@ -41,6 +41,9 @@ func TestFlow(t *testing.T) {
 	if res.Outcome != api.Completed || res.Response == nil || !reflect.DeepEqual(*res.Response, stored) {
 		t.Errorf("reserve after complete = %+v (response %+v), want completed with %+v", res, res.Response, stored)
 	}
+	if res.ExpiresInMS <= 0 || res.ExpiresInMS > api.DefaultTTL.Milliseconds() {
+		t.Errorf("completed answer expires_in_ms = %d, want the record's remaining TTL", res.ExpiresInMS)
+	}
 	if res := e.reserve(scope, key, "sha256:bbbb"); res.Outcome != api.Mismatch {
 		t.Errorf("reserve of a completed key with another fingerprint = %+v, want mismatch", res)
 	}

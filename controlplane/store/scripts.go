@@ -55,7 +55,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // {"indeterminate", remaining TTL ms[, "lease_ended" when this reserve
 // found the lease ended and wrote the record indeterminate]} |
 // {"fenced", remaining fence ms} |
-// {"mismatch"} | {"completed", status, headers JSON, body, omitted}.
+// {"mismatch"} | {"completed", status, headers JSON, body, omitted,
+// remaining TTL ms (0 when the key has no expiry)}.
 var reserveScript = redis.NewScript(nowMS + `
 local k, fp, lease, ttl, holder, oi = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -97,7 +98,10 @@ if not match then
 end
 if r[1] == 'c' then
   local c = redis.call('HMGET', k, 'code', 'hdr', 'body', 'omit')
-  return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or ''}
+  -- How long the record still lives: an edge cache keeps the replay no
+  -- longer. 0 for a key without expiry (not ours), "unknown".
+  return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or '',
+    math.max(redis.call('PTTL', k), 0)}
 end
 if r[1] == 'i' then
   return {'indeterminate', math.max(redis.call('PTTL', k), 1)}

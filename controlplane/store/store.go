@@ -358,23 +358,24 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, ErrFenced
 	case outcome == string(api.Mismatch):
 		return api.ReserveResponse{Outcome: api.Mismatch}, nil
-	case outcome == string(api.Completed) && len(v) == 5:
+	case outcome == string(api.Completed) && len(v) == 6:
 		status, ok1 := v[1].(int64)
 		hdr, ok2 := v[2].(string)
 		body, ok3 := v[3].(string)
 		omit, ok4 := v[4].(string)
-		if !ok1 || !ok2 || !ok3 || !ok4 {
+		pttl, ok5 := v[5].(int64)
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
 			break
 		}
 		resp, err := decodeResponse(status, hdr, body, omit == "1")
 		if err != nil {
 			// The operation ran: answer completed with what is stored in
 			// the clear, and report the corruption beside it.
-			return api.ReserveResponse{Outcome: api.Completed,
+			return api.ReserveResponse{Outcome: api.Completed, ExpiresInMS: pttl,
 					Response: &api.StoredResponse{Status: int(status), BodyOmitted: true}},
 				fmt.Errorf("store: reserve: %w", err)
 		}
-		return api.ReserveResponse{Outcome: api.Completed, Response: resp}, nil
+		return api.ReserveResponse{Outcome: api.Completed, ExpiresInMS: pttl, Response: resp}, nil
 	}
 	return none, unexpected("reserve", v)
 }

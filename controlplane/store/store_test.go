@@ -498,6 +498,11 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 					t.Fatalf("%s: remaining %dms (other field %d), want in [%d, %d]", where, remaining, other, max(1, st.minRemaining), hi)
 				}
 			case api.Completed:
+				// The replay says how long the record still lives, so that
+				// an edge cache keeps it no longer.
+				if hi := max(st.ttlMS, api.DefaultTTL.Milliseconds()); got.ExpiresInMS < 1 || got.ExpiresInMS > hi {
+					t.Fatalf("%s: completed with expires_in_ms %d, want in [1, %d]", where, got.ExpiresInMS, hi)
+				}
 				want := responseFor(st.wantSt)
 				if got.Response == nil || !reflect.DeepEqual(*got.Response, want) {
 					t.Fatalf("%s: response %+v, want %+v", where, got.Response, want)
@@ -1465,5 +1470,41 @@ func TestLockRouteLeaseEqualsTTL(t *testing.T) {
 				t.Fatalf("reserve after A's complete: %+v %v, want the replay of 201", c, err)
 			}
 		})
+	}
+}
+
+// TestCompletedAnswerCarriesExpiry: a completed answer says how long the
+// record still lives (its PTTL), so that a filter caching the replay at
+// the edge drops it when the record expires, not a whole edge TTL later.
+func TestCompletedAnswerCarriesExpiry(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	const ttl = 60_000
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "exp", Fingerprint: "A", LeaseMS: 1000, TTLMS: ttl})
+	if err != nil || r.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "exp", Token: r.Token, Response: responseFor(200)}); err != nil {
+		t.Fatal(err)
+	}
+	// An operator shortens the record's life: the answer follows Redis.
+	for _, pttl := range []int64{0, 1500} {
+		if pttl > 0 {
+			if err := s.c.PExpire(ctx, s.RecordKey("s", "exp"), time.Duration(pttl)*time.Millisecond).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := int64(ttl)
+		if pttl > 0 {
+			want = pttl
+		}
+		got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "exp", Fingerprint: "A"})
+		if err != nil || got.Outcome != api.Completed {
+			t.Fatalf("reserve: %+v %v", got, err)
+		}
+		// PTTL counts down: allow 10s on a loaded machine (less when short).
+		if got.ExpiresInMS > want || got.ExpiresInMS < want-min(10_000, want/2) {
+			t.Errorf("expires_in_ms %d, want about %d", got.ExpiresInMS, want)
+		}
 	}
 }
