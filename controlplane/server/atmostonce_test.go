@@ -148,8 +148,9 @@ func TestEdgeEpoch(t *testing.T) {
 		{"release of a completed record is refused", http.MethodPost, api.PathAdminRelease + query("s", "done"), http.StatusConflict, 0},
 		{"delete", http.MethodDelete, api.PathAdminKeys + query("s", "done"), http.StatusOK, 1},
 		{"delete again (absent)", http.MethodDelete, api.PathAdminKeys + query("s", "done"), http.StatusOK, 2},
-		{"release dry run", http.MethodPost, api.PathAdminRelease + query("s", "held", "dry_run=1"), http.StatusOK, 2},
-		{"release", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusOK, 3},
+		{"release dry run", http.MethodPost, api.PathAdminRelease + query("s", "held", "dry_run=1", "force=1"), http.StatusOK, 2},
+		{"release of a live lease is refused", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusConflict, 2},
+		{"release", http.MethodPost, api.PathAdminRelease + query("s", "held", "force=1"), http.StatusOK, 3},
 		{"release again (absent)", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusOK, 4},
 	}
 	for _, st := range steps {
@@ -185,8 +186,8 @@ func TestEdgeEpochBumpFails(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.wrap = func(st server.Store) server.Store { return failingBump{st} } })
 	e.acquire("s", "k", "fp")
 	for _, c := range []struct{ method, path string }{
-		{http.MethodDelete, api.PathAdminKeys + query("s", "k")},
-		{http.MethodPost, api.PathAdminRelease + query("s", "k")},
+		{http.MethodDelete, api.PathAdminKeys + query("s", "k", "force=1")},
+		{http.MethodPost, api.PathAdminRelease + query("s", "k", "force=1")},
 	} {
 		resp, body := e.do(c.method, c.path, nil)
 		p := problemOf(t, resp, body, http.StatusServiceUnavailable)

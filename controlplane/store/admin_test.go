@@ -205,3 +205,69 @@ func runList(t *testing.T, s *Store) {
 		}
 	})
 }
+
+// TestAdminUnlessLeased: the guarded delete and release refuse a record in
+// progress whose lease still runs (the original request may be executing:
+// freeing the key would let its retry run a second time) and change
+// nothing; once the lease ended, or for other states, they act as Delete
+// and ForceRelease do.
+func TestAdminUnlessLeased(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	ops := []struct {
+		name string
+		do   func(key string) (*api.Record, error)
+	}{
+		{"delete", func(key string) (*api.Record, error) { return s.DeleteUnlessLeased(ctx, "g", key) }},
+		{"release", func(key string) (*api.Record, error) { return s.ReleaseUnlessLeased(ctx, "g", key) }},
+	}
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			live := op.name + "-live"
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: live, Fingerprint: "A", LeaseMS: 60_000})
+			if err != nil || r.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", r, err)
+			}
+			rec, err := op.do(live)
+			if !errors.Is(err, ErrLeaseLive) || rec == nil || rec.LeaseExpiresAt == nil || rec.State != api.StateInProgress {
+				t.Fatalf("%s of a live lease: %+v %v, want ErrLeaseLive with the record", op.name, rec, err)
+			}
+			if got, err := s.Get(ctx, "g", live, false); err != nil || got.State != api.StateInProgress {
+				t.Fatalf("after the refusal: %+v %v, want the record unchanged", got, err)
+			}
+
+			ended := op.name + "-ended"
+			if r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: ended, Fingerprint: "A", LeaseMS: 200}); err != nil || r.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", r, err)
+			}
+			before, err := s.Get(ctx, "g", ended, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*before.LeaseExpiresAt) })
+			if rec, err := op.do(ended); err != nil || rec.State != api.StateIndeterminate {
+				t.Fatalf("%s after the lease ended: %+v %v, want done", op.name, rec, err)
+			}
+			if _, err := s.Get(ctx, "g", ended, false); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after %s: %v, want ErrNotFound", op.name, err)
+			}
+			if _, err := op.do("absent"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("%s of an absent record: %v, want ErrNotFound", op.name, err)
+			}
+		})
+	}
+	// A completed record: delete deletes it, release refuses it.
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: "done", Fingerprint: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "g", Key: "done", Token: r.Token, Response: responseFor(200)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReleaseUnlessLeased(ctx, "g", "done"); !errors.Is(err, ErrNotInProgress) {
+		t.Fatalf("release of a completed record: %v, want ErrNotInProgress", err)
+	}
+	if rec, err := s.DeleteUnlessLeased(ctx, "g", "done"); err != nil || rec.State != api.StateCompleted {
+		t.Fatalf("delete of a completed record: %+v %v", rec, err)
+	}
+}

@@ -246,6 +246,12 @@ local function record(k, withBody)
   r[11] = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   return r
 end
+
+-- leaseLive tells a record in progress whose lease still runs: its holder
+-- may still be executing the request.
+local function leaseLive(r)
+  return r[1] == 'p' and tonumber(r[5]) ~= nil and tonumber(r[5]) > tonumber(r[11])
+end
 `
 
 // getScript: ARGV = "1" to include headers and body. Replies nil when
@@ -254,21 +260,29 @@ var getScript = redis.NewScript(recordFn + `
 return record(KEYS[1], ARGV[1] == '1') or false
 `)
 
-// deleteScript deletes the record whatever its state and replies it as it
-// was (without body), or nil when absent.
+// deleteScript: ARGV = "1" to refuse a record whose lease still runs.
+// Deletes the record (whatever its state, unless refused). Replies nil
+// when absent, else {changed, record (without body)...}: changed is 1 when
+// deleted, 2 when refused (nothing changed).
 var deleteScript = redis.NewScript(recordFn + `
 local r = record(KEYS[1], false)
 if not r then
   return false
 end
+if ARGV[1] == '1' and leaseLive(r) then
+  table.insert(r, 1, 2)
+  return r
+end
 redis.call('DEL', KEYS[1])
+table.insert(r, 1, 1)
 return r
 `)
 
-// forceReleaseScript frees an in-progress or indeterminate record whatever
-// its token. Replies nil when absent, else {changed, record...}: changed is
-// 1 when the record was in progress or indeterminate and is now gone, 0
-// when it is completed and was left alone.
+// forceReleaseScript: ARGV = "1" to refuse a record whose lease still
+// runs. Frees an in-progress or indeterminate record whatever its token.
+// Replies nil when absent, else {changed, record...}: changed is 1 when the
+// record was in progress or indeterminate and is now gone, 0 when it is
+// completed and was left alone, 2 when refused (nothing changed).
 var forceReleaseScript = redis.NewScript(recordFn + `
 local r = record(KEYS[1], false)
 if not r then
@@ -276,6 +290,10 @@ if not r then
 end
 if r[1] == 'c' then
   table.insert(r, 1, 0)
+  return r
+end
+if ARGV[1] == '1' and leaseLive(r) then
+  table.insert(r, 1, 2)
   return r
 end
 redis.call('DEL', KEYS[1])

@@ -29,6 +29,12 @@ var (
 	// ErrNotInProgress: ForceRelease found a completed record and left it.
 	// (An indeterminate record is released like an in-progress one.)
 	ErrNotInProgress = errors.New("record is not in progress")
+	// ErrLeaseLive: DeleteUnlessLeased or ReleaseUnlessLeased found the
+	// record in progress with its lease still running: the original
+	// request may still be executing, and freeing the key would let its
+	// retry run a second time. Nothing changed; the record is returned
+	// beside it (LeaseExpiresAt says when the lease ends).
+	ErrLeaseLive = errors.New("the record's lease still runs")
 	// ErrInvalidRequest: the request failed validation (bad scope, key,
 	// fingerprint, lease, TTL, token or status); the detail is wrapped in.
 	ErrInvalidRequest = errors.New("invalid request")
@@ -535,11 +541,13 @@ func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api
 // Delete removes the record of scope+key whatever its state and returns it
 // as it was (without body). ErrNotFound when absent.
 func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, error) {
-	v, err := s.runRecord(ctx, "delete", deleteScript, scope, key)
-	if err != nil {
-		return nil, err
-	}
-	return decodeRecord("delete", scope, key, v, false)
+	return s.adminChange(ctx, "delete", deleteScript, scope, key, false)
+}
+
+// DeleteUnlessLeased is Delete, except that a record in progress whose
+// lease still runs is left alone and returned with ErrLeaseLive.
+func (s *Store) DeleteUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error) {
+	return s.adminChange(ctx, "delete", deleteScript, scope, key, true)
 }
 
 // runRecord runs one of the admin scripts that answer with a record (nil
@@ -562,29 +570,51 @@ func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, 
 }
 
 // ForceRelease frees an in-progress or indeterminate record whatever its
-// token (the holder's token becomes stale) and returns it as it was. ErrNotFound when absent;
-// ErrNotInProgress when completed, nothing changed then, and the record is
-// returned along with the error so the caller can show it.
+// token (the holder's token becomes stale) and returns it as it was.
+// ErrNotFound when absent; ErrNotInProgress when completed, nothing changed
+// then, and the record is returned along with the error so the caller can
+// show it.
 func (s *Store) ForceRelease(ctx context.Context, scope, key string) (*api.Record, error) {
-	v, err := s.runRecord(ctx, "force release", forceReleaseScript, scope, key)
+	return s.adminChange(ctx, "force release", forceReleaseScript, scope, key, false)
+}
+
+// ReleaseUnlessLeased is ForceRelease, except that a record in progress
+// whose lease still runs is left alone and returned with ErrLeaseLive.
+func (s *Store) ReleaseUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error) {
+	return s.adminChange(ctx, "force release", forceReleaseScript, scope, key, true)
+}
+
+// adminChange runs deleteScript or forceReleaseScript (guarded: refusing a
+// live lease) and decodes {changed, record...}.
+func (s *Store) adminChange(ctx context.Context, op string, script *redis.Script, scope, key string, guarded bool) (*api.Record, error) {
+	guard := "0"
+	if guarded {
+		guard = "1"
+	}
+	v, err := s.runRecord(ctx, op, script, scope, key, guard)
 	if err != nil {
 		return nil, err
 	}
 	if len(v) < 1 {
-		return nil, unexpected("force release", v)
+		return nil, unexpected(op, v)
 	}
 	changed, ok := v[0].(int64)
 	if !ok {
-		return nil, unexpected("force release", v)
+		return nil, unexpected(op, v)
 	}
-	rec, err := decodeRecord("force release", scope, key, v[1:], false)
+	rec, err := decodeRecord(op, scope, key, v[1:], false)
 	if err != nil {
 		return nil, err
 	}
-	if changed != 1 {
+	switch changed {
+	case 1:
+		return rec, nil
+	case 0:
 		return rec, ErrNotInProgress
+	case 2:
+		return rec, ErrLeaseLive
 	}
-	return rec, nil
+	return nil, unexpected(op, v)
 }
 
 // Ping checks that Redis answers (every node's connection is not checked
