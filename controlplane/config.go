@@ -27,6 +27,7 @@ type config struct {
 
 	Lease             time.Duration
 	TTL               time.Duration
+	FenceTTL          time.Duration // 0: the store's default
 	MaxStoredResponse int
 	MaxRequestBytes   int64 // resolved: never 0
 	RedisPrefix       string
@@ -76,6 +77,7 @@ var flagEnv = map[string]string{
 	"admin-token":         envAdminToken,
 	"lease":               "IDEM_LEASE",
 	"ttl":                 "IDEM_TTL",
+	"fence-ttl":           "IDEM_FENCE_TTL",
 	"max-stored-response": "IDEM_MAX_STORED_RESPONSE",
 	"max-request-bytes":   "IDEM_MAX_REQUEST_BYTES",
 	"redis-prefix":        "IDEM_REDIS_PREFIX",
@@ -105,6 +107,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false, "serve without authentication: LOCAL DEVELOPMENT ONLY")
 	fs.DurationVar(&c.Lease, "lease", api.DefaultLease, "default lease of a reservation")
 	fs.DurationVar(&c.TTL, "ttl", api.DefaultTTL, "default lifetime of a record")
+	fs.DurationVar(&c.FenceTTL, "fence-ttl", 0, "how long a release by holder fences that holder out; 0: --lease + --ttl, at least "+store.DefaultFenceTTL.String()+" (a reserve arriving after its fence would lock the key for its TTL with nothing forwarded)")
 	fs.IntVar(&c.MaxStoredResponse, "max-stored-response", api.DefaultMaxStoredBody, "cap in `BYTES` on a stored response (headers and body); over it only the status is kept (body_omitted)")
 	fs.Int64Var(&c.MaxRequestBytes, "max-request-bytes", 0, "request body limit in `BYTES`; 0: 2 × max-stored-response + 64 KiB")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", store.DefaultPrefix, "`PREFIX` of every Redis key (≤ 64 bytes, no braces)")
@@ -204,6 +207,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.Lease%time.Millisecond != 0 || c.TTL%time.Millisecond != 0 {
 		return c, errors.New("--lease and --ttl are kept in milliseconds; give whole milliseconds")
 	}
+	// The fence is a millisecond PEXPIRE; the store bounds it by a whole
+	// longest reservation.
+	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*store.MaxTTL {
+		return c, fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*store.MaxTTL)
+	}
 	if c.Lease > c.TTL {
 		return c, fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)
 	}
@@ -286,6 +294,7 @@ func (c *config) storeOptions() store.Options {
 		MaxStoredResponse: c.storeCap(),
 		DefaultLease:      c.Lease,
 		DefaultTTL:        c.TTL,
+		FenceTTL:          c.FenceTTL,
 	}
 	if len(c.FingerprintKeys) > 0 {
 		o.FingerprintKey = c.FingerprintKeys[0]

@@ -97,6 +97,24 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "fence TTL from the environment reaches the store",
+			env:  []string{envToken, testToken, "IDEM_FENCE_TTL", "48h"},
+			check: func(t *testing.T, c config) {
+				if c.FenceTTL != 48*time.Hour || c.storeOptions().FenceTTL != 48*time.Hour {
+					t.Errorf("FenceTTL %v, store's %v, want 48h", c.FenceTTL, c.storeOptions().FenceTTL)
+				}
+			},
+		},
+		{
+			name: "fence TTL unset: the store's default (a whole reservation)",
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if c.FenceTTL != 0 || c.storeOptions().FenceTTL != 0 {
+					t.Errorf("FenceTTL %v, store's %v, want 0 (the store's default)", c.FenceTTL, c.storeOptions().FenceTTL)
+				}
+			},
+		},
+		{
 			name: "IDEM_REDIS_ADDR is read as redis://host:port",
 			env:  []string{envToken, testToken, envRedisAddr, "10.0.0.5:6380"},
 			check: func(t *testing.T, c config) {
@@ -218,6 +236,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"zero lease", []string{"--lease", "0s"}, []string{envToken, testToken}, "--lease is 0s; want a positive duration", ""},
 		{"negative op timeout", []string{"--op-timeout", "-1s"}, []string{envToken, testToken}, "--op-timeout", ""},
 		{"sub-millisecond lease", []string{"--lease", "1500us"}, []string{envToken, testToken}, "whole milliseconds", ""},
+		{"negative fence ttl", []string{"--fence-ttl", "-1s"}, []string{envToken, testToken}, "--fence-ttl is -1s", ""},
+		{"fence ttl too long", []string{"--fence-ttl", "20000h"}, []string{envToken, testToken}, "--fence-ttl", ""},
 		{"lease longer than ttl", []string{"--lease", "2h", "--ttl", "1h"}, []string{envToken, testToken}, "longer than --ttl", ""},
 		{"unknown redis scheme", []string{"--redis-url", "http://x:1"}, []string{envToken, testToken}, "--redis-url: redis URL: unknown scheme", ""},
 		{"redis password not echoed", []string{"--redis-url", "redis://u:hunter2@h:1/x/y"}, []string{envToken, testToken}, "--redis-url", "hunter2"},

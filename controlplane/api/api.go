@@ -118,7 +118,10 @@ type ReserveResponse struct {
 	Token string `json:"token,omitempty"`
 	// LeaseRemainingMS is how long an InProgress holder's lease still runs.
 	LeaseRemainingMS int64 `json:"lease_remaining_ms,omitempty"`
-	// ExpiresInMS is how long an Indeterminate record still lives.
+	// ExpiresInMS is how long an Indeterminate or Completed record still
+	// lives (its remaining TTL in Redis). A filter caching a Completed
+	// replay at the edge keeps it no longer. Absent (0) on a Completed
+	// answer: not said (an older control plane, or a key without expiry).
 	ExpiresInMS int64 `json:"expires_in_ms,omitempty"`
 	// Response is the stored response of a Completed key.
 	Response *StoredResponse `json:"response,omitempty"`
@@ -170,10 +173,11 @@ type AbandonRequest struct {
 	Token string `json:"token"`
 }
 
-// EdgeEpoch is the answer of PathEdgeEpoch: a number that changes (not
-// only grows: a Redis without persistence may restart at 0) whenever an
-// operator deletes or releases a record. An edge-cache entry filled while
-// the filter knew another epoch is not replayed.
+// EdgeEpoch is the answer of PathEdgeEpoch: a number that changes whenever
+// an operator deletes or releases a record, and after Redis loses its data
+// (it then starts again from Redis's clock, in µs: never a value the edges
+// knew). Compare it for equality. An edge-cache entry filled while the
+// filter knew another epoch is not replayed.
 type EdgeEpoch struct {
 	Epoch int64 `json:"epoch"`
 }

@@ -20,6 +20,7 @@ const (
 	codeUnauthorized = "unauthorized"
 	codeNotFound     = "not_found"
 	codeConflict     = "conflict"
+	codeLeaseLive    = "lease_live"
 	codeRejected     = "rejected"
 )
 

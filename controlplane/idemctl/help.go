@@ -44,6 +44,7 @@ const jsonOutputHelp = `JSON OUTPUT
     unauthorized    the control plane refused the token (keys)
     not_found       keys get: no record for this scope and key
     conflict        keys release: the record is completed, not in progress
+    lease_live      keys release/delete: the record's lease still runs (--force)
     rejected        the control plane refused the request as invalid (keys)
     internal        a bug in idemctl; please report it
 `

@@ -42,7 +42,8 @@ code not_found.`,
 next request with that key executes again. Deleting an absent record is
 not an error: the effect is noop and the exit status 0. With --dry-run
 nothing changes and the effect says what would happen (would_delete or
-noop).`,
+noop).
+` + leaseNote,
 		jsonOK:  `{"ok":true,"effect":"deleted"|"noop"|"would_delete","record":{…the record before…}}`,
 		example: `$ idemctl keys delete --scope tenant-7 --key 8e1f… --dry-run`,
 		define:  defineKeys(keysDelete, true),
@@ -57,6 +58,7 @@ checked by hand).
 A completed record is refused (code conflict, exit 1): delete it instead if
 you mean to. An absent record is a noop (exit 0). --dry-run changes
 nothing and reports would_release or noop.
+` + leaseNote + `
 ` + edgeNote,
 		jsonOK:  `{"ok":true,"effect":"released"|"noop"|"would_release","record":{…the record before…},"edge_caches_stop_within":"…"}`,
 		example: `$ idemctl keys release --scope tenant-7 --key 8e1f…`,
@@ -85,6 +87,12 @@ operation did not run) or keys delete.`,
 // timeout.
 var edgeBound = fmt.Sprintf("%v (api.EdgeEpochPoll) + the filter's control-plane timeout, while the control plane is reachable", api.EdgeEpochPoll)
 
+const leaseNote = `A record in progress whose lease still runs is refused (code lease_live,
+exit 1; the message names the lease end), --dry-run included: its request
+may still be executing, and freeing the key lets the retry that follows run
+it a second time. Wait for the lease to end, or give --force when you know
+it is not running.`
+
 const edgeNote = `Filters keep completed records in per-Envoy edge caches; a delete or
 release (not a dry run) changes the control plane's edge epoch, and every
 filter stops replaying entries filled before within the bound printed
@@ -97,7 +105,7 @@ not told, and running it again is safe.`
 type keysFlags struct {
 	addr, token, scope, key string
 	timeout                 time.Duration
-	dryRun, body            bool
+	dryRun, body, force     bool
 }
 
 type keysAction func(ctx context.Context, c *adminClient, f *keysFlags) (result, error)
@@ -114,6 +122,7 @@ func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
 		fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after DURATION")
 		if mutating {
 			fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what would happen")
+			fs.BoolVar(&f.force, "force", false, "also free a record in progress whose lease still runs (its request may still be executing: the retry that follows may run it twice)")
 		} else {
 			fs.BoolVar(&f.body, "body", false, "include the stored response, body included")
 		}
@@ -234,6 +243,9 @@ func (c *adminClient) query(f *keysFlags) url.Values {
 	q.Set("key", f.key)
 	if f.dryRun {
 		q.Set("dry_run", "1")
+	}
+	if f.force {
+		q.Set("force", "1")
 	}
 	return q
 }
@@ -362,6 +374,10 @@ func (c *adminClient) do(ctx context.Context, method, path string, q url.Values,
 	return nil
 }
 
+// problemLeaseLive is the problem type of an admin delete or release
+// refused because the record's lease still runs.
+const problemLeaseLive = "urn:idemgate:problem:lease-live"
+
 func problemError(status int, body []byte) error {
 	var p api.Problem
 	msg := http.StatusText(status)
@@ -379,6 +395,10 @@ func problemError(status int, body []byte) error {
 		code = codeNotFound
 	case http.StatusConflict:
 		code = codeConflict
+		if p.Type == problemLeaseLive {
+			code = codeLeaseLive
+			msg += " (idemctl: --force)"
+		}
 	case http.StatusBadRequest:
 		code = codeRejected
 	}

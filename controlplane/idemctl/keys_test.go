@@ -97,9 +97,16 @@ func TestKeysCommands(t *testing.T) {
 		{"get absent", []string{"keys", "get", "--key", "nope"}, 1, "", "not_found", true, true},
 		{"dry-run delete", []string{"keys", "delete", "--key", "done", "--dry-run"}, 0, "would_delete", "", true, true},
 		{"dry-run delete absent", []string{"keys", "delete", "--key", "nope", "--dry-run"}, 0, "noop", "", true, true},
-		{"dry-run release", []string{"keys", "release", "--key", "held", "--dry-run"}, 0, "would_release", "", true, true},
+		// "held" is in progress with its lease running: the request may
+		// still execute, so freeing it needs --force (dry runs say so).
+		{"dry-run release of a live lease refused", []string{"keys", "release", "--key", "held", "--dry-run"}, 1, "", "lease_live", true, true},
+		{"release of a live lease refused", []string{"keys", "release", "--key", "held"}, 1, "", "lease_live", true, true},
+		{"delete of a live lease refused", []string{"keys", "delete", "--key", "held"}, 1, "", "lease_live", true, true},
+		{"dry-run delete of a live lease refused", []string{"keys", "delete", "--key", "held", "--dry-run"}, 1, "", "lease_live", true, true},
+		{"dry-run forced delete", []string{"keys", "delete", "--key", "held", "--dry-run", "--force"}, 0, "would_delete", "", true, true},
+		{"dry-run forced release", []string{"keys", "release", "--key", "held", "--dry-run", "--force"}, 0, "would_release", "", true, true},
 		{"release completed refused", []string{"keys", "release", "--key", "done"}, 1, "", "conflict", true, true},
-		{"release", []string{"keys", "release", "--key", "held"}, 0, "released", "", false, true},
+		{"forced release", []string{"keys", "release", "--key", "held", "--force"}, 0, "released", "", false, true},
 		{"release again is a noop", []string{"keys", "release", "--key", "held"}, 0, "noop", "", false, true},
 		{"delete", []string{"keys", "delete", "--key", "done"}, 0, "deleted", "", false, false},
 		{"delete again is a noop", []string{"keys", "delete", "--key", "done"}, 0, "noop", "", false, false},
@@ -264,7 +271,7 @@ func TestKeysMutationsPrintEdgeBound(t *testing.T) {
 	if _, ok := out["edge_caches_stop_within"]; ok {
 		t.Errorf("dry run prints an edge bound: %v", out)
 	}
-	for _, args := range [][]string{{"keys", "delete", "--key", "done"}, {"keys", "release", "--key", "held"}} {
+	for _, args := range [][]string{{"keys", "delete", "--key", "done"}, {"keys", "release", "--key", "held", "--force"}} {
 		_, out := e.keys(t, args...)
 		b, _ := out["edge_caches_stop_within"].(string)
 		if !strings.HasPrefix(b, api.EdgeEpochPoll.String()) || !strings.Contains(b, "control-plane timeout") {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
@@ -71,8 +72,9 @@ func TestAdminDelete(t *testing.T) {
 	problemOf(t, resp, body, http.StatusNotFound)
 	e.acquire("s", "k", "other fingerprint") // the key is free again
 
+	// Its lease runs: only a forced delete frees it (TestAdminRefusesLiveLease).
 	res = api.AdminResult{}
-	e.call(http.MethodDelete, path, nil, http.StatusOK, &res)
+	e.call(http.MethodDelete, path+"&force=1", nil, http.StatusOK, &res)
 	if res.Effect != api.EffectDeleted || res.Record.State != api.StateInProgress {
 		t.Errorf("delete of an in-progress record = %+v", res)
 	}
@@ -98,7 +100,8 @@ func TestAdminRelease(t *testing.T) {
 
 	tok := e.acquire("s", "k", "fp")
 	res = api.AdminResult{}
-	e.call(http.MethodPost, path+"&dry_run=true", nil, http.StatusOK, &res)
+	// Its lease runs: only forced (TestAdminRefusesLiveLease).
+	e.call(http.MethodPost, path+"&dry_run=true&force=1", nil, http.StatusOK, &res)
 	if res.Effect != api.EffectWouldRelease || res.Record == nil || res.Record.State != api.StateInProgress {
 		t.Errorf("dry run = %+v, want would_release with the record", res)
 	}
@@ -107,7 +110,7 @@ func TestAdminRelease(t *testing.T) {
 	}
 
 	res = api.AdminResult{}
-	e.call(http.MethodPost, path, nil, http.StatusOK, &res)
+	e.call(http.MethodPost, path+"&force=true", nil, http.StatusOK, &res)
 	if res.Effect != api.EffectReleased || res.Record == nil || res.Record.State != api.StateInProgress {
 		t.Errorf("release = %+v, want released with the record before", res)
 	}
@@ -126,5 +129,49 @@ func TestAdminRelease(t *testing.T) {
 	}
 	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Completed {
 		t.Errorf("after a refused release reserve = %+v, want completed", r)
+	}
+}
+
+// TestAdminRefusesLiveLease: an admin delete or release of a record in
+// progress whose lease still runs is refused (409 lease-live, naming the
+// lease end), dry run included, and changes nothing: the original request
+// may still be executing, and freeing its key lets the retry that follows
+// run it a second time. force=1 does it anyway.
+func TestAdminRefusesLiveLease(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		method, path string
+		effect       api.Effect
+	}{
+		{http.MethodDelete, api.PathAdminKeys, api.EffectDeleted},
+		{http.MethodPost, api.PathAdminRelease, api.EffectReleased},
+	}
+	for _, tt := range tests {
+		key := "live-" + string(tt.effect)
+		e.acquire("s", key, "fp")
+		for _, extra := range []string{"", "dry_run=1", "force=0"} {
+			resp, body := e.do(tt.method, tt.path+query("s", key, extra), nil)
+			p := problemOf(t, resp, body, http.StatusConflict)
+			if p.Type != "urn:idemgate:problem:lease-live" || !strings.Contains(p.Detail, "lease runs until 20") || !strings.Contains(p.Detail, "force") {
+				t.Errorf("%s %s %s of a live lease: problem %+v, want lease-live naming the lease end and force", tt.method, tt.path, extra, p)
+			}
+		}
+		var rec api.Record
+		e.call(http.MethodGet, api.PathAdminKeys+query("s", key), nil, http.StatusOK, &rec)
+		if rec.State != api.StateInProgress {
+			t.Fatalf("after the refusals: %+v, want in progress still", rec)
+		}
+		var res api.AdminResult
+		e.call(tt.method, tt.path+query("s", key, "force=1", "dry_run=1"), nil, http.StatusOK, &res)
+		if res.Effect == tt.effect || res.Record == nil {
+			t.Errorf("forced dry run = %+v, want a would_ effect", res)
+		}
+		res = api.AdminResult{}
+		e.call(tt.method, tt.path+query("s", key, "force=1"), nil, http.StatusOK, &res)
+		if res.Effect != tt.effect || res.Record == nil || res.Record.State != api.StateInProgress {
+			t.Errorf("forced = %+v, want %s", res, tt.effect)
+		}
+		resp, body := e.do(http.MethodGet, api.PathAdminKeys+query("s", key), nil)
+		problemOf(t, resp, body, http.StatusNotFound)
 	}
 }

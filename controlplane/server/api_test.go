@@ -41,13 +41,20 @@ func TestFlow(t *testing.T) {
 	if res.Outcome != api.Completed || res.Response == nil || !reflect.DeepEqual(*res.Response, stored) {
 		t.Errorf("reserve after complete = %+v (response %+v), want completed with %+v", res, res.Response, stored)
 	}
+	if res.ExpiresInMS <= 0 || res.ExpiresInMS > api.DefaultTTL.Milliseconds() {
+		t.Errorf("completed answer expires_in_ms = %d, want the record's remaining TTL", res.ExpiresInMS)
+	}
 	if res := e.reserve(scope, key, "sha256:bbbb"); res.Outcome != api.Mismatch {
 		t.Errorf("reserve of a completed key with another fingerprint = %+v, want mismatch", res)
 	}
 
-	// The holder's token no longer holds: complete and release are stale
-	// and change nothing.
+	// A retried complete of the same token (the first answer was lost) is
+	// delivered: 200, and the first response stays. Release is stale.
 	resp, body := e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: scope, Key: key, Token: tok, Response: api.StoredResponse{Status: 500}})
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("retried complete = %d %s, want 200", resp.StatusCode, body)
+	}
+	resp, body = e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: scope, Key: key, Token: "1.not-the-token", Response: api.StoredResponse{Status: 500}})
 	problemOf(t, resp, body, http.StatusConflict)
 	resp, body = e.do(http.MethodPost, api.PathRelease, api.ReleaseRequest{Scope: scope, Key: key, Token: tok})
 	if p := problemOf(t, resp, body, http.StatusConflict); p.Type != "urn:idemgate:problem:stale-token" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -122,8 +123,10 @@ func edgeEpoch(t *testing.T, e *env) int64 {
 // record was already gone.
 func TestEdgeEpoch(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.opt.AdminToken = adminToken })
-	if n := edgeEpoch(t, e); n != 0 {
-		t.Fatalf("epoch at start = %d, want 0", n)
+	// The store starts the epoch from Redis's clock: count from there.
+	start := edgeEpoch(t, e)
+	if start <= 0 {
+		t.Fatalf("epoch at start = %d, want one started from Redis's clock", start)
 	}
 	admin := func(method, path string, want int) {
 		t.Helper()
@@ -145,14 +148,15 @@ func TestEdgeEpoch(t *testing.T) {
 		{"release of a completed record is refused", http.MethodPost, api.PathAdminRelease + query("s", "done"), http.StatusConflict, 0},
 		{"delete", http.MethodDelete, api.PathAdminKeys + query("s", "done"), http.StatusOK, 1},
 		{"delete again (absent)", http.MethodDelete, api.PathAdminKeys + query("s", "done"), http.StatusOK, 2},
-		{"release dry run", http.MethodPost, api.PathAdminRelease + query("s", "held", "dry_run=1"), http.StatusOK, 2},
-		{"release", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusOK, 3},
+		{"release dry run", http.MethodPost, api.PathAdminRelease + query("s", "held", "dry_run=1", "force=1"), http.StatusOK, 2},
+		{"release of a live lease is refused", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusConflict, 2},
+		{"release", http.MethodPost, api.PathAdminRelease + query("s", "held", "force=1"), http.StatusOK, 3},
 		{"release again (absent)", http.MethodPost, api.PathAdminRelease + query("s", "held"), http.StatusOK, 4},
 	}
 	for _, st := range steps {
 		admin(st.method, st.path, st.wantStatus)
-		if n := edgeEpoch(t, e); n != st.wantEpoch {
-			t.Fatalf("%s: epoch %d, want %d", st.name, n, st.wantEpoch)
+		if n := edgeEpoch(t, e); n != start+st.wantEpoch {
+			t.Fatalf("%s: epoch %d, want start+%d = %d", st.name, n, st.wantEpoch, start+st.wantEpoch)
 		}
 	}
 	// The filter's token reads it; no token does not.
@@ -161,7 +165,8 @@ func TestEdgeEpoch(t *testing.T) {
 	problemOf(t, resp, body, http.StatusUnauthorized)
 	e.token = token
 	m := metricsText(t, e)
-	for _, want := range []string{`idemgate_edge_epoch_bumps_total{result="ok"} 4`, `idemgate_edge_epoch 4`} {
+	gauge := "idemgate_edge_epoch " + strconv.FormatFloat(float64(start+4), 'g', -1, 64)
+	for _, want := range []string{`idemgate_edge_epoch_bumps_total{result="ok"} 4`, gauge} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
@@ -181,8 +186,8 @@ func TestEdgeEpochBumpFails(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.wrap = func(st server.Store) server.Store { return failingBump{st} } })
 	e.acquire("s", "k", "fp")
 	for _, c := range []struct{ method, path string }{
-		{http.MethodDelete, api.PathAdminKeys + query("s", "k")},
-		{http.MethodPost, api.PathAdminRelease + query("s", "k")},
+		{http.MethodDelete, api.PathAdminKeys + query("s", "k", "force=1")},
+		{http.MethodPost, api.PathAdminRelease + query("s", "k", "force=1")},
 	} {
 		resp, body := e.do(c.method, c.path, nil)
 		p := problemOf(t, resp, body, http.StatusServiceUnavailable)

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/idemgate/idemgate/controlplane/api"
@@ -35,7 +37,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 	case errors.Is(err, store.ErrStaleToken):
 		ri.outcome = outStale
 		writeProblem(w, &problem{http.StatusConflict, probStaleToken, "Stale token",
-			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed, released, abandoned or deleted; nothing was changed"})
+			"the token no longer holds this key: the lease ended and another request took the key over, or the key was completed by another token, released, abandoned or deleted; nothing was changed"})
 	case errors.Is(err, store.ErrNotFound):
 		ri.outcome = outNotFound
 		writeProblem(w, &problem{http.StatusNotFound, probRecordNotFound, "Record not found",
@@ -340,39 +342,43 @@ func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	writeJSON(w, http.StatusOK, api.Result{Outcome: outIndeterminate})
 }
 
-// adminQuery parses ?scope=S&key=K plus one optional boolean flag. Unknown
-// or repeated parameters are refused: a mistyped dry_run must not turn a
-// dry run into a deletion.
-func adminQuery(r *http.Request, flag string) (scope, key string, on bool, p *problem) {
+// adminQuery parses ?scope=S&key=K plus optional boolean flags. Unknown or
+// repeated parameters are refused: a mistyped dry_run must not turn a dry
+// run into a deletion.
+func adminQuery(r *http.Request, flags ...string) (scope, key string, on map[string]bool, p *problem) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return "", "", false, badRequest("malformed query string: " + err.Error())
+		return "", "", nil, badRequest("malformed query string: " + err.Error())
 	}
 	for name, vals := range q {
-		if name != "scope" && name != "key" && name != flag {
-			return "", "", false, badRequest(fmt.Sprintf("unknown query parameter %q; this endpoint takes scope, key and %s", name, flag))
+		if name != "scope" && name != "key" && !slices.Contains(flags, name) {
+			return "", "", nil, badRequest(fmt.Sprintf("unknown query parameter %q; this endpoint takes scope, key and %s", name, strings.Join(flags, ", ")))
 		}
 		if len(vals) > 1 {
-			return "", "", false, badRequest(fmt.Sprintf("query parameter %q is given %d times", name, len(vals)))
+			return "", "", nil, badRequest(fmt.Sprintf("query parameter %q is given %d times", name, len(vals)))
 		}
 	}
 	scope, key = q.Get("scope"), q.Get("key")
 	if p := validateNames(scope, key); p != nil {
-		return "", "", false, p
+		return "", "", nil, p
 	}
-	switch v := strings.ToLower(q.Get(flag)); v {
-	case "", "0", "false":
-	case "1", "true":
-		on = true
-	default:
-		return "", "", false, badRequest(fmt.Sprintf("query parameter %q is %q; want 1 or 0", flag, v))
+	on = map[string]bool{}
+	for _, flag := range flags {
+		switch v := strings.ToLower(q.Get(flag)); v {
+		case "", "0", "false":
+		case "1", "true":
+			on[flag] = true
+		default:
+			return "", "", nil, badRequest(fmt.Sprintf("query parameter %q is %q; want 1 or 0", flag, v))
+		}
 	}
 	return scope, key, on, nil
 }
 
 func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opAdminGet
-	scope, key, withBody, p := adminQuery(r, "body")
+	scope, key, flags, p := adminQuery(r, "body")
+	withBody := flags["body"]
 	if p != nil {
 		refuse(w, ri, p)
 		return
@@ -396,44 +402,69 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 }
 
 func (s *Server) adminDelete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	s.adminMutation(w, r, ri, opAdminDelete, func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error) {
+	s.adminMutation(w, r, ri, opAdminDelete, func(ctx context.Context, scope, key string, dryRun, force bool) (*api.Record, api.Effect, error) {
 		if dryRun {
 			rec, err := s.store.Get(ctx, scope, key, false)
+			if err == nil && !force && leaseLive(rec) {
+				err = store.ErrLeaseLive
+			}
 			return rec, api.EffectWouldDelete, err
 		}
-		rec, err := s.store.Delete(ctx, scope, key)
+		if force {
+			rec, err := s.store.Delete(ctx, scope, key)
+			return rec, api.EffectDeleted, err
+		}
+		rec, err := s.store.DeleteUnlessLeased(ctx, scope, key)
 		return rec, api.EffectDeleted, err
 	})
 }
 
 func (s *Server) adminRelease(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	s.adminMutation(w, r, ri, opAdminRelease, func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error) {
+	s.adminMutation(w, r, ri, opAdminRelease, func(ctx context.Context, scope, key string, dryRun, force bool) (*api.Record, api.Effect, error) {
 		if dryRun {
 			rec, err := s.store.Get(ctx, scope, key, false)
-			if err == nil && rec.State == api.StateCompleted {
+			switch {
+			case err != nil:
+			case rec.State == api.StateCompleted:
 				err = store.ErrNotInProgress
+			case !force && leaseLive(rec):
+				err = store.ErrLeaseLive
 			}
 			return rec, api.EffectWouldRelease, err
 		}
-		rec, err := s.store.ForceRelease(ctx, scope, key)
+		if force {
+			rec, err := s.store.ForceRelease(ctx, scope, key)
+			return rec, api.EffectReleased, err
+		}
+		rec, err := s.store.ReleaseUnlessLeased(ctx, scope, key)
 		return rec, api.EffectReleased, err
 	})
 }
 
-// adminMutation serves delete and release: ?scope=&key=[&dry_run=1], one
-// store call (a Get for a dry run), and the answer adminResult gives.
+// leaseLive tells a dry run that the record is in progress with its lease
+// still running, by this instance's clock (the real run decides by
+// Redis's, atomically).
+func leaseLive(rec *api.Record) bool {
+	return rec.State == api.StateInProgress && rec.LeaseExpiresAt != nil && rec.LeaseExpiresAt.After(time.Now())
+}
+
+// adminMutation serves delete and release: ?scope=&key=[&dry_run=1]
+// [&force=1], one store call (a Get for a dry run), and the answer
+// adminResult gives. Without force, a record whose lease still runs is
+// refused (409 lease-live).
 func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqInfo, op string,
-	do func(ctx context.Context, scope, key string, dryRun bool) (*api.Record, api.Effect, error)) {
+	do func(ctx context.Context, scope, key string, dryRun, force bool) (*api.Record, api.Effect, error)) {
 	ri.op = op
-	scope, key, dryRun, p := adminQuery(r, "dry_run")
+	scope, key, flags, p := adminQuery(r, "dry_run", "force")
 	if p != nil {
 		refuse(w, ri, p)
 		return
 	}
+	dryRun := flags["dry_run"]
 	ri.scope, ri.key = scope, key
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	rec, effect, err := do(ctx, scope, key, dryRun)
+	rec, effect, err := do(ctx, scope, key, dryRun, flags["force"])
 	if !dryRun && (err == nil || errors.Is(err, store.ErrNotFound)) {
 		// Tell the edges, also when the record was already gone: an
 		// operator who retries a delete whose answer was lost notifies
@@ -533,6 +564,11 @@ func (s *Server) adminResult(w http.ResponseWriter, r *http.Request, ri *reqInfo
 	case errors.Is(err, store.ErrNotFound):
 		ri.outcome = outNoop
 		writeJSON(w, http.StatusOK, api.AdminResult{Effect: api.EffectNoop})
+	case errors.Is(err, store.ErrLeaseLive) && rec != nil && rec.LeaseExpiresAt != nil:
+		ri.outcome = outLeaseLive
+		writeProblem(w, &problem{http.StatusConflict, probLeaseLive, "Lease still running",
+			"the record is in progress and its lease runs until " + rec.LeaseExpiresAt.UTC().Format(time.RFC3339Nano) +
+				": the original request may still be executing, and freeing its key would let a retry run it a second time; nothing was changed. Wait for the lease to end, or pass force=1"})
 	case err != nil:
 		s.fail(w, r, ri, err)
 	default:

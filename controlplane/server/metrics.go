@@ -40,6 +40,7 @@ const (
 	outWouldDelete   = "would_delete"
 	outWouldRelease  = "would_release"
 	outNotInProgress = "not_in_progress"
+	outLeaseLive     = "lease_live"
 	outInvalid       = "invalid"
 	outTooLarge      = "too_large"
 	outError         = "error"
@@ -62,8 +63,8 @@ var knownOutcomes = map[string][]string{
 	opRelease:      {outReleased, outFenced, outStale, outInvalid, outError},
 	opAbandon:      {outIndeterminate, outStale, outInvalid, outError},
 	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
-	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outInvalid, outError, outEpochFailed},
-	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outInvalid, outError, outEpochFailed},
+	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outLeaseLive, outInvalid, outError, outEpochFailed},
+	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outLeaseLive, outInvalid, outError, outEpochFailed},
 	opAdminList:    {outListed, outInvalid, outError},
 	opEdgeEpoch:    {outFound, outError},
 }

@@ -155,9 +155,9 @@ func TestMetrics(t *testing.T) {
 	e.reserve("s", "k", "fp")    // in_progress
 	e.reserve("s", "k", "other") // mismatch
 	e.completeWith("s", "k", tok, api.StoredResponse{Status: 200})
-	e.reserve("s", "k", "fp")                                                                                                                 // completed
-	e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: tok, Response: api.StoredResponse{Status: 200}}) // stale
-	e.do(http.MethodPost, api.PathReserve, `{"scope":""}`)                                                                                    // invalid
+	e.reserve("s", "k", "fp")                                                                                                                               // completed
+	e.do(http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: "1.not-the-token", Response: api.StoredResponse{Status: 200}}) // stale
+	e.do(http.MethodPost, api.PathReserve, `{"scope":""}`)                                                                                                  // invalid
 	e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "fp"}, "Authorization", "Bearer bad-bad-bad-bad")
 	e.do(http.MethodDelete, api.PathAdminKeys+query("s", "absent"), nil) // noop
 	e.redis.Stop()

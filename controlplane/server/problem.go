@@ -21,6 +21,7 @@ const (
 	probTooLarge        = probPrefix + "request-too-large"
 	probStaleToken      = probPrefix + "stale-token"
 	probNotInProgress   = probPrefix + "not-in-progress"
+	probLeaseLive       = probPrefix + "lease-live"
 	probUnavailable     = probPrefix + "store-unavailable"
 	probUndecryptable   = probPrefix + "undecryptable"
 	probInternal        = probPrefix + "internal"

@@ -27,7 +27,7 @@ import (
 
 // Store is what the API needs of the key store; *store.Store implements
 // it. Errors are store.ErrStaleToken, store.ErrNotFound,
-// store.ErrNotInProgress, store.ErrFenced (beside an answer),
+// store.ErrNotInProgress, store.ErrLeaseLive, store.ErrFenced (beside an answer),
 // store.ErrInvalidRequest, or a failure to reach Redis (answered 503).
 type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
@@ -38,6 +38,8 @@ type Store interface {
 	Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error)
 	Delete(ctx context.Context, scope, key string) (*api.Record, error)
 	ForceRelease(ctx context.Context, scope, key string) (*api.Record, error)
+	DeleteUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error)
+	ReleaseUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error)
 	List(ctx context.Context, state api.State, scope, cursor string, limit int) ([]api.Record, string, error)
 	EdgeEpoch(ctx context.Context) (int64, error)
 	BumpEdgeEpoch(ctx context.Context) (int64, error)

@@ -19,30 +19,34 @@ import (
 // has no hash tag and no brace, so no SCAN of records sees it).
 func (s *Store) edgeEpochKey() string { return s.opt.Prefix + ":edge-epoch" }
 
-// EdgeEpoch reads the edge epoch (api.EdgeEpoch): 0 when it was never
-// bumped (or Redis lost it; the epoch changes, it does not only grow).
+// EdgeEpoch reads the edge epoch (api.EdgeEpoch). When Redis holds none
+// (never bumped, or its data was lost) it first starts one from Redis's
+// clock (µs since the Unix epoch), so that the edges, which compare it for
+// equality, see a new value after every data loss and never one they knew.
 func (s *Store) EdgeEpoch(ctx context.Context) (int64, error) {
 	if s.optErr != nil {
 		return 0, s.optErr
 	}
-	n, err := s.c.Get(ctx, s.edgeEpochKey()).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
+	v, err := edgeEpochScript.Run(ctx, s.c, []string{s.edgeEpochKey()}).Text()
 	if err != nil {
 		return 0, unavailable("edge epoch", err)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, unexpected("edge epoch", v)
 	}
 	return n, nil
 }
 
-// BumpEdgeEpoch increments the edge epoch and returns its new value. The
-// admin API calls it after every delete or release, so that filters stop
-// replaying edge-cache entries filled before.
+// BumpEdgeEpoch increments the edge epoch (started from Redis's clock as
+// EdgeEpoch does when absent) and returns its new value. The admin API
+// calls it after every delete or release, so that filters stop replaying
+// edge-cache entries filled before.
 func (s *Store) BumpEdgeEpoch(ctx context.Context) (int64, error) {
 	if s.optErr != nil {
 		return 0, s.optErr
 	}
-	n, err := s.c.Incr(ctx, s.edgeEpochKey()).Result()
+	n, err := bumpEdgeEpochScript.Run(ctx, s.c, []string{s.edgeEpochKey()}).Int64()
 	if err != nil {
 		return 0, unavailable("bump edge epoch", err)
 	}

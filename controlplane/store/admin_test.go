@@ -14,19 +14,47 @@ func TestList(t *testing.T) {
 	runList(t, s)
 }
 
+// TestEdgeEpoch: the epoch is stable between bumps and changes at each,
+// and it never repeats a value the edges knew after Redis loses its data
+// (a restart without persistence): a filter that kept the old epoch would
+// otherwise never see the deletes made after the restart.
 func TestEdgeEpoch(t *testing.T) {
 	s, srv := newStandalone(t, Options{})
 	ctx := testCtx(t)
-	if n, err := s.EdgeEpoch(ctx); err != nil || n != 0 {
-		t.Fatalf("epoch before any bump: %d %v, want 0", n, err)
+	seen := map[int64]bool{}
+	epoch := func(what string) int64 {
+		t.Helper()
+		n, err := s.EdgeEpoch(ctx)
+		if err != nil {
+			t.Fatalf("%s: epoch: %v", what, err)
+		}
+		return n
 	}
-	for want := int64(1); want <= 3; want++ {
-		if n, err := s.BumpEdgeEpoch(ctx); err != nil || n != want {
-			t.Fatalf("bump: %d %v, want %d", n, err, want)
+	for life := 0; life < 3; life++ {
+		start := epoch("start")
+		if seen[start] || start <= 0 {
+			t.Fatalf("life %d: epoch %d at start, already seen (or not positive): %v", life, start, seen)
 		}
-		if n, err := s.EdgeEpoch(ctx); err != nil || n != want {
-			t.Fatalf("epoch: %d %v, want %d", n, err, want)
+		if again := epoch("again"); again != start {
+			t.Fatalf("life %d: epoch read %d then %d with no bump", life, start, again)
 		}
+		seen[start] = true
+		for i := int64(1); i <= 3; i++ {
+			n, err := s.BumpEdgeEpoch(ctx)
+			if err != nil || n != start+i || seen[n] {
+				t.Fatalf("life %d: bump: %d %v, want %d, never seen", life, n, err, start+i)
+			}
+			if got := epoch("after bump"); got != n {
+				t.Fatalf("life %d: epoch %d after bump to %d", life, got, n)
+			}
+			seen[n] = true
+		}
+		srv.Restart() // persistence off: the data is gone
+	}
+	// A bump that is the first command after a data loss changes it too.
+	n, err := s.BumpEdgeEpoch(ctx)
+	if err != nil || seen[n] {
+		t.Fatalf("first bump after a data loss: %d %v, a value already seen", n, err)
 	}
 	// The epoch key is not a record: a listing never sees it.
 	recs, cur, err := s.List(ctx, api.StateIndeterminate, "", "", 100)
@@ -176,4 +204,70 @@ func runList(t *testing.T, s *Store) {
 			}
 		}
 	})
+}
+
+// TestAdminUnlessLeased: the guarded delete and release refuse a record in
+// progress whose lease still runs (the original request may be executing:
+// freeing the key would let its retry run a second time) and change
+// nothing; once the lease ended, or for other states, they act as Delete
+// and ForceRelease do.
+func TestAdminUnlessLeased(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	ops := []struct {
+		name string
+		do   func(key string) (*api.Record, error)
+	}{
+		{"delete", func(key string) (*api.Record, error) { return s.DeleteUnlessLeased(ctx, "g", key) }},
+		{"release", func(key string) (*api.Record, error) { return s.ReleaseUnlessLeased(ctx, "g", key) }},
+	}
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			live := op.name + "-live"
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: live, Fingerprint: "A", LeaseMS: 60_000})
+			if err != nil || r.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", r, err)
+			}
+			rec, err := op.do(live)
+			if !errors.Is(err, ErrLeaseLive) || rec == nil || rec.LeaseExpiresAt == nil || rec.State != api.StateInProgress {
+				t.Fatalf("%s of a live lease: %+v %v, want ErrLeaseLive with the record", op.name, rec, err)
+			}
+			if got, err := s.Get(ctx, "g", live, false); err != nil || got.State != api.StateInProgress {
+				t.Fatalf("after the refusal: %+v %v, want the record unchanged", got, err)
+			}
+
+			ended := op.name + "-ended"
+			if r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: ended, Fingerprint: "A", LeaseMS: 200}); err != nil || r.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", r, err)
+			}
+			before, err := s.Get(ctx, "g", ended, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*before.LeaseExpiresAt) })
+			if rec, err := op.do(ended); err != nil || rec.State != api.StateIndeterminate {
+				t.Fatalf("%s after the lease ended: %+v %v, want done", op.name, rec, err)
+			}
+			if _, err := s.Get(ctx, "g", ended, false); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after %s: %v, want ErrNotFound", op.name, err)
+			}
+			if _, err := op.do("absent"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("%s of an absent record: %v, want ErrNotFound", op.name, err)
+			}
+		})
+	}
+	// A completed record: delete deletes it, release refuses it.
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "g", Key: "done", Fingerprint: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "g", Key: "done", Token: r.Token, Response: responseFor(200)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReleaseUnlessLeased(ctx, "g", "done"); !errors.Is(err, ErrNotInProgress) {
+		t.Fatalf("release of a completed record: %v, want ErrNotInProgress", err)
+	}
+	if rec, err := s.DeleteUnlessLeased(ctx, "g", "done"); err != nil || rec.State != api.StateCompleted {
+		t.Fatalf("delete of a completed record: %+v %v", rec, err)
+	}
 }

@@ -34,7 +34,9 @@
 // and is never taken over: it stays until its TTL ends or an operator
 // frees it (ForceRelease, Delete). All three return ErrStaleToken and
 // change nothing when the token does not hold (another holder, completed,
-// absent).
+// absent), except a Complete of a record already completed under the same
+// token: that is a retry of the one attempt's one response, answered
+// success without any change.
 //
 // # Holders and fences
 //
@@ -44,7 +46,9 @@
 // answer: it deletes the record if that holder holds it (as Release would)
 // and in every case writes a fence, a key beside the record
 // ("<record key>f.<holder>", same Cluster slot) that lives FenceTTL
-// (default DefaultFenceTTL, 2 minutes). A reserve carrying a fenced holder
+// (default a whole reservation: DefaultLease + DefaultTTL, at least
+// DefaultFenceTTL, 24h30s), so that a reserve arriving late never
+// acquires a key nobody will answer. A reserve carrying a fenced holder
 // changes nothing and is answered InProgress with ErrFenced; a reserve of
 // any other holder does not see the fence.
 //
@@ -57,12 +61,15 @@
 // # Expiry
 //
 // Every record expires (PEXPIRE), whatever its state. Reserve gives it
-// the request's TTL from the reservation (a takeover restarts it), and
-// keeps the TTL in the record; a successful Complete restarts it from the
-// moment the response is stored, so a definite response is replayed for a
-// full TTL however late in the reservation it came. The reservation's TTL
-// is therefore the bound on an unanswered request, and the completed
-// record lives TTL after its response.
+// lease + TTL from the reservation on a route that locks (so that a
+// reservation whose lease ends unanswered stays indeterminate a full TTL,
+// even when the lease equals the TTL), the TTL on a route that releases (a
+// takeover restarts it the same way), and keeps the TTL in the record; a
+// successful Complete restarts it at the TTL from the moment the response
+// is stored, so a definite response is replayed for a full TTL however
+// late in the reservation it came. The reservation's expiry is therefore
+// the bound on an unanswered request, and the completed record lives TTL
+// after its response.
 //
 // # One round trip, one clock
 //
@@ -111,15 +118,17 @@
 //   - Reserve passes the holder id (a fresh nonce when the caller gave
 //     none); a re-run that finds the record held under a token with that
 //     holder answers acquired with that token.
-//   - Complete passes a fresh call nonce, kept in the record; a re-run that
-//     finds the record completed by this token and call answers success.
-//     Another Complete with the same token gets ErrStaleToken.
+//   - Complete: a re-run, or another Complete with the same token (the
+//     caller's retry after a lost answer, with a fresh call nonce), finds
+//     the record completed by this token and answers success; the first
+//     response and expiry stay.
 //   - Abandon: a re-run (or any later abandon with the token) finds the
 //     record abandoned under this token and answers success.
 //   - ReleaseHolder sets the fence again and finds nothing to delete.
 //   - Release deletes; a re-run finds the record absent (or held by a new
 //     token) and changes nothing. It then reports ErrStaleToken, which is
-//     still true: the caller's token no longer holds.
+//     still true: the caller's token no longer holds. A filter takes a
+//     stale answer to a release as final, which is harmless.
 //   - Get reads; Delete and ForceRelease are admin actions whose re-run
 //     finds the record absent and reports ErrNotFound.
 //

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,43 @@ func TestFingerprintKeyOptions(t *testing.T) {
 		if err := tt.opt.Validate(); (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalidOptions)) {
 			t.Errorf("%s: Validate() = %v, want ok=%v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+// TestFenceTTLDefault: by default a fence outlasts a whole default
+// reservation (lease + TTL, of the api defaults or of the store's longer
+// ones): a reserve of a holder that left arriving after a short fence
+// would acquire and leave the key indeterminate for its TTL with nothing
+// forwarded. An explicit FenceTTL is kept as given.
+func TestFenceTTLDefault(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	tests := []struct {
+		name string
+		opt  Options
+		min  time.Duration
+		max  time.Duration
+	}{
+		{name: "defaults", opt: Options{}, min: api.DefaultTTL + api.DefaultLease},
+		{name: "longer store defaults", opt: Options{DefaultLease: time.Minute, DefaultTTL: 48 * time.Hour}, min: 48*time.Hour + time.Minute},
+		{name: "explicit", opt: Options{FenceTTL: 5 * time.Minute}, min: 5*time.Minute - 10*time.Second, max: 5 * time.Minute},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := srv.store(tt.opt)
+			h, key := holderID("hD"), fmt.Sprintf("fence-default-%d", i)
+			if _, err := s.ReleaseHolder(ctx, "s", key, h); err != nil {
+				t.Fatal(err)
+			}
+			pttl, err := s.c.PTTL(ctx, s.fenceKey("s", key, h)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// PTTL counts down from the fence's length: allow 10s for a
+			// loaded machine.
+			if pttl < tt.min-10*time.Second || tt.max != 0 && pttl > tt.max {
+				t.Fatalf("fence PTTL %v, want at least %v", pttl, tt.min)
+			}
+		})
 	}
 }

@@ -19,7 +19,9 @@ import "github.com/redis/go-redis/v9"
 //	       release; anything else (absent in older records) is lock
 //	lease  lease end, ms since the epoch by Redis TIME (in progress only)
 //	cr     creation, ms (Redis TIME)
-//	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it
+//	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it. A
+//	       reservation that locks lives lease + ttl (a full TTL past
+//	       its lease), one that releases ttl; complete restarts it at ttl
 //	ttl    the record's TTL, ms, as reserved; complete restarts it
 //	code   stored status (completed)
 //	hdr    stored headers as a JSON array of [name, value] (completed)
@@ -53,18 +55,27 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // {"indeterminate", remaining TTL ms[, "lease_ended" when this reserve
 // found the lease ended and wrote the record indeterminate]} |
 // {"fenced", remaining fence ms} |
-// {"mismatch"} | {"completed", status, headers JSON, body, omitted}.
+// {"mismatch"} | {"completed", status, headers JSON, body, omitted,
+// remaining TTL ms (0 when the key has no expiry)}.
 var reserveScript = redis.NewScript(nowMS + `
 local k, fp, lease, ttl, holder, oi = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'fenced', math.max(redis.call('PTTL', KEYS[2]), 1)}
 end
 local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease', 'oi')
+-- On a route that locks, the reservation outlives its lease by a full TTL:
+-- when the lease ends without word the record turns indeterminate and
+-- must stay so (the request may have run) instead of expiring with the
+-- lease and letting a retry acquire.
+local life = ttl
+if oi ~= 'release' then
+  life = lease + ttl
+end
 if not r[1] then
   local tok = '1.' .. holder
   redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok, 'hd', holder, 'oi', oi,
-    'lease', now + lease, 'cr', now, 'exp', now + ttl, 'ttl', ttl)
-  redis.call('PEXPIRE', k, ttl)
+    'lease', now + lease, 'cr', now, 'exp', now + life, 'ttl', ttl)
+  redis.call('PEXPIRE', k, life)
   return {'acquired', tok}
 end
 local stored = r[2] or ''
@@ -87,7 +98,10 @@ if not match then
 end
 if r[1] == 'c' then
   local c = redis.call('HMGET', k, 'code', 'hdr', 'body', 'omit')
-  return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or ''}
+  -- How long the record still lives: an edge cache keeps the replay no
+  -- longer. 0 for a key without expiry (not ours), "unknown".
+  return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or '',
+    math.max(redis.call('PTTL', k), 0)}
 end
 if r[1] == 'i' then
   return {'indeterminate', math.max(redis.call('PTTL', k), 1)}
@@ -114,22 +128,23 @@ end
 gen = gen + 1
 tok = gen .. '.' .. holder
 redis.call('HSET', k, 'gen', gen, 'tok', tok, 'hd', holder, 'oi', oi,
-  'lease', now + lease, 'exp', now + ttl, 'ttl', ttl)
-redis.call('PEXPIRE', k, ttl)
+  'lease', now + lease, 'exp', now + life, 'ttl', ttl)
+redis.call('PEXPIRE', k, life)
 return {'acquired', tok}
 `)
 
 // completeScript: ARGV = token, call nonce, status, headers JSON, body,
-// omitted ("1" or ""). Replies 1 when stored (or already stored by this very
-// call), 0 when the token does not hold; then nothing changed. The token
+// omitted ("1" or ""). Replies 1 when stored, or when the record is already
+// completed under this token (a retried call: nothing changes, the first
+// response stays), 0 when the token does not hold; then nothing changed. The token
 // holds on an in-progress record (lease live or not) and on one that went
 // indeterminate because its lease ended: a late complete still lands.
 //
 // A definite response is kept for the record's TTL from the moment it is
 // stored: the script sets exp = now + ttl and PEXPIREs the key, so that a
 // response completed near the end of the TTL given at reserve does not
-// vanish at once and let a retry execute again. The re-run of this very
-// call (same call nonce) leaves the expiry where the first run put it. A
+// vanish at once and let a retry execute again. A re-run (same token)
+// leaves the expiry where the first run put it. A
 // record without 'ttl' (written by an older version) keeps its expiry.
 var completeScript = redis.NewScript(nowMS + `
 local k = KEYS[1]
@@ -138,10 +153,10 @@ if r[2] ~= ARGV[1] then
   return 0
 end
 if r[1] == 'c' then
-  if r[3] == ARGV[2] then
-    return 1
-  end
-  return 0
+  -- Completed under this very token: a retry of the call (go-redis's,
+  -- same nonce) or of the caller's (a fresh nonce) after a lost answer.
+  -- One token is one attempt with one response: it was delivered.
+  return 1
 end
 if r[1] ~= 'p' and not (r[1] == 'i' and r[5] == 'e') then
   return 0
@@ -231,6 +246,12 @@ local function record(k, withBody)
   r[11] = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   return r
 end
+
+-- leaseLive tells a record in progress whose lease still runs: its holder
+-- may still be executing the request.
+local function leaseLive(r)
+  return r[1] == 'p' and tonumber(r[5]) ~= nil and tonumber(r[5]) > tonumber(r[11])
+end
 `
 
 // getScript: ARGV = "1" to include headers and body. Replies nil when
@@ -239,21 +260,29 @@ var getScript = redis.NewScript(recordFn + `
 return record(KEYS[1], ARGV[1] == '1') or false
 `)
 
-// deleteScript deletes the record whatever its state and replies it as it
-// was (without body), or nil when absent.
+// deleteScript: ARGV = "1" to refuse a record whose lease still runs.
+// Deletes the record (whatever its state, unless refused). Replies nil
+// when absent, else {changed, record (without body)...}: changed is 1 when
+// deleted, 2 when refused (nothing changed).
 var deleteScript = redis.NewScript(recordFn + `
 local r = record(KEYS[1], false)
 if not r then
   return false
 end
+if ARGV[1] == '1' and leaseLive(r) then
+  table.insert(r, 1, 2)
+  return r
+end
 redis.call('DEL', KEYS[1])
+table.insert(r, 1, 1)
 return r
 `)
 
-// forceReleaseScript frees an in-progress or indeterminate record whatever
-// its token. Replies nil when absent, else {changed, record...}: changed is
-// 1 when the record was in progress or indeterminate and is now gone, 0
-// when it is completed and was left alone.
+// forceReleaseScript: ARGV = "1" to refuse a record whose lease still
+// runs. Frees an in-progress or indeterminate record whatever its token.
+// Replies nil when absent, else {changed, record...}: changed is 1 when the
+// record was in progress or indeterminate and is now gone, 0 when it is
+// completed and was left alone, 2 when refused (nothing changed).
 var forceReleaseScript = redis.NewScript(recordFn + `
 local r = record(KEYS[1], false)
 if not r then
@@ -263,7 +292,38 @@ if r[1] == 'c' then
   table.insert(r, 1, 0)
   return r
 end
+if ARGV[1] == '1' and leaseLive(r) then
+  table.insert(r, 1, 2)
+  return r
+end
 redis.call('DEL', KEYS[1])
 table.insert(r, 1, 1)
 return r
+`)
+
+// seedEpoch is the preamble of the edge-epoch scripts: when KEYS[1] is
+// absent (never set, or Redis lost its data) it is first set to Redis's
+// TIME in microseconds since the Unix epoch, so that every data loss
+// starts the epoch at a value later than any it held before (each bump
+// adds 1; a million bumps a second would be needed to catch up). Built
+// as a string: Lua's tostring of a 16-digit number is not exact.
+const seedEpoch = `
+local v = redis.call('GET', KEYS[1])
+if not v then
+  local t = redis.call('TIME')
+  v = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[1], v, 'NX')
+end
+`
+
+// edgeEpochScript replies the edge epoch (a string of digits), seeding it
+// when absent.
+var edgeEpochScript = redis.NewScript(seedEpoch + `
+return v
+`)
+
+// bumpEdgeEpochScript increments the edge epoch, seeding it first when
+// absent, and replies the new value.
+var bumpEdgeEpochScript = redis.NewScript(seedEpoch + `
+return redis.call('INCR', KEYS[1])
 `)

@@ -20,7 +20,8 @@ import (
 var (
 	// ErrStaleToken: Complete, Release or Abandon presented a token that
 	// does not hold: the record is absent, held under another token (taken
-	// over after the lease ran out), already completed, or abandoned.
+	// over after the lease ran out), completed (but Complete of a record
+	// completed under the same token succeeds: a retry), or abandoned.
 	// Nothing changed.
 	ErrStaleToken = errors.New("token does not hold the key")
 	// ErrNotFound: no record for scope and key.
@@ -28,6 +29,12 @@ var (
 	// ErrNotInProgress: ForceRelease found a completed record and left it.
 	// (An indeterminate record is released like an in-progress one.)
 	ErrNotInProgress = errors.New("record is not in progress")
+	// ErrLeaseLive: DeleteUnlessLeased or ReleaseUnlessLeased found the
+	// record in progress with its lease still running: the original
+	// request may still be executing, and freeing the key would let its
+	// retry run a second time. Nothing changed; the record is returned
+	// beside it (LeaseExpiresAt says when the lease ends).
+	ErrLeaseLive = errors.New("the record's lease still runs")
 	// ErrInvalidRequest: the request failed validation (bad scope, key,
 	// fingerprint, lease, TTL, token or status); the detail is wrapped in.
 	ErrInvalidRequest = errors.New("invalid request")
@@ -70,13 +77,16 @@ const MaxTTL = 366 * 24 * time.Hour
 // "<gen>.<26 chars>".
 const maxTokenLen = 128
 
-// DefaultFenceTTL is how long a release by holder id fences that holder
-// out when it does not hold the record: far longer than any reserve can
-// take to arrive after the release (the filter's control-plane timeout,
-// the service's op timeout and a Redis retry are each seconds), and
-// costless beyond (one small key, and a holder id is used for one
-// attempt only).
-const DefaultFenceTTL = 2 * time.Minute
+// DefaultFenceTTL is the least a release by holder id fences that holder
+// out when it does not hold the record: a whole default reservation
+// (lease + TTL). A reserve normally arrives within seconds of its release
+// (the filter's control-plane timeout, the service's op timeout, a Redis
+// retry), but one that arrived after the fence would acquire with nobody
+// to answer it, leaving the key indeterminate for its TTL; a fence that
+// outlives any reservation it could create costs nothing comparable (one
+// tiny key per client that left during its reserve, a holder id being
+// used for one attempt only).
+const DefaultFenceTTL = api.DefaultTTL + api.DefaultLease
 
 // DefaultPrefix starts every Redis key of the store.
 const DefaultPrefix = "idemgate"
@@ -105,7 +115,7 @@ type Options struct {
 	FingerprintKey          []byte
 	PreviousFingerprintKeys [][]byte
 	// FenceTTL is how long a fence written by a release by holder stands;
-	// default DefaultFenceTTL.
+	// default the longer of DefaultFenceTTL and DefaultLease + DefaultTTL.
 	FenceTTL time.Duration
 	// Now is not consulted for any decision: leases and expiry are judged
 	// by Redis's TIME inside the scripts, so that every instance agrees
@@ -147,10 +157,11 @@ func (o Options) withDefaults() (Options, error) {
 		o.DefaultTTL = api.DefaultTTL
 	}
 	if o.FenceTTL == 0 {
-		o.FenceTTL = DefaultFenceTTL
+		o.FenceTTL = max(DefaultFenceTTL, o.DefaultLease+o.DefaultTTL)
 	}
-	if o.FenceTTL < time.Millisecond || o.FenceTTL > MaxTTL {
-		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, MaxTTL)
+	// Up to a whole longest reservation (lease + TTL, each up to MaxTTL).
+	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*MaxTTL {
+		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*MaxTTL)
 	}
 	if o.FingerprintKey != nil && len(o.FingerprintKey) < 16 {
 		return o, fmt.Errorf("%w: the fingerprint key is %d bytes; want at least 16", ErrInvalidOptions, len(o.FingerprintKey))
@@ -353,29 +364,32 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, ErrFenced
 	case outcome == string(api.Mismatch):
 		return api.ReserveResponse{Outcome: api.Mismatch}, nil
-	case outcome == string(api.Completed) && len(v) == 5:
+	case outcome == string(api.Completed) && len(v) == 6:
 		status, ok1 := v[1].(int64)
 		hdr, ok2 := v[2].(string)
 		body, ok3 := v[3].(string)
 		omit, ok4 := v[4].(string)
-		if !ok1 || !ok2 || !ok3 || !ok4 {
+		pttl, ok5 := v[5].(int64)
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
 			break
 		}
 		resp, err := decodeResponse(status, hdr, body, omit == "1")
 		if err != nil {
 			// The operation ran: answer completed with what is stored in
 			// the clear, and report the corruption beside it.
-			return api.ReserveResponse{Outcome: api.Completed,
+			return api.ReserveResponse{Outcome: api.Completed, ExpiresInMS: pttl,
 					Response: &api.StoredResponse{Status: int(status), BodyOmitted: true}},
 				fmt.Errorf("store: reserve: %w", err)
 		}
-		return api.ReserveResponse{Outcome: api.Completed, Response: resp}, nil
+		return api.ReserveResponse{Outcome: api.Completed, ExpiresInMS: pttl, Response: resp}, nil
 	}
 	return none, unexpected("reserve", v)
 }
 
-// Complete stores resp for the holder of req.Token. ErrStaleToken when the
-// token does not hold; nothing changed then. A response over the cap is
+// Complete stores resp for the holder of req.Token. When the record is
+// already completed under that token (a retried call) it succeeds and
+// changes nothing. ErrStaleToken when the token does not hold; nothing
+// changed then. A response over the cap is
 // stored as its status only, with BodyOmitted.
 func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if s.optErr != nil {
@@ -527,11 +541,13 @@ func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api
 // Delete removes the record of scope+key whatever its state and returns it
 // as it was (without body). ErrNotFound when absent.
 func (s *Store) Delete(ctx context.Context, scope, key string) (*api.Record, error) {
-	v, err := s.runRecord(ctx, "delete", deleteScript, scope, key)
-	if err != nil {
-		return nil, err
-	}
-	return decodeRecord("delete", scope, key, v, false)
+	return s.adminChange(ctx, "delete", deleteScript, scope, key, false)
+}
+
+// DeleteUnlessLeased is Delete, except that a record in progress whose
+// lease still runs is left alone and returned with ErrLeaseLive.
+func (s *Store) DeleteUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error) {
+	return s.adminChange(ctx, "delete", deleteScript, scope, key, true)
 }
 
 // runRecord runs one of the admin scripts that answer with a record (nil
@@ -554,29 +570,51 @@ func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, 
 }
 
 // ForceRelease frees an in-progress or indeterminate record whatever its
-// token (the holder's token becomes stale) and returns it as it was. ErrNotFound when absent;
-// ErrNotInProgress when completed, nothing changed then, and the record is
-// returned along with the error so the caller can show it.
+// token (the holder's token becomes stale) and returns it as it was.
+// ErrNotFound when absent; ErrNotInProgress when completed, nothing changed
+// then, and the record is returned along with the error so the caller can
+// show it.
 func (s *Store) ForceRelease(ctx context.Context, scope, key string) (*api.Record, error) {
-	v, err := s.runRecord(ctx, "force release", forceReleaseScript, scope, key)
+	return s.adminChange(ctx, "force release", forceReleaseScript, scope, key, false)
+}
+
+// ReleaseUnlessLeased is ForceRelease, except that a record in progress
+// whose lease still runs is left alone and returned with ErrLeaseLive.
+func (s *Store) ReleaseUnlessLeased(ctx context.Context, scope, key string) (*api.Record, error) {
+	return s.adminChange(ctx, "force release", forceReleaseScript, scope, key, true)
+}
+
+// adminChange runs deleteScript or forceReleaseScript (guarded: refusing a
+// live lease) and decodes {changed, record...}.
+func (s *Store) adminChange(ctx context.Context, op string, script *redis.Script, scope, key string, guarded bool) (*api.Record, error) {
+	guard := "0"
+	if guarded {
+		guard = "1"
+	}
+	v, err := s.runRecord(ctx, op, script, scope, key, guard)
 	if err != nil {
 		return nil, err
 	}
 	if len(v) < 1 {
-		return nil, unexpected("force release", v)
+		return nil, unexpected(op, v)
 	}
 	changed, ok := v[0].(int64)
 	if !ok {
-		return nil, unexpected("force release", v)
+		return nil, unexpected(op, v)
 	}
-	rec, err := decodeRecord("force release", scope, key, v[1:], false)
+	rec, err := decodeRecord(op, scope, key, v[1:], false)
 	if err != nil {
 		return nil, err
 	}
-	if changed != 1 {
+	switch changed {
+	case 1:
+		return rec, nil
+	case 0:
 		return rec, ErrNotInProgress
+	case 2:
+		return rec, ErrLeaseLive
 	}
-	return rec, nil
+	return nil, unexpected(op, v)
 }
 
 // Ping checks that Redis answers (every node's connection is not checked

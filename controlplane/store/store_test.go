@@ -95,7 +95,8 @@ type step struct {
 	deleted bool
 	// reserve in_progress / indeterminate: the remaining time must lie in
 	// [minRemaining (default 1), maxRemaining (default the lease, or the
-	// TTL for indeterminate)]
+	// lease + TTL for indeterminate: a reservation that locks lives a
+	// full TTL past its lease)]
 	maxRemaining, minRemaining int64
 }
 
@@ -221,7 +222,7 @@ var scenarios = []scenario{
 		{do: "abandon", tok: "t1"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: api.DefaultTTL.Milliseconds()},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: (api.DefaultLease + api.DefaultTTL).Milliseconds()},
 	}},
 
 	// in_progress, lease over, release (route opted in)
@@ -298,7 +299,7 @@ var scenarios = []scenario{
 	{name: "abandon: ttl expiry makes it absent", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3000},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3100},
 		{do: "expireTTL"},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
@@ -312,10 +313,11 @@ var scenarios = []scenario{
 		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
 		{do: "reserve", fp: "B", want: api.Mismatch},
 	}},
-	{name: "completed: a second complete, release, abandon are stale", steps: []step{
+	{name: "completed: a second complete succeeds and changes nothing; release, abandon are stale", steps: []step{
 		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
 		{do: "complete", tok: "t1", status: 200},
-		{do: "complete", tok: "t1", status: 500, wantErr: ErrStaleToken},
+		{do: "complete", tok: "t1", status: 500},
+		{do: "complete", tok: "bogus", status: 500, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
 		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
 		{do: "releaseHolder", holder: "hA"},
@@ -479,10 +481,15 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 				}
 				if got.Outcome == api.Indeterminate {
 					remaining, other = got.ExpiresInMS, got.LeaseRemainingMS
-					hi = st.ttlMS
-					if hi == 0 {
-						hi = api.DefaultTTL.Milliseconds()
+					ttl := st.ttlMS
+					if ttl == 0 {
+						ttl = api.DefaultTTL.Milliseconds()
 					}
+					lease := st.leaseMS
+					if lease == 0 {
+						lease = min(api.DefaultLease.Milliseconds(), ttl)
+					}
+					hi = lease + ttl
 				}
 				if st.maxRemaining != 0 {
 					hi = st.maxRemaining
@@ -491,6 +498,11 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 					t.Fatalf("%s: remaining %dms (other field %d), want in [%d, %d]", where, remaining, other, max(1, st.minRemaining), hi)
 				}
 			case api.Completed:
+				// The replay says how long the record still lives, so that
+				// an edge cache keeps it no longer.
+				if hi := max(st.ttlMS, api.DefaultTTL.Milliseconds()); got.ExpiresInMS < 1 || got.ExpiresInMS > hi {
+					t.Fatalf("%s: completed with expires_in_ms %d, want in [1, %d]", where, got.ExpiresInMS, hi)
+				}
 				want := responseFor(st.wantSt)
 				if got.Response == nil || !reflect.DeepEqual(*got.Response, want) {
 					t.Fatalf("%s: response %+v, want %+v", where, got.Response, want)
@@ -622,28 +634,40 @@ func TestConcurrentReserveOneKey(t *testing.T) {
 func TestReserveDefaults(t *testing.T) {
 	s, _ := newStandalone(t, Options{DefaultLease: 2 * time.Second, DefaultTTL: time.Minute})
 	ctx := testCtx(t)
-	if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "A"}); err != nil {
-		t.Fatal(err)
+	// A reservation that locks (the default) lives a full TTL past its
+	// lease; one that releases lives the TTL.
+	tests := []struct {
+		oi   string
+		life time.Duration
+	}{
+		{oi: "", life: time.Minute + 2*time.Second},
+		{oi: api.LeaseRelease, life: time.Minute},
 	}
-	rec, err := s.Get(ctx, "s", "k", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Times come from Redis's clock, same host here: allow 100ms skew.
-	lease := rec.LeaseExpiresAt.Sub(rec.CreatedAt)
-	ttl := rec.ExpiresAt.Sub(rec.CreatedAt)
-	if lease != 2*time.Second || ttl != time.Minute {
-		t.Errorf("lease %v ttl %v, want 2s and 1m", lease, ttl)
-	}
-	if d := time.Since(rec.CreatedAt); d < -100*time.Millisecond || d > 5*time.Second {
-		t.Errorf("created %v is not now", rec.CreatedAt)
-	}
-	pttl, err := s.c.PTTL(ctx, s.RecordKey("s", "k")).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pttl <= 55*time.Second || pttl > time.Minute {
-		t.Errorf("PTTL %v, want about 1m", pttl)
+	for _, tt := range tests {
+		key := "k-" + tt.oi
+		if _, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A", OnIndeterminate: tt.oi}); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Get(ctx, "s", key, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Times come from Redis's clock, same host here: allow 100ms skew.
+		lease := rec.LeaseExpiresAt.Sub(rec.CreatedAt)
+		life := rec.ExpiresAt.Sub(rec.CreatedAt)
+		if lease != 2*time.Second || life != tt.life {
+			t.Errorf("%q: lease %v expiry after %v, want 2s and %v", tt.oi, lease, life, tt.life)
+		}
+		if d := time.Since(rec.CreatedAt); d < -100*time.Millisecond || d > 5*time.Second {
+			t.Errorf("created %v is not now", rec.CreatedAt)
+		}
+		pttl, err := s.c.PTTL(ctx, s.RecordKey("s", key)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pttl <= tt.life-5*time.Second || pttl > tt.life {
+			t.Errorf("%q: PTTL %v, want about %v", tt.oi, pttl, tt.life)
+		}
 	}
 }
 
@@ -1034,9 +1058,12 @@ func TestScriptsIdempotentOnRetry(t *testing.T) {
 			t.Fatalf("complete run %d: %d %v, want 1", run, n, err)
 		}
 	}
+	// A retried Complete call (the filter's, after a lost answer) comes
+	// with a fresh call nonce: one token is one attempt with one
+	// response, so it is answered success too, and changes nothing.
 	n, err := completeScript.Run(ctx, s.c, k, tok, "CALL2", 500, "", "x", "").Int64()
-	if err != nil || n != 0 {
-		t.Fatalf("another complete with the same token: %d %v, want 0", n, err)
+	if err != nil || n != 1 {
+		t.Fatalf("another complete call with the same token: %d %v, want 1 (delivered)", n, err)
 	}
 	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "retry", Fingerprint: "FP"})
 	if err != nil || r.Outcome != api.Completed || r.Response.Status != 200 || string(r.Response.Body) != "b" {
@@ -1312,8 +1339,10 @@ func TestReserveLeaseAndTTL(t *testing.T) {
 			if got := rec.LeaseExpiresAt.Sub(rec.CreatedAt); got != tt.wantLease {
 				t.Errorf("lease %v, want %v", got, tt.wantLease)
 			}
-			if got := rec.ExpiresAt.Sub(rec.CreatedAt); got != tt.wantTTL {
-				t.Errorf("ttl %v, want %v", got, tt.wantTTL)
+			// The route locks (the default): the record lives a full
+			// TTL past its lease.
+			if got := rec.ExpiresAt.Sub(rec.CreatedAt); got != tt.wantLease+tt.wantTTL {
+				t.Errorf("expiry after %v, want lease + ttl = %v", got, tt.wantLease+tt.wantTTL)
 			}
 		})
 	}
@@ -1397,5 +1426,85 @@ func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 	rec, err := s.Get(ctx, "s", "retry-abandon", false)
 	if err != nil || rec.State != api.StateIndeterminate || rec.LeaseExpiresAt != nil {
 		t.Errorf("record %+v %v, want indeterminate without a lease", rec, err)
+	}
+}
+
+// TestLockRouteLeaseEqualsTTL: on a route that locks, a reservation whose
+// lease equals its TTL must not vanish when the lease ends: the holder may
+// have forwarded the request, so a retry arriving then must find it
+// indeterminate, not acquire and run it again; and the holder's late
+// complete must still land and be replayed.
+func TestLockRouteLeaseEqualsTTL(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	const ms = 300
+	for _, oi := range []string{"", api.LeaseLock} {
+		t.Run("on_indeterminate="+oi, func(t *testing.T) {
+			key := "lease-eq-ttl-" + oi
+			req := func(h string) api.ReserveRequest {
+				return api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "A", LeaseMS: ms, TTLMS: ms,
+					OnIndeterminate: oi, Holder: holderID(h)}
+			}
+			a, err := s.Reserve(ctx, req("hA"))
+			if err != nil || a.Outcome != api.Acquired {
+				t.Fatalf("A's reserve: %+v %v", a, err)
+			}
+			rec, err := s.Get(ctx, "s", key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*rec.LeaseExpiresAt) })
+			b, err := s.Reserve(ctx, req("hB"))
+			if b.Outcome != api.Indeterminate || !errors.Is(err, ErrLeaseEnded) {
+				t.Fatalf("B's reserve after A's lease ended: %+v %v, want indeterminate (lease ended)", b, err)
+			}
+			// Redis's TIME (µs, floored) and PTTL (ms) round apart: 2ms slack.
+			if b.ExpiresInMS < 1 || b.ExpiresInMS > ms+2 {
+				t.Errorf("indeterminate for %dms more, want up to a full TTL (%dms)", b.ExpiresInMS, ms)
+			}
+			if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: key, Token: a.Token, Response: responseFor(201)}); err != nil {
+				t.Fatalf("A's late complete: %v", err)
+			}
+			c, err := s.Reserve(ctx, req("hC"))
+			if err != nil || c.Outcome != api.Completed || c.Response.Status != 201 {
+				t.Fatalf("reserve after A's complete: %+v %v, want the replay of 201", c, err)
+			}
+		})
+	}
+}
+
+// TestCompletedAnswerCarriesExpiry: a completed answer says how long the
+// record still lives (its PTTL), so that a filter caching the replay at
+// the edge drops it when the record expires, not a whole edge TTL later.
+func TestCompletedAnswerCarriesExpiry(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	const ttl = 60_000
+	r, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "exp", Fingerprint: "A", LeaseMS: 1000, TTLMS: ttl})
+	if err != nil || r.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "exp", Token: r.Token, Response: responseFor(200)}); err != nil {
+		t.Fatal(err)
+	}
+	// An operator shortens the record's life: the answer follows Redis.
+	for _, pttl := range []int64{0, 1500} {
+		if pttl > 0 {
+			if err := s.c.PExpire(ctx, s.RecordKey("s", "exp"), time.Duration(pttl)*time.Millisecond).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := int64(ttl)
+		if pttl > 0 {
+			want = pttl
+		}
+		got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "exp", Fingerprint: "A"})
+		if err != nil || got.Outcome != api.Completed {
+			t.Fatalf("reserve: %+v %v", got, err)
+		}
+		// PTTL counts down: allow 10s on a loaded machine (less when short).
+		if got.ExpiresInMS > want || got.ExpiresInMS < want-min(10_000, want/2) {
+			t.Errorf("expires_in_ms %d, want about %d", got.ExpiresInMS, want)
+		}
 	}
 }
