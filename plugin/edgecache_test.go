@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
@@ -84,6 +85,21 @@ func TestEdgeCache(t *testing.T) {
 			},
 			status:   201,
 			counters: map[string]uint64{"idemgate.replays_edge": 1, "idemgate.replays_controlplane": 1},
+		},
+		{
+			// A record about to expire at the control plane must not live
+			// on at the edge for edge_cache_ttl: another gateway would
+			// execute the key while this one replays it.
+			name: "a completed answer's remaining life caps the entry",
+			fill: func(t *testing.T, host proxytest.HostEmulator) {
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+				answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 200, api.ReserveResponse{Outcome: api.Completed, ExpiresInMS: 1,
+					Response: &api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(paymentResponse)}})
+				host.CompleteHttpContext(id)
+				time.Sleep(20 * time.Millisecond) // past the record's 1 ms
+			},
+			callout: true,
 		},
 		{
 			name: "another payload: 422 from the edge",

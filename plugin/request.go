@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
@@ -301,7 +302,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		resumeRequest()
 	case api.Completed:
 		if rr.Response != nil {
-			c.edgeFill(rr.Response)
+			c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
 		}
 		c.completed(rr.Response, false)
 	case api.Mismatch:
@@ -427,7 +428,11 @@ func (c *httpContext) mismatch() types.Action {
 // min(the route's ttl, edge_cache_ttl), with this request's image when the
 // whole entry stays within edge_cache_max_entry_bytes, else without it
 // when that fits, else not at all. A failure costs only a later callout.
-func (c *httpContext) edgeFill(resp *api.StoredResponse) {
+//
+// recordLeft, when > 0, is how long the record still lives at the control
+// plane (a completed reserve answer says): the entry never outlives it, or
+// this edge would replay a key that other gateways execute again.
+func (c *httpContext) edgeFill(resp *api.StoredResponse, recordLeft time.Duration) {
 	r := c.route
 	if !c.edgeOn || !c.edgeEpochKnown {
 		return
@@ -440,7 +445,11 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse) {
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		return
 	}
-	e := edgeEntry{id: c.edge, expires: now() + min(r.TTL, r.EdgeCacheTTL).Nanoseconds(), epoch: c.edgeEpoch, fingerprint: c.fp, request: image, resp: *resp}
+	life := min(r.TTL, r.EdgeCacheTTL)
+	if recordLeft > 0 {
+		life = min(life, recordLeft)
+	}
+	e := edgeEntry{id: c.edge, expires: now() + life.Nanoseconds(), epoch: c.edgeEpoch, fingerprint: c.fp, request: image, resp: *resp}
 	b, ok := e.appendEntry(edgeBuf[:0])
 	if cap(b) <= maxEdgeBuf {
 		edgeBuf = b[:0]

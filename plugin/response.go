@@ -234,7 +234,7 @@ func (c *httpContext) finish(path string, body []byte) types.Action {
 		case status != 200:
 			c.finishFailed(path, status)
 		case path == api.PathComplete && c.resp.stored != nil:
-			c.edgeFill(c.resp.stored)
+			c.edgeFill(c.resp.stored, 0) // just completed: the route's TTL
 		}
 		if c.resp.phase == respWaiting {
 			c.resp.phase = respDone
