@@ -83,7 +83,7 @@ type Config struct {
 	// Supervise every unasked exit is reported on Failed (the suite wants
 	// to know, and performs its faults itself).
 	Supervise      bool
-	RestartBackoff time.Duration // the first restart's delay, doubled for each further one in the window (≤ 5 s); default 200 ms
+	RestartBackoff time.Duration // the first restart's delay, doubled for each further one in the window (up to 5 s or itself); default 200 ms
 	MaxRestarts    int           // default 5
 	RestartWindow  time.Duration // default 1 min
 	Notify         func(Event)   // called from the supervisor's goroutines; may be nil

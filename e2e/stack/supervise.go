@@ -154,11 +154,13 @@ func pruneBefore(ts []time.Time, cutoff time.Time) []time.Time {
 	return out
 }
 
-// backoff is base doubled for each earlier restart in the window, capped.
+// backoff is base doubled for each earlier restart in the window, capped
+// at maxRestartBackoff or base, whichever is longer.
 func backoff(base time.Duration, n int) time.Duration {
+	limit := max(base, maxRestartBackoff)
 	d := base
-	for i := 1; i < n && d < maxRestartBackoff; i++ {
+	for i := 1; i < n && d < limit; i++ {
 		d *= 2
 	}
-	return min(d, maxRestartBackoff)
+	return min(d, limit)
 }
