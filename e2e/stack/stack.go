@@ -2,7 +2,8 @@
 // control plane, the demo upstream and a gateway running
 // build/idempotency.wasm — as child processes, each logging to its own file,
 // and performs the faults the end-to-end suite needs (kill, start and
-// restart the control plane; restart Redis).
+// restart the control plane; restart Redis). For the demo
+// (Config.Supervise) it restarts a component that dies, see supervise.go.
 //
 // Redis: an address given in Config.RedisAddr is used as it is (and cannot
 // be restarted by the stack); otherwise a private redis-server is started

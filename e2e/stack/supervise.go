@@ -42,6 +42,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("%s %s (%v); restarting it in %v (restart %d); its log: %s", e.Component, e.Kind, e.Err, e.Delay, e.Restarts, e.Log)
 	case EventBack:
 		return fmt.Sprintf("%s is back (pid %d)", e.Component, e.Pid)
+	case EventGaveUp:
+		return fmt.Sprintf("%s keeps dying (%v after %d restarts): not restarting it again; its log: %s", e.Component, e.Err, e.Restarts, e.Log)
 	}
 	return fmt.Sprintf("%s %s: %v", e.Component, e.Kind, e.Err)
 }

@@ -304,3 +304,26 @@ func payment(t *testing.T, url, key string, want int) *http.Response {
 	}
 	return r
 }
+
+// What the demo prints for each event names the component and says what
+// happens next.
+func TestEventString(t *testing.T) {
+	exit := errors.New("signal: killed")
+	tests := []struct {
+		e    Event
+		want string
+	}{
+		{Event{Component: "controlplane", Kind: EventDied, Err: exit, Delay: 5 * time.Second, Restarts: 1, Log: "cp.log"},
+			"controlplane died (signal: killed); restarting it in 5s (restart 1); its log: cp.log"},
+		{Event{Component: "controlplane", Kind: EventNoStart, Err: exit, Delay: 10 * time.Second, Restarts: 2, Log: "cp.log"},
+			"controlplane failed to restart (signal: killed); restarting it in 10s (restart 2); its log: cp.log"},
+		{Event{Component: "upstream", Kind: EventBack, Pid: 42}, "upstream is back (pid 42)"},
+		{Event{Component: "redis", Kind: EventGaveUp, Err: exit, Restarts: 5, Log: "r.log"},
+			"redis keeps dying (signal: killed after 5 restarts): not restarting it again; its log: r.log"},
+	}
+	for _, tt := range tests {
+		if got := tt.e.String(); got != tt.want {
+			t.Errorf("%s %s:\n got %q\nwant %q", tt.e.Component, tt.e.Kind, got, tt.want)
+		}
+	}
+}
