@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker bench-e2e clean
+.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -109,6 +109,12 @@ demo: demo-deps build ## run the local stack in the foreground with the demo pol
 
 e2e: build ## the end-to-end suite on the local stack (free loopback ports, private redis-server)
 	$(GO) test -count=1 ./e2e/...
+
+# The chaos test (e2e/chaos) runs in make test with a storm of 10 clients x
+# 20 keys for 15 s; this runs it wider and longer. Override CHAOS_FLAGS.
+CHAOS_FLAGS ?= -chaos.clients 24 -chaos.keys 60 -chaos.duration 3m
+chaos: deps build ## the chaos test of issue 10, its storm wider and longer (CHAOS_FLAGS)
+	$(GO) test -count=1 -v -timeout 30m ./e2e/chaos/ -args $(CHAOS_FLAGS)
 
 bench-e2e: deps build ## load through the local stack: edge replay, miss, pass-through vs direct-to-upstream
 	$(BUILD)/bench-e2e -c 16 -d 5s

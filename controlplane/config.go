@@ -42,6 +42,12 @@ type config struct {
 	// EncryptionKeys: empty means no encryption at rest; else the first
 	// key seals and every key opens.
 	EncryptionKeys [][]byte
+
+	// FingerprintKeyEnv names the environment variable holding the key of
+	// the fingerprint hash (FingerprintKeys[0]); its _PREVIOUS twin holds
+	// the key before a rotation. Empty FingerprintKeys: unkeyed SHA-256.
+	FingerprintKeyEnv string
+	FingerprintKeys   [][]byte
 }
 
 // Environment variables. Flags win over them.
@@ -53,6 +59,8 @@ const (
 	envAdminToken      = "IDEM_ADMIN_TOKEN"
 	envEncryptionKey   = "IDEM_ENCRYPTION_KEY"
 	envEncryptionPrev  = "IDEM_ENCRYPTION_KEY_PREVIOUS"
+	envFingerprintKey  = "IDEM_FINGERPRINT_KEY"
+	previousSuffix     = "_PREVIOUS"
 	defaultListen      = "127.0.0.1:8081"
 	defaultRedisURL    = "redis://127.0.0.1:6379"
 	defaultShutdown    = 15 * time.Second
@@ -108,6 +116,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Redis.WriteTimeout, "redis-write-timeout", store.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&c.Redis.PoolSize, "redis-pool-size", 0, "Redis connections per node; 0: 10 per GOMAXPROCS")
 	fs.IntVar(&c.Redis.MaxRetries, "redis-max-retries", store.DefaultMaxRetries, "retries of a failed Redis command; -1: none, 0: the store's default")
+	fs.StringVar(&c.FingerprintKeyEnv, "fingerprint-key-env", envFingerprintKey, "`NAME` of the environment variable holding the fingerprint key (base64 of 32 bytes; NAME_PREVIOUS: the key before a rotation). Redis keeps HMAC-SHA-256 of each fingerprint under it; unset, SHA-256")
 	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
 	fs.VisitAll(func(f *flag.Flag) {
@@ -116,7 +125,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 		}
 	})
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: controlplane [FLAGS]\n\nThe idemgate control plane: an HTTP API over Redis. Every flag falls back\nto an environment variable (IDEM_...; see controlplane/README.md).\nIDEM_ENCRYPTION_KEY (base64 of 32 bytes) turns on encryption at rest of\nstored response bodies; IDEM_ENCRYPTION_KEY_PREVIOUS opens bodies sealed\nwith the key before a rotation.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: controlplane [FLAGS]\n\nThe idemgate control plane: an HTTP API over Redis. Every flag falls back\nto an environment variable (IDEM_...; see controlplane/README.md).\nIDEM_ENCRYPTION_KEY (base64 of 32 bytes) turns on encryption at rest of\nstored response bodies; IDEM_ENCRYPTION_KEY_PREVIOUS opens bodies sealed\nwith the key before a rotation. IDEM_FINGERPRINT_KEY (base64 of 32 bytes)\nkeys the hash Redis keeps of each fingerprint.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	return fs, &logLevel
@@ -225,6 +234,27 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("%s is set but %s is not: set the new key too", envEncryptionPrev, envEncryptionKey)
 	}
 
+	if c.FingerprintKeyEnv == "" {
+		return c, errors.New("--fingerprint-key-env is empty; want the name of an environment variable")
+	}
+	prevEnv := c.FingerprintKeyEnv + previousSuffix
+	if k := getenv(c.FingerprintKeyEnv); k != "" {
+		key, err := seal.ParseKey(k)
+		if err != nil {
+			return c, fmt.Errorf("%s (the fingerprint key): %v", c.FingerprintKeyEnv, err)
+		}
+		c.FingerprintKeys = append(c.FingerprintKeys, key)
+		if p := getenv(prevEnv); p != "" {
+			prev, err := seal.ParseKey(p)
+			if err != nil {
+				return c, fmt.Errorf("%s: %v", prevEnv, err)
+			}
+			c.FingerprintKeys = append(c.FingerprintKeys, prev)
+		}
+	} else if getenv(prevEnv) != "" {
+		return c, fmt.Errorf("%s is set but %s is not: set the new key too", prevEnv, c.FingerprintKeyEnv)
+	}
+
 	if err := c.storeOptions().Validate(); err != nil {
 		return c, fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
 	}
@@ -251,12 +281,17 @@ func (c *config) storeCap() int {
 }
 
 func (c *config) storeOptions() store.Options {
-	return store.Options{
+	o := store.Options{
 		Prefix:            c.RedisPrefix,
 		MaxStoredResponse: c.storeCap(),
 		DefaultLease:      c.Lease,
 		DefaultTTL:        c.TTL,
 	}
+	if len(c.FingerprintKeys) > 0 {
+		o.FingerprintKey = c.FingerprintKeys[0]
+		o.PreviousFingerprintKeys = c.FingerprintKeys[1:]
+	}
+	return o
 }
 
 func parseLevel(s string) (slog.Level, error) {

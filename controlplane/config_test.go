@@ -143,6 +143,26 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "fingerprint key and its previous key, from a named variable",
+			args: []string{"--fingerprint-key-env", "MY_FP_KEY"},
+			env:  []string{envToken, testToken, "MY_FP_KEY", key, "MY_FP_KEY_PREVIOUS", key2, envFingerprintKey, "ignored"},
+			check: func(t *testing.T, c config) {
+				o := c.storeOptions()
+				if string(o.FingerprintKey) != strings.Repeat("k", 32) || len(o.PreviousFingerprintKeys) != 1 {
+					t.Fatalf("fingerprint keys %q %q", o.FingerprintKey, o.PreviousFingerprintKeys)
+				}
+			},
+		},
+		{
+			name: "no fingerprint key: unkeyed",
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if o := c.storeOptions(); o.FingerprintKey != nil || o.PreviousFingerprintKeys != nil {
+					t.Fatalf("fingerprint keys %q %q", o.FingerprintKey, o.PreviousFingerprintKeys)
+				}
+			},
+		},
+		{
 			name: "encryption key: the store's cap grows by the seal overhead",
 			env:  []string{envToken, testToken, envEncryptionKey, key, envEncryptionPrev, key2},
 			check: func(t *testing.T, c config) {
@@ -211,6 +231,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"prefix with a brace", []string{"--redis-prefix", "a{b"}, []string{envToken, testToken}, "--redis-prefix", ""},
 		{"encryption key of 16 bytes", nil, []string{envToken, testToken, envEncryptionKey, "AAAAAAAAAAAAAAAAAAAAAA=="}, "IDEM_ENCRYPTION_KEY: decodes to 16 bytes, want 32", "AAAAAAAAAAAAAAAAAAAAAA=="},
 		{"encryption key not base64", nil, []string{envToken, testToken, envEncryptionKey, "secret!secret!"}, "IDEM_ENCRYPTION_KEY: not base64", "secret!secret!"},
+		{"fingerprint key of 16 bytes", nil, []string{envToken, testToken, envFingerprintKey, "AAAAAAAAAAAAAAAAAAAAAA=="}, "IDEM_FINGERPRINT_KEY (the fingerprint key): decodes to 16 bytes, want 32", "AAAAAAAAAAAAAAAAAAAAAA=="},
+		{"fingerprint key not base64", []string{"--fingerprint-key-env", "FP_SECRET"}, []string{envToken, testToken, "FP_SECRET", "secret!secret!"}, "FP_SECRET (the fingerprint key): not base64", "secret!secret!"},
+		{"previous fingerprint key alone", nil, []string{envToken, testToken, envFingerprintKey + "_PREVIOUS", base64.StdEncoding.EncodeToString(make([]byte, 32))}, "IDEM_FINGERPRINT_KEY is not", ""},
+		{"empty fingerprint key env name", []string{"--fingerprint-key-env", ""}, []string{envToken, testToken}, "--fingerprint-key-env is empty", ""},
 		{"previous key alone", nil, []string{envToken, testToken, envEncryptionPrev, base64.StdEncoding.EncodeToString(make([]byte, 32))}, "IDEM_ENCRYPTION_KEY is not", ""},
 		{"bad log level", []string{"--log-level", "loud"}, []string{envToken, testToken}, "--log-level \"loud\"", ""},
 		{"bad log format", []string{"--log-format", "xml"}, []string{envToken, testToken}, "--log-format \"xml\"", ""},

@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"redis", target.String(),
 		"auth", authMode(cfg),
 		"encryption_at_rest", sealer != nil,
+		"fingerprint_hash", fingerprintMode(cfg),
 		"lease", cfg.Lease, "ttl", cfg.TTL,
 		"max_stored_response", cfg.MaxStoredResponse,
 		"max_request_bytes", cfg.MaxRequestBytes)
@@ -257,4 +258,16 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeo
 		return fmt.Errorf("shutdown: in-flight requests did not finish within %v: %w", shutdownTimeout, err)
 	}
 	return nil
+}
+
+// fingerprintMode names what Redis keeps of fingerprints, for the start
+// line.
+func fingerprintMode(c config) string {
+	switch len(c.FingerprintKeys) {
+	case 0:
+		return "sha256 (unkeyed: set " + c.FingerprintKeyEnv + ")"
+	case 1:
+		return "hmac-sha256"
+	}
+	return "hmac-sha256 (previous key accepted)"
 }

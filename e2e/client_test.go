@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,28 @@ func wantProblem(t testing.TB, a answer, status int) {
 	}
 	if err := json.Unmarshal(a.body, &p); err != nil || p.Title == "" {
 		t.Errorf("problem body %s: %v (want a title)", a.body, err)
+	}
+}
+
+// wantIndeterminate checks a is the indeterminate answer: 409 with its
+// own problem type (retrying will not help), not "in progress" with a
+// Retry-After of the record's whole TTL.
+func wantIndeterminate(t testing.TB, a answer) {
+	t.Helper()
+	if a.err != nil || a.status != http.StatusConflict {
+		t.Errorf("got %v, want 409 indeterminate", a)
+		return
+	}
+	var p struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(a.body, &p); err != nil || !strings.Contains(p.Type, "indeterminate") {
+		t.Errorf("409 of type %q, want the indeterminate problem type: %v", p.Type, a)
+	}
+	if ra := a.header.Get("Retry-After"); ra != "" {
+		if s, err := strconv.Atoi(ra); err != nil || s > 30 {
+			t.Errorf("indeterminate 409 with Retry-After %q: retrying will not help", ra)
+		}
 	}
 }
 

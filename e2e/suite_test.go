@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -156,20 +157,73 @@ func TestConcurrentDuplicatesExecuteOnce(t *testing.T) {
 	wantExecuted(t, before, 1)
 }
 
+// A response the upstream marks not executed (the demo's X-Demo-Status
+// sets idempotency-not-executed: 1) and the statuses that say the request
+// was not processed (408, 425, 429) free the key: a transient error never
+// burns it. The mark is stripped before the client sees it.
 func TestTransactionalFailureReleasesTheKey(t *testing.T) {
 	showLogsOnFailure(t)
-	p := payment{key: random(t, "k-"), auth: random(t, "Bearer "), body: `{"amount":7}`,
-		headers: map[string]string{"X-Demo-Status": "503"}}
-	before := executions(t)
-	if a := mustSend(t, p); a.status != http.StatusServiceUnavailable || a.replayed() {
-		t.Fatalf("with X-Demo-Status 503: %v, want the upstream's 503", a)
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		status  int
+	}{
+		{"503 marked not executed", map[string]string{"X-Demo-Status": "503"}, http.StatusServiceUnavailable},
+		{"500 marked not executed", map[string]string{"X-Demo-Status": "500"}, http.StatusInternalServerError},
+		{"429", map[string]string{"X-Demo-Status": "429"}, http.StatusTooManyRequests},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := payment{key: random(t, "k-"), auth: random(t, "Bearer "), body: `{"amount":7}`, headers: tt.headers}
+			before := executions(t)
+			a := mustSend(t, p)
+			if a.status != tt.status || a.replayed() {
+				t.Fatalf("with %v: %v, want the upstream's %d", tt.headers, a, tt.status)
+			}
+			if v := a.header.Values("Idempotency-Not-Executed"); len(v) != 0 {
+				t.Errorf("the client got the not-executed mark %q; the filter strips it", v)
+			}
+			wantExecuted(t, before, 0)
+			p.headers = nil
+			retry := mustSend(t, p)
+			wantFirst(t, retry) // the key was released: the retry runs
+			wantReplay(t, retry, mustSend(t, p))
+			wantExecuted(t, before, 1)
+		})
 	}
-	wantExecuted(t, before, 0)
-	p.headers = nil
-	retry := mustSend(t, p)
-	wantFirst(t, retry) // the key was released: the retry runs
-	wantReplay(t, retry, mustSend(t, p))
-	wantExecuted(t, before, 1)
+}
+
+// An upstream that executed and then answered an error: a 500 (or any
+// other 5xx but 502, 503, 504) is stored and replayed, so a retry never
+// runs it twice; 502, 503 and 504 are what a proxy between the gateway
+// and the app answers after the app may have run: indeterminate, 409 with
+// its own problem type.
+func TestErrorAfterExecutionNeverExecutesTwice(t *testing.T) {
+	showLogsOnFailure(t)
+	for _, tt := range []struct {
+		status int
+		stored bool
+	}{
+		{500, true}, {501, true}, {507, true},
+		{502, false}, {503, false}, {504, false},
+	} {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			p := payment{key: random(t, "k-"), auth: random(t, "Bearer "), body: `{"amount":8}`,
+				headers: map[string]string{"X-Demo-Fail-After": fmt.Sprint(tt.status)}}
+			before := executions(t)
+			first := mustSend(t, p)
+			if first.status != tt.status || first.replayed() {
+				t.Fatalf("with X-Demo-Fail-After %d: %v, want the upstream's %d", tt.status, first, tt.status)
+			}
+			p.headers = nil
+			retry := mustSend(t, p)
+			if tt.stored {
+				wantReplay(t, first, retry)
+			} else {
+				wantIndeterminate(t, retry)
+			}
+			wantExecuted(t, before, 1)
+		})
+	}
 }
 
 func TestDroppedConnectionNeverExecutesTwice(t *testing.T) {
@@ -187,9 +241,7 @@ func TestDroppedConnectionNeverExecutesTwice(t *testing.T) {
 		if a.err == nil && a.status < 300 {
 			t.Fatalf("retry %d after an indeterminate outcome: %v; want 409 or the gateway's error", i, a)
 		}
-		if a.err == nil && a.status == http.StatusConflict && a.header.Get("Retry-After") == "" {
-			t.Errorf("409 without Retry-After: %v", a)
-		}
+		wantIndeterminate(t, a)
 	}
 	wantExecuted(t, before, 1)
 }

@@ -46,7 +46,7 @@ const (
 	edgeSlotPrefix  = "idemgate.edge.v1."
 	edgeIDTag       = "idemgate-edge-v1"
 	edgeMagic       = "IGE2" // IGE1 entries had no request image: misses
-	requestImageTag = "idemgate-edge-request-v1"
+	requestImageTag = "idemgate-edge-request-v2"
 	// edgeCASRetries bounds the compare-and-swap loop of one fill.
 	edgeCASRetries = 8
 )
@@ -321,7 +321,7 @@ func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []by
 }
 
 // requestImage appends to b a length-framed image of everything
-// canon.Fingerprint reads: the method, the target, the content type, the
+// canon.Fingerprint reads (v2 of the tag: with the host): the method, the host, the target, the content type, the
 // selection, the values of the selected headers (as received, in order)
 // and the body — tag, then each string as an 8-byte length and its bytes,
 // each list as an 8-byte count and its items. Framing makes it injective,
@@ -358,6 +358,7 @@ func writeImage[S imageSink](w S, r *canon.Request, sel *canon.Selection) {
 	}
 	w.str(requestImageTag)
 	w.str(r.Method)
+	w.str(r.Host)
 	w.str(r.Target)
 	w.str(r.ContentType)
 	list(sel.Include)
@@ -423,7 +424,7 @@ func (c *imageComparer) raw(v []byte) {
 
 // requestImageSize is len(requestImage(nil, r, sel)), without building it.
 func requestImageSize(r *canon.Request, sel *canon.Selection) int {
-	n := 8*5 + len(requestImageTag) + len(r.Method) + len(r.Target) + len(r.ContentType) + len(r.Body)
+	n := 8*6 + len(requestImageTag) + len(r.Method) + len(r.Host) + len(r.Target) + len(r.ContentType) + len(r.Body)
 	for _, l := range [][]string{sel.Include, sel.Exclude, sel.Headers} {
 		n += 8
 		for _, s := range l {

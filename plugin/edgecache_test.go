@@ -376,6 +376,7 @@ func TestRequestImage(t *testing.T) {
 	}
 	differ := map[string]func(r *canon.Request, s *canon.Selection){
 		"method":          func(r *canon.Request, _ *canon.Selection) { r.Method = "PATCH" },
+		"host":            func(r *canon.Request, _ *canon.Selection) { r.Host = "api-b" },
 		"target":          func(r *canon.Request, _ *canon.Selection) { r.Target = "/p?a=2" },
 		"content type":    func(r *canon.Request, _ *canon.Selection) { r.ContentType = "text/plain" },
 		"body":            func(r *canon.Request, _ *canon.Selection) { r.Body = []byte(`{"a": 1}`) },

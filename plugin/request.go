@@ -34,8 +34,12 @@ type httpContext struct {
 	plugin *pluginContext
 	id     uint32 // the stream's context ID, to act on it from the plugin's tick
 
-	phase   phase
+	phase phase
+	// matched is the route the request matched, governed or not: its
+	// responses lose the not-executed header either way.
+	matched *policy.Route
 	route   *policy.Route
+	host    string      // the host the fingerprint counts (policy.Route.CanonicalHost)
 	headers [][2]string // request headers, for the fingerprint
 	method  string
 	target  string
@@ -80,6 +84,7 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 		c.plugin.stats.bypassNoRoute.Increment(1)
 		return types.ActionContinue
 	}
+	c.matched = r
 	raw, n := header(headers, r.KeyHeader)
 	switch {
 	case n == 0 && !r.Required:
@@ -94,13 +99,23 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 	if err != nil {
 		return c.answer(probKeyMalformed, err.Error(), 0)
 	}
+	scope, missing := scopeOf(r.Scope, headers)
+	if missing != "" && !r.AllowAnonymous {
+		return c.answer(probPrincipalMissing, "this operation keeps one record per caller and the request carries no "+missing+
+			"; authenticate before retrying", 0)
+	}
+	if coding := contentCoding(headers); coding != "" {
+		return c.answer(probContentEncoding, "the request has content-encoding "+strconv.Quote(coding)+
+			"; this operation fingerprints the body as sent and accepts it only uncompressed (identity)", 0,
+			[2]string{"accept-encoding", "identity"})
+	}
 	if cl, n := header(headers, "content-length"); n > 0 {
 		if size, err := strconv.ParseInt(cl, 10, 64); err == nil && size > int64(r.MaxBodyBytes) {
 			return c.answer(probTooLarge, bodyLimitDetail(r), 0)
 		}
 	}
-	c.route, c.key, c.headers = r, key, headers
-	c.scope = scopeOf(r.Scope, headers)
+	c.route, c.key, c.headers, c.scope = r, key, headers, scope
+	c.host = r.CanonicalHost(host)
 	c.plugin.stats.governed.Increment(1)
 	if endOfStream {
 		return c.reserve(nil)
@@ -161,7 +176,7 @@ func (c *httpContext) reserveWithBody() types.Action {
 func (c *httpContext) reserve(body []byte) types.Action {
 	r := c.route
 	contentType, _ := header(c.headers, "content-type")
-	in := canon.Request{Method: c.method, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body}
+	in := canon.Request{Method: c.method, Host: c.host, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body}
 	var e *edgeEntry
 	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
@@ -364,8 +379,8 @@ func (c *httpContext) controlPlaneFailed(reason string, inCallback bool) types.A
 
 // answer sends a problem to the client and ends the request's journey
 // here; ActionPause is what Envoy expects after a local reply.
-func (c *httpContext) answer(p problem, detail string, retryAfter int) types.Action {
-	sendProblem(p, detail, retryAfter)
+func (c *httpContext) answer(p problem, detail string, retryAfter int, extra ...[2]string) types.Action {
+	sendProblem(p, detail, retryAfter, extra...)
 	c.phase = phaseAnswered
 	return types.ActionPause
 }
@@ -383,6 +398,26 @@ func retryAfterSeconds(ms int64) int {
 		return 1
 	}
 	return int(s)
+}
+
+// contentCoding returns the first content coding of the request other
+// than identity, or "". The filter does not decode bodies: it would hash
+// a representation the upstream never sees, spend the Wasm VM's memory
+// and time on decompression (gzip, br, zstd each need their own code),
+// and open a decompression bomb to every client; a client that compressed
+// can send the same request uncompressed.
+func contentCoding(headers [][2]string) string {
+	for _, kv := range headers {
+		if len(kv[0]) != len("content-encoding") || !strings.EqualFold(kv[0], "content-encoding") {
+			continue
+		}
+		for _, c := range strings.Split(kv[1], ",") {
+			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
 }
 
 func bodyLimitDetail(r *policy.Route) string {

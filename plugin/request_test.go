@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
 
@@ -25,6 +26,7 @@ func TestRequestRefused(t *testing.T) {
 		status  int
 		title   string
 		detail  string
+		header  [2]string // a header the answer carries, beyond checkProblem's
 	}{
 		{
 			name: "missing key", headers: paymentHeaders(), steps: nil,
@@ -62,6 +64,18 @@ func TestRequestRefused(t *testing.T) {
 			steps:  []step{{body: `{"a":1,"a":2}`}, {trailers: true}},
 			status: 400, title: "Request body is not valid JSON", detail: "duplicate member name",
 		},
+		{
+			name: "gzip body", headers: paymentHeaders(keyK1, [2]string{"content-encoding", "gzip"}), steps: []step{},
+			status: 415, title: "Content-Encoding is not supported", detail: `content-encoding "gzip"`, header: [2]string{"accept-encoding", "identity"},
+		},
+		{
+			name: "identity then br", headers: paymentHeaders(keyK1, [2]string{"content-encoding", "identity, BR"}), steps: []step{},
+			status: 415, title: "Content-Encoding is not supported", detail: `content-encoding "BR"`, header: [2]string{"accept-encoding", "identity"},
+		},
+		{
+			name: "second content-encoding header", headers: paymentHeaders(keyK1, [2]string{"content-encoding", "identity"}, [2]string{"content-encoding", "zstd"}), steps: []step{},
+			status: 415, title: "Content-Encoding is not supported", detail: `content-encoding "zstd"`,
+		},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for _, tc := range tests {
@@ -88,7 +102,13 @@ func TestRequestRefused(t *testing.T) {
 				if a != types.ActionPause {
 					t.Errorf("last action = %v, want ActionPause after a local reply", a)
 				}
-				checkProblem(t, host.GetSentLocalResponse(id), tc.status, tc.title, tc.detail, "")
+				r := host.GetSentLocalResponse(id)
+				checkProblem(t, r, tc.status, tc.title, tc.detail, "")
+				if tc.header[0] != "" {
+					if v, _ := header(r.Headers, tc.header[0]); v != tc.header[1] {
+						t.Errorf("%s = %q, want %q", tc.header[0], v, tc.header[1])
+					}
+				}
 				if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
 					t.Errorf("callouts = %d, want none", n)
 				}
@@ -116,6 +136,73 @@ func TestOptionalKey(t *testing.T) {
 		}
 		if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
 			t.Errorf("callouts = %d, want none", n)
+		}
+	})
+}
+
+// TestIdentityEncoding: content-encoding identity (any case) or empty is
+// no compression: the request is governed as usual.
+func TestIdentityEncoding(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, v := range []string{"identity", "Identity", "", " identity , identity "} {
+			host, reset := startHost(t, vm, demoConfig)
+			id := host.InitializeHttpContext()
+			sendRequest(host, id, paymentHeaders(keyK1, [2]string{"content-encoding", v}), []byte(paymentBody))
+			if r := host.GetSentLocalResponse(id); r != nil {
+				t.Errorf("content-encoding %q: local response %d %s, want the reserve", v, r.StatusCode, r.Data)
+			}
+			nthCallout(t, host, id, 0, api.PathReserve)
+			reset()
+		}
+	})
+}
+
+// TestHostCounts (issue 10, case 6): one principal, key and body on hosts
+// api-a then api-b behind one gateway. The second used to be answered
+// with api-a's stored response (from the edge cache: the request image
+// had no host). Now the host is in the fingerprint: 422, never a replay;
+// a host alias shares the records of its host and replays.
+func TestHostCounts(t *testing.T) {
+	onHost := func(h string) [][2]string {
+		headers := paymentHeaders(keyK1)
+		for i := range headers {
+			if headers[i][0] == ":authority" {
+				headers[i][1] = h
+			}
+		}
+		return headers
+	}
+	aliases := []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "lock", "host_aliases": [{"host": "api-a", "aliases": ["api-a.internal:8080"]}]`}
+	tests := []struct {
+		name   string
+		config []string
+		second string // the second request's :authority
+		replay bool   // else 422
+	}{
+		{"another API", nil, "api-b", false},
+		{"another port", nil, "api-a:8443", false},
+		{"the same host spelled otherwise", nil, "API-A:443", true},
+		{"an alias of the host", aliases, "api-a.internal:8080", true},
+		{"not an alias without the port", aliases, "api-a.internal", false},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, tt.config...))
+				defer reset()
+				completeOnce(t, host, onHost("api-a"), paymentResponse, 200)
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, onHost(tt.second), []byte(paymentBody))
+				r := host.GetSentLocalResponse(id)
+				if tt.replay {
+					checkReplay(t, r, &api.StoredResponse{Status: 201, Headers: api.Headers{{"content-type", "application/json"}}, Body: []byte(paymentResponse)})
+					return
+				}
+				if r != nil && string(r.Data) == paymentResponse {
+					t.Fatalf("host %s got api-a's stored response: %d %s", tt.second, r.StatusCode, r.Data)
+				}
+				checkProblem(t, r, 422, "Idempotency-Key is already used", "another request payload", "")
+			})
 		}
 	})
 }

@@ -20,7 +20,8 @@ func checkReserve(t *testing.T, c proxytest.HttpCalloutAttribute, body string, h
 	t.Helper()
 	var req api.ReserveRequest
 	decodeStrict(t, c.Body, &req)
-	wantFP, err := canon.Fingerprint(canon.Request{Method: "POST", Target: "/payments", Headers: headers, ContentType: "application/json", Body: []byte(body)}, canon.Selection{})
+	authority, _ := header(headers, ":authority")
+	wantFP, err := canon.Fingerprint(canon.Request{Method: "POST", Host: authority, Target: "/payments", Headers: headers, ContentType: "application/json", Body: []byte(body)}, canon.Selection{})
 	if err != nil {
 		t.Fatal(err)
 	}

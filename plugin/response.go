@@ -45,10 +45,19 @@ func storedSize(headers [][2]string) int {
 	return n
 }
 
-// OnHttpResponseHeaders implements types.HttpContext. Only a request that
-// acquired its key has anything to record: the status decides between
-// complete (stored statuses, once the body is in) and release.
+// OnHttpResponseHeaders implements types.HttpContext. Every response of
+// a matched route loses the route's not-executed header, so that an app
+// cannot leak it to clients. Only a request that acquired its key has
+// anything to record; the evidence decides: Envoy's own answer after the
+// request may have reached the upstream, or an indeterminate status, is
+// handled as no response (on_indeterminate); the not-executed header, an
+// answer Envoy gave before sending, or a release status frees the key;
+// every other status is stored (complete, once the body is in).
 func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Action {
+	if c.matched == nil {
+		return types.ActionContinue
+	}
+	notExecuted := stripHeader(c.matched.NotExecutedHeader)
 	if c.phase != phaseForwarded || c.resp.phase != respNone {
 		return types.ActionContinue
 	}
@@ -69,8 +78,18 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	case notSent:
 		return c.finish(api.PathRelease, c.releaseBody())
 	}
-	if c.route.Classify(c.resp.status) == policy.Release {
+	if notExecuted {
 		return c.finish(api.PathRelease, c.releaseBody())
+	}
+	switch c.route.Classify(c.resp.status) {
+	case policy.Release:
+		return c.finish(api.PathRelease, c.releaseBody())
+	case policy.Indeterminate:
+		// A 502/503/504 by default: what a proxy between the filter and
+		// the app answers after the app may have run.
+		c.resp.phase = respDone
+		c.indeterminate(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
+		return types.ActionContinue
 	}
 	c.resp.headers = replayHeaders(c.route, headers)
 	c.resp.hdrSize = storedSize(c.resp.headers)
@@ -87,6 +106,28 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	}
 	c.resp.phase = respBuffering
 	return types.ActionPause
+}
+
+// maxStrip bounds the removals of one response header: Envoy removes
+// every value at once, a host that removes one value per call needs one
+// call per value.
+const maxStrip = 64
+
+// stripHeader removes every value of the response header name and
+// reports whether there was one.
+func stripHeader(name string) bool {
+	found := false
+	for range maxStrip {
+		if _, err := proxywasm.GetHttpResponseHeader(name); err != nil {
+			break
+		}
+		found = true
+		if err := proxywasm.RemoveHttpResponseHeader(name); err != nil {
+			proxywasm.LogErrorf("idempotency filter: remove response header %s: %v", name, err)
+			break
+		}
+	}
+	return found
 }
 
 // completeOmitted stores the status only, for a response larger than the

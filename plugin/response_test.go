@@ -60,6 +60,7 @@ func TestResponsePath(t *testing.T) {
 		wantPath     string // complete or release
 		answerStatus int    // of that call; 0: no answer
 		wantErrLog   string
+		notExecuted  bool // the upstream marks the response not executed
 	}{
 		{name: "201 stored", status: "201", chunks: []string{`{"id":`, `"pay_1"}`}, wantPath: api.PathComplete, answerStatus: 200},
 		{name: "204 without body stored", status: "204", wantPath: api.PathComplete, answerStatus: 200},
@@ -67,7 +68,9 @@ func TestResponsePath(t *testing.T) {
 		{name: "request ended by trailers", reqTrailers: true, status: "201", chunks: []string{`{"id":"pay_1"}`}, wantPath: api.PathComplete, answerStatus: 200},
 		{name: "request without body", noReqBody: true, status: "201", chunks: []string{`{}`}, wantPath: api.PathComplete, answerStatus: 200},
 		{name: "422 from upstream stored", status: "422", chunks: []string{`{"error":"x"}`}, wantPath: api.PathComplete, answerStatus: 200},
-		{name: "503 released", status: "503", chunks: []string{`busy`, `!`}, wantPath: api.PathRelease, answerStatus: 200},
+		{name: "503 marked not executed: released", status: "503", notExecuted: true, chunks: []string{`busy`, `!`}, wantPath: api.PathRelease, answerStatus: 200},
+		{name: "201 marked not executed: released", status: "201", notExecuted: true, chunks: []string{`{}`}, wantPath: api.PathRelease, answerStatus: 200},
+		{name: "500 stored", status: "500", chunks: []string{`{"error":"after commit"}`}, wantPath: api.PathComplete, answerStatus: 200},
 		{name: "429 released", status: "429", wantPath: api.PathRelease, answerStatus: 200},
 		{name: "complete fails: logged, response resumed", status: "201", chunks: []string{`{}`}, wantPath: api.PathComplete, answerStatus: 500, wantErrLog: "stays locked"},
 		{name: "complete times out: logged, response resumed", status: "201", chunks: []string{`{}`}, wantPath: api.PathComplete, answerStatus: 0, wantErrLog: "no answer"},
@@ -87,7 +90,14 @@ func TestResponsePath(t *testing.T) {
 				reserved := acquire(t, host, id, headers, body, tc.reqTrailers)
 
 				// The response is held from its headers until the call.
-				last := host.CallOnResponseHeaders(id, respHeaders(tc.status), tc.chunks == nil && !tc.respTrailers)
+				rh := respHeaders(tc.status)
+				if tc.notExecuted {
+					rh = append(rh, [2]string{"Idempotency-Not-Executed", "1"})
+				}
+				last := host.CallOnResponseHeaders(id, rh, tc.chunks == nil && !tc.respTrailers)
+				if _, n := header(host.GetCurrentResponseHeaders(id), "idempotency-not-executed"); n != 0 {
+					t.Errorf("the not-executed header reaches the client")
+				}
 				for i, ch := range tc.chunks {
 					if last != types.ActionPause {
 						t.Fatalf("response chunk %d: action before = %v, want ActionPause", i, last)
@@ -313,29 +323,64 @@ func TestResponseOverCap(t *testing.T) {
 // after the request went upstream is indeterminate (the route's
 // on_indeterminate: abandon by default), never stored nor released; an
 // answer given before the request could reach the upstream releases the
-// key whatever its status.
+// key whatever its status. The upstream's own answers are classified by
+// status (issue 10, cases 3 and 4): 502, 503 and 504 — what a proxy
+// between the filter and the app answers after the app may have run —
+// are indeterminate; 500 and every other 5xx are outcomes, stored; only
+// 408, 425, 429 or the not-executed header release the key.
 func TestEnvoyAnswers(t *testing.T) {
+	notExecuted := [2]string{"idempotency-not-executed", "?1"}
+	all5xx := []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "lock", "indeterminate_statuses": ["5xx"]`}
+	renamed := []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "lock", "not_executed_header": "X-Nothing-Happened"`}
 	tests := []struct {
 		name, details, status, wantPath string
+		config                          []string
+		extra                           [][2]string // response headers
 	}{
-		{"reset after sending", "upstream_reset_before_response_started{connection_termination}", "503", api.PathAbandon},
-		{"route timeout", "upstream_response_timeout", "504", api.PathAbandon},
-		{"connect failure", "upstream_reset_before_response_started{connection_failure}", "503", api.PathRelease},
-		{"rbac after the filter", "rbac_access_denied_matched_policy[none]", "403", api.PathRelease},
-		{"the upstream's own 503", "via_upstream", "503", api.PathRelease},
-		{"the upstream's own 201", "via_upstream", "201", api.PathComplete},
+		{name: "reset after sending", details: "upstream_reset_before_response_started{connection_termination}", status: "503", wantPath: api.PathAbandon},
+		{name: "route timeout", details: "upstream_response_timeout", status: "504", wantPath: api.PathAbandon},
+		{name: "connect failure", details: "upstream_reset_before_response_started{connection_failure}", status: "503", wantPath: api.PathRelease},
+		{name: "rbac after the filter", details: "rbac_access_denied_matched_policy[none]", status: "403", wantPath: api.PathRelease},
+		{name: "a proxy's 503 via the upstream (case 3)", details: "via_upstream", status: "503", wantPath: api.PathAbandon},
+		{name: "a proxy's 502", details: "via_upstream", status: "502", wantPath: api.PathAbandon},
+		{name: "a proxy's 504", details: "via_upstream", status: "504", wantPath: api.PathAbandon},
+		{name: "503 without code details", status: "503", wantPath: api.PathAbandon},
+		{name: "500 after commit (case 4)", details: "via_upstream", status: "500", wantPath: api.PathComplete},
+		{name: "501", details: "via_upstream", status: "501", wantPath: api.PathComplete},
+		{name: "505", details: "via_upstream", status: "505", wantPath: api.PathComplete},
+		{name: "599", details: "via_upstream", status: "599", wantPath: api.PathComplete},
+		{name: "600", details: "via_upstream", status: "600", wantPath: api.PathComplete},
+		{name: "429", details: "via_upstream", status: "429", wantPath: api.PathRelease},
+		{name: "the upstream's own 201", details: "via_upstream", status: "201", wantPath: api.PathComplete},
+		{name: "503 marked not executed", details: "via_upstream", status: "503", wantPath: api.PathRelease, extra: [][2]string{notExecuted}},
+		{name: "500 marked not executed", details: "via_upstream", status: "500", wantPath: api.PathRelease, extra: [][2]string{notExecuted}},
+		{name: "marked twice", details: "via_upstream", status: "500", wantPath: api.PathRelease, extra: [][2]string{notExecuted, notExecuted}},
+		{name: "reset: the mark cannot come from the app", details: "upstream_reset_before_response_started{connection_termination}", status: "503", wantPath: api.PathAbandon, extra: [][2]string{notExecuted}},
+		{name: "all 5xx indeterminate: 500", details: "via_upstream", status: "500", wantPath: api.PathAbandon, config: all5xx},
+		{name: "all 5xx indeterminate: 429 released", details: "via_upstream", status: "429", wantPath: api.PathRelease, config: all5xx},
+		{name: "renamed header", details: "via_upstream", status: "500", wantPath: api.PathRelease, config: renamed, extra: [][2]string{{"x-nothing-happened", "1"}}},
+		{name: "renamed: the default name means nothing", details: "via_upstream", status: "500", wantPath: api.PathComplete, config: renamed, extra: [][2]string{notExecuted}},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
-				host, reset := startHost(t, vm, demoConfig)
+				host, reset := startHost(t, vm, withConfig(t, tc.config...))
 				defer reset()
 				id := host.InitializeHttpContext()
 				acquire(t, host, id, paymentHeaders(keyK1), []byte(paymentBody), false)
-				if err := host.SetProperty([]string{"response", "code_details"}, []byte(tc.details)); err != nil {
-					t.Fatal(err)
+				if tc.details != "" {
+					if err := host.SetProperty([]string{"response", "code_details"}, []byte(tc.details)); err != nil {
+						t.Fatal(err)
+					}
 				}
-				host.CallOnResponseHeaders(id, [][2]string{{":status", tc.status}, {"content-type", "text/plain"}}, false)
+				host.CallOnResponseHeaders(id, append([][2]string{{":status", tc.status}, {"content-type", "text/plain"}}, tc.extra...), false)
+				name := "idempotency-not-executed"
+				if slices.Equal(tc.config, renamed) {
+					name = "x-nothing-happened"
+				}
+				if _, n := header(host.GetCurrentResponseHeaders(id), name); n != 0 {
+					t.Errorf("the not-executed header %s reaches the client", name)
+				}
 				host.CallOnResponseBody(id, []byte("x"), true)
 				host.CompleteHttpContext(id)
 				calls := host.GetCalloutAttributesFromContext(id)
@@ -343,6 +388,50 @@ func TestEnvoyAnswers(t *testing.T) {
 					t.Fatalf("callouts = %d, want reserve and one %s", len(calls), tc.wantPath)
 				}
 				nthCallout(t, host, id, 1, tc.wantPath)
+			})
+		}
+	})
+}
+
+// TestNotExecutedHeaderStripped: the not-executed header never reaches a
+// client, whatever the request's journey on a governed route: forwarded
+// ungoverned (no key on an optional route), or after the control plane
+// failed open. Routes the filter does not govern are left alone.
+func TestNotExecutedHeaderStripped(t *testing.T) {
+	optional := []string{`"required": true`, `"required": false`}
+	open := []string{`"failure_mode": "closed"`, `"failure_mode": "open"`}
+	resp := [][2]string{{":status", "201"}, {"idempotency-not-executed", "1"}, {"content-type", "application/json"}}
+	tests := []struct {
+		name    string
+		config  []string
+		headers [][2]string
+		failCP  bool // the reserve fails (failure_mode open forwards)
+		strip   bool
+	}{
+		{name: "optional key absent", config: optional, headers: paymentHeaders(), strip: true},
+		{name: "failed open", config: open, headers: paymentHeaders(keyK1), failCP: true, strip: true},
+		{name: "ungoverned path", headers: [][2]string{{":method", "POST"}, {":path", "/orders"}, {":authority", "a"}}, strip: false},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, tc.config...))
+				defer reset()
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, tc.headers, []byte(paymentBody))
+				if tc.failCP {
+					answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 0, nil)
+				}
+				if a := host.CallOnResponseHeaders(id, slices.Clone(resp), false); a != types.ActionContinue {
+					t.Errorf("response headers action = %v, want ActionContinue", a)
+				}
+				_, n := header(host.GetCurrentResponseHeaders(id), "idempotency-not-executed")
+				if tc.strip && n != 0 || !tc.strip && n != 1 {
+					t.Errorf("not-executed header values left: %d, want stripped = %v", n, tc.strip)
+				}
+				if ct, _ := header(host.GetCurrentResponseHeaders(id), "content-type"); ct != "application/json" {
+					t.Errorf("content-type = %q, want the other headers untouched", ct)
+				}
 			})
 		}
 	})

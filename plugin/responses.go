@@ -27,18 +27,24 @@ var (
 	probInProgress   = problem{409, "urn:idemgate:problem:in-progress", "A request is outstanding for this Idempotency-Key"}
 	probDuplicate    = problem{409, "urn:idemgate:problem:duplicate", "A request with this Idempotency-Key was already processed"}
 	probUnavailable  = problem{503, "urn:idemgate:problem:unavailable", "Idempotency service unavailable"}
+	// A request without a principal (its route's scope values absent or
+	// empty) where the route does not allow anonymous callers.
+	probPrincipalMissing = problem{401, "urn:idemgate:problem:principal-missing", "The request carries no principal"}
+	// A governed request with a compressed body.
+	probContentEncoding = problem{415, "urn:idemgate:problem:content-encoding", "Content-Encoding is not supported"}
 )
 
 // sendProblem answers the client with p; retryAfter > 0 adds Retry-After
-// in seconds. The stream must be paused (the caller returns ActionPause or
+// in seconds; extra headers follow. The stream must be paused (the caller returns ActionPause or
 // is a callout callback): Envoy expects no further iteration after a
 // local reply.
-func sendProblem(p problem, detail string, retryAfter int) {
+func sendProblem(p problem, detail string, retryAfter int, extra ...[2]string) {
 	body, _ := json.Marshal(api.Problem{Type: p.typ, Title: p.title, Status: p.status, Detail: detail})
 	headers := [][2]string{{"content-type", "application/problem+json"}, {"cache-control", "no-store"}}
 	if retryAfter > 0 {
 		headers = append(headers, [2]string{"retry-after", strconv.Itoa(retryAfter)})
 	}
+	headers = append(headers, extra...)
 	if err := proxywasm.SendHttpResponse(uint32(p.status), headers, body, -1); err != nil {
 		proxywasm.LogErrorf("idempotency filter: send %d: %v", p.status, err)
 	}

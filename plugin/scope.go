@@ -33,9 +33,15 @@ const scopeFramingTag = "idemgate-scope-v1"
 //     the property is absent, else 1) and the value's bytes as the host
 //     returns them; without one, the count 0.
 //
-// Requests without any scope value (no Authorization header, say) share
-// one scope: they are one anonymous principal.
-func scopeOf(s policy.Scope, headers [][2]string) string {
+// missing names the first scope source the request lacks (a header with
+// no non-empty value, a metadata value absent or empty), "" when every
+// source has a value. The caller refuses such a request unless the route
+// allows anonymous callers: then every request missing the same sources
+// hashes alike and shares one scope. Any source missing refuses, not only
+// all of them: with scope headers authorization and x-tenant, a request
+// with the tenant alone would otherwise share records with every caller
+// of that tenant who sends no credential.
+func scopeOf(s policy.Scope, headers [][2]string) (scope, missing string) {
 	// The framing is built in one buffer (on the stack for usual sizes)
 	// and hashed once: no hash object or per-field copy to allocate.
 	var buf [512]byte
@@ -56,10 +62,16 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 			}
 		}
 		count(c)
+		present := false
 		for _, kv := range headers {
 			if strings.EqualFold(kv[0], name) {
-				field(strings.Trim(kv[1], " \t"))
+				v := strings.Trim(kv[1], " \t")
+				present = present || v != ""
+				field(v)
 			}
+		}
+		if !present && missing == "" {
+			missing = "value for the " + name + " header"
 		}
 	}
 	if md := s.Metadata; md != nil {
@@ -74,8 +86,14 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 			count(1)
 			count(len(v))
 			b = append(b, v...)
+			if len(v) == 0 && missing == "" {
+				missing = metadataName(md)
+			}
 		} else {
 			count(0)
+			if missing == "" {
+				missing = metadataName(md)
+			}
 		}
 	} else {
 		count(0)
@@ -86,10 +104,15 @@ func scopeOf(s policy.Scope, headers [][2]string) string {
 		// buf to the heap on every call, HMAC or not.
 		m.Write(bytes.Clone(b))
 		var sum [sha256.Size]byte
-		return scopeString("hmac-sha256:", m.Sum(sum[:0]))
+		return scopeString("hmac-sha256:", m.Sum(sum[:0])), missing
 	}
 	sum := sha256.Sum256(b)
-	return scopeString("sha256:", sum[:])
+	return scopeString("sha256:", sum[:]), missing
+}
+
+// metadataName names a metadata scope source in a 401's detail.
+func metadataName(md *policy.MetadataScope) string {
+	return "value for the " + strings.Join(md.Path, ".") + " metadata of " + md.Filter
 }
 
 // scopeString returns prefix and the hex of sum in one allocation.

@@ -62,26 +62,35 @@ func TestScopeVectors(t *testing.T) {
 	hdr := policy.Scope{Headers: []string{"authorization"}}
 	keyed := policy.Scope{Headers: []string{"authorization"}, HMACKey: policy.Secret(testScopeKey)}
 	other := policy.Scope{Headers: []string{"authorization"}, HMACKey: policy.Secret(strings.Repeat("k", 32))}
+	two := policy.Scope{Headers: []string{"authorization", "x-tenant"}}
+	const noAuth = "value for the authorization header"
 	tests := []struct {
 		name    string
 		scope   policy.Scope
 		headers [][2]string
 		want    string
+		missing string
 	}{
-		{"sha256", hdr, alice, vectorAliceSHA256},
-		{"hmac", keyed, alice, vectorAliceHMAC},
-		{"hmac recomputed", keyed, alice, wantHMACScope(testScopeKey, "authorization", "Bearer alice")},
-		{"hmac anonymous", keyed, nil, vectorAnonymousHMAC},
+		{"sha256", hdr, alice, vectorAliceSHA256, ""},
+		{"hmac", keyed, alice, vectorAliceHMAC, ""},
+		{"hmac recomputed", keyed, alice, wantHMACScope(testScopeKey, "authorization", "Bearer alice"), ""},
+		{"hmac anonymous", keyed, nil, vectorAnonymousHMAC, noAuth},
+		{"empty value", hdr, [][2]string{{"authorization", " \t"}}, wantScope("authorization", ""), noAuth},
+		{"an empty and a real value", hdr, [][2]string{{"authorization", ""}, {"authorization", "Bearer alice"}}, wantScope("authorization", "", "Bearer alice"), ""},
+		// Strict: one source missing is enough to refuse.
+		{"tenant without credential", two, [][2]string{{"x-tenant", "acme"}}, "", noAuth},
+		{"credential without tenant", two, [][2]string{{"authorization", "Bearer alice"}}, "", "value for the x-tenant header"},
 	}
 	for _, tt := range tests {
-		if got := scopeOf(tt.scope, tt.headers); got != tt.want {
-			t.Errorf("%s: scope = %s, want %s", tt.name, got, tt.want)
+		got, missing := scopeOf(tt.scope, tt.headers)
+		if tt.want != "" && got != tt.want || missing != tt.missing {
+			t.Errorf("%s: scope = %s, missing %q; want %s, missing %q", tt.name, got, missing, tt.want, tt.missing)
 		}
 	}
 	if wantScope("authorization", "Bearer alice") != vectorAliceSHA256 {
 		t.Errorf("wantScope disagrees with the fixed vector")
 	}
-	if a, b := scopeOf(keyed, alice), scopeOf(other, alice); a == b {
+	if a, _ := scopeOf(keyed, alice); a == func() string { b, _ := scopeOf(other, alice); return b }() {
 		t.Errorf("two keys give the same scope %s", a)
 	}
 }
@@ -93,6 +102,8 @@ func TestScope(t *testing.T) {
 		`"scope": { "headers": ["authorization"], "metadata": { "filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"] } }`}
 	hmacInline := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "hmac_key": "` + testScopeKey + `" }`}
 	hmacEnv := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "hmac_key_env": "IDEMGATE_TEST_SCOPE_KEY" }`}
+	anonymous := []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "lock", "allow_anonymous": true`}
+	metadataAnonymous := append(slices.Clone(metadata), anonymous...)
 	t.Setenv("IDEMGATE_TEST_SCOPE_KEY", testScopeKey)
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		reserveScope := func(t *testing.T, config []string, auth string, sub string) string {
@@ -117,7 +128,7 @@ func TestScope(t *testing.T) {
 		if want := wantScope("authorization", "Bearer alice"); alice != want {
 			t.Errorf("scope = %s, want %s", alice, want)
 		}
-		if anon := reserveScope(t, nil, "", ""); anon != wantScope("authorization") || anon == alice {
+		if anon := reserveScope(t, anonymous, "", ""); anon != wantScope("authorization") || anon == alice {
 			t.Errorf("anonymous scope = %s, want %s", anon, wantScope("authorization"))
 		}
 		if bob := reserveScope(t, nil, "Bearer bob", ""); bob == alice {
@@ -125,7 +136,7 @@ func TestScope(t *testing.T) {
 		}
 		s1 := reserveScope(t, metadata, "Bearer alice", "user-1")
 		s2 := reserveScope(t, metadata, "Bearer alice", "user-2")
-		s0 := reserveScope(t, metadata, "Bearer alice", "")
+		s0 := reserveScope(t, metadataAnonymous, "Bearer alice", "")
 		if s1 == s2 || s1 == s0 || s2 == s0 || s1 == alice {
 			t.Errorf("metadata scopes not distinct: %s %s %s", s1, s2, s0)
 		}
@@ -148,6 +159,93 @@ func TestScope(t *testing.T) {
 			}
 			checkErrorLog(t, host.GetErrorLogs(), "routes[0].scope.hmac_key_env: environment variable IDEMGATE_TEST_SCOPE_KEY is not set")
 		}
+	})
+}
+
+// TestPrincipalRequired: a governed request whose principal (any of its
+// route's scope values) is absent or empty is refused with 401 before any
+// callout, unless the route allows anonymous callers.
+func TestPrincipalRequired(t *testing.T) {
+	jwt := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "metadata": { "filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"] } }`}
+	both := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization"], "metadata": { "filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"] } }`}
+	base := [][2]string{{":method", "POST"}, {":path", "/payments"}, {":authority", "api.example.com"}, keyK1}
+	tests := []struct {
+		name    string
+		config  []string
+		headers [][2]string
+		sub     *string // the jwt_authn claim; nil: absent (the emulator cannot hold an empty one)
+		detail  string  // of the 401; "": the request reaches reserve
+	}{
+		{"no authorization header", nil, base, nil, "no value for the authorization header"},
+		{"empty authorization header", nil, append(slices.Clone(base), [2]string{"authorization", " "}), nil, "no value for the authorization header"},
+		{"authorization present", nil, append(slices.Clone(base), [2]string{"authorization", "Bearer a"}), nil, ""},
+		{"claim absent", jwt, base, nil, "no value for the payload.sub metadata of envoy.filters.http.jwt_authn"},
+		{"claim present", jwt, base, strPtr("user-1"), ""},
+		{"header present, claim absent", both, append(slices.Clone(base), [2]string{"authorization", "Bearer a"}), nil, "payload.sub metadata"},
+		{"anonymous allowed", []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "lock", "allow_anonymous": true`}, base, nil, ""},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, tt.config...))
+				defer reset()
+				if tt.sub != nil {
+					if err := host.SetProperty([]string{"metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"}, []byte(*tt.sub)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				id := host.InitializeHttpContext()
+				host.CallOnRequestHeaders(id, tt.headers, true)
+				calls := len(host.GetCalloutAttributesFromContext(id))
+				if tt.detail == "" {
+					if r := host.GetSentLocalResponse(id); r != nil || calls != 1 {
+						t.Fatalf("local response %v, %d callouts; want the reserve", r, calls)
+					}
+					return
+				}
+				r := host.GetSentLocalResponse(id)
+				checkProblem(t, r, 401, "The request carries no principal", tt.detail, "")
+				if !strings.Contains(string(r.Data), "urn:idemgate:problem:principal-missing") {
+					t.Errorf("problem %s, want the principal-missing type", r.Data)
+				}
+				if calls != 0 {
+					t.Errorf("callouts = %d, want none", calls)
+				}
+			})
+		}
+	})
+}
+
+// TestNoPrincipalNoReplay (issue 10, case 5): on a route scoped by a JWT
+// claim that is absent (jwt_authn placed after this filter), Alice's
+// request used to run under the empty scope, and Mallory's — same key and
+// body, another credential — was answered with Alice's stored response
+// from the edge cache. Now neither runs without a principal.
+func TestNoPrincipalNoReplay(t *testing.T) {
+	jwt := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "metadata": { "filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"] } }`}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, jwt...))
+		defer reset()
+		alice := host.InitializeHttpContext()
+		sendRequest(host, alice, paymentHeaders(keyK1), []byte(paymentBody))
+		if calls := host.GetCalloutAttributesFromContext(alice); len(calls) == 1 {
+			// The hole: Alice's request runs without a principal.
+			answer(t, host, calls[0], 200, api.ReserveResponse{Outcome: api.Acquired, Token: "t1"})
+			host.CallOnResponseHeaders(alice, [][2]string{{":status", "201"}, {"content-type", "application/json"}}, false)
+			host.CallOnResponseBody(alice, []byte(`{"id":"pay_9"}`), true)
+			answer(t, host, nthCallout(t, host, alice, 1, api.PathComplete), 200, api.Result{Outcome: "completed"})
+		}
+		host.CompleteHttpContext(alice)
+		mallory := host.InitializeHttpContext()
+		headers := [][2]string{{":method", "POST"}, {":path", "/payments"}, {":authority", "api.example.com"},
+			{"content-type", "application/json"}, {"authorization", "Bearer mallory"}, keyK1}
+		sendRequest(host, mallory, headers, []byte(paymentBody))
+		r := host.GetSentLocalResponse(mallory)
+		if r != nil && strings.Contains(string(r.Data), "pay_9") {
+			t.Fatalf("Mallory got Alice's response: %d %s", r.StatusCode, r.Data)
+		}
+		checkProblem(t, r, 401, "The request carries no principal", "payload.sub", "")
+		checkProblem(t, host.GetSentLocalResponse(alice), 401, "The request carries no principal", "payload.sub", "")
 	})
 }
 

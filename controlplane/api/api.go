@@ -20,6 +20,10 @@ const (
 	PathAbandon      = "/v1/abandon"
 	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
 	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
+	// PathAdminKeyList (GET ?state=indeterminate|in_progress[&scope=S]
+	// [&cursor=C][&limit=N]) answers KeyList: records in that state,
+	// never bodies, a bounded page per call.
+	PathAdminKeyList = "/v1/admin/keys/list"
 	// PathEdgeEpoch (GET) answers EdgeEpoch: the filter's tick polls it to
 	// learn that an operator changed records its edge cache may hold.
 	PathEdgeEpoch = "/v1/edge-epoch"
@@ -44,9 +48,10 @@ const (
 	// Acquired: the caller holds the key until Complete, Release or the
 	// lease ends; it must forward the request upstream.
 	Acquired Outcome = "acquired"
-	// InProgress: another holder's lease is live, or the key is
-	// indeterminate (LeaseRemainingMS is then the record's remaining TTL);
-	// retry later.
+	// InProgress: another holder's lease is live (LeaseRemainingMS);
+	// retry later. Also the answer to a reserve whose Holder released by
+	// holder before this reserve arrived (LeaseRemainingMS: how long its
+	// fence stands): nothing was reserved.
 	InProgress Outcome = "in_progress"
 	// Mismatch: the key was used with another fingerprint (422).
 	Mismatch Outcome = "mismatch"
@@ -111,8 +116,7 @@ type ReserveResponse struct {
 	// Token is the fencing token of an Acquired reservation: Complete and
 	// Release must present it, and a newer reservation invalidates it.
 	Token string `json:"token,omitempty"`
-	// LeaseRemainingMS is how long an InProgress holder's lease still runs;
-	// for an indeterminate key, how long the record still lives.
+	// LeaseRemainingMS is how long an InProgress holder's lease still runs.
 	LeaseRemainingMS int64 `json:"lease_remaining_ms,omitempty"`
 	// ExpiresInMS is how long an Indeterminate record still lives.
 	ExpiresInMS int64 `json:"expires_in_ms,omitempty"`
@@ -157,8 +161,9 @@ type ReleaseRequest struct {
 // indeterminate: the request was forwarded upstream but no response came
 // back, so the operation may have run. The key is neither released (a
 // retry must not execute again) nor completed (there is nothing to
-// replay): retries are told it is in progress until the record's TTL ends
-// or an operator releases or deletes it.
+// replay): retries are answered Indeterminate until the record's TTL ends
+// or an operator releases or deletes it. Abandoning again is
+// acknowledged.
 type AbandonRequest struct {
 	Scope string `json:"scope"`
 	Key   string `json:"key"`
@@ -186,23 +191,45 @@ const (
 	StateInProgress State = "in_progress"
 	StateCompleted  State = "completed"
 	// StateIndeterminate: the holder abandoned the key after forwarding the
-	// request without getting a response (see AbandonRequest).
+	// request without getting a response (see AbandonRequest), or its
+	// lease ended without word on a route that locks.
 	StateIndeterminate State = "indeterminate"
 )
 
 // Record is what the admin API shows of a key. The body is left out unless
 // asked for: stored responses carry personal data.
 type Record struct {
-	Scope          string          `json:"scope"`
-	Key            string          `json:"key"`
-	State          State           `json:"state"`
-	Fingerprint    string          `json:"fingerprint"`
-	CreatedAt      time.Time       `json:"created_at"`
-	ExpiresAt      time.Time       `json:"expires_at"`
-	LeaseExpiresAt *time.Time      `json:"lease_expires_at,omitempty"` // in progress only
-	Status         int             `json:"status,omitempty"`           // completed only
+	Scope string `json:"scope"`
+	Key   string `json:"key"`
+	State State  `json:"state"`
+	// Fingerprint is what the store keeps: a hash of the fingerprint
+	// ("k1:" keyed, "s1:" unkeyed), never the fingerprint itself (only
+	// records written before hashing show it, until their next reserve).
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	// LeaseExpiresAt: in progress. A record whose lease ended on a route
+	// that locks shows State indeterminate with this lease end (in the
+	// past) until a reserve writes the state down and drops the lease.
+	LeaseExpiresAt *time.Time      `json:"lease_expires_at,omitempty"`
+	Status         int             `json:"status,omitempty"` // completed only
 	BodyOmitted    bool            `json:"body_omitted,omitempty"`
 	Response       *StoredResponse `json:"response,omitempty"` // only with ?body=1
+}
+
+// Pages of PathAdminKeyList: limit is how many records' keys one call
+// examines at most (about: a Redis SCAN may return a few more).
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// KeyList answers PathAdminKeyList: the records of the page (without
+// bodies) and the cursor of the next page; an empty Cursor means the scan
+// is complete. A page may be empty while Cursor is not: keep going.
+type KeyList struct {
+	Records []Record `json:"records"`
+	Cursor  string   `json:"cursor,omitempty"`
 }
 
 // Effect of an admin mutation, as idemctl reports it too.

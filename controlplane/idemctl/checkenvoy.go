@@ -25,10 +25,16 @@ validated the same way. An unknown type URL is reported by name.
 
 Idempotency: for every idemgate wasm filter found in a listener's
 http_connection_manager, its policy is parsed as the filter parses it, and
-these are flagged: a retry_policy (route or virtual host) or a hedge on a
-route whose traffic the policy governs (Envoy would re-send a request the
-upstream may have executed); a listener or route buffer limit below the
-policy's max_body_bytes; control_plane.cluster missing from the static
+these are flagged: a retry_policy (route or virtual host, unless
+num_retries is 0), a hedge or a request mirror on a route whose traffic the
+policy governs (Envoy would re-send a request the upstream may have
+executed; internal redirects get a warning); a listener, route or buffer
+filter limit below the policy's max_body_bytes, or a listener or buffer
+filter limit below its max_stored_response_bytes (Envoy would replace a
+response the filter stores with its own 500); a scope.metadata that no
+filter before ours writes (jwt_authn missing, placed after ours, or writing
+its payload under another key): the principal would be absent;
+control_plane.cluster missing from the static
 clusters, or speaking HTTP/2; an invalid policy; the filter after the
 router; fail_open or FAIL_OPEN on the filter; a control-plane cluster
 idle_timeout not below the control plane's 5-minute idle close; a route

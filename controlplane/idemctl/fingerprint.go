@@ -18,7 +18,10 @@ carrying one Idempotency-Key count as the same request (a retry, replayed)
 or as different ones (422). The body is read from FILE, or standard input
 when FILE is absent or "-" (at most 64 MiB; use /dev/null for no body).
 
-The fingerprint covers the method (upper-cased), the request target
+The fingerprint covers the method (upper-cased), the host (--host: the
+request's :authority, or the host a route's host_aliases maps it to;
+lower-cased, default port :80/:443 dropped; the filter always has one, so
+give it to reproduce the filter's fingerprint), the request target
 normalized as the filter does (dot segments removed, percent-encodings
 normalized, query parameters sorted, fragment dropped), the selected
 headers and the body. When the Content-Type is application/json or
@@ -62,14 +65,15 @@ type fingerprintResult struct {
 
 // fingerprintFlags are the parsed flags of fingerprint.
 type fingerprintFlags struct {
-	method, path, contentType string
-	include, exclude          stringList
-	headers                   headerList
+	method, host, path, contentType string
+	include, exclude                stringList
+	headers                         headerList
 }
 
 func defineFingerprint(fs *flag.FlagSet) action {
 	f := new(fingerprintFlags)
 	fs.StringVar(&f.method, "method", "POST", "HTTP `METHOD` of the request; compared upper-cased")
+	fs.StringVar(&f.host, "host", "", "request `HOST`: the :authority the filter saw (after the route's host_aliases); empty when left out")
 	fs.StringVar(&f.path, "path", "", "request `TARGET`: path and optional query, as the client sent it (Envoy's :path); required")
 	fs.Var(&f.include, "include", "body field `PATH` that counts; repeatable; when given, only included fields count")
 	fs.Var(&f.exclude, "exclude", "body field `PATH` that never counts; repeatable")
@@ -115,6 +119,6 @@ func (f *fingerprintFlags) request() (canon.Request, canon.Selection, error) {
 	if err := sel.Validate(); err != nil {
 		return canon.Request{}, canon.Selection{}, &usageError{err: fmt.Errorf("invalid selection: %w", err)}
 	}
-	req := canon.Request{Method: method, Target: f.path, Headers: f.headers.headers, ContentType: f.contentType}
+	req := canon.Request{Method: method, Host: f.host, Target: f.path, Headers: f.headers.headers, ContentType: f.contentType}
 	return req, sel, nil
 }

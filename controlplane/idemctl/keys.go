@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,8 +26,9 @@ var (
 		name:    "keys get",
 		summary: "show a key's record (state, fingerprint, times, status)",
 		about: `Shows the record the control plane holds for --scope and --key: its state
-(in_progress, indeterminate or completed), fingerprint, creation, expiry and lease times,
-and the stored status. The stored body is left out unless --body is given:
+(in_progress, indeterminate or completed), fingerprint (the hash the control
+plane keeps, "k1:" or "s1:" + hex, not what idemctl fingerprint prints),
+creation, expiry and lease times, and the stored status. The stored body is left out unless --body is given:
 stored responses carry personal data. A key with no record exits 1 with
 code not_found.`,
 		jsonOK:  `{"ok":true,"effect":"noop","record":{"scope":…,"key":…,"state":…,"fingerprint":…,…}}`,
@@ -53,12 +56,42 @@ operation did not run (for example after an indeterminate failure you have
 checked by hand).
 A completed record is refused (code conflict, exit 1): delete it instead if
 you mean to. An absent record is a noop (exit 0). --dry-run changes
-nothing and reports would_release or noop.`,
-		jsonOK:  `{"ok":true,"effect":"released"|"noop"|"would_release","record":{…the record before…}}`,
+nothing and reports would_release or noop.
+` + edgeNote,
+		jsonOK:  `{"ok":true,"effect":"released"|"noop"|"would_release","record":{…the record before…},"edge_caches_stop_within":"…"}`,
 		example: `$ idemctl keys release --scope tenant-7 --key 8e1f…`,
 		define:  defineKeys(keysRelease, true),
 	}
+	keysListCommand = &command{
+		name:    "keys list",
+		summary: "list the keys in progress or indeterminate, to find burned keys",
+		about: `Lists the records in --state indeterminate (the outcome of a forwarded
+request is unknown: retries are refused until an operator or the TTL
+resolves it) or in_progress, of one --scope or of every scope. The control
+plane SCANs Redis (every master of a Cluster) a page at a time; idemctl
+follows the pages until the scan is complete or --timeout ends. Records
+only, never stored bodies. A record created or deleted during the scan may
+or may not be listed. Resolve what you find with keys release (the
+operation did not run) or keys delete.`,
+		jsonOK:  `{"ok":true,"effect":"noop","count":N,"records":[{"scope":…,"key":…,"state":…,…}]}`,
+		example: `$ idemctl keys list --state indeterminate --scope tenant-7 --json`,
+		define:  defineKeysList,
+	}
 )
+
+// edgeBound is how soon filters stop replaying a deleted or released
+// record from their edge caches: they poll the edge epoch every
+// api.EdgeEpochPoll, and a poll takes at most the filter's control-plane
+// timeout.
+var edgeBound = fmt.Sprintf("%v (api.EdgeEpochPoll) + the filter's control-plane timeout, while the control plane is reachable", api.EdgeEpochPoll)
+
+const edgeNote = `Filters keep completed records in per-Envoy edge caches; a delete or
+release (not a dry run) changes the control plane's edge epoch, and every
+filter stops replaying entries filled before within the bound printed
+(api.EdgeEpochPoll plus the filter's control-plane timeout) while it can
+reach the control plane. If the control plane could not change the epoch
+the command fails (code unavailable): the record changed, the edges were
+not told, and running it again is safe.`
 
 // keysFlags are the flags every keys command takes.
 type keysFlags struct {
@@ -137,6 +170,16 @@ type effectResult struct {
 	OK     bool        `json:"ok"`
 	Effect api.Effect  `json:"effect"`
 	Record *api.Record `json:"record,omitempty"`
+	// EdgeBound: within what edge caches stop replaying the record (not
+	// on a dry run).
+	EdgeBound string `json:"edge_caches_stop_within,omitempty"`
+}
+
+type listResult struct {
+	OK      bool         `json:"ok"`
+	Effect  api.Effect   `json:"effect"` // always noop
+	Count   int          `json:"count"`
+	Records []api.Record `json:"records"`
 }
 
 func keysGet(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
@@ -204,7 +247,88 @@ func (c *adminClient) mutate(ctx context.Context, method, path string, f *keysFl
 	if res.Effect == api.EffectNoop {
 		text += ": no record for this scope and key"
 	}
-	return result{text: text, json: effectResult{OK: true, Effect: res.Effect, Record: res.Record}}, nil
+	out := effectResult{OK: true, Effect: res.Effect, Record: res.Record}
+	if !f.dryRun {
+		out.EdgeBound = edgeBound
+		text += "\nedge caches stop replaying it within " + edgeBound
+	}
+	return result{text: text, json: out}, nil
+}
+
+// defineKeysList defines keys list: --state, an optional --scope, paging.
+func defineKeysList(fs *flag.FlagSet) action {
+	var (
+		addr, token, scope, state string
+		timeout                   time.Duration
+		page                      int
+	)
+	fs.StringVar(&addr, "addr", envOr("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
+		"control plane ADDRESS: host:port or a URL (env IDEM_CONTROLPLANE_ADDR)")
+	fs.StringVar(&token, "token", envOr("IDEM_ADMIN_TOKEN", os.Getenv("IDEM_CONTROLPLANE_TOKEN")),
+		"bearer TOKEN for the admin API (env IDEM_ADMIN_TOKEN, else IDEM_CONTROLPLANE_TOKEN)")
+	fs.StringVar(&state, "state", "", "STATE to list: indeterminate or in_progress; required")
+	fs.StringVar(&scope, "scope", "", "list only this SCOPE, as the filter sends it; default every scope")
+	fs.IntVar(&page, "page", api.DefaultListLimit, fmt.Sprintf("keys the control plane examines per request, 1 to %d", api.MaxListLimit))
+	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after DURATION")
+	return func(e *env, args []string) (result, error) {
+		if len(args) > 0 {
+			return result{}, usagef("unexpected arguments: %s", strings.Join(args, " "))
+		}
+		if state != string(api.StateIndeterminate) && state != string(api.StateInProgress) {
+			return result{}, usagef("--state %q: want indeterminate or in_progress", state)
+		}
+		if scope != "" {
+			if err := api.ValidateName("--scope", scope); err != nil {
+				return result{}, usagef("%w", err)
+			}
+		}
+		if page < 1 || page > api.MaxListLimit {
+			return result{}, usagef("--page %d: want 1 to %d", page, api.MaxListLimit)
+		}
+		base, err := baseURL(addr)
+		if err != nil {
+			return result{}, usagef("--addr: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c := &adminClient{base: base, token: token, http: &http.Client{}}
+		recs := []api.Record{}
+		cursor := ""
+		for {
+			q := url.Values{}
+			q.Set("state", state)
+			q.Set("limit", strconv.Itoa(page))
+			if scope != "" {
+				q.Set("scope", scope)
+			}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			var kl api.KeyList
+			if err := c.do(ctx, http.MethodGet, api.PathAdminKeyList, q, &kl); err != nil {
+				return result{}, err
+			}
+			recs = append(recs, kl.Records...)
+			if cursor = kl.Cursor; cursor == "" {
+				break
+			}
+		}
+		sort.Slice(recs, func(i, j int) bool {
+			if recs[i].Scope != recs[j].Scope {
+				return recs[i].Scope < recs[j].Scope
+			}
+			return recs[i].Key < recs[j].Key
+		})
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d %s record(s)", len(recs), state)
+		for _, r := range recs {
+			fmt.Fprintf(&b, "\n%q %q created %s expires %s", r.Scope, r.Key, r.CreatedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
+			if r.LeaseExpiresAt != nil {
+				fmt.Fprintf(&b, " lease until %s", r.LeaseExpiresAt.Format(time.RFC3339))
+			}
+		}
+		return result{text: b.String(), json: listResult{OK: true, Effect: api.EffectNoop, Count: len(recs), Records: recs}}, nil
+	}
 }
 
 // do sends one request and decodes a 2xx answer into out; any other answer

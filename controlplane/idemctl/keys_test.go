@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -131,7 +134,7 @@ func TestKeysGetShowsRecordNotBody(t *testing.T) {
 	e.seed(t, "done", true)
 	_, out := e.keys(t, "keys", "get", "--key", "done")
 	rec, _ := out["record"].(map[string]any)
-	if rec["state"] != "completed" || rec["fingerprint"] != "sha256:aa" || rec["status"] != float64(201) {
+	if rec["state"] != "completed" || rec["fingerprint"] != storedSHA("sha256:aa") || rec["status"] != float64(201) {
 		t.Errorf("record = %v", rec)
 	}
 	if _, ok := rec["response"]; ok {
@@ -178,5 +181,98 @@ func TestKeysFailures(t *testing.T) {
 				t.Errorf("exit %d, %+v; want exit %d, code %s", inv.code, out, tt.wantCode, tt.wantErr)
 			}
 		})
+	}
+}
+
+// storedSHA is what the control plane keeps of a fingerprint without a
+// fingerprint key: "s1:" + hex(SHA-256).
+func storedSHA(fp string) string {
+	sum := sha256.Sum256([]byte(fp))
+	return "s1:" + hex.EncodeToString(sum[:])
+}
+
+func TestKeysList(t *testing.T) {
+	e := newKeysEnv(t)
+	ctx := context.Background()
+	e.seed(t, "held", false)
+	e.seed(t, "done", true)
+	for _, k := range []string{"lost-1", "lost-2", "lost-3"} {
+		res, err := e.st.Reserve(ctx, api.ReserveRequest{Scope: "tenant-1", Key: k, Fingerprint: "sha256:aa"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.st.Abandon(ctx, api.AbandonRequest{Scope: "tenant-1", Key: k, Token: res.Token}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.st.Reserve(ctx, api.ReserveRequest{Scope: "tenant-2", Key: "elsewhere", Fingerprint: "sha256:aa"}); err != nil {
+		t.Fatal(err)
+	}
+	keysOf := func(out map[string]any) []string {
+		var got []string
+		recs, _ := out["records"].([]any)
+		for _, r := range recs {
+			m, _ := r.(map[string]any)
+			if _, ok := m["response"]; ok {
+				t.Errorf("listing shows a response: %v", m)
+			}
+			got = append(got, m["scope"].(string)+"/"+m["key"].(string))
+		}
+		return got
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"indeterminate, paged one key at a time", []string{"keys", "list", "--state", "indeterminate", "--page", "1"}, "[tenant-1/lost-1 tenant-1/lost-2 tenant-1/lost-3]"},
+		{"in progress of the scope", []string{"keys", "list", "--state", "in_progress"}, "[tenant-1/held]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv, out := e.keys(t, tt.args...)
+			if inv.code != 0 || out["ok"] != true {
+				t.Fatalf("exit %d: %s", inv.code, inv.stdout)
+			}
+			if got := fmt.Sprint(keysOf(out)); got != tt.want {
+				t.Errorf("listed %s, want %s", got, tt.want)
+			}
+		})
+	}
+	t.Run("every scope, as text", func(t *testing.T) {
+		inv := invoke(t, "", "keys", "list", "--state", "in_progress", "--addr", e.addr, "--token", adminToken)
+		if inv.code != 0 || !strings.HasPrefix(inv.stdout, "2 in_progress record(s)") ||
+			!strings.Contains(inv.stdout, `"tenant-2" "elsewhere"`) || !strings.Contains(inv.stdout, `"tenant-1" "held"`) {
+			t.Errorf("exit %d, stdout:\n%s", inv.code, inv.stdout)
+		}
+	})
+	t.Run("bad state is a usage error", func(t *testing.T) {
+		inv := invoke(t, "", "keys", "list", "--state", "completed", "--addr", e.addr)
+		if inv.code != 2 || !strings.Contains(inv.stderr, "--state") {
+			t.Errorf("exit %d stderr %q, want 2 naming --state", inv.code, inv.stderr)
+		}
+	})
+}
+
+// TestKeysMutationsPrintEdgeBound: delete and release say within what the
+// edge caches stop replaying; a dry run does not.
+func TestKeysMutationsPrintEdgeBound(t *testing.T) {
+	e := newKeysEnv(t)
+	e.seed(t, "done", true)
+	e.seed(t, "held", false)
+	_, out := e.keys(t, "keys", "delete", "--key", "done", "--dry-run")
+	if _, ok := out["edge_caches_stop_within"]; ok {
+		t.Errorf("dry run prints an edge bound: %v", out)
+	}
+	for _, args := range [][]string{{"keys", "delete", "--key", "done"}, {"keys", "release", "--key", "held"}} {
+		_, out := e.keys(t, args...)
+		b, _ := out["edge_caches_stop_within"].(string)
+		if !strings.HasPrefix(b, api.EdgeEpochPoll.String()) || !strings.Contains(b, "control-plane timeout") {
+			t.Errorf("%v: edge bound %q", args, b)
+		}
+	}
+	inv := invoke(t, "", "keys", "delete", "--key", "done", "--scope", "tenant-1", "--addr", e.addr, "--token", adminToken)
+	if !strings.Contains(inv.stdout, "edge caches stop replaying it within 1s") {
+		t.Errorf("text output %q lacks the bound", inv.stdout)
 	}
 }

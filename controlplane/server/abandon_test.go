@@ -11,10 +11,11 @@ import (
 
 // TestAbandon: the filter forwarded a request and got no response; the
 // operation may have run. Abandon marks the key indeterminate: retries with
-// the same payload are told it is in progress for as long as the record
+// the same payload are answered indeterminate for as long as the record
 // lives (never taken over), another payload is a mismatch, the holder's
-// token no longer holds, and only an operator (admin release or delete) or
-// the TTL frees it.
+// token neither completes nor releases it (abandoning again is
+// acknowledged), and only an operator (admin release or delete) or the TTL
+// frees it.
 func TestAbandon(t *testing.T) {
 	e := newEnv(t)
 	const ttl = 60 * time.Second
@@ -31,20 +32,21 @@ func TestAbandon(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // past the lease: still no takeover
 	for i := 0; i < 2; i++ {
 		r := e.reserve("s", "k", "fp")
-		if r.Outcome != api.InProgress || r.Token != "" || r.LeaseRemainingMS > ttl.Milliseconds() || r.LeaseRemainingMS < ttl.Milliseconds()-5_000 {
-			t.Errorf("reserve of an indeterminate key = %+v, want in_progress with about %v left (the record's TTL)", r, ttl)
+		if r.Outcome != api.Indeterminate || r.Token != "" || r.ExpiresInMS > ttl.Milliseconds() || r.ExpiresInMS < ttl.Milliseconds()-5_000 {
+			t.Errorf("reserve of an indeterminate key = %+v, want indeterminate with about %v left (the record's TTL)", r, ttl)
 		}
 	}
 	if r := e.reserve("s", "k", "other"); r.Outcome != api.Mismatch {
 		t.Errorf("reserve with another fingerprint = %+v, want mismatch", r)
 	}
 
-	// The token no longer holds, for anything.
+	// A retried abandon is acknowledged; the token completes and releases
+	// nothing.
+	e.call(http.MethodPost, api.PathAbandon, api.AbandonRequest{Scope: "s", Key: "k", Token: tok}, http.StatusOK, nil)
 	for _, c := range []struct {
 		path string
 		body any
 	}{
-		{api.PathAbandon, api.AbandonRequest{Scope: "s", Key: "k", Token: tok}},
 		{api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: tok, Response: api.StoredResponse{Status: 200}}},
 		{api.PathRelease, api.ReleaseRequest{Scope: "s", Key: "k", Token: tok}},
 	} {
@@ -56,7 +58,7 @@ func TestAbandon(t *testing.T) {
 
 	var rec api.Record
 	e.call(http.MethodGet, api.PathAdminKeys+query("s", "k"), nil, http.StatusOK, &rec)
-	if rec.State != api.StateIndeterminate || rec.LeaseExpiresAt != nil || rec.Status != 0 || rec.Fingerprint != "fp" {
+	if rec.State != api.StateIndeterminate || rec.LeaseExpiresAt != nil || rec.Status != 0 || rec.Fingerprint != storedFP("fp") {
 		t.Errorf("admin get = %+v, want state indeterminate without lease or status", rec)
 	}
 

@@ -17,7 +17,7 @@ func TestAdminGet(t *testing.T) {
 	tok := e.acquire("s", "held", "fp-1")
 	var rec api.Record
 	e.call(http.MethodGet, api.PathAdminKeys+query("s", "held"), nil, http.StatusOK, &rec)
-	if rec.Scope != "s" || rec.Key != "held" || rec.State != api.StateInProgress || rec.Fingerprint != "fp-1" ||
+	if rec.Scope != "s" || rec.Key != "held" || rec.State != api.StateInProgress || rec.Fingerprint != storedFP("fp-1") ||
 		rec.LeaseExpiresAt == nil || rec.CreatedAt.IsZero() || !rec.ExpiresAt.After(rec.CreatedAt) || rec.Status != 0 || rec.Response != nil {
 		t.Errorf("in-progress record = %+v", rec)
 	}

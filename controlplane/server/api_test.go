@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,10 +76,39 @@ func TestReleaseThenRetry(t *testing.T) {
 	e.completeWith("s", "k", tok2, api.StoredResponse{Status: 204})
 }
 
-func TestLeaseTakeover(t *testing.T) {
+// TestLeaseEndLocks: a lease that ends without word from the holder (the
+// default, on_indeterminate lock) makes the key indeterminate, never
+// handed over; the holder's late complete still lands and is replayed.
+func TestLeaseEndLocks(t *testing.T) {
 	e := newEnv(t)
 	var res api.ReserveResponse
 	e.call(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "fp", LeaseMS: 50}, http.StatusOK, &res)
+	time.Sleep(120 * time.Millisecond)
+	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Indeterminate || r.ExpiresInMS <= 0 || r.Token != "" {
+		t.Fatalf("reserve after the lease = %+v, want indeterminate with expires_in_ms", r)
+	}
+	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Indeterminate {
+		t.Fatalf("second reserve after the lease = %+v, want indeterminate", r)
+	}
+	// The transition, once, is a WARN line and a count.
+	if got := len(logLines(t, e.logs.String(), map[string]string{"level": "WARN", "op": "reserve", "outcome": "indeterminate"})); got != 1 {
+		t.Errorf("%d WARN lines for the lease end, want 1:\n%s", got, e.logs.String())
+	}
+	if m := metricsText(t, e); !strings.Contains(m, "idemgate_leases_ended_total 1") {
+		t.Error("idemgate_leases_ended_total is not 1")
+	}
+	e.completeWith("s", "k", res.Token, api.StoredResponse{Status: 201})
+	if r := e.reserve("s", "k", "fp"); r.Outcome != api.Completed || r.Response == nil || r.Response.Status != 201 {
+		t.Fatalf("reserve after the late complete = %+v, want the replay", r)
+	}
+}
+
+// TestLeaseTakeover: a route that opted into takeover (on_indeterminate
+// release) hands the key over when the lease ends.
+func TestLeaseTakeover(t *testing.T) {
+	e := newEnv(t)
+	var res api.ReserveResponse
+	e.call(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "fp", LeaseMS: 50, OnIndeterminate: api.LeaseRelease}, http.StatusOK, &res)
 	old := res.Token
 	time.Sleep(120 * time.Millisecond)
 	tok := e.acquire("s", "k", "fp")

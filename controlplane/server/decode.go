@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -45,14 +46,25 @@ func MinRequestBytes(maxStored int) int64 {
 }
 
 // decodeJSON reads one JSON object of at most limit bytes from r's body
-// into v, refusing unknown fields and trailing data. Errors name the field
-// or the byte offset.
+// into v, refusing unknown fields, duplicate members (at any depth) and
+// trailing data. Errors name the field or the byte offset.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *problem {
 	if r.ContentLength > limit {
 		return tooLarge(limit)
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if p := sizeProblem(err, limit); p != nil {
+			return p
+		}
+		return badRequest("cannot read the request body: " + err.Error())
+	}
+	// Duplicate members first: encoding/json would keep the last one, a
+	// proxy or the filter's own parser may have read the first.
+	if err := api.CheckDuplicateMembers(b); err != nil {
+		return badRequest(err.Error())
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonProblem(err, limit)

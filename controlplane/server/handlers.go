@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -178,9 +179,34 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(fmt.Sprintf("ttl_ms is %d; want 0 (the default) or more", req.TTLMS)))
 		return
 	}
+	if err := api.ValidateOnIndeterminate(req.OnIndeterminate); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	if req.Holder != "" {
+		if err := api.ValidateHolder(req.Holder); err != nil {
+			refuse(w, ri, badRequest(err.Error()))
+			return
+		}
+	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	res, err := s.store.Reserve(ctx, req)
+	if errors.Is(err, store.ErrLeaseEnded) {
+		// A key just burned: its holder went silent past the lease. The
+		// answer stands; the transition is logged at WARN and counted.
+		ri.warn = true
+		ri.err = err
+		s.m.leasesEnded.Inc()
+		err = nil
+	}
+	if errors.Is(err, store.ErrFenced) {
+		// The holder released before its reserve arrived: answered
+		// in_progress, acquiring nothing, counted apart.
+		ri.outcome = outFenced
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
 	if errors.Is(err, store.ErrUnreadableResponse) && res.Outcome == api.Completed && res.Response != nil {
 		s.unreadableOnReserve(ri, reasonCorrupt, err)
 		res.Response = omitted(res.Response)
@@ -216,8 +242,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
-	if st := req.Response.Status; st < 100 || st > 599 {
-		refuse(w, ri, badRequest(fmt.Sprintf("response.status is %d; want an HTTP status from 100 to 599", st)))
+	if err := api.ValidateStatus(req.Response.Status); err != nil {
+		refuse(w, ri, badRequest("response."+err.Error()))
 		return
 	}
 	if err := api.ValidateHeaders(req.Response.Headers); err != nil {
@@ -237,21 +263,60 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	writeJSON(w, http.StatusOK, api.Result{Outcome: outCompleted})
 }
 
+// release frees a reservation by its token, or by the holder id its
+// reserve carried (exactly one of the two). By holder the answer is
+// "released" whether the record was deleted or only the fence written:
+// either way the holder holds nothing and never will on this key.
 func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	s.tokenOp(w, r, ri, opRelease, outReleased, s.store.Release)
+	ri.op = opRelease
+	var req api.ReleaseRequest
+	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	if p := validateNames(req.Scope, req.Key); p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = req.Scope, req.Key
+	if (req.Token == "") == (req.Holder == "") {
+		refuse(w, ri, badRequest("a release names exactly one of token and holder"))
+		return
+	}
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	if req.Holder != "" {
+		if err := api.ValidateHolder(req.Holder); err != nil {
+			refuse(w, ri, badRequest(err.Error()))
+			return
+		}
+		deleted, err := s.store.ReleaseHolder(ctx, req.Scope, req.Key, req.Holder)
+		if err != nil {
+			s.fail(w, r, ri, err)
+			return
+		}
+		ri.outcome = outFenced
+		if deleted {
+			ri.outcome = outReleased
+		}
+		writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
+		return
+	}
+	if err := api.ValidateName("token", req.Token); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	if err := s.store.Release(ctx, req); err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	ri.outcome = outReleased
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
 }
 
 func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	s.tokenOp(w, r, ri, opAbandon, outIndeterminate, func(ctx context.Context, req api.ReleaseRequest) error {
-		return s.store.Abandon(ctx, api.AbandonRequest{Scope: req.Scope, Key: req.Key, Token: req.Token})
-	})
-}
-
-// tokenOp serves release and abandon: the holder of a token hands the key
-// back, so both take {scope, key, token} and make one store call.
-func (s *Server) tokenOp(w http.ResponseWriter, r *http.Request, ri *reqInfo, op, outcome string, call func(context.Context, api.ReleaseRequest) error) {
-	ri.op = op
-	var req api.ReleaseRequest
+	ri.op = opAbandon
+	var req api.AbandonRequest
 	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
 		refuse(w, ri, p)
 		return
@@ -267,12 +332,12 @@ func (s *Server) tokenOp(w http.ResponseWriter, r *http.Request, ri *reqInfo, op
 	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	if err := call(ctx, req); err != nil {
+	if err := s.store.Abandon(ctx, req); err != nil {
 		s.fail(w, r, ri, err)
 		return
 	}
-	ri.outcome = outcome
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outcome})
+	ri.outcome = outIndeterminate
+	writeJSON(w, http.StatusOK, api.Result{Outcome: outIndeterminate})
 }
 
 // adminQuery parses ?scope=S&key=K plus one optional boolean flag. Unknown
@@ -369,7 +434,96 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	rec, effect, err := do(ctx, scope, key, dryRun)
+	if !dryRun && (err == nil || errors.Is(err, store.ErrNotFound)) {
+		// Tell the edges, also when the record was already gone: an
+		// operator who retries a delete whose answer was lost notifies
+		// them again.
+		n, berr := s.store.BumpEdgeEpoch(ctx)
+		if berr != nil {
+			s.m.epochBumps.WithLabelValues("failed").Inc()
+			ri.outcome = outEpochFailed
+			ri.err = berr
+			writeProblem(w, &problem{http.StatusServiceUnavailable, probEdgesNotTold, "Edges not told",
+				"the record was changed (or was already absent) but the edge epoch could not be bumped, so filters may keep replaying it from their edge caches; retrying this request is safe"})
+			return
+		}
+		s.m.epochBumps.WithLabelValues("ok").Inc()
+		s.m.epoch.Set(float64(n))
+		s.log.Info("edge epoch bumped", "op", op, "scope", scope, "key", key, "epoch", n)
+	}
 	s.adminResult(w, r, ri, rec, err, effect)
+}
+
+// adminList serves GET ?state=S[&scope=][&cursor=][&limit=]: a page of
+// the records in state S, without bodies.
+func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminList
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		refuse(w, ri, badRequest("malformed query string: "+err.Error()))
+		return
+	}
+	for name, vals := range q {
+		switch name {
+		case "state", "scope", "cursor", "limit":
+		default:
+			refuse(w, ri, badRequest(fmt.Sprintf("unknown query parameter %q; this endpoint takes state, scope, cursor and limit", name)))
+			return
+		}
+		if len(vals) > 1 {
+			refuse(w, ri, badRequest(fmt.Sprintf("query parameter %q is given %d times", name, len(vals))))
+			return
+		}
+	}
+	state := api.State(q.Get("state"))
+	if state != api.StateIndeterminate && state != api.StateInProgress {
+		refuse(w, ri, badRequest(fmt.Sprintf("state is %q; want %s or %s", state, api.StateIndeterminate, api.StateInProgress)))
+		return
+	}
+	limit := api.DefaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > api.MaxListLimit {
+			refuse(w, ri, badRequest(fmt.Sprintf("limit is %q; want 1 to %d", v, api.MaxListLimit)))
+			return
+		}
+		limit = n
+	}
+	scope := q.Get("scope")
+	if _, given := q["scope"]; given {
+		if err := api.ValidateName("scope", scope); err != nil {
+			refuse(w, ri, badRequest(err.Error()))
+			return
+		}
+	}
+	ri.scope = scope
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	recs, next, err := s.store.List(ctx, state, scope, q.Get("cursor"), limit)
+	if err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	if recs == nil {
+		recs = []api.Record{}
+	}
+	ri.outcome = outListed
+	writeJSON(w, http.StatusOK, api.KeyList{Records: recs, Cursor: next})
+}
+
+// edgeEpoch answers the edge epoch the filters poll.
+func (s *Server) edgeEpoch(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opEdgeEpoch
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	n, err := s.store.EdgeEpoch(ctx)
+	if err != nil {
+		s.fail(w, r, ri, err)
+		return
+	}
+	s.m.epoch.Set(float64(n))
+	ri.outcome = outFound
+	writeJSON(w, http.StatusOK, api.EdgeEpoch{Epoch: n})
 }
 
 // adminResult answers a delete or release: an absent record is a noop

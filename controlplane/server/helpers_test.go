@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -43,6 +45,9 @@ type setup struct {
 	opt      server.Options
 	storeOpt store.Options
 	redis    *redistest.Server // share one; nil starts one
+	// wrap, when set, stands between the server and the store (to make
+	// one store call fail).
+	wrap func(server.Store) server.Store
 }
 
 func newEnv(t *testing.T, mods ...func(*setup)) *env {
@@ -63,7 +68,11 @@ func newEnv(t *testing.T, mods ...func(*setup)) *env {
 	st := store.New(client, s.storeOpt)
 	logs := &syncbuf.Buffer{}
 	s.opt.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(st, s.opt)
+	var api server.Store = st
+	if s.wrap != nil {
+		api = s.wrap(st)
+	}
+	srv, err := server.New(api, s.opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,4 +219,11 @@ func eventually(t *testing.T, d time.Duration, f func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return f()
+}
+
+// storedFP is what the store keeps of a fingerprint without a fingerprint
+// key: "s1:" + hex(SHA-256).
+func storedFP(fp string) string {
+	sum := sha256.Sum256([]byte(fp))
+	return "s1:" + hex.EncodeToString(sum[:])
 }

@@ -16,6 +16,8 @@ const (
 	opAdminGet     = "admin_get"
 	opAdminDelete  = "admin_delete"
 	opAdminRelease = "admin_release"
+	opAdminList    = "admin_list"
+	opEdgeEpoch    = "edge_epoch"
 	opReady        = "ready"
 )
 
@@ -27,6 +29,9 @@ const (
 	outCompleted     = "completed"
 	outReleased      = "released"
 	outIndeterminate = "indeterminate"
+	outFenced        = "fenced"
+	outListed        = "listed"
+	outEpochFailed   = "epoch_not_bumped"
 	outStale         = "stale"
 	outFound         = "found"
 	outNotFound      = "not_found"
@@ -52,13 +57,15 @@ const (
 // knownOutcomes are created at zero so that dashboards and alerts see every
 // series from the start, not only after the first event.
 var knownOutcomes = map[string][]string{
-	opReserve:      {outAcquired, outInProgress, outMismatch, outCompleted, outInvalid, outError},
+	opReserve:      {outAcquired, outInProgress, outIndeterminate, outFenced, outMismatch, outCompleted, outInvalid, outError},
 	opComplete:     {outCompleted, outStale, outInvalid, outError},
-	opRelease:      {outReleased, outStale, outInvalid, outError},
+	opRelease:      {outReleased, outFenced, outStale, outInvalid, outError},
 	opAbandon:      {outIndeterminate, outStale, outInvalid, outError},
 	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
-	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outInvalid, outError},
-	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outInvalid, outError},
+	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outInvalid, outError, outEpochFailed},
+	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outInvalid, outError, outEpochFailed},
+	opAdminList:    {outListed, outInvalid, outError},
+	opEdgeEpoch:    {outFound, outError},
 }
 
 type metrics struct {
@@ -69,6 +76,13 @@ type metrics struct {
 	// unreadable counts stored responses that could not be read, by op
 	// and reason; on reserve they were answered completed, body omitted.
 	unreadable *prometheus.CounterVec
+	// epochBumps counts edge-epoch increments by result (ok, failed);
+	// epoch is the last value this instance saw (bumped or served).
+	epochBumps *prometheus.CounterVec
+	epoch      prometheus.Gauge
+	// leasesEnded counts records a reserve found with their lease ended on
+	// a route that locks, and made indeterminate: keys that burned.
+	leasesEnded prometheus.Counter
 }
 
 // latencyBuckets span a loopback Redis round trip (~100 µs) to the
@@ -79,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemgate_operations_total",
-			Help: "Operations of the control plane by op (reserve, complete, release, abandon, admin_*) and outcome.",
+			Help: "Operations of the control plane by op (reserve, complete, release, abandon, edge_epoch, admin_*) and outcome.",
 		}, []string{"op", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "idemgate_operation_duration_seconds",
@@ -98,8 +112,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "idemgate_stored_response_unreadable_total",
 			Help: "Completed records whose stored response could not be read (reason: undecryptable, corrupt), by op; a reserve answers them completed with the status and body_omitted.",
 		}, []string{"op", "reason"}),
+		epochBumps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_edge_epoch_bumps_total",
+			Help: "Edge-epoch increments after an admin delete or release, by result (ok, failed); a failed one was answered 503: edges were not told.",
+		}, []string{"result"}),
+		leasesEnded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemgate_leases_ended_total",
+			Help: "In-progress records whose lease ended without word from the holder on a route that locks, made indeterminate by the reserve that found them: keys that burned.",
+		}),
+		epoch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "idemgate_edge_epoch",
+			Help: "The edge epoch this instance last bumped or served.",
+		}),
 	}
-	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable)
+	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable, m.epochBumps, m.epoch, m.leasesEnded)
+	m.epochBumps.WithLabelValues("ok")
+	m.epochBumps.WithLabelValues("failed")
 	for op, outs := range knownOutcomes {
 		for _, out := range outs {
 			m.ops.WithLabelValues(op, out)

@@ -24,6 +24,7 @@ const (
 	probUnavailable     = probPrefix + "store-unavailable"
 	probUndecryptable   = probPrefix + "undecryptable"
 	probInternal        = probPrefix + "internal"
+	probEdgesNotTold    = probPrefix + "edges-not-told"
 	contentTypeProblem  = "application/problem+json"
 	contentTypeJSON     = "application/json"
 	retryAfterSeconds   = 1 // Retry-After of a 503: Redis usually comes back or fails over within seconds

@@ -21,7 +21,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	heading := regexp.MustCompile("(?m)^### `(GET|POST|DELETE) (/[a-z0-9/]+)`")
+	heading := regexp.MustCompile("(?m)^### `(GET|POST|DELETE) (/[a-z0-9/-]+)`")
 	documented := map[string]bool{}
 	e := newEnv(t)
 	for _, m := range heading.FindAllStringSubmatch(string(doc), -1) {
@@ -32,7 +32,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 			t.Errorf("README documents %s %s, the server answers %d: %s", method, path, resp.StatusCode, body)
 		}
 	}
-	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAbandon, api.PathAdminKeys, api.PathAdminRelease} {
+	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAbandon, api.PathAdminKeys, api.PathAdminRelease, api.PathAdminKeyList, api.PathEdgeEpoch} {
 		if !documented[p] {
 			t.Errorf("README has no section for %s", p)
 		}
@@ -61,7 +61,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 			continue
 		}
 		examples++
-		if !decodesAsOneOf(line, &api.ReserveResponse{}, &api.Result{}, &api.Record{}, &api.AdminResult{}, &api.Problem{}) {
+		if !decodesAsOneOf(line, &api.ReserveResponse{}, &api.Result{}, &api.Record{}, &api.AdminResult{}, &api.Problem{}, &api.KeyList{}, &api.EdgeEpoch{}) {
 			t.Errorf("README example decodes into no wire type without unknown fields: %s", line)
 		}
 	}

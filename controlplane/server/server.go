@@ -27,15 +27,20 @@ import (
 
 // Store is what the API needs of the key store; *store.Store implements
 // it. Errors are store.ErrStaleToken, store.ErrNotFound,
-// store.ErrNotInProgress, or a failure to reach Redis (answered 503).
+// store.ErrNotInProgress, store.ErrFenced (beside an answer),
+// store.ErrInvalidRequest, or a failure to reach Redis (answered 503).
 type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
 	Complete(ctx context.Context, req api.CompleteRequest) error
 	Release(ctx context.Context, req api.ReleaseRequest) error
+	ReleaseHolder(ctx context.Context, scope, key, holder string) (deleted bool, err error)
 	Abandon(ctx context.Context, req api.AbandonRequest) error
 	Get(ctx context.Context, scope, key string, withBody bool) (*api.Record, error)
 	Delete(ctx context.Context, scope, key string) (*api.Record, error)
 	ForceRelease(ctx context.Context, scope, key string) (*api.Record, error)
+	List(ctx context.Context, state api.State, scope, cursor string, limit int) ([]api.Record, string, error)
+	EdgeEpoch(ctx context.Context) (int64, error)
+	BumpEdgeEpoch(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 }
 
@@ -112,6 +117,7 @@ type reqInfo struct {
 	scope, key  string
 	err         error // logged, never sent
 	alert       bool  // log at ERROR whatever the status (a 200 hiding a fault)
+	warn        bool  // log at WARN whatever the status (a 200 worth an operator's eye)
 }
 
 // New returns a Server over st.
@@ -165,6 +171,8 @@ func New(st Store, opt Options) (*Server, error) {
 	add(api.PathAbandon, "abandon", authAPI, map[string]handlerFunc{http.MethodPost: s.abandon})
 	add(api.PathAdminKeys, "admin_keys", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminGet, http.MethodDelete: s.adminDelete})
 	add(api.PathAdminRelease, "admin_release", authAdmin, map[string]handlerFunc{http.MethodPost: s.adminRelease})
+	add(api.PathAdminKeyList, "admin_list", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminList})
+	add(api.PathEdgeEpoch, "edge_epoch", authAPI, map[string]handlerFunc{http.MethodGet: s.edgeEpoch})
 	add(api.PathHealthz, "healthz", authNone, map[string]handlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz})
 	add(api.PathReadyz, "readyz", authNone, map[string]handlerFunc{http.MethodGet: s.readyz, http.MethodHead: s.readyz})
 	add(api.PathMetrics, "metrics", authNone, map[string]handlerFunc{http.MethodGet: s.serveMetrics, http.MethodHead: s.serveMetrics})
@@ -299,7 +307,8 @@ func (s *Server) authenticate(r *http.Request, level authLevel) *problem {
 }
 
 // logRequest writes one line per request: Debug for successes, Info for
-// refusals (4xx), Warn for authentication failures, Error for failures
+// refusals (4xx), Warn for authentication failures and for a reserve that
+// found a lease ended (a key just became indeterminate), Error for failures
 // (5xx) and for answers that hide a fault (a reserve answered completed
 // without the stored response it could not read). It never logs bodies or
 // tokens.
@@ -308,7 +317,7 @@ func (s *Server) logRequest(r *http.Request, route string, status int, ri *reqIn
 	switch {
 	case status >= 500 || ri.alert:
 		level = slog.LevelError
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized || status == http.StatusForbidden || ri.warn:
 		level = slog.LevelWarn
 	case status >= 400:
 		level = slog.LevelInfo

@@ -33,6 +33,16 @@ func TestCluster(t *testing.T) {
 	t.Run("StateMachine", func(t *testing.T) { runScenarios(t, s) })
 	t.Run("ConcurrentReserveOneKey", func(t *testing.T) { runConcurrentReserves(t, s, 200) })
 	t.Run("KeysSpreadOverSlots", func(t *testing.T) { testSpread(t, s, cl.Client()) })
+	t.Run("ListEveryMaster", func(t *testing.T) { runList(t, s) })
+	t.Run("EdgeEpoch", func(t *testing.T) {
+		ctx := testCtx(t)
+		if n, err := s.BumpEdgeEpoch(ctx); err != nil || n != 1 {
+			t.Fatalf("bump: %d %v", n, err)
+		}
+		if n, err := s.EdgeEpoch(ctx); err != nil || n != 1 {
+			t.Fatalf("epoch: %d %v", n, err)
+		}
+	})
 }
 
 // testSpread reserves many keys and checks that each record's Redis key

@@ -4,10 +4,19 @@ import "github.com/redis/go-redis/v9"
 
 // The record is one Redis hash, KEYS[1], with the fields
 //
-//	st     "p" in progress | "c" completed | "i" indeterminate (abandoned)
-//	fp     request fingerprint
+//	st     "p" in progress | "c" completed | "i" indeterminate
+//	why    of an indeterminate record: "e" its lease ended without word
+//	       from the holder (the holder's token still completes or
+//	       releases it), "a" the holder abandoned it (the request was
+//	       forwarded and no answer came back)
+//	fp     keyed hash of the request fingerprint ("k1:"/"s1:" + hex, see
+//	       fingerprint.go); records written before it keep the
+//	       fingerprint itself, until a reserve rewrites it
 //	gen    generation: 1 on creation, +1 on every takeover
-//	tok    fencing token of the current holder, "<gen>.<nonce>"
+//	tok    fencing token of the current holder, "<gen>.<holder>"
+//	hd     the current holder's id (the token's tail)
+//	oi     "release" when the acquiring reserve said on_indeterminate
+//	       release; anything else (absent in older records) is lock
 //	lease  lease end, ms since the epoch by Redis TIME (in progress only)
 //	cr     creation, ms (Redis TIME)
 //	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it
@@ -19,6 +28,10 @@ import "github.com/redis/go-redis/v9"
 //	cn     nonce of the Complete (or Abandon) call that completed (or
 //	       abandoned) the record
 //
+// Beside it, in the same Cluster slot (same hash tag), a fence
+// "<record key>f.<holder>" (a string, PEXPIRE FenceTTL) says that this
+// holder released by holder id: a reserve carrying it never acquires.
+//
 // Every script reads the clock with redis.call('TIME') so that all
 // control-plane instances share Redis's clock; Redis 7 replicates the
 // scripts' effects, not the scripts, so the non-deterministic TIME is fine.
@@ -29,52 +42,88 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// reserveScript: ARGV = fingerprint, lease ms, ttl ms, nonce.
-// Replies {"acquired", token} | {"in_progress", remaining ms} | {"mismatch"}
-// | {"completed", status, headers JSON, body, omitted}. An indeterminate
-// record is in progress for as long as it lives (remaining ms = its PTTL),
-// never taken over.
+// reserveScript: KEYS = record, the holder's fence. ARGV = stored form of
+// the fingerprint (keyed hash under the current key), lease ms, ttl ms,
+// holder, on_indeterminate ("release" or "lock"), the fingerprint itself
+// (compared only with records written before fingerprints were hashed,
+// which carry no "k1:"/"s1:" mark), then any other accepted hashed forms
+// (previous keys).
+//
+// Replies {"acquired", token} | {"in_progress", remaining lease ms} |
+// {"indeterminate", remaining TTL ms[, "lease_ended" when this reserve
+// found the lease ended and wrote the record indeterminate]} |
+// {"fenced", remaining fence ms} |
+// {"mismatch"} | {"completed", status, headers JSON, body, omitted}.
 var reserveScript = redis.NewScript(nowMS + `
-local k, fp, lease, ttl, nonce = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease')
+local k, fp, lease, ttl, holder, oi = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'fenced', math.max(redis.call('PTTL', KEYS[2]), 1)}
+end
+local r = redis.call('HMGET', k, 'st', 'fp', 'gen', 'tok', 'lease', 'oi')
 if not r[1] then
-  local tok = '1.' .. nonce
-  redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok,
+  local tok = '1.' .. holder
+  redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok, 'hd', holder, 'oi', oi,
     'lease', now + lease, 'cr', now, 'exp', now + ttl, 'ttl', ttl)
   redis.call('PEXPIRE', k, ttl)
   return {'acquired', tok}
 end
-if r[2] ~= fp then
-  return {'mismatch'}
+local stored = r[2] or ''
+local match = stored == fp
+if not match then
+  local mark = string.sub(stored, 1, 3)
+  if mark == 'k1:' or mark == 's1:' then
+    for i = 7, #ARGV do
+      if stored == ARGV[i] then match = true end
+    end
+  else
+    match = stored == ARGV[6]
+  end
+  if not match then
+    return {'mismatch'}
+  end
+  -- Written under a previous key or before hashing: store the current
+  -- form, so that the clear fingerprint leaves Redis on first use.
+  redis.call('HSET', k, 'fp', fp)
 end
 if r[1] == 'c' then
   local c = redis.call('HMGET', k, 'code', 'hdr', 'body', 'omit')
   return {'completed', tonumber(c[1]) or 0, c[2] or '', c[3] or '', c[4] or ''}
 end
 if r[1] == 'i' then
-  return {'in_progress', math.max(redis.call('PTTL', k), 1)}
+  return {'indeterminate', math.max(redis.call('PTTL', k), 1)}
 end
-local gen, tok, le = tonumber(r[3]), r[4], tonumber(r[5])
+local gen, tok, le = tonumber(r[3]) or 0, r[4], tonumber(r[5]) or 0
 if le > now then
-  -- The holder's token carries this call's nonce: the client retried a
-  -- call whose reply was lost. Answer as the first run did.
-  if tok == gen .. '.' .. nonce then
+  -- The holder asks again (a retried call whose reply was lost): answer
+  -- as the first run did.
+  if tok == gen .. '.' .. holder then
     return {'acquired', tok}
   end
   return {'in_progress', le - now}
 end
--- The holder's lease ran out: take over with a new generation, which makes
--- the old token stale, and give the new attempt a full TTL.
+if r[6] ~= 'release' then
+  -- The lease ended without word from the holder, who forwarded the
+  -- request: it may have run. Never hand it over; the holder's token
+  -- still completes or releases it.
+  redis.call('HSET', k, 'st', 'i', 'why', 'e')
+  redis.call('HDEL', k, 'lease')
+  return {'indeterminate', math.max(redis.call('PTTL', k), 1), 'lease_ended'}
+end
+-- The route opted into takeover: a new generation makes the old token
+-- stale, and the new attempt gets a full TTL and its own choice.
 gen = gen + 1
-tok = gen .. '.' .. nonce
-redis.call('HSET', k, 'gen', gen, 'tok', tok, 'lease', now + lease, 'exp', now + ttl, 'ttl', ttl)
+tok = gen .. '.' .. holder
+redis.call('HSET', k, 'gen', gen, 'tok', tok, 'hd', holder, 'oi', oi,
+  'lease', now + lease, 'exp', now + ttl, 'ttl', ttl)
 redis.call('PEXPIRE', k, ttl)
 return {'acquired', tok}
 `)
 
 // completeScript: ARGV = token, call nonce, status, headers JSON, body,
 // omitted ("1" or ""). Replies 1 when stored (or already stored by this very
-// call), 0 when the token does not hold; then nothing changed.
+// call), 0 when the token does not hold; then nothing changed. The token
+// holds on an in-progress record (lease live or not) and on one that went
+// indeterminate because its lease ended: a late complete still lands.
 //
 // A definite response is kept for the record's TTL from the moment it is
 // stored: the script sets exp = now + ttl and PEXPIREs the key, so that a
@@ -84,19 +133,22 @@ return {'acquired', tok}
 // record without 'ttl' (written by an older version) keeps its expiry.
 var completeScript = redis.NewScript(nowMS + `
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 'st', 'tok', 'cn', 'ttl')
+local r = redis.call('HMGET', k, 'st', 'tok', 'cn', 'ttl', 'why')
 if r[2] ~= ARGV[1] then
   return 0
 end
-if r[1] ~= 'p' then
-  if r[1] == 'c' and r[3] == ARGV[2] then
+if r[1] == 'c' then
+  if r[3] == ARGV[2] then
     return 1
   end
   return 0
 end
+if r[1] ~= 'p' and not (r[1] == 'i' and r[5] == 'e') then
+  return 0
+end
 redis.call('HSET', k, 'st', 'c', 'code', ARGV[3], 'hdr', ARGV[4], 'body', ARGV[5],
   'omit', ARGV[6], 'cn', ARGV[2])
-redis.call('HDEL', k, 'lease')
+redis.call('HDEL', k, 'lease', 'why')
 local ttl = tonumber(r[4])
 if ttl and ttl > 0 then
   redis.call('HSET', k, 'exp', now + ttl)
@@ -106,41 +158,62 @@ return 1
 `)
 
 // abandonScript: ARGV = token, call nonce. Marks the record indeterminate
-// when it is in progress under that token: no lease (it cannot be taken
-// over), expiry unchanged (the reservation's TTL bounds it), and the token
-// no longer holds. Replies 1 when marked (or already marked by this very
-// call), 0 otherwise; then nothing changed.
+// (abandoned) when its token is the one given and it is in progress or
+// already indeterminate: no lease (it cannot be taken over), expiry
+// unchanged (the reservation's TTL bounds it). Abandoning again is a
+// success that changes nothing more, so that a retried abandon is
+// acknowledged. Replies 1 then, 0 otherwise (nothing changed).
 var abandonScript = redis.NewScript(`
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 'st', 'tok', 'cn')
-if r[2] ~= ARGV[1] then
+local r = redis.call('HMGET', k, 'st', 'tok', 'why')
+if r[2] ~= ARGV[1] or (r[1] ~= 'p' and r[1] ~= 'i') then
   return 0
 end
-if r[1] ~= 'p' then
-  if r[1] == 'i' and r[3] == ARGV[2] then
-    return 1
-  end
-  return 0
+if r[1] == 'i' and r[3] == 'a' then
+  return 1
 end
-redis.call('HSET', k, 'st', 'i', 'cn', ARGV[2])
+redis.call('HSET', k, 'st', 'i', 'why', 'a', 'cn', ARGV[2])
 redis.call('HDEL', k, 'lease')
 return 1
 `)
 
-// releaseScript: ARGV = token. Deletes the record when it is in progress
-// under that token and replies 1; otherwise replies 0 and changes nothing.
+// releaseScript: ARGV = token. Deletes the record when that token holds
+// it (in progress, or indeterminate because its lease ended: the holder
+// knows the request did not run) and replies 1; otherwise replies 0 and
+// changes nothing. An abandoned record is not released by its token: the
+// holder said the request went out.
 var releaseScript = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if r[1] ~= 'p' or r[2] ~= ARGV[1] then
+local r = redis.call('HMGET', KEYS[1], 'st', 'tok', 'why')
+if r[2] ~= ARGV[1] or not (r[1] == 'p' or (r[1] == 'i' and r[3] == 'e')) then
   return 0
 end
 redis.call('DEL', KEYS[1])
 return 1
 `)
 
+// releaseHolderScript: KEYS = record, the holder's fence. ARGV = holder,
+// fence ms. Writes the fence (or restarts it) whatever the record holds,
+// so that a reserve of this holder still on its way never acquires, then
+// deletes the record when this holder holds it as releaseScript would.
+// Replies 1 when the record was deleted, 0 when only the fence was
+// written.
+var releaseHolderScript = redis.NewScript(`
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+local r = redis.call('HMGET', KEYS[1], 'st', 'tok', 'why', 'gen')
+if not r[1] or r[2] ~= tostring(r[4]) .. '.' .. ARGV[1] then
+  return 0
+end
+if r[1] == 'p' or (r[1] == 'i' and r[3] == 'e') then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`)
+
 // recordFn reads a record for the admin scripts: nil when absent, else
-// {st, fp, cr, exp, lease, code, omit, hdr, body} (hdr and body only when
-// withBody, else false).
+// {st, fp, cr, exp, lease, code, omit, hdr, body, oi, now} (hdr and body
+// only when withBody, else false; now is Redis's TIME in ms, to tell a
+// lease that ended).
 const recordFn = `
 local function record(k, withBody)
   local r = redis.call('HMGET', k, 'st', 'fp', 'cr', 'exp', 'lease', 'code', 'omit')
@@ -153,6 +226,9 @@ local function record(k, withBody)
   else
     r[8], r[9] = false, false
   end
+  local t = redis.call('TIME')
+  r[10] = redis.call('HGET', k, 'oi') or false
+  r[11] = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   return r
 end
 `

@@ -40,6 +40,18 @@ var (
 	// treated it as an outage might run it again. Get with body returns
 	// it alone.
 	ErrUnreadableResponse = errors.New("stored response cannot be read")
+	// ErrFenced: Reserve met the fence its holder wrote by releasing by
+	// holder id before this reserve arrived. The reserve changed nothing;
+	// it is answered InProgress (LeaseRemainingMS: how long the fence
+	// still stands) beside this error, so that the caller, which already
+	// gave the attempt up, forwards nothing and has nothing to release.
+	ErrFenced = errors.New("holder released before its reserve arrived")
+	// ErrLeaseEnded: Reserve found an in-progress record whose lease had
+	// ended without word from its holder, on a route that locks, and made
+	// it indeterminate: a key just burned. It is returned beside the
+	// Indeterminate answer (which stands) so that the caller can log and
+	// count the transition; later reserves answer Indeterminate alone.
+	ErrLeaseEnded = errors.New("the holder's lease ended without word: the key is now indeterminate")
 	// ErrUnavailable wraps every failure to get an answer from Redis
 	// (network, timeout, cluster down, context ended, unexpected reply).
 	ErrUnavailable = errors.New("redis unavailable")
@@ -57,6 +69,14 @@ const MaxTTL = 366 * 24 * time.Hour
 // maxTokenLen bounds a token presented to Complete/Release; ours are
 // "<gen>.<26 chars>".
 const maxTokenLen = 128
+
+// DefaultFenceTTL is how long a release by holder id fences that holder
+// out when it does not hold the record: far longer than any reserve can
+// take to arrive after the release (the filter's control-plane timeout,
+// the service's op timeout and a Redis retry are each seconds), and
+// costless beyond (one small key, and a holder id is used for one
+// attempt only).
+const DefaultFenceTTL = 2 * time.Minute
 
 // DefaultPrefix starts every Redis key of the store.
 const DefaultPrefix = "idemgate"
@@ -77,6 +97,16 @@ type Options struct {
 	// Defaults api.DefaultLease and api.DefaultTTL.
 	DefaultLease time.Duration
 	DefaultTTL   time.Duration
+	// FingerprintKey, when set, keys the hash Redis keeps of each
+	// fingerprint (HMAC-SHA-256); unset, a plain SHA-256. See
+	// fingerprint.go. PreviousFingerprintKeys are still accepted (key
+	// rotation): a record stored under one is rewritten under the current
+	// key on its next reserve.
+	FingerprintKey          []byte
+	PreviousFingerprintKeys [][]byte
+	// FenceTTL is how long a fence written by a release by holder stands;
+	// default DefaultFenceTTL.
+	FenceTTL time.Duration
 	// Now is not consulted for any decision: leases and expiry are judged
 	// by Redis's TIME inside the scripts, so that every instance agrees
 	// whatever its own clock says. Reserved; may be nil.
@@ -115,6 +145,20 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DefaultTTL == 0 {
 		o.DefaultTTL = api.DefaultTTL
+	}
+	if o.FenceTTL == 0 {
+		o.FenceTTL = DefaultFenceTTL
+	}
+	if o.FenceTTL < time.Millisecond || o.FenceTTL > MaxTTL {
+		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, MaxTTL)
+	}
+	if o.FingerprintKey != nil && len(o.FingerprintKey) < 16 {
+		return o, fmt.Errorf("%w: the fingerprint key is %d bytes; want at least 16", ErrInvalidOptions, len(o.FingerprintKey))
+	}
+	for _, k := range o.PreviousFingerprintKeys {
+		if len(k) < 16 {
+			return o, fmt.Errorf("%w: a previous fingerprint key is %d bytes; want at least 16", ErrInvalidOptions, len(k))
+		}
 	}
 	if o.DefaultLease < time.Millisecond || o.DefaultTTL < time.Millisecond {
 		return o, fmt.Errorf("%w: default lease %v and TTL %v must be at least 1ms", ErrInvalidOptions, o.DefaultLease, o.DefaultTTL)
@@ -161,6 +205,13 @@ func (s *Store) RecordKey(scope, key string) string {
 	b.WriteString(enc.EncodeToString([]byte(key)))
 	b.WriteByte('}')
 	return b.String()
+}
+
+// fenceKey is the key of holder's fence on the record of scope and key: the
+// record's key (so the same hash tag, the same Cluster slot) + "f." +
+// holder. It does not end in '}', which tells it from records in a SCAN.
+func (s *Store) fenceKey(scope, key, holder string) string {
+	return s.RecordKey(scope, key) + "f." + holder
 }
 
 // newNonce returns 128 random bits (base32, 26 characters). crypto/rand
@@ -241,9 +292,29 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if ttl < lease {
 		return none, invalid("ttl %dms is shorter than the lease %dms", ttl, lease)
 	}
+	if err := api.ValidateOnIndeterminate(req.OnIndeterminate); err != nil {
+		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	oi := api.LeaseLock
+	if req.OnIndeterminate == api.LeaseRelease {
+		oi = api.LeaseRelease
+	}
+	holder := req.Holder
+	if holder == "" {
+		// 26 characters of base32: a valid holder id nobody else knows.
+		holder = newNonce()
+	} else if err := api.ValidateHolder(holder); err != nil {
+		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
 
-	v, err := reserveScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)},
-		req.Fingerprint, lease, ttl, newNonce()).Slice()
+	fp, others := s.fingerprintForms(req.Fingerprint)
+	args := make([]any, 0, 6+len(others))
+	args = append(args, fp, lease, ttl, holder, oi, req.Fingerprint)
+	for _, o := range others {
+		args = append(args, o)
+	}
+	v, err := reserveScript.Run(ctx, s.c,
+		[]string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args...).Slice()
 	if err != nil {
 		return none, unavailable("reserve", err)
 	}
@@ -264,6 +335,22 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 			break
 		}
 		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, nil
+	case outcome == string(api.Indeterminate) && (len(v) == 2 || len(v) == 3):
+		ms, ok := v[1].(int64)
+		if !ok {
+			break
+		}
+		res := api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: ms}
+		if len(v) == 3 {
+			return res, ErrLeaseEnded
+		}
+		return res, nil
+	case outcome == "fenced" && len(v) == 2:
+		ms, ok := v[1].(int64)
+		if !ok {
+			break
+		}
+		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, ErrFenced
 	case outcome == string(api.Mismatch):
 		return api.ReserveResponse{Outcome: api.Mismatch}, nil
 	case outcome == string(api.Completed) && len(v) == 5:
@@ -301,8 +388,8 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 		return err
 	}
 	r := req.Response
-	if r.Status < 100 || r.Status > 599 {
-		return invalid("status %d is not an HTTP status (100-599)", r.Status)
+	if err := api.ValidateStatus(r.Status); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	if err := api.ValidateHeaders(r.Headers); err != nil {
 		return invalid("%v", err)
@@ -339,15 +426,20 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	return nil
 }
 
-// Release frees the in-progress reservation held by req.Token: the record
-// is gone and the next reserve acquires. ErrStaleToken when the token does
-// not hold; nothing changed then.
+// Release frees the reservation held by req.Token (in progress, or
+// indeterminate because its lease ended): the record is gone and the next
+// reserve acquires. ErrStaleToken when the token does not hold; nothing
+// changed then. A request that names req.Holder instead goes to
+// ReleaseHolder.
 func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 	if s.optErr != nil {
 		return s.optErr
 	}
 	if err := validateScopeKey(req.Scope, req.Key); err != nil {
 		return err
+	}
+	if req.Holder != "" {
+		return invalid("release by holder goes through ReleaseHolder")
 	}
 	if err := validateToken(req.Token); err != nil {
 		return err
@@ -362,14 +454,42 @@ func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 	return nil
 }
 
-// Abandon marks the in-progress reservation held by req.Token
-// indeterminate: the request was forwarded and no response came back, so
-// the operation may have run. The record keeps its fingerprint and expiry
-// and loses its lease; a reserve with the same fingerprint answers
-// InProgress with the record's remaining TTL (never a takeover), another
-// fingerprint Mismatch; the token no longer holds. ForceRelease or Delete
-// frees it, else the TTL. ErrStaleToken when the token does not hold;
-// nothing changed then.
+// ReleaseHolder frees whatever the holder id holds on scope+key and keeps
+// it from ever acquiring there: it writes (or restarts) the holder's fence
+// for Options.FenceTTL, so that a reserve of this holder still on its way
+// answers InProgress with ErrFenced instead of acquiring; then it deletes
+// the record if this holder holds it (in progress, or indeterminate
+// because its lease ended). A record held by another holder, completed,
+// or abandoned by this holder (the request went out) is left alone.
+// deleted says whether the record was deleted.
+func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (deleted bool, err error) {
+	if s.optErr != nil {
+		return false, s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return false, err
+	}
+	if err := api.ValidateHolder(holder); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	n, err := releaseHolderScript.Run(ctx, s.c,
+		[]string{s.RecordKey(scope, key), s.fenceKey(scope, key, holder)},
+		holder, s.opt.FenceTTL.Milliseconds()).Int64()
+	if err != nil {
+		return false, unavailable("release by holder", err)
+	}
+	return n == 1, nil
+}
+
+// Abandon marks the reservation held by req.Token (in progress, or
+// indeterminate) abandoned: the request was forwarded and no response came
+// back, so the operation may have run. The record keeps its fingerprint
+// and expiry and loses its lease; a reserve with the same fingerprint
+// answers Indeterminate with the record's remaining TTL (never a
+// takeover), another fingerprint Mismatch; the token no longer completes
+// or releases it. Abandoning again succeeds and changes nothing (a retried
+// abandon is acknowledged). ForceRelease or Delete frees it, else the TTL.
+// ErrStaleToken when the token does not hold; nothing changed then.
 func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
 	if s.optErr != nil {
 		return s.optErr
@@ -469,9 +589,9 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // decodeRecord turns the admin scripts' reply {st, fp, cr, exp, lease, code,
-// omit, hdr, body} into a Record.
+// omit, hdr, body, oi, now} into a Record.
 func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, error) {
-	if len(v) != 9 {
+	if len(v) != 11 {
 		return nil, unexpected(op, v)
 	}
 	str := func(i int) string { s, _ := v[i].(string); return s }
@@ -494,6 +614,12 @@ func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, e
 		rec.State = api.StateInProgress
 		if le, ok := ms(4); ok {
 			rec.LeaseExpiresAt = &le
+			// A lease that ended on a record that locks makes it
+			// indeterminate; the next reserve writes that down, but the
+			// operator sees it now.
+			if now, ok := ms(10); ok && !le.After(now) && str(9) != api.LeaseRelease {
+				rec.State = api.StateIndeterminate
+			}
 		}
 	case "i":
 		rec.State = api.StateIndeterminate

@@ -39,24 +39,63 @@ func newStandalone(t *testing.T, opt Options) (*Store, *redistest.Server) {
 	return New(c, opt), srv
 }
 
+// testServer is one private redis-server on which tests build several
+// Stores (other options, one data set).
+type testServer struct {
+	t *testing.T
+	c redis.UniversalClient
+}
+
+func newServer(t *testing.T) *testServer {
+	t.Helper()
+	srv := redistest.Start(t)
+	c, err := NewClient("redis://"+srv.Addr(), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &testServer{t: t, c: c}
+}
+
+func (ts *testServer) store(opt Options) *Store {
+	if err := opt.Validate(); err != nil {
+		ts.t.Fatal(err)
+	}
+	return New(ts.c, opt)
+}
+
 // step is one operation of a state-machine scenario. Tokens are named: a
-// reserve that acquires saves its token under tok, complete and release
-// present the token saved under tok.
+// reserve that acquires saves its token under tok, complete, release and
+// abandon present the token saved under tok. Holders are named too: "hA"
+// stands for a valid holder id derived from it.
 type step struct {
-	do      string // reserve, complete, release, get, sleep
+	// reserve, complete, release, abandon, releaseHolder, get, delete,
+	// forceRelease, expireLease (wait until Redis's clock passes the
+	// record's lease end), expireTTL (wait until the record is gone)
+	do      string
 	fp      string
 	leaseMS int64
 	ttlMS   int64
+	oi      string // reserve: on_indeterminate
+	holder  string // reserve, releaseHolder: a holder name
 	tok     string
-	status  int           // complete: response status (body is derived)
-	sleep   time.Duration // sleep
-	want    api.Outcome   // reserve
-	wantErr error         // complete, release, get
-	state   api.State     // get: expected state
-	wantSt  int           // reserve completed / get completed: expected status
-	// reserve in_progress: the remaining time may be up to this (ms)
-	// instead of the lease, e.g. an indeterminate record's remaining TTL;
-	// minRemaining is its lower bound (default 1).
+	status  int         // complete: response status (body is derived)
+	want    api.Outcome // reserve
+	// reserve: the reserve met its holder's fence (InProgress + ErrFenced)
+	fenced bool
+	// reserve: this reserve found the lease ended and made the record
+	// indeterminate (Indeterminate + ErrLeaseEnded)
+	leaseEnded bool
+	// reserve acquired: the token must equal the one saved under sameTok
+	sameTok string
+	wantErr error     // complete, release, abandon, get, delete, forceRelease
+	state   api.State // get: expected state
+	wantSt  int       // reserve completed / get completed: expected status
+	// releaseHolder: whether the record was deleted
+	deleted bool
+	// reserve in_progress / indeterminate: the remaining time must lie in
+	// [minRemaining (default 1), maxRemaining (default the lease, or the
+	// TTL for indeterminate)]
 	maxRemaining, minRemaining int64
 }
 
@@ -73,41 +112,56 @@ func responseFor(status int) api.StoredResponse {
 	}
 }
 
-// The lease of the scenarios is short so that expiry can be waited for;
-// sleeps are bounded and add up to well under a second per scenario.
-const (
-	shortLease = 300
-	afterLease = 400 * time.Millisecond
-)
+// holderID turns a holder name into a valid holder id.
+func holderID(name string) string { return name + "_0123456789abcdef" }
+
+// shortLease is the lease of the scenarios that wait for its end. The wait
+// polls Redis's clock (expireLease), so the lease only has to be long
+// enough that the steps before the wait run within it, even on a loaded
+// machine under -race.
+const shortLease = 1500
 
 var scenarios = []scenario{
-	{name: "absent then acquired then in progress", steps: []step{
+	// absent
+	{name: "absent: acquired, then in progress", steps: []step{
 		{do: "get", wantErr: ErrNotFound},
 		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
 		{do: "get", state: api.StateInProgress},
 		{do: "reserve", fp: "A", want: api.InProgress},
 	}},
-	{name: "in progress other fingerprint is mismatch", steps: []step{
+	{name: "absent: acquired with the caller's holder id in the token", steps: []step{
+		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 201},
+	}},
+	{name: "absent: complete, release and abandon are stale", steps: []step{
+		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
+		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "get", wantErr: ErrNotFound},
+	}},
+
+	// in_progress, lease live
+	{name: "in progress: other fingerprint is mismatch", steps: []step{
 		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
 		{do: "reserve", fp: "B", want: api.Mismatch},
 		{do: "complete", tok: "t1", status: 201},
 	}},
-	{name: "completed replays, other fingerprint mismatch", steps: []step{
-		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
-		{do: "complete", tok: "t1", status: 201},
-		{do: "get", state: api.StateCompleted, wantSt: 201},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
-		{do: "reserve", fp: "B", want: api.Mismatch},
+	{name: "in progress: the same holder asking again gets the same token", steps: []step{
+		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", holder: "hA", sameTok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", holder: "hB", want: api.InProgress},
+		{do: "reserve", fp: "A", want: api.InProgress},
 	}},
-	{name: "completed: second complete and release are stale", steps: []step{
+	{name: "in progress: a wrong token changes nothing", steps: []step{
 		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
-		{do: "complete", tok: "t1", status: 200},
-		{do: "complete", tok: "t1", status: 500, wantErr: ErrStaleToken},
-		{do: "release", tok: "t1", wantErr: ErrStaleToken},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
+		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "get", state: api.StateInProgress},
+		{do: "complete", tok: "t1", status: 204},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 204},
 	}},
-	{name: "release makes it absent, next reserve gets a new token", steps: []step{
+	{name: "in progress: release makes it absent, the old token is stale after", steps: []step{
 		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
 		{do: "release", tok: "t1"},
 		{do: "get", wantErr: ErrNotFound},
@@ -117,109 +171,225 @@ var scenarios = []scenario{
 		{do: "complete", tok: "t2", status: 202},
 		{do: "reserve", fp: "B", want: api.Completed, wantSt: 202},
 	}},
-	{name: "absent: complete and release are stale", steps: []step{
-		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
-		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
-		{do: "get", wantErr: ErrNotFound},
+
+	// in_progress, lease over, lock (the default)
+	{name: "lease over, lock: indeterminate, never handed over", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress},
+		{do: "expireLease"},
+		{do: "get", state: api.StateIndeterminate},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, holder: "hB", want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+		{do: "get", state: api.StateIndeterminate},
 	}},
-	{name: "wrong token on a live reservation changes nothing", steps: []step{
-		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
-		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
-		{do: "complete", tok: "bogus", status: 200, wantErr: ErrStaleToken},
-		{do: "get", state: api.StateInProgress},
-		{do: "complete", tok: "t1", status: 204},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 204},
+	{name: "lease over, lock, explicit: indeterminate", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseLock, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
 	}},
-	{name: "lease expiry: takeover with a new token, old token stale", steps: []step{
+	{name: "lease over, lock: the holder's late complete lands and is replayed", steps: []step{
 		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
-		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress},
-		{do: "sleep", sleep: afterLease},
-		{do: "reserve", fp: "B", leaseMS: shortLease, want: api.Mismatch},
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
-		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
+		{do: "complete", tok: "bogus", status: 500, wantErr: ErrStaleToken},
+		{do: "complete", tok: "t1", status: 201},
+		{do: "get", state: api.StateCompleted, wantSt: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+	}},
+	{name: "lease over, lock: complete before any reserve noticed", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+	}},
+	{name: "lease over, lock: the holder's release frees it", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
+		{do: "release", tok: "bogus", wantErr: ErrStaleToken},
+		{do: "release", tok: "t1"},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "A", tok: "t2", want: api.Acquired},
+	}},
+	{name: "lease over, lock: the holder abandons, then its token holds no more", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
+		{do: "abandon", tok: "t1"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: api.DefaultTTL.Milliseconds()},
+	}},
+
+	// in_progress, lease over, release (route opted in)
+	{name: "lease over, release: taken over with a new token, the old one stale", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.InProgress},
+		{do: "expireLease"},
+		{do: "get", state: api.StateInProgress},
+		{do: "reserve", fp: "B", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Mismatch},
+		{do: "reserve", fp: "A", leaseMS: 60_000, oi: api.LeaseRelease, holder: "hB", tok: "t2", want: api.Acquired},
+		{do: "reserve", fp: "A", leaseMS: 60_000, want: api.InProgress},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "releaseHolder", holder: "hA"},
+		{do: "get", state: api.StateInProgress},
 		{do: "complete", tok: "t2", status: 201},
 		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
 	}},
-	{name: "lease expiry: untaken holder still completes", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
-		{do: "sleep", sleep: afterLease},
+	{name: "lease over, release: the taker chose lock, its own lease end locks", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, want: api.Indeterminate},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "complete", tok: "t2", status: 200},
+	}},
+	{name: "lease over, release: the untaken holder still completes", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
 		{do: "get", state: api.StateInProgress},
 		{do: "complete", tok: "t1", status: 200},
 		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
 	}},
-	{name: "takeover then release, old holder cannot release", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
-		{do: "sleep", sleep: afterLease},
-		{do: "reserve", fp: "A", leaseMS: 10_000, tok: "t2", want: api.Acquired},
-		{do: "release", tok: "t1", wantErr: ErrStaleToken},
-		{do: "get", state: api.StateInProgress},
-		{do: "release", tok: "t2"},
-		{do: "get", wantErr: ErrNotFound},
-	}},
-	{name: "ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 400, tok: "t1", want: api.Acquired},
-		{do: "complete", tok: "t1", status: 200},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
-		{do: "sleep", sleep: 500 * time.Millisecond},
-		{do: "get", wantErr: ErrNotFound},
-		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
-	}},
-	{name: "abandon: indeterminate, retries in progress until the TTL, never taken over", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, tok: "t1", want: api.Acquired},
+
+	// indeterminate by abandon
+	{name: "abandon: indeterminate until the TTL, never taken over", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, oi: api.LeaseRelease, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
 		{do: "get", state: api.StateIndeterminate},
-		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.InProgress, minRemaining: 55_000, maxRemaining: 60_000},
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
 		{do: "reserve", fp: "B", want: api.Mismatch},
-		{do: "sleep", sleep: afterLease},
-		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, want: api.InProgress, minRemaining: 55_000, maxRemaining: 60_000},
+		{do: "reserve", fp: "A", leaseMS: shortLease, ttlMS: 60_000, oi: api.LeaseRelease, want: api.Indeterminate, minRemaining: 50_000, maxRemaining: 60_000},
 		{do: "get", state: api.StateIndeterminate},
 	}},
-	{name: "abandon: the token no longer holds afterwards", steps: []step{
-		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+	{name: "abandon: idempotent; the token completes and releases nothing after", steps: []step{
+		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "t1"},
-		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "abandon", tok: "t1"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
 		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "releaseHolder", holder: "hA"},
 		{do: "get", state: api.StateIndeterminate},
+		{do: "reserve", fp: "A", want: api.Indeterminate},
 	}},
-	{name: "abandon: stale, wrong or absent token changes nothing", steps: []step{
+	{name: "abandon: stale or wrong token changes nothing", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, oi: api.LeaseRelease, tok: "t1", want: api.Acquired},
 		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
-		{do: "get", wantErr: ErrNotFound},
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
-		{do: "abandon", tok: "bogus", wantErr: ErrStaleToken},
-		{do: "sleep", sleep: afterLease},
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t2", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", fp: "A", leaseMS: 60_000, tok: "t2", want: api.Acquired},
 		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
 		{do: "get", state: api.StateInProgress},
 		{do: "abandon", tok: "t2"},
 		{do: "get", state: api.StateIndeterminate},
 	}},
-	{name: "abandon: a completed record stays completed", steps: []step{
+	{name: "abandon: an operator's force release frees it", steps: []step{
 		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
-		{do: "complete", tok: "t1", status: 201},
-		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
-		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
-	}},
-	{name: "abandon: lease over but not taken over, the holder still abandons", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: shortLease, tok: "t1", want: api.Acquired},
-		{do: "sleep", sleep: afterLease},
 		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", leaseMS: shortLease, want: api.InProgress, maxRemaining: api.DefaultTTL.Milliseconds()},
-	}},
-	{name: "abandon: ttl expiry makes it absent", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 300, tok: "t1", want: api.Acquired},
-		{do: "abandon", tok: "t1"},
-		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 300, want: api.InProgress, maxRemaining: 300},
-		{do: "sleep", sleep: 400 * time.Millisecond},
+		{do: "forceRelease"},
 		{do: "get", wantErr: ErrNotFound},
 		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
 	}},
-	{name: "ttl expiry of an in-progress record", steps: []step{
-		{do: "reserve", fp: "A", leaseMS: 300, ttlMS: 300, tok: "t1", want: api.Acquired},
-		{do: "sleep", sleep: 400 * time.Millisecond},
+	{name: "abandon: ttl expiry makes it absent", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
+		{do: "abandon", tok: "t1"},
+		{do: "reserve", fp: "A", want: api.Indeterminate, maxRemaining: 3000},
+		{do: "expireTTL"},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+	}},
+
+	// completed
+	{name: "completed: replays, other fingerprint mismatch", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 201},
+		{do: "get", state: api.StateCompleted, wantSt: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 201},
+		{do: "reserve", fp: "B", want: api.Mismatch},
+	}},
+	{name: "completed: a second complete, release, abandon are stale", steps: []step{
+		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "complete", tok: "t1", status: 500, wantErr: ErrStaleToken},
+		{do: "release", tok: "t1", wantErr: ErrStaleToken},
+		{do: "abandon", tok: "t1", wantErr: ErrStaleToken},
+		{do: "releaseHolder", holder: "hA"},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+	}},
+	{name: "completed: any three-digit status is stored", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 600},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 600},
+	}},
+	{name: "completed: status 999 is stored", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 999},
+		{do: "get", state: api.StateCompleted, wantSt: 999},
+	}},
+	{name: "completed: an operator's delete makes it absent", steps: []step{
+		{do: "reserve", fp: "A", tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 201},
+		{do: "forceRelease", wantErr: ErrNotInProgress},
+		{do: "delete"},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "delete", wantErr: ErrNotFound},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+	}},
+	{name: "completed: ttl expiry makes it absent", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 100, ttlMS: 3000, tok: "t1", want: api.Acquired},
+		{do: "complete", tok: "t1", status: 200},
+		{do: "reserve", fp: "A", want: api.Completed, wantSt: 200},
+		{do: "expireTTL"},
+		{do: "reserve", fp: "B", tok: "t2", want: api.Acquired},
+	}},
+	{name: "in progress: ttl expiry makes it absent, the token stale", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: 1000, ttlMS: 1000, tok: "t1", want: api.Acquired},
+		{do: "expireTTL"},
 		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "get", wantErr: ErrNotFound},
+	}},
+
+	// release by holder
+	{name: "release by holder: no record yet fences that holder out", steps: []step{
+		{do: "releaseHolder", holder: "hA"},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "A", holder: "hA", fenced: true, want: api.InProgress, minRemaining: 60_000, maxRemaining: DefaultFenceTTL.Milliseconds()},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "B", holder: "hA", fenced: true, want: api.InProgress, maxRemaining: DefaultFenceTTL.Milliseconds()},
+		{do: "releaseHolder", holder: "hA"},
+		{do: "reserve", fp: "A", holder: "hB", tok: "t2", want: api.Acquired},
+		{do: "reserve", fp: "A", holder: "hA", fenced: true, want: api.InProgress, maxRemaining: DefaultFenceTTL.Milliseconds()},
+		{do: "reserve", fp: "A", want: api.InProgress},
+	}},
+	{name: "release by holder: the fence outlives another holder's record", steps: []step{
+		{do: "reserve", fp: "A", holder: "hB", tok: "t2", want: api.Acquired},
+		{do: "releaseHolder", holder: "hA"},
+		{do: "get", state: api.StateInProgress},
+		{do: "release", tok: "t2"},
+		{do: "reserve", fp: "A", holder: "hA", fenced: true, want: api.InProgress, maxRemaining: DefaultFenceTTL.Milliseconds()},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "reserve", fp: "A", tok: "t3", want: api.Acquired},
+	}},
+	{name: "release by holder: frees what that holder holds", steps: []step{
+		{do: "reserve", fp: "A", holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "releaseHolder", holder: "hA", deleted: true},
+		{do: "get", wantErr: ErrNotFound},
+		{do: "complete", tok: "t1", status: 200, wantErr: ErrStaleToken},
+		{do: "reserve", fp: "A", holder: "hA", fenced: true, want: api.InProgress, maxRemaining: DefaultFenceTTL.Milliseconds()},
+		{do: "reserve", fp: "A", holder: "hB", tok: "t2", want: api.Acquired},
+	}},
+	{name: "release by holder: frees a record its lease end made indeterminate", steps: []step{
+		{do: "reserve", fp: "A", leaseMS: shortLease, holder: "hA", tok: "t1", want: api.Acquired},
+		{do: "expireLease"},
+		{do: "reserve", leaseEnded: true, fp: "A", want: api.Indeterminate},
+		{do: "releaseHolder", holder: "hB"},
+		{do: "get", state: api.StateIndeterminate},
+		{do: "releaseHolder", holder: "hA", deleted: true},
 		{do: "get", wantErr: ErrNotFound},
 	}},
 }
@@ -234,16 +404,52 @@ func runScenarios(t *testing.T, s *Store) {
 	}
 }
 
+// redisNow is Redis's clock, the one leases are judged by.
+func redisNow(ctx context.Context, t *testing.T, s *Store) time.Time {
+	t.Helper()
+	now, err := s.c.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return now
+}
+
+// pollFor calls done every 10ms until it answers true, for at most 10s.
+func pollFor(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		if done() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("still waiting for %s after 10s", what)
+}
+
 func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 	ctx := testCtx(t)
 	tokens := map[string]string{}
 	seen := map[string]bool{}
 	for i, st := range steps {
-		where := fmt.Sprintf("step %d (%s %s)", i, st.do, st.tok)
+		where := fmt.Sprintf("step %d (%s %s%s)", i, st.do, st.tok, st.holder)
+		holder := ""
+		if st.holder != "" {
+			holder = holderID(st.holder)
+		}
 		switch st.do {
 		case "reserve":
-			got, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: st.fp, LeaseMS: st.leaseMS, TTLMS: st.ttlMS})
-			if err != nil {
+			got, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: st.fp,
+				LeaseMS: st.leaseMS, TTLMS: st.ttlMS, OnIndeterminate: st.oi, Holder: holder})
+			switch {
+			case st.fenced:
+				if !errors.Is(err, ErrFenced) {
+					t.Fatalf("%s: error %v, want ErrFenced", where, err)
+				}
+			case st.leaseEnded:
+				if !errors.Is(err, ErrLeaseEnded) {
+					t.Fatalf("%s: error %v, want ErrLeaseEnded", where, err)
+				}
+			case err != nil:
 				t.Fatalf("%s: %v", where, err)
 			}
 			if got.Outcome != st.want {
@@ -251,21 +457,38 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 			}
 			switch got.Outcome {
 			case api.Acquired:
+				if st.sameTok != "" {
+					if got.Token != tokens[st.sameTok] {
+						t.Fatalf("%s: token %q, want the same as %s: %q", where, got.Token, st.sameTok, tokens[st.sameTok])
+					}
+					break
+				}
 				if got.Token == "" || seen[got.Token] {
 					t.Fatalf("%s: token %q empty or reused", where, got.Token)
 				}
+				if holder != "" && !strings.HasSuffix(got.Token, "."+holder) {
+					t.Fatalf("%s: token %q does not end with .%s", where, got.Token, holder)
+				}
 				seen[got.Token] = true
 				tokens[st.tok] = got.Token
-			case api.InProgress:
-				lease := st.leaseMS
-				if lease == 0 {
-					lease = api.DefaultLease.Milliseconds()
+			case api.InProgress, api.Indeterminate:
+				remaining, other := got.LeaseRemainingMS, got.ExpiresInMS
+				hi := st.leaseMS
+				if hi == 0 {
+					hi = api.DefaultLease.Milliseconds()
+				}
+				if got.Outcome == api.Indeterminate {
+					remaining, other = got.ExpiresInMS, got.LeaseRemainingMS
+					hi = st.ttlMS
+					if hi == 0 {
+						hi = api.DefaultTTL.Milliseconds()
+					}
 				}
 				if st.maxRemaining != 0 {
-					lease = st.maxRemaining
+					hi = st.maxRemaining
 				}
-				if got.LeaseRemainingMS < max(1, st.minRemaining) || got.LeaseRemainingMS > lease {
-					t.Fatalf("%s: remaining lease %dms, want in [%d, %d]", where, got.LeaseRemainingMS, max(1, st.minRemaining), lease)
+				if remaining < max(1, st.minRemaining) || remaining > hi || other != 0 {
+					t.Fatalf("%s: remaining %dms (other field %d), want in [%d, %d]", where, remaining, other, max(1, st.minRemaining), hi)
 				}
 			case api.Completed:
 				want := responseFor(st.wantSt)
@@ -298,6 +521,18 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 					t.Fatalf("%s: rejected call changed the record:\nbefore %+v %v\nafter  %+v %v", where, before, beforeErr, after, afterErr)
 				}
 			}
+		case "releaseHolder":
+			before, beforeErr := s.Get(ctx, scope, key, true)
+			deleted, err := s.ReleaseHolder(ctx, scope, key, holder)
+			if err != nil || deleted != st.deleted {
+				t.Fatalf("%s: deleted %v error %v, want deleted %v", where, deleted, err, st.deleted)
+			}
+			if !deleted {
+				after, afterErr := s.Get(ctx, scope, key, true)
+				if !reflect.DeepEqual(before, after) || !errors.Is(afterErr, beforeErr) {
+					t.Fatalf("%s: a release by a holder that holds nothing changed the record:\nbefore %+v %v\nafter  %+v %v", where, before, beforeErr, after, afterErr)
+				}
+			}
 		case "get":
 			rec, err := s.Get(ctx, scope, key, false)
 			if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
@@ -312,11 +547,30 @@ func runScenario(t *testing.T, s *Store, scope, key string, steps []step) {
 			if rec.Response != nil {
 				t.Fatalf("%s: Get without body returned a response", where)
 			}
-			if (rec.State == api.StateInProgress) != (rec.LeaseExpiresAt != nil) {
+			if rec.State == api.StateInProgress && rec.LeaseExpiresAt == nil || rec.State == api.StateCompleted && rec.LeaseExpiresAt != nil {
 				t.Fatalf("%s: lease expiry %v for state %q", where, rec.LeaseExpiresAt, rec.State)
 			}
-		case "sleep":
-			time.Sleep(st.sleep)
+		case "delete", "forceRelease":
+			var err error
+			if st.do == "delete" {
+				_, err = s.Delete(ctx, scope, key)
+			} else {
+				_, err = s.ForceRelease(ctx, scope, key)
+			}
+			if !errors.Is(err, st.wantErr) || (err == nil) != (st.wantErr == nil) {
+				t.Fatalf("%s: error %v, want %v", where, err, st.wantErr)
+			}
+		case "expireLease":
+			rec, err := s.Get(ctx, scope, key, false)
+			if err != nil || rec.LeaseExpiresAt == nil {
+				t.Fatalf("%s: record %+v %v has no lease to wait for", where, rec, err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*rec.LeaseExpiresAt) })
+		case "expireTTL":
+			pollFor(t, "the record to expire", func() bool {
+				_, err := s.Get(ctx, scope, key, false)
+				return errors.Is(err, ErrNotFound)
+			})
 		default:
 			t.Fatalf("%s: unknown step", where)
 		}
@@ -416,6 +670,9 @@ func TestValidation(t *testing.T) {
 		{"ttl below lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1000, TTLMS: 999}},
 		{"ttl over the maximum", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: MaxTTL.Milliseconds() + 1}},
 		{"huge lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1 << 62, TTLMS: 1 << 62}},
+		{"unknown on_indeterminate", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", OnIndeterminate: "takeover"}},
+		{"short holder", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", Holder: "abc"}},
+		{"holder with a dot", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", Holder: "aaaaaaaa.aaaaaaaa"}},
 	}
 	for _, tt := range reserves {
 		t.Run("reserve "+tt.name, func(t *testing.T) {
@@ -437,8 +694,22 @@ func TestValidation(t *testing.T) {
 		{"complete status 0", func() error {
 			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t"})
 		}},
-		{"complete status 600", func() error {
-			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 600}})
+		{"complete status 1000", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 1000}})
+		}},
+		{"complete status 99", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 99}})
+		}},
+		{"release by holder, holder too short", func() error {
+			_, err := s.ReleaseHolder(ctx, "s", "k", "short")
+			return err
+		}},
+		{"release by holder, holder with a dot", func() error {
+			_, err := s.ReleaseHolder(ctx, "s", "k", "aaaaaaaa.aaaaaaaa")
+			return err
+		}},
+		{"release with a holder instead of a token", func() error {
+			return s.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "k", Holder: holderID("hA")})
 		}},
 		{"complete bad scope", func() error {
 			return s.Complete(ctx, api.CompleteRequest{Key: "k", Token: "t", Response: api.StoredResponse{Status: 200}})
@@ -562,7 +833,7 @@ func TestAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rec.State != api.StateCompleted || rec.Fingerprint != "FP" || rec.Status != 201 || rec.Response != nil || rec.LeaseExpiresAt != nil {
+		if rec.State != api.StateCompleted || rec.Fingerprint != storedFingerprint(nil, "FP") || rec.Status != 201 || rec.Response != nil || rec.LeaseExpiresAt != nil {
 			t.Errorf("record without body %+v", rec)
 		}
 		if !rec.ExpiresAt.After(rec.CreatedAt) {
@@ -672,7 +943,7 @@ func TestAdmin(t *testing.T) {
 				if rec != nil {
 					t.Errorf("record %+v, want none", rec)
 				}
-			} else if rec == nil || rec.State != tt.wantRec || rec.Fingerprint != "F" || rec.Response != nil {
+			} else if rec == nil || rec.State != tt.wantRec || rec.Fingerprint != storedFingerprint(nil, "F") || rec.Response != nil {
 				t.Errorf("record %+v, want state %q fingerprint F and no body", rec, tt.wantRec)
 			}
 			after, err := s.Get(ctx, "adm", key, true)
@@ -723,6 +994,15 @@ func TestRecordKey(t *testing.T) {
 	}
 }
 
+// rawReserve runs the reserve script itself on the record at rk, as a
+// go-redis retry would re-run it: lease 10s, TTL 60s, lock, holder h
+// (padded to a valid id).
+func rawReserve(ctx context.Context, s *Store, rk, fp, h string) *redis.Cmd {
+	holder := holderID(h)
+	cur, _ := s.fingerprintForms(fp)
+	return reserveScript.Run(ctx, s.c, []string{rk, rk + "f." + holder}, cur, 10_000, 60_000, holder, api.LeaseLock, fp)
+}
+
 // TestScriptsIdempotentOnRetry re-runs each script with the same arguments,
 // as a go-redis retry after a lost reply does: the second run must change
 // nothing and, for reserve and complete, answer like the first.
@@ -731,18 +1011,18 @@ func TestScriptsIdempotentOnRetry(t *testing.T) {
 	ctx := testCtx(t)
 	k := []string{s.RecordKey("s", "retry")}
 
-	first, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	first, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	again, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(first, again) || first[0] != "acquired" {
 		t.Fatalf("reserve re-run answered %v, first run %v", again, first)
 	}
-	other, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE2").Slice()
+	other, err := rawReserve(ctx, s, k[0], "FP", "NONCE2").Slice()
 	if err != nil || other[0] != "in_progress" {
 		t.Fatalf("reserve with another nonce: %v %v, want in_progress", other, err)
 	}
@@ -764,7 +1044,7 @@ func TestScriptsIdempotentOnRetry(t *testing.T) {
 	}
 
 	k2 := []string{s.RecordKey("s", "retry-release")}
-	rel, err := reserveScript.Run(ctx, s.c, k2, "FP", 10_000, 60_000, "NONCE3").Slice()
+	rel, err := rawReserve(ctx, s, k2[0], "FP", "NONCE3").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -950,7 +1230,7 @@ func TestCompleteOwnRetryKeepsExpiry(t *testing.T) {
 	s, _ := newStandalone(t, Options{})
 	ctx := testCtx(t)
 	k := []string{s.RecordKey("s", "retry-ttl")}
-	res, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	res, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1078,12 +1358,13 @@ func TestReserveUnreadableStoredResponse(t *testing.T) {
 
 // TestAbandonScriptIdempotentOnRetry: a re-run of the abandon script with
 // the same call nonce (a go-redis retry after a lost reply) answers success
-// and changes nothing; another call with the same token is stale.
+// and changes nothing; so does another abandon with the same token (the
+// filter retries until acknowledged).
 func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 	s, _ := newStandalone(t, Options{})
 	ctx := testCtx(t)
 	k := []string{s.RecordKey("s", "retry-abandon")}
-	res, err := reserveScript.Run(ctx, s.c, k, "FP", 10_000, 60_000, "NONCE1").Slice()
+	res, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1098,8 +1379,9 @@ func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL2").Int64(); err != nil || n != 0 {
-		t.Fatalf("another abandon with the same token: %d %v, want 0", n, err)
+	// A retried abandon is acknowledged and changes nothing more.
+	if n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL2").Int64(); err != nil || n != 1 {
+		t.Fatalf("another abandon with the same token: %d %v, want 1", n, err)
 	}
 	// Nor does a complete's re-run with that nonce pass for this call.
 	if n, err := completeScript.Run(ctx, s.c, k, tok, "CALL1", 200, "", "b", "").Int64(); err != nil || n != 0 {

@@ -9,11 +9,18 @@
 //
 // Control headers, never part of the fingerprint:
 //
-//	X-Demo-Delay-Ms: N    execute, then wait N ms (0..60000) before answering
-//	X-Demo-Status: S      answer S (200..599) without executing
-//	X-Demo-Drop: 1        execute, then close the connection without an answer
+//	X-Demo-Delay-Ms: N      execute, then wait N ms (0..60000) before answering
+//	X-Demo-Status: S        answer S (200..999) without executing, marked as not
+//	                        executed: header idempotency-not-executed: 1
+//	X-Demo-Fail-After: S    execute, then answer S (200..999): an error after commit
+//	X-Demo-Drop: 1          execute, then close the connection without an answer
+//	X-Demo-Pad-Bytes: N     execute, and add a member "pad" of N bytes
+//	                        (0..16777216) to the answer: a large response
 //
-// A bad control value is a 400 naming the header, without executing.
+// X-Demo-Status (with X-Demo-Delay-Ms: wait, then answer) excludes the
+// others, which need an execution; X-Demo-Drop
+// excludes X-Demo-Fail-After (there is no answer). A bad control value or
+// combination is a 400 naming the header, without executing.
 package upstream
 
 import (
@@ -25,16 +32,24 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
 
 // Control header names.
 const (
-	HeaderDelay  = "X-Demo-Delay-Ms"
-	HeaderStatus = "X-Demo-Status"
-	HeaderDrop   = "X-Demo-Drop"
+	HeaderDelay     = "X-Demo-Delay-Ms"
+	HeaderStatus    = "X-Demo-Status"
+	HeaderFailAfter = "X-Demo-Fail-After"
+	HeaderDrop      = "X-Demo-Drop"
+	HeaderPad       = "X-Demo-Pad-Bytes"
 )
+
+// HeaderNotExecuted marks an answer as "nothing happened, a retry is
+// safe": the filter's default not-executed response header (DESIGN.md's
+// outcome classes). Its presence is what counts; the value is 1.
+const HeaderNotExecuted = "Idempotency-Not-Executed"
 
 const (
 	// MaxDelay bounds X-Demo-Delay-Ms so a typo cannot hold a connection
@@ -42,6 +57,13 @@ const (
 	MaxDelay = 60 * time.Second
 	// maxBody bounds what a payment request may carry.
 	maxBody = 1 << 20
+	// MaxPad bounds X-Demo-Pad-Bytes: large enough to exceed any buffer a
+	// test sets, small enough not to exhaust memory.
+	MaxPad = 16 << 20
+	// minStatus and maxStatus bound the statuses a control header may ask
+	// for: net/http writes 200..999 as final answers (1xx are
+	// informational), and >= 600 is what tests of odd statuses need.
+	minStatus, maxStatus = 200, 999
 )
 
 // Server is the demo upstream. The zero value is not usable; call New.
@@ -70,9 +92,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 // control is what the control headers ask for.
 type control struct {
-	delay  time.Duration
-	status int // 0: execute normally
-	drop   bool
+	delay     time.Duration
+	status    int // 0: execute normally
+	failAfter int // 0: answer 201
+	drop      bool
+	pad       int
 }
 
 // parseControl reads the control headers; an error names the header.
@@ -85,12 +109,12 @@ func parseControl(h http.Header) (control, error) {
 		}
 		c.delay = time.Duration(ms) * time.Millisecond
 	}
-	if v, ok := single(h, HeaderStatus); ok {
-		st, err := strconv.Atoi(v)
-		if err != nil || st < 200 || st > 599 {
-			return c, fmt.Errorf("%s: %q is not a status in 200..599", HeaderStatus, v)
-		}
-		c.status = st
+	var err error
+	if c.status, err = statusHeader(h, HeaderStatus); err != nil {
+		return c, err
+	}
+	if c.failAfter, err = statusHeader(h, HeaderFailAfter); err != nil {
+		return c, err
 	}
 	if v, ok := single(h, HeaderDrop); ok {
 		if v != "1" {
@@ -98,7 +122,39 @@ func parseControl(h http.Header) (control, error) {
 		}
 		c.drop = true
 	}
+	if v, ok := single(h, HeaderPad); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > MaxPad {
+			return c, fmt.Errorf("%s: %q is not a number of bytes in 0..%d", HeaderPad, v, MaxPad)
+		}
+		c.pad = n
+	}
+	// Contradictions are refused rather than resolved silently: a test
+	// that asks for both would not be testing what it says.
+	if c.status != 0 {
+		for _, other := range []string{HeaderFailAfter, HeaderDrop, HeaderPad} {
+			if _, ok := single(h, other); ok {
+				return c, fmt.Errorf("%s: answers without executing, so %s does not apply", HeaderStatus, other)
+			}
+		}
+	}
+	if c.drop && c.failAfter != 0 {
+		return c, fmt.Errorf("%s: closes without an answer, so %s does not apply", HeaderDrop, HeaderFailAfter)
+	}
 	return c, nil
+}
+
+// statusHeader reads a status control header; 0 when absent.
+func statusHeader(h http.Header, name string) (int, error) {
+	v, ok := single(h, name)
+	if !ok {
+		return 0, nil
+	}
+	st, err := strconv.Atoi(v)
+	if err != nil || st < minStatus || st > maxStatus {
+		return 0, fmt.Errorf("%s: %q is not a status in %d..%d", name, v, minStatus, maxStatus)
+	}
+	return st, nil
 }
 
 // single returns the header's value when present; repeated headers are
@@ -121,8 +177,14 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.status != 0 {
-		s.log.Info("payment refused on request", "status", c.status)
-		writeJSON(w, c.status, map[string]any{"error": "answered as asked by " + HeaderStatus, "status": c.status})
+		if !wait(r, c.delay) {
+			return
+		}
+		s.log.Info("payment refused on request, not executed", "status", c.status)
+		// The mark tells the gateway that nothing happened: it may free
+		// the key, so that a retry executes.
+		w.Header().Set(HeaderNotExecuted, "1")
+		writeJSON(w, c.status, map[string]any{"error": "answered as asked by " + HeaderStatus + ", not executed", "status": c.status})
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -144,22 +206,41 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 	n := s.executions.Add(1)
 	id, _ := json.Marshal(fmt.Sprintf("pay_%d", n))
 	fields["id"] = id
-	s.log.Info("payment executed", "id", fmt.Sprintf("pay_%d", n), "delay", c.delay, "drop", c.drop)
+	if c.pad > 0 {
+		pad, _ := json.Marshal(strings.Repeat("x", c.pad))
+		fields["pad"] = pad
+	}
+	s.log.Info("payment executed", "id", fmt.Sprintf("pay_%d", n), "delay", c.delay, "drop", c.drop, "fail_after", c.failAfter, "pad", c.pad)
 
-	if c.delay > 0 {
-		t := time.NewTimer(c.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return // the client went away; the payment has executed all the same
-		}
+	if !wait(r, c.delay) {
+		return // the client went away; the payment has executed all the same
 	}
 	if c.drop {
 		drop(w)
 		return
 	}
+	if c.failAfter != 0 {
+		// The payment has run; only its answer fails. The id is in the
+		// body so that a test can tell a replay from a second execution.
+		writeJSON(w, c.failAfter, map[string]any{"error": "answered as asked by " + HeaderFailAfter + " after executing", "status": c.failAfter, "id": fields["id"]})
+		return
+	}
 	writeJSON(w, http.StatusCreated, fields)
+}
+
+// wait sleeps d, or until the client goes away (false).
+func wait(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
 }
 
 // decodeObject accepts exactly one JSON object.

@@ -54,23 +54,45 @@ func TestPayments(t *testing.T) {
 		wantStatus int
 		wantExec   int64  // executions added
 		wantInBody string // substring of the answer
+		// notExecuted: the answer carries the not-executed mark
+		notExecuted bool
 	}{
-		{"executes", `{"amount":1000,"currency":"EUR"}`, nil, 201, 1, `"currency":"EUR"`},
-		{"keeps members verbatim", `{"amount":1.50e3,"note":"\u00e9"}`, nil, 201, 1, `"amount":1.50e3`},
-		{"overwrites a client id", `{"id":"mine"}`, nil, 201, 1, `"id":"pay_`},
-		{"delay", `{"amount":1}`, map[string]string{HeaderDelay: "50"}, 201, 1, `"amount":1`},
-		{"status without executing", `{"amount":1}`, map[string]string{HeaderStatus: "503"}, 503, 0, `X-Demo-Status`},
-		{"status skips body checks", `not json`, map[string]string{HeaderStatus: "429"}, 429, 0, ``},
-		{"invalid JSON", `{"amount":`, nil, 400, 0, `not a JSON object`},
-		{"array", `[1,2]`, nil, 400, 0, `not a JSON object`},
-		{"null", `null`, nil, 400, 0, `null`},
-		{"trailing data", `{"a":1} {"b":2}`, nil, 400, 0, `after the object`},
-		{"bad delay", `{}`, map[string]string{HeaderDelay: "soon"}, 400, 0, HeaderDelay},
-		{"negative delay", `{}`, map[string]string{HeaderDelay: "-1"}, 400, 0, HeaderDelay},
-		{"delay too long", `{}`, map[string]string{HeaderDelay: "60001"}, 400, 0, HeaderDelay},
-		{"bad status", `{}`, map[string]string{HeaderStatus: "99"}, 400, 0, HeaderStatus},
-		{"status not a number", `{}`, map[string]string{HeaderStatus: "5xx"}, 400, 0, HeaderStatus},
-		{"bad drop", `{}`, map[string]string{HeaderDrop: "yes"}, 400, 0, HeaderDrop},
+		{"executes", `{"amount":1000,"currency":"EUR"}`, nil, 201, 1, `"currency":"EUR"`, false},
+		{"keeps members verbatim", `{"amount":1.50e3,"note":"\u00e9"}`, nil, 201, 1, `"amount":1.50e3`, false},
+		{"overwrites a client id", `{"id":"mine"}`, nil, 201, 1, `"id":"pay_`, false},
+		{"delay", `{"amount":1}`, map[string]string{HeaderDelay: "50"}, 201, 1, `"amount":1`, false},
+		{"status without executing", `{"amount":1}`, map[string]string{HeaderStatus: "503"}, 503, 0, `X-Demo-Status`, true},
+		{"status skips body checks", `not json`, map[string]string{HeaderStatus: "429"}, 429, 0, ``, true},
+		{"status 2xx is marked too", `{"amount":1}`, map[string]string{HeaderStatus: "200"}, 200, 0, `not executed`, true},
+		{"status over 599", `{"amount":1}`, map[string]string{HeaderStatus: "999"}, 999, 0, ``, true},
+		{"status after a delay", `{"amount":1}`, map[string]string{HeaderStatus: "503", HeaderDelay: "20"}, 503, 0, ``, true},
+		{"fail after executing", `{"amount":1}`, map[string]string{HeaderFailAfter: "500"}, 500, 1, `"id":"pay_`, false},
+		{"fail after 503", `{"amount":1}`, map[string]string{HeaderFailAfter: "503"}, 503, 1, HeaderFailAfter, false},
+		{"fail after with status 600", `{"amount":1}`, map[string]string{HeaderFailAfter: "600"}, 600, 1, `"status":600`, false},
+		{"fail after with a delay", `{"amount":1}`, map[string]string{HeaderFailAfter: "502", HeaderDelay: "20"}, 502, 1, `"id":"pay_`, false},
+		{"fail after checks the body", `{"amount":`, map[string]string{HeaderFailAfter: "500"}, 400, 0, `not a JSON object`, false},
+		{"pad", `{"amount":1}`, map[string]string{HeaderPad: "10"}, 201, 1, `"pad":"xxxxxxxxxx"`, false},
+		{"pad 0", `{"amount":1}`, map[string]string{HeaderPad: "0"}, 201, 1, `"amount":1`, false},
+		{"invalid JSON", `{"amount":`, nil, 400, 0, `not a JSON object`, false},
+		{"array", `[1,2]`, nil, 400, 0, `not a JSON object`, false},
+		{"null", `null`, nil, 400, 0, `null`, false},
+		{"trailing data", `{"a":1} {"b":2}`, nil, 400, 0, `after the object`, false},
+		{"bad delay", `{}`, map[string]string{HeaderDelay: "soon"}, 400, 0, HeaderDelay, false},
+		{"negative delay", `{}`, map[string]string{HeaderDelay: "-1"}, 400, 0, HeaderDelay, false},
+		{"delay too long", `{}`, map[string]string{HeaderDelay: "60001"}, 400, 0, HeaderDelay, false},
+		{"bad status", `{}`, map[string]string{HeaderStatus: "99"}, 400, 0, HeaderStatus, false},
+		{"status not a number", `{}`, map[string]string{HeaderStatus: "5xx"}, 400, 0, HeaderStatus, false},
+		{"bad drop", `{}`, map[string]string{HeaderDrop: "yes"}, 400, 0, HeaderDrop, false},
+		{"status 1xx", `{}`, map[string]string{HeaderStatus: "103"}, 400, 0, HeaderStatus, false},
+		{"status 1000", `{}`, map[string]string{HeaderStatus: "1000"}, 400, 0, HeaderStatus, false},
+		{"bad fail after", `{}`, map[string]string{HeaderFailAfter: "oops"}, 400, 0, HeaderFailAfter, false},
+		{"fail after 199", `{}`, map[string]string{HeaderFailAfter: "199"}, 400, 0, HeaderFailAfter, false},
+		{"status and fail after", `{}`, map[string]string{HeaderStatus: "503", HeaderFailAfter: "500"}, 400, 0, HeaderFailAfter, false},
+		{"status and drop", `{}`, map[string]string{HeaderStatus: "503", HeaderDrop: "1"}, 400, 0, HeaderDrop, false},
+		{"status and pad", `{}`, map[string]string{HeaderStatus: "503", HeaderPad: "1"}, 400, 0, HeaderPad, false},
+		{"drop and fail after", `{}`, map[string]string{HeaderDrop: "1", HeaderFailAfter: "500"}, 400, 0, HeaderFailAfter, false},
+		{"bad pad", `{}`, map[string]string{HeaderPad: "-1"}, 400, 0, HeaderPad, false},
+		{"pad too large", `{}`, map[string]string{HeaderPad: "16777217"}, 400, 0, HeaderPad, false},
 	}
 	srv := httptest.NewServer(New(nil))
 	defer srv.Close()
@@ -93,7 +115,34 @@ func TestPayments(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q", ct)
 			}
+			if got := resp.Header.Values(HeaderNotExecuted); tt.notExecuted != (len(got) == 1 && got[0] == "1") {
+				t.Errorf("%s: %q, want marked not executed: %v", HeaderNotExecuted, got, tt.notExecuted)
+			}
 		})
+	}
+}
+
+// The mark is the filter's default header name, in the form the filter
+// reads it (lower case on the wire of HTTP/2 and in Envoy's header map).
+func TestNotExecutedHeaderName(t *testing.T) {
+	if got := strings.ToLower(HeaderNotExecuted); got != "idempotency-not-executed" {
+		t.Errorf("HeaderNotExecuted = %q, want idempotency-not-executed", got)
+	}
+}
+
+// An error after commit carries the id of the payment that ran, so a
+// replay can be told from a second execution.
+func TestFailAfterCarriesTheExecutedID(t *testing.T) {
+	s := New(nil)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	_, body, err := post(t, srv.URL, `{"amount":3}`, map[string]string{HeaderFailAfter: "500"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ ID string }
+	if err := json.Unmarshal(body, &got); err != nil || got.ID != "pay_1" {
+		t.Errorf("answer %s: id %q, want pay_1 (%v)", body, got.ID, err)
 	}
 }
 

@@ -49,6 +49,8 @@ const (
 	RulePolicy          Rule = "policy"           // the idemgate policy is invalid or not where it should be
 	RuleRetry           Rule = "retry"            // Envoy would re-send governed traffic
 	RuleBufferLimit     Rule = "buffer_limit"     // below the policy's max_body_bytes
+	RuleResponseBuffer  Rule = "response_buffer"  // below the policy's max_stored_response_bytes
+	RuleScopeMetadata   Rule = "scope_metadata"   // the scope's metadata is written by no filter before ours
 	RuleCluster         Rule = "cluster"          // the control-plane cluster is missing or misconfigured
 	RuleIdleTimeout     Rule = "idle_timeout"     // the control-plane cluster's idle timeout is too long
 	RuleFilterOrder     Rule = "filter_order"     // the filter comes after the router

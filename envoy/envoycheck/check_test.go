@@ -36,7 +36,10 @@ func TestCheckTestdata(t *testing.T) {
 		{"schema_invalid_port.yaml", []want{{Error, "", "SocketAddress.PortValue: value must be less than or equal to 65535"}}},
 		{"retry_route.yaml", []want{{Error, route0 + ".route.retry_policy", "re-send a request the upstream may already have executed"}}},
 		{"retry_vhost.yaml", []want{{Error, hcm + ".route_config.virtual_hosts[0].retry_policy", "applies to routes[0]"}}},
-		{"buffer_listener.yaml", []want{{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "is 65536, below the policy's max_body_bytes 1048576"}}},
+		{"buffer_listener.yaml", []want{
+			{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "is 65536, below the policy's max_body_bytes 1048576"},
+			{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "is 65536, below the policy's max_stored_response_bytes 1048576"},
+		}},
 		{"buffer_listener_default.yaml", []want{{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "Envoy's default 1048576, below the policy's max_body_bytes 4194304"}}},
 		{"buffer_route.yaml", []want{{Error, route0 + ".per_request_buffer_limit_bytes", "is 1024, below max_body_bytes 1048576"}}},
 		{"missing_cluster.yaml", []want{{Error, wasmCfg + ".configuration", `control_plane.cluster "idemgate_control_plane" is not among static_resources.clusters`}}},
@@ -48,6 +51,27 @@ func TestCheckTestdata(t *testing.T) {
 		{"idle_timeout_unset.yaml", []want{{Warning, "static_resources.clusters[1]", "is unset (Envoy's default 1h0m0s)"}}},
 		{"controlplane_http2.yaml", []want{{Error, "static_resources.clusters[1].typed_extension_protocol_options", "HTTP/1.1 only"}}},
 		{"timeout_lease.yaml", []want{{Warning, route0 + ".route.timeout", "is 1m0s, not below the lease 30s"}}},
+		// Issue 10, case 5: the principal comes from a filter that must run first.
+		{"scope_metadata_missing.yaml", []want{{Error, wasmCfg + ".configuration", `reads dynamic metadata "envoy.filters.http.jwt_authn", but no filter in this http_connection_manager writes it`}}},
+		{"scope_metadata_after.yaml", []want{{Error, hcm + ".http_filters[1]", "comes after the idemgate filter (http_filters[0])"}}},
+		{"scope_metadata_before.yaml", nil},
+		{"scope_metadata_wrong_key.yaml", []want{{Error, hcm + ".http_filters[1].typed_config.config.configuration", `does not write "payload" (its providers write under ["jwt_payload"] only)`}}},
+		{"scope_metadata_lua.yaml", []want{{Warning, hcm + ".http_filters[1].typed_config.config.configuration", "http_filters[0] run code that may"}}},
+		// Issue 10, case 11: a stored response must fit the stream's buffer.
+		{"stored_listener.yaml", []want{{Error, "static_resources.listeners[0].per_connection_buffer_limit_bytes", "is 2097152, below the policy's max_stored_response_bytes 4194304"}}},
+		{"stored_at_limit.yaml", nil},
+		{"stored_buffer_filter.yaml", []want{{Error, hcm + ".http_filters[0].typed_config.max_request_bytes", "is 1048576 on routes[0], below max_stored_response_bytes 2097152"}}},
+		{"stored_buffer_route.yaml", []want{
+			{Error, route0 + `.typed_per_filter_config["envoy.filters.http.buffer"].buffer.max_request_bytes`, "is 65536 on routes[0], below max_body_bytes 1048576"},
+			{Error, route0 + `.typed_per_filter_config["envoy.filters.http.buffer"].buffer.max_request_bytes`, "is 65536 on routes[0], below max_stored_response_bytes 2097152"},
+		}},
+		{"stored_buffer_disabled.yaml", nil},
+		// Envoy never sends governed traffic twice on its own.
+		{"retry_zero.yaml", nil},
+		{"retry_vhost_zero.yaml", nil},
+		{"retry_mirror.yaml", []want{{Error, route0 + ".route.request_mirror_policies", `to cluster "upstream"`}}},
+		{"retry_hedge.yaml", []want{{Error, route0 + ".route.hedge_policy", "remove initial_requests"}}},
+		{"retry_internal_redirect.yaml", []want{{Warning, route0 + ".route", "follows upstream redirects internally"}}},
 		{"configuration_struct_type.yaml", []want{{Error, wasmCfg + ".configuration", "google.protobuf.Duration; the idemgate policy is JSON in a google.protobuf.StringValue"}}},
 	}
 	seen := map[string]bool{}

@@ -145,15 +145,16 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 			out.add(Error, RulePolicy, field(cp, "configuration"), "the idemgate policy is invalid (the filter would refuse to start): %v", err)
 			continue
 		}
-		maxBody := 0
+		maxBody, maxStored := 0, 0
 		for _, r := range cfg.Routes {
-			maxBody = max(maxBody, r.MaxBodyBytes)
+			maxBody, maxStored = max(maxBody, r.MaxBodyBytes), max(maxStored, r.MaxStoredResponseBytes)
 		}
 		env.checkControlPlane(cfg, field(cp, "configuration"), out)
-		checkListenerBuffer(l, lp, maxBody, out)
+		checkListenerBuffer(l, lp, maxBody, maxStored, out)
+		checkMetadataScopes(hcm, hp, i, cfg, cp, out)
 		switch {
 		case hcm.GetRouteConfig() != nil:
-			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), out)
+			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), bufferFilters(hcm, hp, i), out)
 		default:
 			out.add(Warning, RuleRoutesUnchecked, hp, "routes come from RDS or scoped routes: their retry policies and buffer limits cannot be checked here")
 		}
@@ -248,10 +249,18 @@ func httpOptions(c *clusterv3.Cluster) (*upstreamhttpv3.HttpProtocolOptions, boo
 	return o, ok
 }
 
-// checkListenerBuffer: Envoy buffers a request body the filter waits for
-// up to the listener's per-connection limit and answers 413 itself past
-// it, so a limit below max_body_bytes refuses bodies the policy admits.
-func checkListenerBuffer(l *listenerv3.Listener, lp string, maxBody int, out *findings) {
+// checkListenerBuffer: the listener's per-connection limit is each
+// stream's buffer limit, for the request and the response alike. Envoy
+// buffers a request body the filter waits for up to it and answers 413
+// itself past it, so a limit below max_body_bytes refuses bodies the
+// policy admits. The filter buffers an upstream response up to
+// max_stored_response_bytes to store it; past the limit Envoy drops what
+// it buffered and answers 500 itself (rs_too_large), after the upstream
+// has executed the request: the client is told it failed, and what the
+// filter stores is not what the upstream said. (The upstream cluster's
+// per_connection_buffer_limit_bytes only sizes its reads, flow control,
+// and bounds no buffered response.)
+func checkListenerBuffer(l *listenerv3.Listener, lp string, maxBody, maxStored int, out *findings) {
 	limit := int64(DefaultBufferLimit)
 	where := fmt.Sprintf("unset, so Envoy's default %d", DefaultBufferLimit)
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
@@ -260,11 +269,14 @@ func checkListenerBuffer(l *listenerv3.Listener, lp string, maxBody int, out *fi
 	if limit < int64(maxBody) {
 		out.add(Error, RuleBufferLimit, field(lp, "per_connection_buffer_limit_bytes"), "is %s, below the policy's max_body_bytes %d: Envoy would answer 413 to bodies the policy admits; set it to at least %d", where, maxBody, maxBody)
 	}
+	if limit < int64(maxStored) {
+		out.add(Error, RuleResponseBuffer, field(lp, "per_connection_buffer_limit_bytes"), "is %s, below the policy's max_stored_response_bytes %d: a response larger than the limit that the filter buffers to store would be replaced by Envoy's own 500 after the upstream executed the request; set it to at least %d or lower max_stored_response_bytes", where, maxStored, maxStored)
+	}
 }
 
-// checkRoutes flags retries and small buffer limits on the routes whose
-// traffic the policy governs.
-func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, filterName string, out *findings) {
+// checkRoutes flags retries, copies and small buffer limits on the routes
+// whose traffic the policy governs.
+func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, filterName string, bufs []bufferFilter, out *findings) {
 	for i, vh := range rc.GetVirtualHosts() {
 		vp := index(field(rp, "virtual_hosts"), i)
 		for j, r := range vh.GetRoutes() {
@@ -281,19 +293,8 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			}
 			routePath := index(field(vp, "routes"), j)
 			what := describe(&cfg.Routes[pr], pr)
-			switch {
-			case ra.GetRetryPolicy() != nil:
-				out.add(Error, RuleRetry, field(field(routePath, "route"), "retry_policy"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it (a client retry with the same key is safe)", what)
-			case ra.GetRetryPolicyTypedConfig() != nil:
-				out.add(Error, RuleRetry, field(field(routePath, "route"), "retry_policy_typed_config"), "retries traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it", what)
-			case vh.GetRetryPolicy() != nil:
-				out.add(Error, RuleRetry, field(vp, "retry_policy"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): Envoy would re-send a request the upstream may already have executed; remove it, or give that route its own policy without retries", j, what)
-			case vh.GetRetryPolicyTypedConfig() != nil:
-				out.add(Error, RuleRetry, field(vp, "retry_policy_typed_config"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): remove it", j, what)
-			}
-			if ra.GetHedgePolicy().GetHedgeOnPerTryTimeout() || vh.GetHedgePolicy().GetHedgeOnPerTryTimeout() {
-				out.add(Error, RuleRetry, routePath, "hedge_on_per_try_timeout sends a second copy of traffic the idemgate policy governs (%s)", what)
-			}
+			checkRetries(ra, vh, rc, routePath, vp, j, what, out)
+			checkBufferFilters(bufs, r, vh, routePath, vp, j, &cfg.Routes[pr], what, out)
 			checkTimeout(ra, routePath, &cfg.Routes[pr], what, out)
 			limit, lpath := r.GetPerRequestBufferLimitBytes(), field(routePath, "per_request_buffer_limit_bytes")
 			if limit == nil {
@@ -304,6 +305,63 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			}
 		}
 	}
+}
+
+// checkRetries: Envoy must never send governed traffic upstream twice on
+// its own, behind the filter's back: no router retries (a route's policy
+// replaces its virtual host's; num_retries 0 turns retries off), no
+// hedging, no mirroring to a shadow cluster, no internal redirects that
+// re-send the request elsewhere. A client retry with the same key is the
+// safe way.
+func checkRetries(ra *routev3.RouteAction, vh *routev3.VirtualHost, rc *routev3.RouteConfiguration, routePath, vp string, j int, what string, out *findings) {
+	rap := field(routePath, "route")
+	const resend = "Envoy would re-send a request the upstream may already have executed"
+	switch {
+	case ra.GetRetryPolicy() != nil:
+		if retries(ra.GetRetryPolicy()) {
+			out.add(Error, RuleRetry, field(rap, "retry_policy"), "retries traffic the idemgate policy governs (%s): %s; remove it (a client retry with the same key is safe), or set num_retries: 0", what, resend)
+		}
+	case ra.GetRetryPolicyTypedConfig() != nil:
+		out.add(Error, RuleRetry, field(rap, "retry_policy_typed_config"), "retries traffic the idemgate policy governs (%s): %s; remove it", what, resend)
+	case vh.GetRetryPolicy() != nil:
+		if retries(vh.GetRetryPolicy()) {
+			out.add(Error, RuleRetry, field(vp, "retry_policy"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): %s; remove it, or give that route its own retry_policy with num_retries: 0", j, what, resend)
+		}
+	case vh.GetRetryPolicyTypedConfig() != nil:
+		out.add(Error, RuleRetry, field(vp, "retry_policy_typed_config"), "applies to routes[%d], whose traffic the idemgate policy governs (%s): %s; remove it", j, what, resend)
+	}
+	for _, h := range []struct {
+		p    *routev3.HedgePolicy
+		path string
+	}{{ra.GetHedgePolicy(), field(rap, "hedge_policy")}, {vh.GetHedgePolicy(), field(vp, "hedge_policy")}} {
+		switch {
+		case h.p.GetHedgeOnPerTryTimeout():
+			out.add(Error, RuleRetry, h.path, "hedge_on_per_try_timeout sends a second copy of traffic the idemgate policy governs (%s, routes[%d])", what, j)
+		case h.p.GetInitialRequests().GetValue() > 1 || h.p.GetAdditionalRequestChance().GetNumerator() > 0:
+			out.add(Error, RuleRetry, h.path, "sends more than one copy of traffic the idemgate policy governs (%s, routes[%d]): each copy may execute; remove initial_requests and additional_request_chance", what, j)
+		}
+	}
+	// The most specific non-empty list of mirror policies applies.
+	mirrors, mpath := ra.GetRequestMirrorPolicies(), field(rap, "request_mirror_policies")
+	if len(mirrors) == 0 {
+		mirrors, mpath = vh.GetRequestMirrorPolicies(), field(vp, "request_mirror_policies")
+	}
+	if len(mirrors) == 0 {
+		mirrors, mpath = rc.GetRequestMirrorPolicies(), "the route_config's request_mirror_policies"
+	}
+	if len(mirrors) > 0 {
+		out.add(Error, RuleRetry, mpath, "mirrors traffic the idemgate policy governs (%s, routes[%d]) to cluster %q, which executes every copy unguarded; remove it, or mirror only to a cluster that cannot act on it", what, j, mirrors[0].GetCluster())
+	}
+	if ra.GetInternalRedirectPolicy() != nil || ra.GetInternalRedirectAction() == routev3.RouteAction_HANDLE_INTERNAL_REDIRECT { //nolint:staticcheck // the deprecated action still works
+		out.add(Warning, RuleRetry, rap, "follows upstream redirects internally on traffic the idemgate policy governs (%s): Envoy re-sends the request to the redirect's target after the upstream answered, so the operation may run there too, unguarded by its key", what)
+	}
+}
+
+// retries reports whether a retry policy retries at all: num_retries
+// defaults to 1, and an explicit 0 turns retries off.
+func retries(p *routev3.RetryPolicy) bool {
+	n := p.GetNumRetries()
+	return n == nil || n.GetValue() > 0
 }
 
 // checkTimeout: while the upstream works on a governed request the key is

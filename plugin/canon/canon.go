@@ -30,22 +30,42 @@ const MaxDepth = 128
 // validator, then gjson's verdict on the grammar, then the walk's own
 // reason (see classify).
 func Append(dst, src []byte) ([]byte, error) {
-	out, err := walk(dst, src)
+	return AppendReport(dst, src, nil)
+}
+
+// Report says where a canonical form departs from RFC 8785.
+type Report struct {
+	// Exact holds the byte offsets in src, in document order, of the
+	// numbers written in exact form because their double denotes another
+	// number (doc.go, "Exact numbers"). Empty when the output is RFC 8785's.
+	Exact []int
+}
+
+// AppendReport is Append that also fills rep (when not nil), reusing
+// rep.Exact's storage. After an error rep.Exact is empty.
+func AppendReport(dst, src []byte, rep *Report) ([]byte, error) {
+	if rep != nil {
+		rep.Exact = rep.Exact[:0]
+	}
+	out, err := walk(dst, src, rep)
 	if err != nil {
+		if rep != nil {
+			rep.Exact = rep.Exact[:0]
+		}
 		return dst, classify(src, err)
 	}
 	return out, nil
 }
 
 // walk writes the canonical form of src after dst, checking everything.
-func walk(dst, src []byte) ([]byte, error) {
+func walk(dst, src []byte, rep *Report) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
 	// A string view of src avoids copying the document; nothing retains it
 	// beyond this call.
 	e.buf, e.src = src, unsafe.String(unsafe.SliceData(src), len(src))
-	e.members, e.names = e.members[:0], e.names[:0]
-	defer func() { e.buf, e.src = nil, "" }()
+	e.members, e.names, e.rep = e.members[:0], e.names[:0], rep
+	defer func() { e.buf, e.src, e.rep = nil, "", nil }()
 
 	out, i, err := e.value(dst, e.skipSpace(0), 0)
 	if err != nil {
@@ -126,6 +146,7 @@ type encoder struct {
 	members []member
 	names   []byte
 	reorder []byte
+	rep     *Report // where to note exact numbers, or nil
 }
 
 // member is one name/value pair already written to dst in source order;
@@ -193,7 +214,10 @@ func (e *encoder) value(dst []byte, i, depth int) ([]byte, int, error) {
 	if !ok {
 		return dst, i, e.syntax(j)
 	}
-	dst, err := appendNumber(dst, e.src[i:j], i)
+	dst, exact, err := appendNumber(dst, e.src[i:j], i)
+	if exact && e.rep != nil {
+		e.rep.Exact = append(e.rep.Exact, i)
+	}
 	return dst, j, err
 }
 

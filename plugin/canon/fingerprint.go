@@ -16,7 +16,11 @@ import (
 
 // Request is what a fingerprint covers.
 type Request struct {
-	Method      string
+	Method string
+	// Host is the request's host (":authority"), as received or already
+	// normalized; Fingerprint applies NormalizeHost. A filter that maps
+	// host aliases passes the host the alias stands for.
+	Host        string
 	Target      string      // path and query as received (":path")
 	Headers     [][2]string // request headers (name, value); only selected ones count
 	ContentType string
@@ -102,7 +106,35 @@ func IsJSON(contentType string) bool {
 	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
-const framingTag = "idemgate-fingerprint-v1"
+const framingTag = "idemgate-fingerprint-v2"
+
+// NormalizeHost returns the form of a request host (":authority" or
+// Host) that the fingerprint counts: lower case, a trailing '.' of the
+// name dropped (the FQDN form names the same host), and the port dropped
+// when it is a default one (":80", ":443") or empty; another port is kept,
+// since another port may be another API. IPv6 literals keep their
+// brackets: "[2001:DB8::1]:443" → "[2001:db8::1]".
+func NormalizeHost(h string) string {
+	name, port := h, ""
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i >= 0 {
+			name, port = h[:i+1], h[i+1:]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i:]
+	}
+	if port == ":" || port == ":80" || port == ":443" {
+		port = ""
+	}
+	name = strings.TrimSuffix(name, ".")
+	out := name + port
+	for i := 0; i < len(out); i++ {
+		if c := out[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(out)
+		}
+	}
+	return out
+}
 
 // Fingerprint returns "sha256:<hex>" over the framing in the package doc.
 func Fingerprint(r Request, sel Selection) (string, error) {
@@ -120,6 +152,7 @@ func Fingerprint(r Request, sel Selection) (string, error) {
 	}()
 	b := field((*bp)[:0], framingTag)
 	b = field(b, strings.ToUpper(r.Method))
+	b = field(b, NormalizeHost(r.Host))
 	b = field(b, NormalizeTarget(r.Target))
 	b = appendHeaders(b, r.Headers, sel.Headers)
 	b, err := appendBody(b, r, sel)

@@ -77,7 +77,7 @@ func TestFingerprintFraming(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := Request{Method: "post", Target: "/payments?b=1&a=2", Headers: headers, ContentType: tt.contentType, Body: []byte(tt.body)}
+			r := Request{Method: "post", Host: "API.Example.com:443", Target: "/payments?b=1&a=2", Headers: headers, ContentType: tt.contentType, Body: []byte(tt.body)}
 			tt.sel.Headers = []string{"X-Tenant", "X-Absent"}
 			got, err := Fingerprint(r, tt.sel)
 			if err != nil {
@@ -85,8 +85,9 @@ func TestFingerprintFraming(t *testing.T) {
 			}
 			h := sha256.New()
 			put := func(s string) { num(h, len(s)); h.Write([]byte(s)) }
-			put("idemgate-fingerprint-v1")
+			put("idemgate-fingerprint-v2")
 			put("POST")
+			put("api.example.com")
 			put("/payments?a=2&b=1")
 			num(h, 2)
 			put("x-absent")
@@ -101,6 +102,32 @@ func TestFingerprintFraming(t *testing.T) {
 				t.Errorf("Fingerprint = %s, want %s", got, want)
 			}
 		})
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"api.example.com", "api.example.com"},
+		{"API.Example.COM", "api.example.com"},
+		{"api.example.com:443", "api.example.com"},
+		{"api.example.com:80", "api.example.com"},
+		{"api.example.com:", "api.example.com"},
+		{"api.example.com:8443", "api.example.com:8443"},
+		{"api.example.com.", "api.example.com"},
+		{"api.example.com.:443", "api.example.com"},
+		{"[2001:DB8::1]:443", "[2001:db8::1]"},
+		{"[2001:db8::1]:8080", "[2001:db8::1]:8080"},
+		{"[::1]", "[::1]"},
+		{"127.0.0.1:80", "127.0.0.1"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := NormalizeHost(tt.in); got != tt.want {
+			t.Errorf("NormalizeHost(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if got := NormalizeHost(NormalizeHost(tt.in)); got != tt.want {
+			t.Errorf("NormalizeHost is not idempotent on %q: %q", tt.in, got)
+		}
 	}
 }
 
@@ -128,6 +155,10 @@ func TestFingerprintEquivalence(t *testing.T) {
 		{"method case", base, with(func(r *Request) { r.Method = "post" }), Selection{}, true},
 		{"other method", base, with(func(r *Request) { r.Method = "PUT" }), Selection{}, false},
 		{"other path", base, with(func(r *Request) { r.Target = "/refunds" }), Selection{}, false},
+		{"other host", with(func(r *Request) { r.Host = "api-a" }), with(func(r *Request) { r.Host = "api-b" }), Selection{}, false},
+		{"host and no host", base, with(func(r *Request) { r.Host = "api-a" }), Selection{}, false},
+		{"other port", with(func(r *Request) { r.Host = "api:8443" }), with(func(r *Request) { r.Host = "api:9443" }), Selection{}, false},
+		{"host spelled otherwise", with(func(r *Request) { r.Host = "API.example.com:443" }), with(func(r *Request) { r.Host = "api.example.com" }), Selection{}, true},
 		{"equivalent path", base, with(func(r *Request) { r.Target = "/x/../payments?" }), Selection{}, true},
 		{"excluded field differs", base, with(func(r *Request) {
 			r.Body = []byte(`{"amount":1000,"currency":"EUR","client_timestamp":"2026-11-23T10:00:05Z"}`)

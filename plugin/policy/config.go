@@ -25,9 +25,12 @@ type Config struct {
 
 // ControlPlane says how the filter reaches the key service.
 type ControlPlane struct {
-	Cluster        string        // Envoy cluster of the control plane
-	Authority      string        // :authority of the callouts
-	Token          string        // bearer token; empty only with InsecureNoAuth
+	Cluster   string // Envoy cluster of the control plane
+	Authority string // :authority of the callouts
+	Token     string // bearer token; empty only with InsecureNoAuth
+	// TokenEnv names the environment variable of the Wasm VM holding the
+	// token; ResolveEnv reads it into Token. "" when the token is inline.
+	TokenEnv       string
 	InsecureNoAuth bool          // send no token (a local demo, never production)
 	Timeout        time.Duration // of one callout
 }
@@ -57,9 +60,24 @@ type Route struct {
 	TTL                    time.Duration // how long a completed response is kept
 	Lease                  time.Duration // how long a reservation holds without an answer
 
-	// StoreStatuses and ReleaseStatuses partition 200–599; see Classify.
-	StoreStatuses   StatusSet
-	ReleaseStatuses StatusSet
+	// StoreStatuses, ReleaseStatuses and IndeterminateStatuses partition
+	// 200–599; see Classify.
+	StoreStatuses         StatusSet
+	ReleaseStatuses       StatusSet
+	IndeterminateStatuses StatusSet
+	// NotExecutedHeader (lower case) is the response header by which the
+	// upstream says "nothing happened, a retry is safe": its presence
+	// releases the key whatever the status. The filter removes it from
+	// every response of the route, so that clients never see it.
+	NotExecutedHeader string
+
+	// AllowAnonymous lets requests without a principal (every scope value
+	// absent or empty) through, sharing one scope; without it such a
+	// request is refused with 401.
+	AllowAnonymous bool
+	// HostAliases maps a host (as CanonicalHost normalizes it) to the host
+	// whose records it shares; nil when the route names none.
+	HostAliases map[string]string
 
 	OnDuplicate     OnDuplicate
 	OnInProgress    OnInProgress
@@ -198,14 +216,23 @@ const (
 var DefaultMethods = []string{"POST", "PATCH"}
 
 // Classify says what becomes of the key after an upstream response with
-// this status. A status outside 200–599 is stored: never releasing on what
-// the policy does not cover means never executing twice by accident.
+// this status (the not-executed header, which releases whatever the
+// status, is the filter's to check). A status outside 200–599 (a 600 or
+// above) is stored: never releasing on what the policy does not cover
+// means never executing twice by accident.
 func (r *Route) Classify(status int) Outcome {
-	if r.ReleaseStatuses.Has(status) {
+	switch {
+	case r.ReleaseStatuses.Has(status):
 		return Release
+	case r.IndeterminateStatuses.Has(status):
+		return Indeterminate
 	}
 	return Store
 }
+
+// DefaultNotExecutedHeader is the response header by which an upstream
+// marks a response as "not executed" unless a route names another.
+const DefaultNotExecutedHeader = "idempotency-not-executed"
 
 // String leaves the token out, so that logging a configuration does not
 // leak it (fmt uses it for a ControlPlane nested in a Config too).
@@ -214,6 +241,6 @@ func (cp ControlPlane) String() string {
 	if cp.Token != "" {
 		token = "<redacted>"
 	}
-	return fmt.Sprintf("{Cluster:%s Authority:%s Token:%s InsecureNoAuth:%t Timeout:%v}",
-		cp.Cluster, cp.Authority, token, cp.InsecureNoAuth, cp.Timeout)
+	return fmt.Sprintf("{Cluster:%s Authority:%s Token:%s TokenEnv:%s InsecureNoAuth:%t Timeout:%v}",
+		cp.Cluster, cp.Authority, token, cp.TokenEnv, cp.InsecureNoAuth, cp.Timeout)
 }

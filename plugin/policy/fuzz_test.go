@@ -11,6 +11,9 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(withRoute(`"on_in_progress": "wait", "release_statuses": ["5xx", "409"]`)))
+	f.Add([]byte(withRoute(`"indeterminate_statuses": ["5xx"], "store_statuses": ["2xx"], "not_executed_header": "x-n", "allow_anonymous": true`)))
+	f.Add([]byte(withRoute(`"host_aliases": [{"host": "a.example", "aliases": ["[::1]:8443", "b.example:80"]}]`)))
+	f.Add([]byte(withCP(`"cluster": "c", "authority": "a", "token_env": "IDEMGATE_FILTER_TOKEN"`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {
@@ -22,8 +25,8 @@ func FuzzParse(f *testing.F) {
 		if len(c.Routes) == 0 {
 			t.Fatal("accepted a configuration without routes")
 		}
-		if c.ControlPlane.Token == "" && !c.ControlPlane.InsecureNoAuth {
-			t.Fatal("accepted a control plane without a token")
+		if cp := c.ControlPlane; (cp.Token != "") == (cp.TokenEnv != "") == !cp.InsecureNoAuth || cp.Token != "" && cp.TokenEnv != "" {
+			t.Fatalf("accepted a control plane without exactly one of token, token_env and insecure_no_auth: %v", cp)
 		}
 		for i := range c.Routes {
 			r := &c.Routes[i]
@@ -42,8 +45,25 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("route %d: wait timeout %v", i, r.WaitTimeout)
 			}
 			for st := minStatus; st <= maxStatus; st++ {
-				if r.StoreStatuses.Has(st) == r.ReleaseStatuses.Has(st) {
-					t.Fatalf("route %d: status %d in both sets or neither", i, st)
+				n := 0
+				for _, set := range []*StatusSet{&r.StoreStatuses, &r.ReleaseStatuses, &r.IndeterminateStatuses} {
+					if set.Has(st) {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Fatalf("route %d: status %d in %d sets, want exactly one", i, st, n)
+				}
+			}
+			if r.Classify(600) != Store {
+				t.Fatalf("route %d: status 600 not stored", i)
+			}
+			if r.NotExecutedHeader == "" || r.ReplayHeader(r.NotExecutedHeader) {
+				t.Fatalf("route %d: not-executed header %q empty or replayed", i, r.NotExecutedHeader)
+			}
+			for alias, h := range r.HostAliases {
+				if r.CanonicalHost(alias) != h || r.CanonicalHost(h) != h {
+					t.Fatalf("route %d: alias %q of %q does not map", i, alias, h)
 				}
 			}
 			if r.Fingerprint.Validate() != nil {

@@ -100,11 +100,27 @@ func (raw *rawControlPlane) build(path string) (ControlPlane, error) {
 	if err := checkPrintable(cp.Authority); err != nil {
 		return cp, wrapField(path+".authority", err)
 	}
+	if raw.TokenEnv != nil {
+		if !validEnvName(*raw.TokenEnv) {
+			return cp, fieldErr(path+".token_env", "want an environment variable name such as \"IDEMGATE_FILTER_TOKEN\" (letters, digits, '_', not starting with a digit), got %q", *raw.TokenEnv)
+		}
+		cp.TokenEnv = *raw.TokenEnv
+	}
+	// Exactly one way to authenticate, so that a token left in the route
+	// configuration next to token_env is not silently used or ignored.
+	n := 0
+	for _, set := range []bool{cp.Token != "", cp.TokenEnv != "", cp.InsecureNoAuth} {
+		if set {
+			n++
+		}
+	}
 	switch {
-	case cp.Token == "" && !cp.InsecureNoAuth:
-		return cp, fieldErr(path+".token", "required (or set insecure_no_auth: true for a local demo)")
-	case cp.Token != "" && cp.InsecureNoAuth:
+	case n == 0:
+		return cp, fieldErr(path+".token", "required: give token_env (the token from the Wasm VM's environment), token, or insecure_no_auth: true for a local demo")
+	case n > 1 && cp.InsecureNoAuth:
 		return cp, fieldErr(path+".insecure_no_auth", "contradicts the token that is set")
+	case n > 1:
+		return cp, fieldErr(path+".token", "give token_env or token, not both")
 	case cp.Token != "":
 		// It goes into a header: a CR or LF would split it.
 		if err := checkPrintable(cp.Token); err != nil {

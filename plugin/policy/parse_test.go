@@ -46,6 +46,8 @@ func TestParseDefaults(t *testing.T) {
 		Lease:                  30 * time.Second,
 		StoreStatuses:          got.StoreStatuses,
 		ReleaseStatuses:        got.ReleaseStatuses,
+		IndeterminateStatuses:  got.IndeterminateStatuses,
+		NotExecutedHeader:      "idempotency-not-executed",
 		OnDuplicate:            Replay,
 		OnInProgress:           Conflict,
 		FailureMode:            FailClosed,
@@ -66,7 +68,9 @@ func TestParseEverything(t *testing.T) {
 	    "scope": {"headers": ["x-api-key"], "metadata": {"filter": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"]}},
 	    "fingerprint": {"include": ["amount", "currency"], "exclude": ["amount.note"], "headers": ["Content-Type"]},
 	    "max_body_bytes": 4096, "max_stored_response_bytes": 2048, "edge_cache_ttl": "30s", "edge_cache_max_entry_bytes": 4096, "ttl": "1h", "lease": "10s",
-	    "release_statuses": ["5xx", "429"],
+	    "release_statuses": ["429"], "indeterminate_statuses": ["5xx"], "store_statuses": ["408"],
+	    "not_executed_header": "X-Not-Executed", "allow_anonymous": true,
+	    "host_aliases": [{"host": "API.example.com", "aliases": ["api-legacy.example.com:443", "api.example.com:8443"]}],
 	    "on_duplicate": "reject", "on_in_progress": "wait", "wait_timeout": "2s",
 	    "failure_mode": "open", "on_indeterminate": "release",
 	    "replay_headers": ["X-Request-Id", "Content-Type"], "replay_set_cookie": true
@@ -97,6 +101,12 @@ func TestParseEverything(t *testing.T) {
 		{"lease", r.Lease, 10 * time.Second},
 		{"408 stored", r.Classify(408), Store},
 		{"429 released", r.Classify(429), Release},
+		{"500 indeterminate", r.Classify(500), Indeterminate},
+		{"not executed header", r.NotExecutedHeader, "x-not-executed"},
+		{"allow anonymous", r.AllowAnonymous, true},
+		{"host aliases", r.HostAliases, map[string]string{"api-legacy.example.com": "api.example.com", "api.example.com:8443": "api.example.com"}},
+		{"alias host", r.CanonicalHost("API-Legacy.example.com:443"), "api.example.com"},
+		{"other host", r.CanonicalHost("api-b.example.com"), "api-b.example.com"},
 		{"on duplicate", r.OnDuplicate, Reject},
 		{"on in progress", r.OnInProgress, Wait},
 		{"wait timeout", r.WaitTimeout, 2 * time.Second},
@@ -122,9 +132,28 @@ func TestParseDerivedDefaults(t *testing.T) {
 		{"lease no longer than a short ttl", `"ttl": "10s"`, func(r *Route) (any, any) { return r.Lease, 10 * time.Second }},
 		{"wait timeout default", `"on_in_progress": "wait"`, func(r *Route) (any, any) { return r.WaitTimeout, 5 * time.Second }},
 		{"wait timeout no longer than the lease", `"on_in_progress": "wait", "lease": "2s"`, func(r *Route) (any, any) { return r.WaitTimeout, 2 * time.Second }},
-		{"store only: release is the rest", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(503), Release }},
-		{"store only: 4xx stored", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(429), Store }},
+		{"store only: the others keep their defaults", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(503), Indeterminate }},
+		{"store only: an explicit store wins over a default", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(429), Store }},
+		{"store only: unnamed statuses stored", `"store_statuses": ["2xx"]`, func(r *Route) (any, any) { return r.Classify(500), Store }},
+		{"store 503 alone", `"store_statuses": ["503"]`, func(r *Route) (any, any) {
+			return []Outcome{r.Classify(502), r.Classify(503), r.Classify(504)}, []Outcome{Indeterminate, Store, Indeterminate}
+		}},
+		{"old release default written out keeps releasing 5xx", `"release_statuses": ["5xx", "408", "425", "429"]`, func(r *Route) (any, any) { return r.Classify(503), Release }},
+		{"all 5xx indeterminate", `"indeterminate_statuses": ["5xx"]`, func(r *Route) (any, any) {
+			return []Outcome{r.Classify(500), r.Classify(599), r.Classify(429)}, []Outcome{Indeterminate, Indeterminate, Release}
+		}},
+		{"release 409 too", `"release_statuses": ["408", "409", "425", "429"]`, func(r *Route) (any, any) {
+			return []Outcome{r.Classify(409), r.Classify(503)}, []Outcome{Release, Indeterminate}
+		}},
 		{"both, partitioned", `"store_statuses": ["200-499"], "release_statuses": ["5xx"]`, func(r *Route) (any, any) { return r.Classify(408), Store }},
+		{"status 600 stored", `"indeterminate_statuses": ["2xx", "3xx", "4xx", "5xx"]`, func(r *Route) (any, any) { return r.Classify(600), Store }},
+		{"not executed header default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.NotExecutedHeader, DefaultNotExecutedHeader }},
+		{"anonymous refused by default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.AllowAnonymous, false }},
+		{"no host aliases", `"ttl": "24h"`, func(r *Route) (any, any) { return r.CanonicalHost("API.Example.com.:443"), "api.example.com" }},
+		{"host alias with a port", `"host_aliases": [{"host": "a.example", "aliases": ["a.internal:8080", "B.example", "[::1]:8443"]}]`, func(r *Route) (any, any) {
+			return []string{r.CanonicalHost("a.internal:8080"), r.CanonicalHost("a.internal"), r.CanonicalHost("b.example:80"), r.CanonicalHost("[::1]:8443"), r.CanonicalHost("[::1]")},
+				[]string{"a.example", "a.internal", "a.example", "a.example", "[::1]"}
+		}},
 		{"no replay_set_cookie", `"replay_headers": ["x-trace"]`, func(r *Route) (any, any) { return r.ReplayHeader("set-cookie"), false }},
 		{"scope metadata only", `"scope": {"metadata": {"filter": "f", "path": ["k"]}}`, func(r *Route) (any, any) { return r.Scope.Headers == nil, true }},
 		{"scope unkeyed by default", `"ttl": "24h"`, func(r *Route) (any, any) { return r.Scope.HMACKey == nil && r.Scope.HMACKeyEnv == "", true }},
@@ -184,8 +213,13 @@ func TestParseErrors(t *testing.T) {
 		{"no cluster", withCP(`"authority": "a", "token": "t"`), "control_plane.cluster: required"},
 		{"no authority", withCP(`"cluster": "c", "token": "t"`), "control_plane.authority: required"},
 		{"authority with path", withCP(`"cluster": "c", "authority": "a/b", "token": "t"`), "control_plane.authority: want host or host:port"},
-		{"no token", withCP(`"cluster": "c", "authority": "a"`), "control_plane.token: required"},
+		{"no token", withCP(`"cluster": "c", "authority": "a"`), "control_plane.token: required: give token_env"},
 		{"token and insecure", withCP(`"cluster": "c", "authority": "a", "token": "t", "insecure_no_auth": true`), "control_plane.insecure_no_auth: contradicts"},
+		{"token env and insecure", withCP(`"cluster": "c", "authority": "a", "token_env": "T", "insecure_no_auth": true`), "control_plane.insecure_no_auth: contradicts"},
+		{"token and token env", withCP(`"cluster": "c", "authority": "a", "token": "t", "token_env": "T"`), "control_plane.token: give token_env or token, not both"},
+		{"token env bad name", withCP(`"cluster": "c", "authority": "a", "token_env": "MY-TOKEN"`), "control_plane.token_env: want an environment variable name"},
+		{"token env empty name", withCP(`"cluster": "c", "authority": "a", "token_env": ""`), "control_plane.token_env: want an environment variable name"},
+		{"empty token", withCP(`"cluster": "c", "authority": "a", "token": ""`), "control_plane.token: required"},
 		{"token with newline", withCP(`"cluster": "c", "authority": "a", "token": "t\r\nx: y"`), "control_plane.token: byte 1 is not visible ASCII"},
 		{"timeout bad", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": "soon"`), `control_plane.timeout: want a duration`},
 		{"timeout number", withCP(`"cluster": "c", "authority": "a", "token": "t", "timeout": 250`), `control_plane.timeout: want a string, got a number`},
@@ -266,7 +300,30 @@ func TestParseErrors(t *testing.T) {
 		{"status number", withRoute(`"release_statuses": [503]`), `routes[0].release_statuses[0]: want a string, got a number`},
 		{"statuses empty", withRoute(`"store_statuses": []`), `routes[0].store_statuses: must not be empty`},
 		{"statuses overlap", withRoute(`"store_statuses": ["2xx", "3xx", "4xx"], "release_statuses": ["5xx", "429"]`), `routes[0].release_statuses: 429 is also in store_statuses`},
-		{"statuses gap", withRoute(`"store_statuses": ["2xx", "3xx"], "release_statuses": ["5xx"]`), `routes[0].store_statuses: 400 is in neither`},
+		{"indeterminate overlaps release", withRoute(`"release_statuses": ["5xx"], "indeterminate_statuses": ["503"]`), `routes[0].indeterminate_statuses: 503 is also in release_statuses`},
+		{"indeterminate overlaps store", withRoute(`"store_statuses": ["500-502"], "indeterminate_statuses": ["5xx"]`), `routes[0].indeterminate_statuses: 500 is also in store_statuses`},
+		{"indeterminate empty", withRoute(`"indeterminate_statuses": []`), `routes[0].indeterminate_statuses: must not be empty`},
+		{"indeterminate 600", withRoute(`"indeterminate_statuses": ["600"]`), `routes[0].indeterminate_statuses[0]: "600": a final status is 200 to 599`},
+		{"not executed pseudo", withRoute(`"not_executed_header": ":status"`), `routes[0].not_executed_header: want a response header name, not a pseudo-header`},
+		{"not executed bad", withRoute(`"not_executed_header": "not executed"`), `routes[0].not_executed_header: want an HTTP header name`},
+		{"not executed empty", withRoute(`"not_executed_header": ""`), `routes[0].not_executed_header: want an HTTP header name`},
+		{"not executed framing", withRoute(`"not_executed_header": "Content-Length"`), `routes[0].not_executed_header: content-length is a header responses need`},
+		{"not executed replayed", withRoute(`"not_executed_header": "Location"`), `routes[0].not_executed_header: location is a replayed header`},
+		{"not executed replayed by config", withRoute(`"replay_headers": ["x-done"], "not_executed_header": "X-Done"`), `routes[0].not_executed_header: x-done is a replayed header`},
+		{"allow anonymous string", withRoute(`"allow_anonymous": "yes"`), `routes[0].allow_anonymous: want true or false`},
+		{"host aliases empty", withRoute(`"host_aliases": []`), `routes[0].host_aliases: must not be empty`},
+		{"host alias without aliases", withRoute(`"host_aliases": [{"host": "a.example"}]`), `routes[0].host_aliases[0].aliases: required`},
+		{"host alias wildcard", withRoute(`"host_aliases": [{"host": "*.example", "aliases": ["b"]}]`), `routes[0].host_aliases[0].host: want an exact host, not a wildcard`},
+		{"host alias bad port", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b:0"]}]`), `routes[0].host_aliases[0].aliases[0]: want host or host:port`},
+		{"host alias bad port text", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b:https"]}]`), `routes[0].host_aliases[0].aliases[0]: want host or host:port`},
+		{"host alias path", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b/c"]}]`), `routes[0].host_aliases[0].aliases[0]: '/' is not allowed`},
+		{"host alias of itself", withRoute(`"host_aliases": [{"host": "a", "aliases": ["A:443"]}]`), `routes[0].host_aliases[0].aliases[0]: "a" is a host of host_aliases itself`},
+		{"host alias chain", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "c", "aliases": ["a"]}]`), `routes[0].host_aliases[1].aliases[0]: "a" is a host of host_aliases itself`},
+		{"host alias twice", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "c", "aliases": ["B:80"]}]`), `routes[0].host_aliases[1].aliases[0]: "b" is already an alias of "a"`},
+		{"host aliases host twice", withRoute(`"host_aliases": [{"host": "a", "aliases": ["b"]}, {"host": "A", "aliases": ["c"]}]`), `routes[0].host_aliases[1].host: "a" appears twice`},
+		{"host alias outside match.host", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "*.example.com", "path": "/"}, "scope": {"headers": ["a"]}, "host_aliases": [{"host": "a.example.com", "aliases": ["b.example.com:8080", "b.example.org"]}]}]}`, `routes[0].host_aliases[0].aliases[1]: "b.example.org" is outside match.host "*.example.com"`},
+		{"host alias host outside match.host", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"host": "a.example.com", "path": "/"}, "scope": {"headers": ["a"]}, "host_aliases": [{"host": "b.example.com", "aliases": ["a.example.com:8080"]}]}]}`, `routes[0].host_aliases[0].host: "b.example.com" is outside match.host "a.example.com"`},
+		{"host alias unknown field", withRoute(`"host_aliases": [{"host": "a", "alias": ["b"]}]`), `routes[0].host_aliases[0].alias: unknown field`},
 		{"replay set-cookie", withRoute(`"replay_headers": ["Set-Cookie"]`), `routes[0].replay_headers[0]: set-cookie is replayed only with replay_set_cookie: true`},
 		{"replay hop-by-hop", withRoute(`"replay_headers": ["x-a", "Transfer-Encoding"]`), `routes[0].replay_headers[1]: transfer-encoding is never replayed`},
 		{"replay duplicate", withRoute(`"replay_headers": ["x-a", "X-A"]`), `routes[0].replay_headers[1]: "X-A" appears twice`},
@@ -383,6 +440,51 @@ func TestResolveEnv(t *testing.T) {
 			}
 			if c.Routes[0].Scope.HMACKey != nil {
 				t.Errorf("route 0 has a key; it names none")
+			}
+		})
+	}
+}
+
+// TestResolveTokenEnv: control_plane.token_env is read at plugin start;
+// a variable that is unset, empty or not visible ASCII fails it, naming
+// the field and never the value.
+func TestResolveTokenEnv(t *testing.T) {
+	config := withCP(`"cluster": "c", "authority": "a", "token_env": "FILTER_TOKEN"`)
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // "" means success
+	}{
+		{"set", map[string]string{"FILTER_TOKEN": "tok-from-env"}, ""},
+		{"unset", nil, "control_plane.token_env: environment variable FILTER_TOKEN is not set in the Wasm VM"},
+		{"empty", map[string]string{"FILTER_TOKEN": ""}, "control_plane.token_env: environment variable FILTER_TOKEN is empty"},
+		{"newline", map[string]string{"FILTER_TOKEN": "tok\r\nx: y"}, "control_plane.token_env: environment variable FILTER_TOKEN: byte 3 is not visible ASCII"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ControlPlane.Token != "" || c.ControlPlane.TokenEnv != "FILTER_TOKEN" {
+				t.Fatalf("control plane %v before ResolveEnv, want no token and token_env FILTER_TOKEN", c.ControlPlane)
+			}
+			err = c.ResolveEnv(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if tt.wantErr == "" {
+				if err != nil || c.ControlPlane.Token != "tok-from-env" {
+					t.Fatalf("ResolveEnv() = %v, token %q; want the variable's value", err, c.ControlPlane.Token)
+				}
+				if s := fmt.Sprintf("%v %+v", c.ControlPlane, c); strings.Contains(s, "tok-from-env") {
+					t.Errorf("token printed: %s", s)
+				}
+				return
+			}
+			var fe *FieldError
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalid) || !errors.As(err, &fe) || fe.Path != "control_plane.token_env" {
+				t.Fatalf("ResolveEnv() = %v, want an ErrInvalid field error containing %q", err, tt.wantErr)
+			}
+			if v := tt.env["FILTER_TOKEN"]; v != "" && strings.Contains(err.Error(), v) {
+				t.Errorf("error %q contains the token", err)
 			}
 		})
 	}

@@ -13,6 +13,7 @@ type rawControlPlane struct {
 	Cluster        string  `json:"cluster"`
 	Authority      string  `json:"authority"`
 	Token          string  `json:"token"`
+	TokenEnv       *string `json:"token_env"`
 	InsecureNoAuth bool    `json:"insecure_no_auth"`
 	Timeout        *string `json:"timeout"`
 }
@@ -33,6 +34,10 @@ type rawRoute struct {
 	Lease           *string         `json:"lease"`
 	StoreStatuses   []string        `json:"store_statuses"`
 	ReleaseStatuses []string        `json:"release_statuses"`
+	IndetStatuses   []string        `json:"indeterminate_statuses"`
+	NotExecuted     *string         `json:"not_executed_header"`
+	AllowAnonymous  bool            `json:"allow_anonymous"`
+	HostAliases     []rawHostAlias  `json:"host_aliases"`
 	OnDuplicate     *string         `json:"on_duplicate"`
 	OnInProgress    *string         `json:"on_in_progress"`
 	WaitTimeout     *string         `json:"wait_timeout"`
@@ -40,6 +45,11 @@ type rawRoute struct {
 	OnIndeterminate *string         `json:"on_indeterminate"`
 	ReplayHeaders   []string        `json:"replay_headers"`
 	ReplaySetCookie bool            `json:"replay_set_cookie"`
+}
+
+type rawHostAlias struct {
+	Host    string   `json:"host"`
+	Aliases []string `json:"aliases"`
 }
 
 type rawMatch struct {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,7 +72,7 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	if err = raw.buildTimes(path, &r); err != nil {
 		return r, err
 	}
-	if r.StoreStatuses, r.ReleaseStatuses, err = statuses(path, raw.StoreStatuses, raw.ReleaseStatuses); err != nil {
+	if r.StoreStatuses, r.ReleaseStatuses, r.IndeterminateStatuses, err = statuses(path, raw); err != nil {
 		return r, err
 	}
 	if r.OnDuplicate, err = oneOf(path+".on_duplicate", raw.OnDuplicate, Replay, Replay, Reject); err != nil {
@@ -86,7 +87,132 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	if r.ReplayHeaders, err = replayHeaders(path+".replay_headers", raw.ReplayHeaders, raw.ReplaySetCookie); err != nil {
 		return r, err
 	}
+	if r.NotExecutedHeader, err = notExecutedHeader(path+".not_executed_header", raw.NotExecuted, &r); err != nil {
+		return r, err
+	}
+	r.AllowAnonymous = raw.AllowAnonymous
+	if r.HostAliases, err = hostAliases(path+".host_aliases", raw.HostAliases); err != nil {
+		return r, err
+	}
+	// An alias applies only to requests the route matches: one outside
+	// match.host is a typo or a dead entry, refused like an unknown field.
+	for i, e := range raw.HostAliases {
+		for j, h := range append([]string{e.Host}, e.Aliases...) {
+			if r.Match.matchHost(normalizeHost(h)) {
+				continue
+			}
+			p := fmt.Sprintf("%s.host_aliases[%d].host", path, i)
+			if j > 0 {
+				p = fmt.Sprintf("%s.host_aliases[%d].aliases[%d]", path, i, j-1)
+			}
+			return r, fieldErr(p, "%q is outside match.host %q: the route never sees its requests", h, r.Match.Host)
+		}
+	}
 	return r, nil
+}
+
+// notExecutedHeader checks the route's not-executed header. The filter
+// removes it from every response of the route, so it must not be a header
+// a response needs or a replay returns.
+func notExecutedHeader(path string, name *string, r *Route) (string, error) {
+	if name == nil {
+		return DefaultNotExecutedHeader, nil
+	}
+	n, err := headerName(path, *name)
+	switch {
+	case err != nil:
+		return "", err
+	case strings.HasPrefix(n, ":"):
+		return "", fieldErr(path, "want a response header name, not a pseudo-header, got %q", *name)
+	case n == "set-cookie" || slices.Contains(neverReplayed, n):
+		return "", fieldErr(path, "%s is a header responses need; the not-executed header is removed from every response", n)
+	case r.ReplayHeader(n):
+		return "", fieldErr(path, "%s is a replayed header (replay_headers or the safe default); the not-executed header is removed from every response", n)
+	}
+	return n, nil
+}
+
+// hostAliases builds the alias → canonical host map: each entry names a
+// host and the other hosts whose requests share its records. An alias is
+// named once, and never as another entry's host (no chains).
+func hostAliases(path string, raw []rawHostAlias) (map[string]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if len(raw) == 0 {
+		return nil, fieldErr(path, "must not be empty; leave it out when no hosts share records")
+	}
+	canonical := map[string]bool{}
+	for i, e := range raw {
+		h, err := exactHost(e.Host)
+		if err != nil {
+			return nil, wrapField(fmt.Sprintf("%s[%d].host", path, i), err)
+		}
+		if canonical[h] {
+			return nil, fieldErr(fmt.Sprintf("%s[%d].host", path, i), "%q appears twice", h)
+		}
+		canonical[h] = true
+	}
+	out := map[string]string{}
+	for i, e := range raw {
+		p := fmt.Sprintf("%s[%d].aliases", path, i)
+		if len(e.Aliases) == 0 {
+			return nil, fieldErr(p, "required: the hosts that share the records of %q", e.Host)
+		}
+		h, _ := exactHost(e.Host)
+		for j, a := range e.Aliases {
+			pa := fmt.Sprintf("%s[%d]", p, j)
+			n, err := exactHost(a)
+			switch {
+			case err != nil:
+				return nil, wrapField(pa, err)
+			case canonical[n]:
+				return nil, fieldErr(pa, "%q is a host of host_aliases itself; name each host once", n)
+			case out[n] != "":
+				return nil, fieldErr(pa, "%q is already an alias of %q", n, out[n])
+			}
+			out[n] = h
+		}
+	}
+	return out, nil
+}
+
+// exactHost checks a host with an optional port, without wildcard, and
+// returns it as the fingerprint counts a request's host
+// (canon.NormalizeHost: lower case, no default port).
+func exactHost(h string) (string, error) {
+	name, port := h, ""
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i >= 0 {
+			name, port = h[:i+1], h[i+1:]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i:]
+	}
+	if port != "" {
+		p := strings.TrimPrefix(port, ":")
+		n, err := strconv.Atoi(p)
+		if len(port) == 1 || !strings.HasPrefix(port, ":") || err != nil || n < 1 || n > 65535 || p[0] == '0' || p[0] == '+' {
+			return "", fmt.Errorf("want host or host:port (a port 1 to 65535), got %q", h)
+		}
+	}
+	if strings.HasPrefix(name, "*") {
+		return "", fmt.Errorf("want an exact host, not a wildcard, got %q", h)
+	}
+	if _, err := validHost(name); err != nil {
+		return "", err
+	}
+	return canon.NormalizeHost(h), nil
+}
+
+// CanonicalHost returns the host a request's :authority counts as in the
+// fingerprint: canon.NormalizeHost of it, or the host it is an alias of.
+func (r *Route) CanonicalHost(authority string) string {
+	h := canon.NormalizeHost(authority)
+	if c, ok := r.HostAliases[h]; ok {
+		return c
+	}
+	return h
 }
 
 func (raw *rawRoute) buildTimes(path string, r *Route) error {
@@ -261,14 +387,30 @@ func validEnvName(s string) bool {
 	return true
 }
 
-// ResolveEnv reads the key of every scope that names hmac_key_env through
-// lookup (os.LookupEnv in the filter: a standard-Go wasip1 module sees the
-// variables Envoy's vm_config.environment_variables passes). A variable
-// that is unset, empty or shorter than MinHMACKeyBytes is an error naming
-// the field; like Parse's, it wraps ErrInvalid. The filter calls it at
-// plugin start, so a missing secret fails the start instead of silently
-// hashing without it.
+// ResolveEnv reads the secrets the configuration names by environment
+// variable through lookup (os.LookupEnv in the filter: a standard-Go
+// wasip1 module sees the variables Envoy's vm_config.environment_variables
+// passes): control_plane.token_env, and the key of every scope that names
+// hmac_key_env. A variable that is unset or empty, a token that is not
+// visible ASCII, or a key shorter than MinHMACKeyBytes is an error naming
+// the field (never the value); like Parse's, it wraps ErrInvalid. The
+// filter calls it at plugin start, so a missing secret fails the start
+// instead of silently calling without it or hashing without it.
 func (c *Config) ResolveEnv(lookup func(string) (string, bool)) error {
+	if name := c.ControlPlane.TokenEnv; name != "" {
+		const path = "control_plane.token_env"
+		v, ok := lookup(name)
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %w", ErrInvalid, fieldErr(path, "environment variable %s is not set in the Wasm VM (pass it with vm_config.environment_variables)", name))
+		case v == "":
+			return fmt.Errorf("%w: %w", ErrInvalid, fieldErr(path, "environment variable %s is empty", name))
+		}
+		if err := checkPrintable(v); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, wrapField(path, fmt.Errorf("environment variable %s: %w", name, err)))
+		}
+		c.ControlPlane.Token = v
+	}
 	for i := range c.Routes {
 		s := &c.Routes[i].Scope
 		if s.HMACKeyEnv == "" {
@@ -313,53 +455,52 @@ func (raw *rawFingerprint) build(path string) (canon.Selection, error) {
 	return sel, nil
 }
 
-// statuses builds the two sets: a set left out is the complement of the
-// other (both left out: the defaults); both given must not overlap and must
-// cover 200–599 together, so that every final status has a decided outcome.
-func statuses(path string, store, release []string) (StatusSet, StatusSet, error) {
-	var s, r StatusSet
-	parse := func(name string, entries []string) (StatusSet, error) {
-		if len(entries) == 0 {
-			return StatusSet{}, fieldErr(path+"."+name, "must not be empty; leave it out for the default")
+// statuses builds the three outcome sets. Lists given must not overlap.
+// A release or indeterminate list left out is its default less the
+// statuses the given lists name, so that an explicit entry wins over a
+// default (store_statuses: ["503"] stores 503 and keeps 502 and 504
+// indeterminate). Every status no set holds is stored: the store set
+// returned is the complement of the other two, whatever store_statuses
+// names, because never releasing on what the policy does not name means
+// never executing twice by accident.
+func statuses(path string, raw *rawRoute) (store, release, indet StatusSet, err error) {
+	lists := []struct {
+		name    string
+		entries []string
+		set     StatusSet
+	}{{name: "store_statuses", entries: raw.StoreStatuses}, {name: "release_statuses", entries: raw.ReleaseStatuses}, {name: "indeterminate_statuses", entries: raw.IndetStatuses}}
+	var given StatusSet // every status a given list names
+	for i := range lists {
+		l := &lists[i]
+		if l.entries == nil {
+			continue
 		}
-		set, i, err := parseStatusSet(entries)
-		if err != nil {
-			return set, wrapField(fmt.Sprintf("%s.%s[%d]", path, name, i), err)
+		if len(l.entries) == 0 {
+			return store, release, indet, fieldErr(path+"."+l.name, "must not be empty; leave it out for the default")
 		}
-		return set, nil
-	}
-	var err error
-	switch {
-	case store == nil && release == nil:
-		r = defaultRelease
-		s = r.complement()
-	case store == nil:
-		if r, err = parse("release_statuses", release); err != nil {
-			return s, r, err
+		var at int
+		if l.set, at, err = parseStatusSet(l.entries); err != nil {
+			return store, release, indet, wrapField(fmt.Sprintf("%s.%s[%d]", path, l.name, at), err)
 		}
-		s = r.complement()
-	case release == nil:
-		if s, err = parse("store_statuses", store); err != nil {
-			return s, r, err
-		}
-		r = s.complement()
-	default:
-		if s, err = parse("store_statuses", store); err != nil {
-			return s, r, err
-		}
-		if r, err = parse("release_statuses", release); err != nil {
-			return s, r, err
-		}
-		if st := s.firstShared(&r); st != 0 {
-			return s, r, fieldErr(path+".release_statuses", "%d is also in store_statuses", st)
-		}
-		for st := minStatus; st <= maxStatus; st++ {
-			if !s.Has(st) && !r.Has(st) {
-				return s, r, fieldErr(path+".store_statuses", "%d is in neither store_statuses nor release_statuses; give one of them only and the other is its complement", st)
+		for _, o := range lists[:i] {
+			if o.entries == nil {
+				continue
+			}
+			if st := l.set.firstShared(&o.set); st != 0 {
+				return store, release, indet, fieldErr(path+"."+l.name, "%d is also in %s; a status has one outcome", st, o.name)
 			}
 		}
+		given = given.union(&l.set)
 	}
-	return s, r, nil
+	release, indet = lists[1].set, lists[2].set
+	if lists[1].entries == nil {
+		release = defaultRelease.without(&given)
+	}
+	if lists[2].entries == nil {
+		indet = defaultIndeterminate.without(&given)
+	}
+	both := release.union(&indet)
+	return both.complement(), release, indet, nil
 }
 
 func replayHeaders(path string, extra []string, setCookie bool) ([]string, error) {

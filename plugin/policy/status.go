@@ -12,14 +12,23 @@ type Outcome int
 const (
 	// Store: a definite outcome; the response is kept and replayed.
 	Store Outcome = iota
-	// Release: a transactional failure; the key is freed so a retry may
-	// execute.
+	// Release: evidence that the operation did not run (a transactional
+	// failure, or the upstream's not-executed header); the key is freed
+	// so a retry may execute.
 	Release
+	// Indeterminate: the operation may have run and the answer does not
+	// say how it ended (a proxy's 502/503/504 after the app may have
+	// executed); handled like a request that got no response, by the
+	// route's on_indeterminate.
+	Indeterminate
 )
 
 func (o Outcome) String() string {
-	if o == Release {
+	switch o {
+	case Release:
 		return "release"
+	case Indeterminate:
+		return "indeterminate"
 	}
 	return "store"
 }
@@ -58,7 +67,7 @@ func (s StatusSet) complement() StatusSet {
 	return c
 }
 
-// first returns the lowest status in both sets, or 0.
+// firstShared returns the lowest status in both sets, or 0.
 func (s *StatusSet) firstShared(o *StatusSet) int {
 	for st := minStatus; st <= maxStatus; st++ {
 		if s.Has(st) && o.Has(st) {
@@ -118,14 +127,35 @@ func parseStatus(s string) (int, error) {
 	return n, nil
 }
 
-// Default status sets (DESIGN.md): transactional failures are released so
-// the client may retry — 5xx, 408 Request Timeout, 425 Too Early and 429
-// Too Many Requests, which say the request was not (or need not have been)
-// processed; every other final status is a definite outcome and is stored.
+// Default status sets (DESIGN.md: release only on evidence that the
+// operation did not run). 408 Request Timeout, 425 Too Early and 429 Too
+// Many Requests say the request was not processed: released. 502, 503 and
+// 504 are what a proxy between the filter and the app answers after the
+// app may have run (a reset, a timeout): indeterminate. Every other status,
+// 500 included ("the order went through, then the answer failed"), is a
+// definite outcome and is stored.
 var (
-	DefaultReleaseStatuses = []string{"5xx", "408", "425", "429"}
-	defaultRelease         = mustStatusSet(DefaultReleaseStatuses)
+	DefaultReleaseStatuses       = []string{"408", "425", "429"}
+	DefaultIndeterminateStatuses = []string{"502", "503", "504"}
+	defaultRelease               = mustStatusSet(DefaultReleaseStatuses)
+	defaultIndeterminate         = mustStatusSet(DefaultIndeterminateStatuses)
 )
+
+// without is s minus the statuses of o.
+func (s StatusSet) without(o *StatusSet) StatusSet {
+	for i := range s.bits {
+		s.bits[i] &^= o.bits[i]
+	}
+	return s
+}
+
+// union is s plus the statuses of o.
+func (s StatusSet) union(o *StatusSet) StatusSet {
+	for i := range s.bits {
+		s.bits[i] |= o.bits[i]
+	}
+	return s
+}
 
 func mustStatusSet(entries []string) StatusSet {
 	s, _, err := parseStatusSet(entries)

@@ -15,8 +15,11 @@ func TestClassifyDefaults(t *testing.T) {
 		{200, Store}, {201, Store}, {204, Store}, {302, Store},
 		{400, Store}, {404, Store}, {409, Store}, {422, Store}, {499, Store},
 		{408, Release}, {425, Release}, {429, Release},
-		{500, Release}, {502, Release}, {503, Release}, {599, Release},
-		{100, Store}, {0, Store}, {600, Store}, {-1, Store}, // outside the sets: never re-execute
+		// What a proxy answers after the app may have run: never released.
+		{502, Indeterminate}, {503, Indeterminate}, {504, Indeterminate},
+		// An error after commit is an outcome: stored, never re-executed.
+		{500, Store}, {501, Store}, {505, Store}, {599, Store},
+		{100, Store}, {0, Store}, {600, Store}, {999, Store}, {-1, Store}, // outside the sets: never re-execute
 	}
 	for _, tt := range tests {
 		if got := r.Classify(tt.status); got != tt.want {
@@ -47,7 +50,7 @@ func TestParseStatusEntry(t *testing.T) {
 }
 
 func TestOutcomeString(t *testing.T) {
-	if Store.String() != "store" || Release.String() != "release" {
-		t.Errorf("got %q, %q", Store, Release)
+	if Store.String() != "store" || Release.String() != "release" || Indeterminate.String() != "indeterminate" {
+		t.Errorf("got %q, %q, %q", Store, Release, Indeterminate)
 	}
 }

@@ -249,6 +249,15 @@ const env = {
     if (vals.length === 0) return NOT_FOUND;
     return give(enc.encode(vals.join(",")), retPtr, retSize);
   },
+  // Envoy removes every value of the name; the filter strips its
+  // not-executed header from each response this way.
+  proxy_remove_header_map_value(mt, kPtr, kSize) {
+    const m = headerMap(mt);
+    if (!m) return NOT_FOUND;
+    const k = readStr(kPtr, kSize).toLowerCase();
+    for (let i = m.length - 1; i >= 0; i--) if (m[i][0].toLowerCase() === k) m.splice(i, 1);
+    return OK;
+  },
   proxy_continue_stream(st) {
     const s = streams.get(active);
     if (!s) return BAD_ARGUMENT;

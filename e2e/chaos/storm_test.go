@@ -1,0 +1,273 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The storm: clients, each its own principal, run through the same key
+// names (so that a record answered to the wrong principal would show),
+// retrying every key until it is settled, across two gateways, while the
+// control plane is killed -9 and restarted, Redis is restarted, the
+// upstream drops answers after executing and clients time out. It asserts
+// the promise: executions <= distinct keys, one payment id per key, and
+// nobody sees another principal's payment.
+
+// stormAttempts bounds the attempts per key; a key still unsettled then
+// is counted, not retried forever.
+const stormAttempts = 40
+
+// pair is one record: a principal's key.
+type pair struct {
+	client int
+	key    string
+}
+
+// stormLog is what the clients saw, guarded by mu.
+type stormLog struct {
+	mu         sync.Mutex
+	ids        map[pair]map[string]bool // payment ids seen per record
+	owner      map[string]pair          // the record each payment id was seen for
+	violations []string
+	counts     map[string]int // answers by class
+	settled    map[string]int // keys by how they settled
+}
+
+func (l *stormLog) add(class string) {
+	l.mu.Lock()
+	l.counts[class]++
+	l.mu.Unlock()
+}
+
+// saw records payment id for record p from answer a; it reports the
+// promise's violations.
+func (l *stormLog) saw(p pair, id string, a answer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var body struct {
+		Owner string `json:"owner"`
+		Key   string `json:"key"`
+	}
+	_ = json.Unmarshal(a.body, &body)
+	if body.Owner != "" && (body.Owner != fmt.Sprint(p.client) || body.Key != p.key) {
+		l.violations = append(l.violations, fmt.Sprintf("client %d, key %s got the payment of client %s, key %s: %v", p.client, p.key, body.Owner, body.Key, a))
+	}
+	if o, ok := l.owner[id]; ok && o != p {
+		l.violations = append(l.violations, fmt.Sprintf("payment %s seen by client %d for key %s and by client %d for key %s", id, p.client, p.key, o.client, o.key))
+	}
+	l.owner[id] = p
+	if l.ids[p] == nil {
+		l.ids[p] = map[string]bool{}
+	}
+	l.ids[p][id] = true
+}
+
+func TestStorm(t *testing.T) {
+	showLogsOnFailure(t)
+	restartControlPlaneAfter(t)
+	gwB := sharedGatewayB(t)
+	gateways := []string{stk.gateway, gwB.url}
+	clients, keys, dur := *stormClients, *stormKeys, *stormFor
+	if clients < 1 || keys < 1 || dur <= 0 {
+		t.Fatalf("-chaos.clients %d, -chaos.keys %d, -chaos.duration %v: each must be positive", clients, keys, dur)
+	}
+	run := random(t, "")[:8]
+	log := &stormLog{ids: map[pair]map[string]bool{}, owner: map[string]pair{}, counts: map[string]int{}, settled: map[string]int{}}
+	before := executions(t)
+
+	ctx, stop := context.WithCancel(context.Background())
+	faults := make(chan []string, 1)
+	go func() { faults <- injectFaults(t, ctx) }()
+
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(c), uint64(start.UnixNano())))
+			order := rng.Perm(keys)
+			// Spread the keys over the storm so that faults hit them all
+			// along.
+			pace := dur / time.Duration(keys)
+			for _, k := range order {
+				p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
+				log.settle(stormKey(t, rng, gateways, p, log))
+				time.Sleep(pace)
+			}
+		}()
+	}
+	wg.Wait()
+	stop()
+	done := <-faults
+	startControlPlane(t)
+
+	// A last pass once every component is up again: each settled key's
+	// retry must replay the one payment, or stay indeterminate.
+	for c := range clients {
+		for k := range keys {
+			p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
+			a := send(t, stormPayment(gateways[k%2], p, nil, 0))
+			if id := a.id(); id != "" {
+				log.saw(p, id, a)
+			}
+		}
+	}
+
+	executed := executions(t) - before
+	distinct := clients * keys
+	var twoIDs []string
+	for p, ids := range log.ids {
+		if len(ids) > 1 {
+			var s []string
+			for id := range ids {
+				s = append(s, id)
+			}
+			sort.Strings(s)
+			twoIDs = append(twoIDs, fmt.Sprintf("client %d key %s: %v", p.client, p.key, s))
+		}
+	}
+	sort.Strings(twoIDs)
+	t.Logf("storm: %d clients x %d keys = %d distinct keys over %v (%v with faults: %s)", clients, keys, distinct, time.Since(start).Round(time.Millisecond), dur, strings.Join(done, ", "))
+	t.Logf("storm: executions %d; keys with a payment id %d; keys with two or more ids %d; cross-principal answers %d",
+		executed, len(log.ids), len(twoIDs), len(log.violations))
+	t.Logf("storm: keys settled %v; answers %v", log.settled, log.counts)
+	if executed > int64(distinct) {
+		t.Errorf("executions %d > distinct keys %d: at least %d double executions", executed, distinct, executed-int64(distinct))
+	}
+	for i, s := range twoIDs {
+		if i == 20 {
+			t.Errorf("… and %d more keys with two payment ids", len(twoIDs)-20)
+			break
+		}
+		t.Errorf("two payment ids for one key: %s", s)
+	}
+	for i, v := range log.violations {
+		if i == 20 {
+			t.Errorf("… and %d more answers of another principal", len(log.violations)-20)
+			break
+		}
+		t.Errorf("another principal's payment: %s", v)
+	}
+}
+
+func (l *stormLog) settle(how string) {
+	l.mu.Lock()
+	l.settled[how]++
+	l.mu.Unlock()
+}
+
+// stormPayment is record p's request: the body names its owner and key,
+// which the upstream echoes back.
+func stormPayment(gw string, p pair, headers map[string]string, timeout time.Duration) payment {
+	return payment{
+		gateway: gw, host: hostStorm, key: p.key, auth: fmt.Sprintf("Bearer storm-client-%d", p.client),
+		body:    fmt.Sprintf(`{"owner":"%d","key":"%s","amount":%d}`, p.client, p.key, 1000+p.client),
+		headers: headers, timeout: timeout,
+	}
+}
+
+// stormKey sends p until it settles (a payment, the indeterminate
+// problem, another final answer) or stormAttempts run out; it says how it
+// settled.
+func stormKey(t *testing.T, rng *rand.Rand, gateways []string, p pair, log *stormLog) string {
+	for range stormAttempts {
+		var headers map[string]string
+		timeout := 10 * time.Second
+		switch r := rng.IntN(100); {
+		case r < 10: // the upstream executes and drops the answer
+			headers = hdrDrop
+		case r < 20: // the client gives up while the upstream runs
+			headers, timeout = hdrDelay(400), 150*time.Millisecond
+		case r < 25: // an error after commit
+			headers = hdrFailAfter(500)
+		case r < 30: // a transient error the app marks not executed
+			headers = map[string]string{"X-Demo-Status": "503"}
+		}
+		a := send(t, stormPayment(gateways[rng.IntN(len(gateways))], p, headers, timeout))
+		if id := a.id(); id != "" {
+			log.saw(p, id, a)
+		}
+		switch {
+		case a.err != nil:
+			log.add("no answer")
+		case a.indeterminate():
+			log.add("409 indeterminate")
+			return "indeterminate"
+		case a.status == http.StatusConflict:
+			log.add("409 in progress")
+		case a.status == http.StatusServiceUnavailable && a.problemType() != "":
+			log.add("503 control plane unavailable")
+		case a.id() != "" && a.replayed():
+			log.add("replayed")
+			return "replayed"
+		case a.id() != "":
+			log.add(fmt.Sprintf("%d executed", a.status))
+			return "executed"
+		case a.status >= 500:
+			log.add(fmt.Sprintf("%d", a.status))
+		default:
+			log.add(fmt.Sprintf("%d other", a.status))
+			return "other"
+		}
+		time.Sleep(time.Duration(20+rng.IntN(80)) * time.Millisecond)
+	}
+	return "unsettled"
+}
+
+// injectFaults kills -9 and restarts the control plane and restarts Redis,
+// in turn, until ctx ends; it returns what it did.
+func injectFaults(t *testing.T, ctx context.Context) []string {
+	var done []string
+	counts := map[string]int{}
+	pause := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for i := 0; ; i++ {
+		if !pause(1500 * time.Millisecond) {
+			break
+		}
+		if i%2 == 0 {
+			// controlPlaneDown is read by the test after this goroutine
+			// has returned.
+			if err := stk.st.KillControlPlane(fctx); err != nil {
+				t.Errorf("kill -9 the control plane: %v", err)
+				break
+			}
+			controlPlaneDown = true
+			pause(700 * time.Millisecond)
+			if err := stk.st.StartControlPlane(fctx); err != nil {
+				t.Errorf("starting the control plane: %v", err)
+				break
+			}
+			controlPlaneDown = false
+			counts["control plane kill -9 + start"]++
+		} else {
+			if err := stk.st.RestartRedis(fctx); err != nil {
+				t.Errorf("restarting redis: %v", err)
+				break
+			}
+			counts["redis restart"]++
+		}
+	}
+	for k, n := range counts {
+		done = append(done, fmt.Sprintf("%s x%d", k, n))
+	}
+	sort.Strings(done)
+	return done
+}
