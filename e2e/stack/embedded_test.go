@@ -117,16 +117,17 @@ func TestEmbeddedStoreRunsTheControlPlaneScripts(t *testing.T) {
 	}
 	wantOutcome("reserve after release", reserve("rel", "A", 0, 0), api.Acquired)
 
-	// abandon: in progress for the rest of the TTL (its PTTL), never taken over.
+	// abandon: indeterminate for the rest of the TTL (its PTTL), never
+	// taken over.
 	ab := reserve("ab", "A", 100, 60_000)
 	if err := s.Abandon(ctx, api.AbandonRequest{Scope: "sc", Key: "ab", Token: ab.Token}); err != nil {
 		t.Fatalf("abandon: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond) // past the lease
 	got := reserve("ab", "A", 100, 60_000)
-	wantOutcome("retry of an abandoned key", got, api.InProgress)
-	if got.LeaseRemainingMS <= 1000 || got.LeaseRemainingMS > 60_000 {
-		t.Errorf("abandoned key in progress for %d ms, want its remaining TTL", got.LeaseRemainingMS)
+	wantOutcome("retry of an abandoned key", got, api.Indeterminate)
+	if got.ExpiresInMS <= 1000 || got.ExpiresInMS > 60_000 {
+		t.Errorf("abandoned key indeterminate for %d ms, want its remaining TTL", got.ExpiresInMS)
 	}
 	if rec, err := s.Get(ctx, "sc", "ab", false); err != nil || rec.State != api.StateIndeterminate {
 		t.Errorf("get abandoned: %+v %v", rec, err)
@@ -145,19 +146,37 @@ func TestEmbeddedStoreRunsTheControlPlaneScripts(t *testing.T) {
 }
 
 // Leases and TTLs run on the store's clock (redis.call('TIME') and key
-// expiry): a lapsed lease is taken over with a new generation, fencing the
-// old holder out, and a record disappears when its TTL ends.
+// expiry): a lapsed lease locks the key (indeterminate) by default; with
+// on_indeterminate release it is taken over with a new generation,
+// fencing the old holder out; a record disappears when its TTL ends.
 func TestEmbeddedStoreLeaseTakeoverAndExpiry(t *testing.T) {
 	_, r := startEmbeddedForTest(t)
 	s := storeOn(t, r.addr())
 	ctx := testCtx(t)
 
-	old, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "k", Fingerprint: "A", LeaseMS: 200, TTLMS: 60_000})
+	locked, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "lock", Fingerprint: "A", LeaseMS: 200, TTLMS: 60_000})
+	if err != nil || locked.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v %v", locked, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	// The reserve that finds the lease ended says so beside its answer.
+	if got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "lock", Fingerprint: "A", LeaseMS: 60_000, TTLMS: 60_000}); !errors.Is(err, store.ErrLeaseEnded) || got.Outcome != api.Indeterminate {
+		t.Fatalf("reserve after a lapsed lease (lock): %+v %v, want indeterminate and ErrLeaseEnded", got, err)
+	}
+	// The holder's late complete still lands, and is replayed.
+	if err := s.Complete(ctx, api.CompleteRequest{Scope: "sc", Key: "lock", Token: locked.Token, Response: stored}); err != nil {
+		t.Errorf("late complete by the holder: %v", err)
+	}
+	if got, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "lock", Fingerprint: "A"}); err != nil || got.Outcome != api.Completed {
+		t.Errorf("reserve after the late complete: %+v %v, want completed", got, err)
+	}
+
+	old, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "k", Fingerprint: "A", LeaseMS: 200, TTLMS: 60_000, OnIndeterminate: api.LeaseRelease})
 	if err != nil || old.Outcome != api.Acquired || !strings.HasPrefix(old.Token, "1.") {
 		t.Fatalf("reserve: %+v %v", old, err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	taken, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "k", Fingerprint: "A", LeaseMS: 60_000, TTLMS: 60_000})
+	taken, err := s.Reserve(ctx, api.ReserveRequest{Scope: "sc", Key: "k", Fingerprint: "A", LeaseMS: 60_000, TTLMS: 60_000, OnIndeterminate: api.LeaseRelease})
 	if err != nil || taken.Outcome != api.Acquired || !strings.HasPrefix(taken.Token, "2.") {
 		t.Fatalf("reserve after the lease: %+v %v, want a takeover with generation 2", taken, err)
 	}

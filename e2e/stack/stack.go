@@ -2,7 +2,8 @@
 // control plane, the demo upstream and a gateway running
 // build/idempotency.wasm — as child processes, each logging to its own file,
 // and performs the faults the end-to-end suite needs (kill, start and
-// restart the control plane; restart Redis).
+// restart the control plane; restart Redis). For the demo
+// (Config.Supervise) it restarts a component that dies, see supervise.go.
 //
 // Redis: an address given in Config.RedisAddr is used as it is (and cannot
 // be restarted by the stack); otherwise a private redis-server is started
@@ -83,7 +84,7 @@ type Config struct {
 	// Supervise every unasked exit is reported on Failed (the suite wants
 	// to know, and performs its faults itself).
 	Supervise      bool
-	RestartBackoff time.Duration // the first restart's delay, doubled for each further one in the window (≤ 5 s); default 200 ms
+	RestartBackoff time.Duration // the first restart's delay, doubled for each further one in the window (up to 5 s or itself); default 200 ms
 	MaxRestarts    int           // default 5
 	RestartWindow  time.Duration // default 1 min
 	Notify         func(Event)   // called from the supervisor's goroutines; may be nil

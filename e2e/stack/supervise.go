@@ -42,6 +42,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("%s %s (%v); restarting it in %v (restart %d); its log: %s", e.Component, e.Kind, e.Err, e.Delay, e.Restarts, e.Log)
 	case EventBack:
 		return fmt.Sprintf("%s is back (pid %d)", e.Component, e.Pid)
+	case EventGaveUp:
+		return fmt.Sprintf("%s keeps dying (%v after %d restarts): not restarting it again; its log: %s", e.Component, e.Err, e.Restarts, e.Log)
 	}
 	return fmt.Sprintf("%s %s: %v", e.Component, e.Kind, e.Err)
 }
@@ -154,11 +156,13 @@ func pruneBefore(ts []time.Time, cutoff time.Time) []time.Time {
 	return out
 }
 
-// backoff is base doubled for each earlier restart in the window, capped.
+// backoff is base doubled for each earlier restart in the window, capped
+// at maxRestartBackoff or base, whichever is longer.
 func backoff(base time.Duration, n int) time.Duration {
+	limit := max(base, maxRestartBackoff)
 	d := base
-	for i := 1; i < n && d < maxRestartBackoff; i++ {
+	for i := 1; i < n && d < limit; i++ {
 		d *= 2
 	}
-	return min(d, maxRestartBackoff)
+	return min(d, limit)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -112,8 +113,8 @@ func TestSupervisor(t *testing.T) {
 				if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
-				if e := ev.next(t, "sleeper"); e.Kind != EventDied || e.Delay != maxRestartBackoff {
-					t.Fatalf("event %+v, want died with the longest delay", e)
+				if e := ev.next(t, "sleeper"); e.Kind != EventDied || e.Delay != time.Hour {
+					t.Fatalf("event %+v, want died with an hour's delay", e)
 				}
 				s.Stop() // the supervisor leaves its backoff and starts nothing
 				if p.pid() != 0 {
@@ -170,12 +171,18 @@ func TestBackoff(t *testing.T) {
 			t.Errorf("backoff(200ms, %d) = %v, want %v", tt.n, got, tt.want)
 		}
 	}
+	// A first delay above the cap (the demo's, for people) is kept, not doubled.
+	for _, n := range []int{1, 2, 10} {
+		if got := backoff(8*time.Second, n); got != 8*time.Second {
+			t.Errorf("backoff(8s, %d) = %v, want 8s", n, got)
+		}
+	}
 }
 
 // The whole stack, supervised (as make demo runs it): the control plane,
 // the upstream and the private redis-server are each killed with SIGKILL;
 // each is named, restarts on its address, and the gateway keeps running
-// throughout. While the control plane is down (held down here by not
+// throughout; then the gateway itself is killed and comes back. While the control plane is down (held down here by not
 // returning from Notify), the gateway replays a completed key from its
 // edge cache and answers a new key 503.
 func TestSupervisedStackSurvivesKills(t *testing.T) {
@@ -205,6 +212,9 @@ func TestSupervisedStackSurvivesKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Stop)
+	var release sync.Once
+	releaseHold := func() { release.Do(func() { close(hold) }) }
+	t.Cleanup(releaseHold) // before Stop, which waits for a Notify held here
 	if st.Pid(RoleRedis) == 0 {
 		t.Fatal("no private redis-server pid: is redis-server installed?")
 	}
@@ -229,13 +239,18 @@ func TestSupervisedStackSurvivesKills(t *testing.T) {
 	if r := payment(t, gw, "k-during", 503); r.Header.Get("Retry-After") == "" {
 		t.Errorf("new key with the control plane down: 503 without Retry-After")
 	}
-	close(hold)
+	releaseHold()
 	if e := ev.next(t, RoleControlPlane); e.Kind != EventBack || e.Pid == old {
 		t.Fatalf("event %v, want the control plane back with a new pid", e)
 	}
 	payment(t, gw, "k-after-cp", 201)
 
-	for _, role := range []string{RoleUpstream, RoleRedis} {
+	for _, role := range []string{RoleUpstream, RoleRedis, RoleGateway} {
+		if role == RoleGateway {
+			if got := st.Pid(RoleGateway); got != gwPid {
+				t.Errorf("gateway pid %d, was %d: it must keep running while the others restart", got, gwPid)
+			}
+		}
 		old := st.Pid(role)
 		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -257,9 +272,6 @@ func TestSupervisedStackSurvivesKills(t *testing.T) {
 		if last.StatusCode != 201 {
 			t.Fatalf("after %s came back: %s, want 201", role, last.Status)
 		}
-	}
-	if got := st.Pid(RoleGateway); got != gwPid {
-		t.Errorf("gateway pid %d, was %d: it must keep running", got, gwPid)
 	}
 	select {
 	case err := <-st.Failed():
@@ -291,4 +303,27 @@ func payment(t *testing.T, url, key string, want int) *http.Response {
 		t.Fatalf("key %s: %s, want %d", key, r.Status, want)
 	}
 	return r
+}
+
+// What the demo prints for each event names the component and says what
+// happens next.
+func TestEventString(t *testing.T) {
+	exit := errors.New("signal: killed")
+	tests := []struct {
+		e    Event
+		want string
+	}{
+		{Event{Component: "controlplane", Kind: EventDied, Err: exit, Delay: 5 * time.Second, Restarts: 1, Log: "cp.log"},
+			"controlplane died (signal: killed); restarting it in 5s (restart 1); its log: cp.log"},
+		{Event{Component: "controlplane", Kind: EventNoStart, Err: exit, Delay: 10 * time.Second, Restarts: 2, Log: "cp.log"},
+			"controlplane failed to restart (signal: killed); restarting it in 10s (restart 2); its log: cp.log"},
+		{Event{Component: "upstream", Kind: EventBack, Pid: 42}, "upstream is back (pid 42)"},
+		{Event{Component: "redis", Kind: EventGaveUp, Err: exit, Restarts: 5, Log: "r.log"},
+			"redis keeps dying (signal: killed after 5 restarts): not restarting it again; its log: r.log"},
+	}
+	for _, tt := range tests {
+		if got := tt.e.String(); got != tt.want {
+			t.Errorf("%s %s:\n got %q\nwant %q", tt.e.Component, tt.e.Kind, got, tt.want)
+		}
+	}
 }

@@ -2,8 +2,9 @@
 // Redis, the control plane, the demo upstream and a gateway running
 // build/idempotency.wasm with the demo policy, until Ctrl-C or SIGTERM,
 // then stops everything it started. A component that dies (try kill -9 on
-// the control plane) is named and restarted while the others keep running;
-// one that keeps dying (more than 5 times a minute) stops the demo.
+// the control plane) is named and restarted after -restart-delay (5 s, time
+// to try a request by hand) while the others keep running; one that keeps
+// dying (more than 5 times a minute) stops the demo.
 //
 // Addresses come from IDEM_GATEWAY_ADDR [127.0.0.1:8080],
 // IDEM_CONTROLPLANE_ADDR [127.0.0.1:8081], IDEM_UPSTREAM_ADDR
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	policy := fs.String("policy", "plugin/policy/testdata/demo.json", "the plugin configuration")
 	logDir := fs.String("logs", filepath.Join("build", "logs"), "where each component logs (emptied at start)")
 	embedded := fs.Bool("embedded-redis", false, "use the embedded dev-only store even when redis-server is installed (ignored with IDEM_REDIS_ADDR)")
+	// Long enough by default to try a request by hand while a component is down.
+	restartDelay := fs.Duration("restart-delay", 5*time.Second, "how long a component that died stays down before its restart")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,6 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		EmbeddedRedis:    *embedded,
 		Log:              slog.New(slog.NewTextHandler(stderr, nil)),
 		Supervise:        true,
+		RestartBackoff:   *restartDelay,
 		Notify:           func(e stack.Event) { fmt.Fprintf(stderr, "demo: %v\n", e) },
 	}
 	// A fresh directory: the private Redis keeps its records in it, and a
@@ -168,12 +172,12 @@ Try it:
        -H 'Content-Type: application/json' -d '{"amount":2000,"currency":"EUR"}'
 
   # 4. faults: kill -9 any component's pid; the demo names it and restarts it
-  #    while the others keep running. With the control plane down, 2. still
-  #    replays from the gateway's edge cache and a new key gets 503 + Retry-After.
+  #    %v later while the others keep running. With the control plane down,
+  #    2. still replays from the gateway's edge cache; a new key gets 503 + Retry-After.
 
 Logs:
 `, gw, st.Gateway(), pid(stack.RoleGateway), cfg.Policy, cfg.ControlPlaneAddr, pid(stack.RoleControlPlane),
-		cfg.UpstreamAddr, pid(stack.RoleUpstream), cfg.UpstreamAddr, st.RedisKind(), pid(stack.RoleRedis), gw, gw, gw)
+		cfg.UpstreamAddr, pid(stack.RoleUpstream), cfg.UpstreamAddr, st.RedisKind(), pid(stack.RoleRedis), gw, gw, gw, cfg.RestartBackoff)
 	files := st.LogFiles()
 	names := make([]string, 0, len(files))
 	for n := range files {

@@ -223,7 +223,7 @@ func (d *demo) waitFor(t *testing.T, s string) {
 // stops everything.
 func TestDemoRestartsWhatDies(t *testing.T) {
 	getenv := freeEnv(t, nil)
-	d := startDemo(t, demoArgs(t), getenv)
+	d := startDemo(t, append(demoArgs(t), "-restart-delay", "100ms"), getenv)
 	welcome := d.stdout.String()
 	gwPid := pidOf(t, welcome, "gateway")
 	gw := getenv("IDEM_GATEWAY_ADDR")
