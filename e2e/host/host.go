@@ -90,7 +90,16 @@ type Host struct {
 	cancelCallouts   context.CancelFunc
 	calloutWG        sync.WaitGroup
 	calloutsInFlight atomic.Int32
-	calloutsAnswered atomic.Int64 // answers with a status delivered to a root context (tests)
+	answeredMu       sync.Mutex
+	answeredByPath   map[string]int // answers with a status delivered to a root context, by :path (tests)
+}
+
+// calloutsAnswered is how many answers with a status were delivered to a
+// root context for callouts to path.
+func (h *Host) calloutsAnswered(path string) int {
+	h.answeredMu.Lock()
+	defer h.answeredMu.Unlock()
+	return h.answeredByPath[path]
 }
 
 // New compiles the module, starts Workers VMs and configures the plugin

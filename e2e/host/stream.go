@@ -676,7 +676,16 @@ func (w *worker) runCallout(id uint32, addr string, headers [][2]string, body []
 	// To the root context, whatever became of the stream that dispatched
 	// it: the callout belongs to the root context, as in proxy-wasm-cpp-host.
 	if _, err := w.call(w.ctx, "proxy_on_http_call_response", rootContextID, uint64(id), uint64(len(ans.headers)), uint64(len(ans.body)), uint64(len(ans.trailers))); err == nil && len(ans.headers) > 0 {
-		w.h.calloutsAnswered.Add(1)
+		w.h.answeredMu.Lock()
+		if w.h.answeredByPath == nil {
+			w.h.answeredByPath = map[string]int{}
+		}
+		for _, kv := range headers {
+			if kv[0] == ":path" {
+				w.h.answeredByPath[kv[1]]++
+			}
+		}
+		w.h.answeredMu.Unlock()
 	}
 	w.callout = nil
 }
