@@ -108,6 +108,23 @@ func IsJSON(contentType string) bool {
 
 const framingTag = "idemgate-fingerprint-v2"
 
+// SplitHost splits a host into its name and its port with the colon
+// (":8443", ":" or ""), keeping an IPv6 literal's brackets in the name. It
+// checks nothing: the policy validates configured hosts, and a request's
+// host is only normalized.
+func SplitHost(h string) (name, port string) {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i >= 0 {
+			return h[:i+1], h[i+1:]
+		}
+		return h, ""
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		return h[:i], h[i:]
+	}
+	return h, ""
+}
+
 // NormalizeHost returns the form of a request host (":authority" or
 // Host) that the fingerprint counts: lower case, a trailing '.' of the
 // name dropped (the FQDN form names the same host), and the port dropped
@@ -115,14 +132,7 @@ const framingTag = "idemgate-fingerprint-v2"
 // since another port may be another API. IPv6 literals keep their
 // brackets: "[2001:DB8::1]:443" → "[2001:db8::1]".
 func NormalizeHost(h string) string {
-	name, port := h, ""
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i >= 0 {
-			name, port = h[:i+1], h[i+1:]
-		}
-	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		name, port = h[:i], h[i:]
-	}
+	name, port := SplitHost(h)
 	if port == ":" || port == ":80" || port == ":443" {
 		port = ""
 	}

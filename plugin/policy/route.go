@@ -181,14 +181,7 @@ func hostAliases(path string, raw []rawHostAlias) (map[string]string, error) {
 // returns it as the fingerprint counts a request's host
 // (canon.NormalizeHost: lower case, no default port).
 func exactHost(h string) (string, error) {
-	name, port := h, ""
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i >= 0 {
-			name, port = h[:i+1], h[i+1:]
-		}
-	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		name, port = h[:i], h[i:]
-	}
+	name, port := canon.SplitHost(h)
 	if port != "" {
 		p := strings.TrimPrefix(port, ":")
 		n, err := strconv.Atoi(p)
