@@ -319,7 +319,17 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		st.indeterminate.Increment(1)
 		c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
 	default:
-		c.reserveFailed(fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome))
+		// The control plane answered, with an outcome this filter does not
+		// know (a newer version's, say): it may hold the key, so the
+		// request is never forwarded, whatever failure_mode says.
+		reason := fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome)
+		if c.waitUntil != 0 {
+			c.reserveFailed(reason)
+			return
+		}
+		c.plugin.stats.controlPlaneError.Increment(1)
+		proxywasm.LogErrorf("idempotency filter: %s; answering 503 whatever failure_mode says", reason)
+		c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
 	}
 }
 

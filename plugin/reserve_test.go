@@ -86,6 +86,9 @@ func TestReserveOutcomes(t *testing.T) {
 		{name: "control plane 401, fail-closed", status: 401, answer: api.Problem{Title: "x", Status: 401}, want: 503, title: "Idempotency service unavailable", retryAfter: "1"},
 		{name: "unreadable answer, fail-closed", status: 200, answer: "not an object", want: 503, title: "Idempotency service unavailable", retryAfter: "1"},
 		{name: "unknown outcome, fail-closed", status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, want: 503, title: "Idempotency service unavailable", retryAfter: "1"},
+		// A control plane that answered may hold the key (a newer version's
+		// outcome, say): never forwarded, whatever failure_mode says.
+		{name: "unknown outcome, fail-open: still 503", config: failOpen, status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, want: 503, title: "Idempotency service unavailable", retryAfter: "1", counter: "idemgate.controlplane_errors"},
 		{name: "control plane 500, fail-open", config: failOpen, status: 500, answer: api.Problem{Title: "x", Status: 500}, wantResume: true, counter: "idemgate.fail_open"},
 		{name: "control plane timeout, fail-open", config: failOpen, status: 0, wantResume: true, counter: "idemgate.fail_open"},
 	}
