@@ -19,26 +19,6 @@ import (
 // json.Marshal writes for the api types (wire_test.go compares them), so
 // the control plane's strict decoding is unaffected.
 
-// appendCalloutBody appends the JSON of a control-plane request to dst;
-// types without a hand encoder go through json.Marshal.
-func appendCalloutBody(dst []byte, req any) ([]byte, error) {
-	switch r := req.(type) {
-	case api.ReserveRequest:
-		return appendReserve(dst, &r), nil
-	case api.CompleteRequest:
-		return appendComplete(dst, &r), nil
-	case api.ReleaseRequest:
-		return appendRelease(dst, r.Scope, r.Key, r.Token, r.Holder), nil
-	case api.AbandonRequest:
-		return appendAbandon(dst, r.Scope, r.Key, r.Token), nil
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return dst, err
-	}
-	return append(dst, b...), nil
-}
-
 func appendReserve(dst []byte, r *api.ReserveRequest) []byte {
 	dst = append(dst, `{"scope":`...)
 	dst = appendJSONString(dst, r.Scope)

@@ -223,3 +223,25 @@ func BenchmarkDecodeReserve(b *testing.B) {
 		}
 	})
 }
+
+// appendCalloutBody appends the JSON of a control-plane request to dst
+// through its hand encoder, so that the tests can compare every encoder
+// with json.Marshal by the request's type; other types go through
+// json.Marshal. The filter calls the encoders directly.
+func appendCalloutBody(dst []byte, req any) ([]byte, error) {
+	switch r := req.(type) {
+	case api.ReserveRequest:
+		return appendReserve(dst, &r), nil
+	case api.CompleteRequest:
+		return appendComplete(dst, &r), nil
+	case api.ReleaseRequest:
+		return appendRelease(dst, r.Scope, r.Key, r.Token, r.Holder), nil
+	case api.AbandonRequest:
+		return appendAbandon(dst, r.Scope, r.Key, r.Token), nil
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
