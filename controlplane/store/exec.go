@@ -148,6 +148,7 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 			p, addr = node, node.Options().Addr
 		}
 		v, err := s.attempt(ctx, p, c, asking, useEval, rep != nil && !isCluster)
+		prevTarget, prevAsking := target, asking
 		target, asking = nil, false
 		var laddr *string
 		if r, ok := err.(*reportedErr); ok {
@@ -166,6 +167,7 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 			// The node lost its script cache (restart, failover, a new
 			// Cluster node): the script did not run; send it whole.
 			useEval = true
+			target, asking = prevTarget, prevAsking // the same node again
 			continue
 		}
 		if isCluster {

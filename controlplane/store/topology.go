@@ -55,9 +55,6 @@ func (s *Store) Ready(ctx context.Context) error {
 			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 		}
 		r := parseReplication(info)
-		if name == "" {
-			name = r.addr
-		}
 		if r.role != "master" {
 			return notReady(name, "a node answers as %q, not master", r.role)
 		}
@@ -77,7 +74,13 @@ func (s *Store) Ready(ctx context.Context) error {
 	}
 	cc, ok := s.c.(*redis.ClusterClient)
 	if !ok {
-		return check(ctx, s.c, "", false)
+		name := "redis"
+		if c, ok := s.c.(*redis.Client); ok {
+			if a := nodeAddr(ctx, c, false); a != "" {
+				name = a
+			}
+		}
+		return check(ctx, s.c, name, false)
 	}
 	var mu sync.Mutex
 	var errs []error
@@ -100,7 +103,6 @@ func (s *Store) Ready(ctx context.Context) error {
 type replication struct {
 	role   string
 	online int // replicas with state=online and lag ≤ replicaMaxLag
-	addr   string
 }
 
 // parseReplication reads INFO replication: role, and the replicas
@@ -217,7 +219,11 @@ func (s *Store) WatchTopology(ctx context.Context, period time.Duration, log *sl
 	look := func() {
 		lctx, cancel := context.WithTimeout(ctx, period)
 		defer cancel()
-		cur, err := s.Topology(lctx)
+		read := s.Topology
+		if s.topology != nil {
+			read = s.topology
+		}
+		cur, err := read(lctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Debug("redis topology not read", "error", err)
