@@ -226,6 +226,17 @@ func (e *reportedErr) Error() string { return e.err.Error() }
 // its own connection only, and CLIENT INFO names the node that connection
 // reached (a Sentinel client's node is not otherwise known).
 func (s *Store) attempt(ctx context.Context, p pipeliner, c call, asking, useEval, clientInfo bool) (any, error) {
+	d := s.opt.Durable
+	wait := c.write && d.On()
+	if !wait && !asking && !clientInfo {
+		// The script alone: no pipeline needed.
+		if sc, ok := p.(redis.Scripter); ok {
+			if useEval {
+				return c.script.Eval(ctx, sc, c.keys, c.args...).Result()
+			}
+			return c.script.EvalSha(ctx, sc, c.keys, c.args...).Result()
+		}
+	}
 	pipe := p.Pipeline()
 	if asking {
 		pipe.Do(ctx, "asking")
@@ -236,8 +247,6 @@ func (s *Store) attempt(ctx context.Context, p pipeliner, c call, asking, useEva
 	} else {
 		sc = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 	}
-	d := s.opt.Durable
-	wait := c.write && d.On()
 	var wc *redis.Cmd
 	if wait {
 		ms := d.Timeout.Milliseconds()
