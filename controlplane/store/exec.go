@@ -69,7 +69,8 @@ type Observer struct {
 	Failover func(from, to string)
 }
 
-// maxRedirects bounds the MOVED/ASK redirects one operation follows.
+// maxRedirects bounds the MOVED/ASK redirects one attempt follows (reset
+// by each counted retry, which has its own bound).
 const maxRedirects = 5
 
 // Backoff between retries of one operation: doubled from retryBackoffMin
@@ -200,6 +201,9 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 		if !ok || !s.backoffWithin(ctx, c.op, reason, budget, s.maxFor(reason)) {
 			return nil, err
 		}
+		// maxRedirects bounds the redirects between two retries: a
+		// TRYAGAIN after an ASK meets the ASK again on the next attempt.
+		redirects = 0
 		if isCluster {
 			cc.ReloadState(ctx)
 		}
