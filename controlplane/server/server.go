@@ -28,7 +28,9 @@ import (
 // Store is what the API needs of the key store; *store.Store implements
 // it. Errors are store.ErrStaleToken, store.ErrNotFound,
 // store.ErrNotInProgress, store.ErrLeaseLive, store.ErrFenced (beside an answer),
-// store.ErrInvalidRequest, or a failure to reach Redis (answered 503).
+// store.ErrInvalidRequest, or a failure to reach Redis (answered 503;
+// store.ErrNotDurable too). A store that also has Ready(ctx) error
+// (*store.Store) answers /readyz with it, else with Ping.
 type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
 	Complete(ctx context.Context, req api.CompleteRequest) error
@@ -69,7 +71,7 @@ type Options struct {
 	MaxRequestBytes int64
 	// OpTimeout bounds each store call; past it the API answers 503.
 	OpTimeout time.Duration
-	// ReadyTimeout bounds the Redis PING of /readyz.
+	// ReadyTimeout bounds /readyz's Redis checks.
 	ReadyTimeout time.Duration
 	// Sealer, when set, encrypts stored response bodies at rest: bodies are
 	// sealed before Complete and opened after Reserve and Get, bound to
