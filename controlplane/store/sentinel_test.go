@@ -545,3 +545,75 @@ func (l *failoverLoad) report() {
 	}
 	l.t.Logf("keys left in progress after a lost completion: %d", dropped)
 }
+
+// A connection left on a node that became a replica (a demoted master
+// before the client hears of the switch, or a client pointed at the wrong
+// node) must never produce an answer the master would not give: a reserve
+// that would write fails READONLY, which is ErrUnavailable (503); one
+// that only reads replays what the replica holds.
+func TestStoreOnReplica(t *testing.T) {
+	ctx := testCtx(t)
+	master := redistest.Start(t)
+	replica := redistest.StartReplica(t, master)
+	mc, err := NewClient("redis://"+master.Addr(), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mc.Close() })
+	rc, err := NewClient("redis://"+replica.Addr(), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	onMaster, onReplica := New(mc, Options{}), New(rc, Options{})
+
+	// Completed and in progress on the master, replicated.
+	res, err := onMaster.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "done", Fingerprint: "fp"})
+	if err != nil || res.Outcome != api.Acquired {
+		t.Fatalf("reserve on master: %+v, %v", res, err)
+	}
+	if err := onMaster.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "done", Token: res.Token,
+		Response: api.StoredResponse{Status: 201, Body: []byte("once")}}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := onMaster.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "held", Fingerprint: "fp"})
+	if err != nil || held.Outcome != api.Acquired {
+		t.Fatalf("reserve on master: %+v, %v", held, err)
+	}
+	if n, err := mc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1 = %d, %v", n, err)
+	}
+
+	// Writes: READONLY, as ErrUnavailable.
+	for name, call := range map[string]func() error{
+		"reserve of a new key": func() error {
+			_, err := onReplica.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "new", Fingerprint: "fp"})
+			return err
+		},
+		"complete": func() error {
+			return onReplica.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "held", Token: held.Token,
+				Response: api.StoredResponse{Status: 200}})
+		},
+		"release": func() error {
+			return onReplica.Release(ctx, api.ReleaseRequest{Scope: "s", Key: "held", Token: held.Token})
+		},
+	} {
+		err := call()
+		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "READONLY") {
+			t.Errorf("%s on a replica: %v, want ErrUnavailable from READONLY", name, err)
+		}
+	}
+	// Reads: the replica's (replicated) state, never acquired.
+	if res, err := onReplica.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "done", Fingerprint: "fp"}); err != nil ||
+		res.Outcome != api.Completed || string(res.Response.Body) != "once" {
+		t.Errorf("reserve of a completed key on a replica: %+v, %v; want its replay", res, err)
+	}
+	if res, err := onReplica.Reserve(ctx, api.ReserveRequest{Scope: "s", Key: "held", Fingerprint: "fp"}); err != nil ||
+		res.Outcome != api.InProgress {
+		t.Errorf("reserve of a held key on a replica: %+v, %v; want in_progress", res, err)
+	}
+	// Nothing the replica refused reached the master.
+	if n, err := mc.Exists(ctx, onMaster.RecordKey("s", "new")).Result(); err != nil || n != 0 {
+		t.Errorf("record of the refused reserve on the master: %d, %v", n, err)
+	}
+}
