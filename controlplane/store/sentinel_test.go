@@ -535,7 +535,7 @@ func (l *failoverLoad) report() {
 				p.lastErr.Sub(p.start).Round(time.Millisecond), p.kindsString())
 		}
 		if !p.end.IsZero() {
-			line += fmt.Sprintf("; lost in the window: %d reservations, %d completions", p.lostReserve, p.lostComp)
+			line += fmt.Sprintf("; losses found in this phase: %d reservations, %d completions", p.lostReserve, p.lostComp)
 		}
 		l.t.Log(line)
 	}

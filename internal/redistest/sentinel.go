@@ -25,6 +25,13 @@ import (
 //     after 2×3s) and the wait for replicas to be repointed. A completed
 //     failover resets the clock on every sentinel that learns of it, so it
 //     does not space successive failovers.
+//
+// Measured (2 cores, no -race): 50 KillMaster calls back to back took
+// 4.4 s each; from the kill, the promotion took 2.75 s on average (at most
+// 3.2 s) and the old node was back in sync after 3.2 s (2.8 to 3.9 s); the
+// rest is the settle before the next kill. SENTINEL FAILOVER: a new master
+// in 1.1 to 1.3 s; the sentinels demote the old master about 10 s after
+// the switch.
 const (
 	DefaultSentinelDownAfter       = 1500 * time.Millisecond
 	DefaultSentinelFailoverTimeout = 3 * time.Second
@@ -184,8 +191,9 @@ func (s *Sentinel) WaitMaster(t testing.TB, notAddr string, timeout time.Duratio
 }
 
 // Failover runs SENTINEL FAILOVER (a promotion without a crash: the old
-// master is demoted to a replica of the new one by the sentinels a few
-// seconds later) and returns once every sentinel names a new master that
+// master stays a writable master until the sentinels demote it to a
+// replica of the new one, about 10 s after the switch; WaitReplicasInSync
+// with every other node waits for that) and returns once every sentinel names a new master that
 // answers ROLE master. It first waits for the topology to be whole, so that
 // failovers can follow each other back to back.
 func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
