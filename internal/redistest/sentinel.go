@@ -198,7 +198,7 @@ func (s *Sentinel) WaitMaster(t testing.TB, notAddr string, timeout time.Duratio
 // failovers can follow each other back to back.
 func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
 	t.Helper()
-	old = s.settle(t)
+	old = s.Settle(t)
 	start := time.Now()
 	// A sentinel refuses while it still sees a failover in progress or no
 	// replica fit for promotion: retry those.
@@ -222,7 +222,7 @@ func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
 // be whole, so that kills can follow each other back to back.
 func (s *Sentinel) KillMaster(t testing.TB) (old, new *Server) {
 	t.Helper()
-	old = s.settle(t)
+	old = s.Settle(t)
 	start := time.Now()
 	old.Kill()
 	new = s.WaitMaster(t, old.Addr(), topologyTimeout)
@@ -319,11 +319,15 @@ func syncedReplicas(info map[string]string, target int64) int {
 	return n
 }
 
-// settle waits until the deployment is whole again after a failover:
-// every running node but the master replicates it in sync, and every
-// sentinel agrees on the master, sees it up, and knows each of those
-// replicas up and each other sentinel. It returns the master.
-func (s *Sentinel) settle(t testing.TB) *Server {
+// Settle waits until the deployment is whole again after a failover and
+// returns the master: every running node but the master replicates it in
+// sync, and every sentinel names the master, sees it healthy (flags exactly
+// "master": not down, no failover in progress), and knows each of those
+// replicas up and each other sentinel. Failover and KillMaster start with
+// it, so that faults can follow each other back to back: sentinels agree on
+// a new master's address while the failover's leader is still repointing
+// replicas, and a fault injected then acts on a half-made topology.
+func (s *Sentinel) Settle(t testing.TB) *Server {
 	t.Helper()
 	m := s.Master(t)
 	running := 0

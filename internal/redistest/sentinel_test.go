@@ -57,7 +57,9 @@ func TestSentinelTopology(t *testing.T) {
 		t.Errorf("new master's ROLE = %q, %v", r, err)
 	}
 	// The demoted master becomes a replica of the new one.
-	s.WaitReplicasInSync(t, 2)
+	if got := s.Settle(t); got != nw {
+		t.Fatalf("Settle after the failover: master %s, want %s", got.Addr(), nw.Addr())
+	}
 	if err := waitLinkUp(old.Addr(), nw.Addr(), 10*time.Second); err != nil {
 		t.Errorf("demoted master not a replica of the new one: %v", err)
 	}
