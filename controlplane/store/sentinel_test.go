@@ -436,18 +436,7 @@ func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveRes
 func (l *failoverLoad) protect(s *redistest.Sentinel) {
 	l.t.Helper()
 	upTo := l.ackSeq.Load()
-	m := s.Master(l.t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn := m.Client().Conn()
-	defer conn.Close()
-	if err := conn.Incr(ctx, "redistest:marker").Err(); err != nil {
-		l.t.Fatalf("marker write on %s: %v", m.Addr(), err)
-	}
-	n, err := conn.Do(ctx, "WAIT", 2, 5000).Int()
-	if err != nil || n < 2 {
-		l.t.Fatalf("WAIT 2 on %s = %d, %v: the replicas did not confirm", m.Addr(), n, err)
-	}
+	s.Master(l.t).WaitReplicated(l.t, 2)
 	l.protected.Store(upTo)
 }
 
@@ -580,9 +569,7 @@ func TestStoreOnReplica(t *testing.T) {
 	if err != nil || held.Outcome != api.Acquired {
 		t.Fatalf("reserve on master: %+v, %v", held, err)
 	}
-	if n, err := mc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("WAIT 1 = %d, %v", n, err)
-	}
+	master.WaitReplicated(t, 1)
 
 	// Writes: READONLY, as ErrUnavailable.
 	for name, call := range map[string]func() error{
