@@ -43,7 +43,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	l := newFailoverLoad(t, New(c, Options{}), 4)
+	l := newSentinelLoad(t, New(c, Options{}), 4)
 	l.start()
 	l.waitOps(300)
 
@@ -87,16 +87,16 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	l.report()
 }
 
-// failoverLoad runs workers that reserve new keys, complete them, and
+// sentinelLoad runs workers that reserve new keys, complete them, and
 // reserve completed ones again to check the replay, each on keys of its
 // own, and records every answer.
-type failoverLoad struct {
+type sentinelLoad struct {
 	t       *testing.T
 	st      *Store
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	workers []*loadWorker
+	workers []*sentinelWorker
 
 	ops       atomic.Int64
 	ackSeq    atomic.Int64 // numbers acknowledged completions, in order
@@ -108,14 +108,14 @@ type failoverLoad struct {
 	faulting atomic.Bool
 
 	mu     sync.Mutex
-	phases []*loadPhase
-	cur    *loadPhase
+	phases []*sentinelPhase
+	cur    *sentinelPhase
 	wrong  []string
 }
 
-type loadWorker struct {
+type sentinelWorker struct {
 	id          int
-	keys        []*loadKey
+	keys        []*sentinelKey
 	lastSuccess atomic.Int64 // unix nanos
 	// Records lost in a switch, found when the store no longer knew a
 	// reservation (complete: stale token) or a completion (replay:
@@ -124,7 +124,7 @@ type loadWorker struct {
 	dropped                   int // keys left found in progress after a loss
 }
 
-type loadKey struct {
+type sentinelKey struct {
 	key, fp   string
 	attempted []string // bodies sent in a Complete, acknowledged or not
 	acked     string   // body of the acknowledged completion
@@ -135,8 +135,8 @@ type loadKey struct {
 	dropped bool
 }
 
-// loadPhase collects errors and timing between a fault's start and its end.
-type loadPhase struct {
+// sentinelPhase collects errors and timing between a fault's start and its end.
+type sentinelPhase struct {
 	name                  string
 	start, end            time.Time
 	switched, recovered   time.Time
@@ -150,19 +150,19 @@ type loadPhase struct {
 	lostReserve, lostComp int
 }
 
-func newFailoverLoad(t *testing.T, st *Store, workers int) *failoverLoad {
+func newSentinelLoad(t *testing.T, st *Store, workers int) *sentinelLoad {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	l := &failoverLoad{t: t, st: st, ctx: ctx, cancel: cancel}
+	l := &sentinelLoad{t: t, st: st, ctx: ctx, cancel: cancel}
 	for i := 0; i < workers; i++ {
-		l.workers = append(l.workers, &loadWorker{id: i})
+		l.workers = append(l.workers, &sentinelWorker{id: i})
 	}
-	l.phases = append(l.phases, &loadPhase{name: "warm-up", start: time.Now(), kinds: map[string]int{}})
+	l.phases = append(l.phases, &sentinelPhase{name: "warm-up", start: time.Now(), kinds: map[string]int{}})
 	l.cur = l.phases[0]
 	return l
 }
 
-func (l *failoverLoad) start() {
+func (l *sentinelLoad) start() {
 	for _, w := range l.workers {
 		l.wg.Add(1)
 		go func() {
@@ -172,16 +172,16 @@ func (l *failoverLoad) start() {
 	}
 }
 
-func (l *failoverLoad) stop() {
+func (l *sentinelLoad) stop() {
 	l.cancel()
 	l.wg.Wait()
 }
 
-func (l *failoverLoad) run(w *loadWorker) {
+func (l *sentinelLoad) run(w *sentinelWorker) {
 	rng := rand.New(rand.NewPCG(uint64(w.id), uint64(time.Now().UnixNano())))
 	for l.ctx.Err() == nil {
 		if len(w.keys) < 5 || rng.IntN(2) == 0 {
-			k := &loadKey{key: fmt.Sprintf("w%d-%d", w.id, len(w.keys)), fp: fmt.Sprintf("fp-w%d-%d", w.id, len(w.keys))}
+			k := &sentinelKey{key: fmt.Sprintf("w%d-%d", w.id, len(w.keys)), fp: fmt.Sprintf("fp-w%d-%d", w.id, len(w.keys))}
 			w.keys = append(w.keys, k)
 			l.execute(w, k)
 		} else if k := w.keys[rng.IntN(len(w.keys))]; !k.dropped && k.acked != "" {
@@ -191,15 +191,15 @@ func (l *failoverLoad) run(w *loadWorker) {
 	}
 }
 
-func (l *failoverLoad) phaseNow() *loadPhase {
+func (l *sentinelLoad) phaseNow() *sentinelPhase {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.cur
 }
 
 // phase starts a new phase; its errors and ops are counted apart.
-func (l *failoverLoad) phase(name string) *loadPhase {
-	p := &loadPhase{name: name, start: time.Now(), kinds: map[string]int{}, protectedAtStart: int(l.protected.Load())}
+func (l *sentinelLoad) phase(name string) *sentinelPhase {
+	p := &sentinelPhase{name: name, start: time.Now(), kinds: map[string]int{}, protectedAtStart: int(l.protected.Load())}
 	p.lostReserveAtStart, p.lostCompleteAtStart = l.lost()
 	l.mu.Lock()
 	l.phases = append(l.phases, p)
@@ -208,7 +208,7 @@ func (l *failoverLoad) phase(name string) *loadPhase {
 	return p
 }
 
-func (l *failoverLoad) endPhase(p *loadPhase) {
+func (l *sentinelLoad) endPhase(p *sentinelPhase) {
 	p.end = time.Now()
 	r, c := l.lost()
 	p.lostReserve, p.lostComp = r-p.lostReserveAtStart, c-p.lostCompleteAtStart
@@ -216,7 +216,7 @@ func (l *failoverLoad) endPhase(p *loadPhase) {
 
 // lost sums the workers' loss counters; they are only read while the
 // workers run for logging, so a torn read only blurs a logged number.
-func (l *failoverLoad) lost() (reserve, complete int) {
+func (l *sentinelLoad) lost() (reserve, complete int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, w := range l.workers {
@@ -226,7 +226,7 @@ func (l *failoverLoad) lost() (reserve, complete int) {
 	return reserve, complete
 }
 
-func (l *failoverLoad) fail(format string, args ...any) {
+func (l *sentinelLoad) fail(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.wrong) < 50 {
@@ -234,14 +234,14 @@ func (l *failoverLoad) fail(format string, args ...any) {
 	}
 }
 
-func (l *failoverLoad) success(w *loadWorker) {
+func (l *sentinelLoad) success(w *sentinelWorker) {
 	l.ops.Add(1)
 	l.phaseNow().ops.Add(1)
 	w.lastSuccess.Store(time.Now().UnixNano())
 }
 
 // noteErr records an error; anything but ErrUnavailable is a wrong answer.
-func (l *failoverLoad) noteErr(op string, err error) {
+func (l *sentinelLoad) noteErr(op string, err error) {
 	if l.ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return
 	}
@@ -256,12 +256,12 @@ func (l *failoverLoad) noteErr(op string, err error) {
 		p.firstErr = now
 	}
 	p.lastErr = now
-	p.kinds[errKind(err)]++
+	p.kinds[sentinelErrKind(err)]++
 	p.mu.Unlock()
 }
 
-// errKind names an error for the log.
-func errKind(err error) string {
+// sentinelErrKind names an error for the log.
+func sentinelErrKind(err error) string {
 	s := err.Error()
 	for _, k := range []string{"READONLY", "connection refused", "connection reset", "EOF", "use of closed network connection",
 		"i/o timeout", "context deadline exceeded", "LOADING", "MASTERDOWN", "all sentinels", "broken pipe"} {
@@ -274,7 +274,7 @@ func errKind(err error) string {
 
 // retry runs f until it answers without ErrUnavailable (each such error is
 // recorded), the load stops, or a generous bound passes.
-func (l *failoverLoad) retry(op string, f func() error) (error, bool) {
+func (l *sentinelLoad) retry(op string, f func() error) (error, bool) {
 	deadline := time.Now().Add(60 * time.Second)
 	for l.ctx.Err() == nil && time.Now().Before(deadline) {
 		err := f()
@@ -292,7 +292,7 @@ func (l *failoverLoad) retry(op string, f func() error) (error, bool) {
 
 // reserve asks for k under a fresh holder, retrying with that holder (a
 // retry whose first run acquired answers acquired again).
-func (l *failoverLoad) reserve(w *loadWorker, k *loadKey) (api.ReserveResponse, bool) {
+func (l *sentinelLoad) reserve(w *sentinelWorker, k *sentinelKey) (api.ReserveResponse, bool) {
 	holder := newNonce()
 	var res api.ReserveResponse
 	err, ok := l.retry("reserve "+k.key, func() error {
@@ -313,7 +313,7 @@ func (l *failoverLoad) reserve(w *loadWorker, k *loadKey) (api.ReserveResponse, 
 
 // execute reserves a new key and completes it; when the switch lost the
 // reservation (stale token) it starts over, as a client would.
-func (l *failoverLoad) execute(w *loadWorker, k *loadKey) {
+func (l *sentinelLoad) execute(w *sentinelWorker, k *sentinelKey) {
 	for attempt := 0; attempt < 5; attempt++ {
 		res, ok := l.reserve(w, k)
 		if !ok {
@@ -341,7 +341,7 @@ func (l *failoverLoad) execute(w *loadWorker, k *loadKey) {
 
 // complete stores a response for k; false when the store no longer knew
 // the reservation (lost in a switch).
-func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
+func (l *sentinelLoad) complete(w *sentinelWorker, k *sentinelKey, tok string) bool {
 	body := fmt.Sprintf("%s#%d", k.key, len(k.attempted)+1)
 	k.attempted = append(k.attempted, body)
 	err, ok := l.retry("complete "+k.key, func() error {
@@ -371,7 +371,7 @@ func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
 }
 
 // replay reserves a completed key again and checks the answer.
-func (l *failoverLoad) replay(w *loadWorker, k *loadKey) {
+func (l *sentinelLoad) replay(w *sentinelWorker, k *sentinelKey) {
 	res, ok := l.reserve(w, k)
 	if !ok {
 		return
@@ -379,11 +379,11 @@ func (l *failoverLoad) replay(w *loadWorker, k *loadKey) {
 	l.checkReplay(w, k, res)
 }
 
-func (l *failoverLoad) isProtected(k *loadKey) bool {
+func (l *sentinelLoad) isProtected(k *sentinelKey) bool {
 	return k.ackSeq != 0 && k.ackSeq <= l.protected.Load()
 }
 
-func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveResponse) {
+func (l *sentinelLoad) checkReplay(w *sentinelWorker, k *sentinelKey, res api.ReserveResponse) {
 	prot := l.isProtected(k)
 	switch res.Outcome {
 	case api.Completed:
@@ -433,7 +433,7 @@ func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveRes
 // replicas: the test writes a marker after them and waits for both
 // replicas to acknowledge it (the replication stream is ordered, so they
 // then hold everything before it).
-func (l *failoverLoad) protect(s *redistest.Sentinel) {
+func (l *sentinelLoad) protect(s *redistest.Sentinel) {
 	l.t.Helper()
 	upTo := l.ackSeq.Load()
 	s.Master(l.t).WaitReplicated(l.t, 2)
@@ -441,7 +441,7 @@ func (l *failoverLoad) protect(s *redistest.Sentinel) {
 }
 
 // waitOps waits until the load has done n successful operations.
-func (l *failoverLoad) waitOps(n int64) {
+func (l *sentinelLoad) waitOps(n int64) {
 	l.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for l.ops.Load() < n {
@@ -454,7 +454,7 @@ func (l *failoverLoad) waitOps(n int64) {
 }
 
 // waitEachWorkerSucceeds waits until every worker has succeeded after t0.
-func (l *failoverLoad) waitEachWorkerSucceeds(t0 time.Time) {
+func (l *sentinelLoad) waitEachWorkerSucceeds(t0 time.Time) {
 	l.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for _, w := range l.workers {
@@ -469,7 +469,7 @@ func (l *failoverLoad) waitEachWorkerSucceeds(t0 time.Time) {
 }
 
 // verifyAll reserves every acknowledged key once more, after the load.
-func (l *failoverLoad) verifyAll() {
+func (l *sentinelLoad) verifyAll() {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -500,7 +500,7 @@ func (l *failoverLoad) verifyAll() {
 	}
 }
 
-func (p *loadPhase) kindsString() string {
+func (p *sentinelPhase) kindsString() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ks := make([]string, 0, len(p.kinds))
@@ -511,7 +511,7 @@ func (p *loadPhase) kindsString() string {
 	return strings.Join(ks, "; ")
 }
 
-func (l *failoverLoad) report() {
+func (l *sentinelLoad) report() {
 	l.t.Logf("load: %d successful operations", l.ops.Load())
 	for _, p := range l.phases {
 		line := fmt.Sprintf("%s: %d ok, %d errors", p.name, p.ops.Load(), p.errs.Load())
