@@ -117,11 +117,7 @@ type sentinelWorker struct {
 	id          int
 	keys        []*sentinelKey
 	lastSuccess atomic.Int64 // unix nanos
-	// Records lost in a switch, found when the store no longer knew a
-	// reservation (complete: stale token) or a completion (replay:
-	// acquired). Protected keys never count here: that is a wrong answer.
-	lostReserve, lostComplete int
-	dropped                   int // keys left found in progress after a loss
+	dropped     int          // keys left found in progress after a loss
 }
 
 type sentinelKey struct {
@@ -133,21 +129,25 @@ type sentinelKey struct {
 	// one. 0: not known.
 	ackSeq  int64
 	dropped bool
+	// Phases in which the reservation and the completion were
+	// acknowledged: a loss found later is counted against them.
+	resPhase, ackPhase *sentinelPhase
 }
 
 // sentinelPhase collects errors and timing between a fault's start and its end.
 type sentinelPhase struct {
-	name                  string
-	start, end            time.Time
-	switched, recovered   time.Time
-	ops, errs             atomic.Int64
-	mu                    sync.Mutex
-	firstErr, lastErr     time.Time
-	kinds                 map[string]int
-	protectedAtStart      int
-	lostReserveAtStart    int
-	lostCompleteAtStart   int
-	lostReserve, lostComp int
+	name                string
+	start, end          time.Time
+	switched, recovered time.Time
+	ops, errs           atomic.Int64
+	mu                  sync.Mutex
+	firstErr, lastErr   time.Time
+	kinds               map[string]int
+	// Writes acknowledged in this phase, and how many of them were found
+	// lost afterwards: the store no longer knew a reservation (complete:
+	// stale token) or a completion (replay: acquired). A protected key
+	// never counts here: for it that is a wrong answer.
+	acked, lostComplete, lostReserve atomic.Int64
 }
 
 func newSentinelLoad(t *testing.T, st *Store, workers int) *sentinelLoad {
@@ -199,8 +199,7 @@ func (l *sentinelLoad) phaseNow() *sentinelPhase {
 
 // phase starts a new phase; its errors and ops are counted apart.
 func (l *sentinelLoad) phase(name string) *sentinelPhase {
-	p := &sentinelPhase{name: name, start: time.Now(), kinds: map[string]int{}, protectedAtStart: int(l.protected.Load())}
-	p.lostReserveAtStart, p.lostCompleteAtStart = l.lost()
+	p := &sentinelPhase{name: name, start: time.Now(), kinds: map[string]int{}}
 	l.mu.Lock()
 	l.phases = append(l.phases, p)
 	l.cur = p
@@ -208,23 +207,7 @@ func (l *sentinelLoad) phase(name string) *sentinelPhase {
 	return p
 }
 
-func (l *sentinelLoad) endPhase(p *sentinelPhase) {
-	p.end = time.Now()
-	r, c := l.lost()
-	p.lostReserve, p.lostComp = r-p.lostReserveAtStart, c-p.lostCompleteAtStart
-}
-
-// lost sums the workers' loss counters; they are only read while the
-// workers run for logging, so a torn read only blurs a logged number.
-func (l *sentinelLoad) lost() (reserve, complete int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, w := range l.workers {
-		reserve += w.lostReserve
-		complete += w.lostComplete
-	}
-	return reserve, complete
-}
+func (l *sentinelLoad) endPhase(p *sentinelPhase) { p.end = time.Now() }
 
 func (l *sentinelLoad) fail(format string, args ...any) {
 	l.mu.Lock()
@@ -331,6 +314,7 @@ func (l *sentinelLoad) execute(w *sentinelWorker, k *sentinelKey) {
 			k.dropped = true
 			return
 		}
+		k.resPhase = l.phaseNow()
 		if l.complete(w, k, res.Token) {
 			return
 		}
@@ -353,9 +337,9 @@ func (l *sentinelLoad) complete(w *sentinelWorker, k *sentinelKey, tok string) b
 		k.dropped = true
 		return true
 	case errors.Is(err, ErrStaleToken):
-		l.mu.Lock()
-		w.lostReserve++
-		l.mu.Unlock()
+		if k.resPhase != nil {
+			k.resPhase.lostReserve.Add(1)
+		}
 		return false
 	case err != nil:
 		l.fail("complete %s: %v", k.key, err)
@@ -363,7 +347,8 @@ func (l *sentinelLoad) complete(w *sentinelWorker, k *sentinelKey, tok string) b
 		return true
 	}
 	l.success(w)
-	k.acked, k.ackSeq = body, 0
+	k.acked, k.ackSeq, k.ackPhase = body, 0, l.phaseNow()
+	k.ackPhase.acked.Add(1)
 	if !l.faulting.Load() {
 		k.ackSeq = l.ackSeq.Add(1)
 	}
@@ -410,10 +395,9 @@ func (l *sentinelLoad) checkReplay(w *sentinelWorker, k *sentinelKey, res api.Re
 		}
 		// The completion was lost in a switch: the operation would run
 		// again. Count it and complete it, as the client would.
-		l.mu.Lock()
-		w.lostComplete++
-		l.mu.Unlock()
+		k.ackPhase.lostComplete.Add(1)
 		k.acked = ""
+		k.resPhase = l.phaseNow()
 		if !l.complete(w, k, res.Token) {
 			k.dropped = true
 		}
@@ -523,9 +507,8 @@ func (l *sentinelLoad) report() {
 			line += fmt.Sprintf("; errors from +%v to +%v (%s)", p.firstErr.Sub(p.start).Round(time.Millisecond),
 				p.lastErr.Sub(p.start).Round(time.Millisecond), p.kindsString())
 		}
-		if !p.end.IsZero() {
-			line += fmt.Sprintf("; losses found in this phase: %d reservations, %d completions", p.lostReserve, p.lostComp)
-		}
+		line += fmt.Sprintf("; %d completions acknowledged, %d of them lost (and %d reservations)",
+			p.acked.Load(), p.lostComplete.Load(), p.lostReserve.Load())
 		l.t.Log(line)
 	}
 	dropped := 0
