@@ -526,6 +526,7 @@ func (l *sentinelLoad) verifyAll() {
 					l.fail("final reserve of %s: %v", k.key, err)
 					return
 				}
+				l.success(w)
 				l.checkReplay(w, k, res)
 			}
 		}()
