@@ -50,6 +50,16 @@ func TestCluster(t *testing.T) {
 		}
 	})
 	t.Run("ScriptsTouchOneSlot", func(t *testing.T) { testScriptsTouchOneSlot(t, cl, s) })
+	t.Run("MigrationUnderLoad", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testMigrationUnderLoad(t, cl, m.durable) })
+		}
+	})
+	t.Run("FailoverUnderLoad", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable) })
+		}
+	})
 }
 
 // testSpread reserves many keys and checks that each record's Redis key

@@ -332,13 +332,22 @@ func (c *Cluster) Masters(t testing.TB) []*Server {
 
 // KillMasterForSlot kills the master of slot with SIGKILL (no goodbye to
 // its replicas or clients) and returns it and the replica promoted in its
-// place, once every live node names the new master for slot, it answers
-// ROLE master, and the cluster is at rest (cluster_state:ok everywhere).
-// The killed node stays down; RejoinAsReplica brings it back.
+// place, once WaitPromotion says the failover is done. The killed node
+// stays down; RejoinAsReplica brings it back.
 func (c *Cluster) KillMasterForSlot(t testing.TB, slot int) (old, promoted *Server) {
 	t.Helper()
 	old = c.MasterForSlot(t, slot)
 	old.Kill()
+	return old, c.WaitPromotion(t, slot, old)
+}
+
+// WaitPromotion waits until every live node names a master for slot other
+// than old, that master answers ROLE master, and the cluster is at rest
+// (cluster_state:ok everywhere), and returns the new master. With
+// old.Kill() before it, it is KillMasterForSlot in two steps, for a test
+// that must know the moment of the kill.
+func (c *Cluster) WaitPromotion(t testing.TB, slot int, old *Server) (promoted *Server) {
+	t.Helper()
 	err := poll(clusterTimeout, func(ctx context.Context) error {
 		m, err := c.agreedMap(ctx)
 		if err != nil {
@@ -346,7 +355,7 @@ func (c *Cluster) KillMasterForSlot(t testing.TB, slot int) (old, promoted *Serv
 		}
 		addr := m.owner(slot)
 		if addr == old.Addr() {
-			return fmt.Errorf("slot %d still served by the killed %s", slot, addr)
+			return fmt.Errorf("slot %d still served by %s", slot, addr)
 		}
 		if promoted = c.byAddr(addr); promoted == nil {
 			return fmt.Errorf("slot %d is served by %q, not a node of this cluster", slot, addr)
@@ -354,9 +363,9 @@ func (c *Cluster) KillMasterForSlot(t testing.TB, slot int) (old, promoted *Serv
 		return c.settled(ctx)
 	})
 	if err != nil {
-		t.Fatalf("redistest: no failover of slot %d after killing %s: %v", slot, old.Addr(), err)
+		t.Fatalf("redistest: no failover of slot %d away from %s: %v", slot, old.Addr(), err)
 	}
-	return old, promoted
+	return promoted
 }
 
 // RejoinAsReplica starts a killed node again. It keeps its node id (its
