@@ -1,6 +1,8 @@
 // Package redistest starts private redis-server processes for tests: a
-// standalone server or a small Redis Cluster, each on free loopback ports,
-// with no persistence, stopped when the test ends.
+// standalone server, replicas, a small Redis Cluster, or a master with
+// replicas and sentinels, each on free loopback ports, with no persistence,
+// stopped when the test ends. Servers can be killed, paused and relaunched
+// to inject faults.
 //
 // Tests never touch a Redis they did not start (the machine may run one on
 // 6379). When redis-server or redis-cli is missing the test fails, it does
@@ -45,6 +47,7 @@ type Server struct {
 	dir     string
 	logPath string
 	args    []string // full argument list, port included; reused by Restart
+	extra   []string // arguments added by the last Relaunch, kept by Restart
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -62,6 +65,31 @@ func Start(t testing.TB, args ...string) *Server {
 }
 
 func start(t testing.TB, cluster bool, extra []string) *Server {
+	t.Helper()
+	return startProc(t, cluster, func(port int, dir string) ([]string, error) {
+		args := []string{
+			"--port", strconv.Itoa(port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", dir,
+			// A master waits 5s by default before a diskless full sync,
+			// hoping for more replicas to batch; tests want it at once.
+			"--repl-diskless-sync-delay", "0",
+		}
+		if cluster {
+			args = append(args,
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
+		}
+		return append(args, extra...), nil
+	})
+}
+
+// startProc starts redis-server with the arguments build returns for a free
+// port and the server's own directory, retrying on another port when the
+// start fails (most likely the port was taken meanwhile).
+func startProc(t testing.TB, cluster bool, build func(port int, dir string) ([]string, error)) *Server {
 	t.Helper()
 	bin := lookPath(t, "redis-server")
 	// TempDir first: cleanups run last-in first-out, so the server is
@@ -81,21 +109,10 @@ func start(t testing.TB, cluster bool, extra []string) *Server {
 			dir:     dir,
 			logPath: filepath.Join(dir, fmt.Sprintf("redis-%d.log", port)),
 		}
-		s.args = []string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
+		if s.args, err = build(port, dir); err != nil {
+			t.Fatalf("redistest: %v", err)
 		}
-		if cluster {
-			s.args = append(s.args,
-				"--cluster-enabled", "yes",
-				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
-		}
-		s.args = append(s.args, extra...)
 		if err := s.launch(); err != nil {
-			// Most likely the port was taken meanwhile; try another.
 			lastErr = err
 			continue
 		}
@@ -151,6 +168,8 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	// A paused (SIGSTOPped) server handles SIGTERM only once it runs again.
+	_ = cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-exited:
 	case <-time.After(stopTimeout):
@@ -160,11 +179,19 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server and starts it again on the same port and with
-// the same arguments, returning once it answers PING. With persistence off
-// the data is gone afterwards, and so are loaded scripts.
+// the same arguments (those of the last Relaunch included), returning once
+// it answers PING. With persistence off the data is gone afterwards, and so
+// are loaded scripts.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.relaunch(s.t)
+}
+
+// relaunch starts the stopped process again on its port, failing t if it
+// cannot.
+func (s *Server) relaunch(t testing.TB) {
+	t.Helper()
 	// The port was ours a moment ago; redis-server binds with SO_REUSEADDR,
 	// so TIME_WAIT connections do not block it. Retry briefly anyway in
 	// case the kernel is slow to let go of the listener.
@@ -176,7 +203,7 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.logOutput()
-	s.t.Fatalf("redistest: restart of redis-server on %s: %v", s.Addr(), err)
+	t.Fatalf("redistest: restart of redis-server on %s: %v", s.Addr(), err)
 }
 
 // launch starts the process and waits until it answers PING.
@@ -185,7 +212,8 @@ func (s *Server) launch() error {
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	cmd := exec.Command(s.bin, s.args...)
+	args := append(append([]string(nil), s.args...), s.extra...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
