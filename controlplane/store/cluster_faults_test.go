@@ -40,15 +40,20 @@ import (
 // loadOpTimeout is each attempt's context, as the service's op timeout.
 const loadOpTimeout = 2 * time.Second
 
+// faultTestTimeout bounds a fault test's calls; its waits (60 s each at
+// most) fail it first.
+const faultTestTimeout = 3 * time.Minute
+
 // loadKey is the model of one key. Guarded by load.mu.
 type loadKey struct {
 	key      string
 	resp     api.StoredResponse
 	token    string
-	acqSeq   int64 // acknowledgement sequence of the acquire
-	relSeq   int64 // of the release by holder (fence written)
-	doneSeq  int64 // of the complete
-	released string
+	acqSeq   int64  // acknowledgement sequence of the acquire
+	relSeq   int64  // of the release by holder (fence written)
+	doneSeq  int64  // of the complete
+	holder   string // of the first acquire
+	released string // the holder whose release is acknowledged ("" none, or acquired again since)
 	lost     bool
 }
 
@@ -71,6 +76,10 @@ type load struct {
 	s       *Store
 	scope   string
 	durable bool
+	// inlineReplay: a worker replays each key it completed, and a random
+	// one, before its next fresh key. Off, only the replayer replays, so
+	// that the workers keep trying fresh keys whatever replays are stuck on.
+	inlineReplay bool
 	// fresh returns worker w's next fresh key, false when there is none
 	// left (the worker then only replays).
 	fresh func(w int) (string, bool)
@@ -82,19 +91,26 @@ type load struct {
 	killAt               atomic.Int64 // unix ns; 0 before any kill
 	firstOK              atomic.Int64 // unix ns: first success of an attempt started after killAt
 
-	mu         sync.Mutex
-	keys       map[string]*loadKey
-	completed  []*loadKey
-	stats      map[string]*phaseStats
-	phases     []string
-	violations []string
-	lost       int
+	// Keys acquired ahead, which a completer and a releaser finish only
+	// in activePhases: so that each phase of a migration sees completes
+	// and releases by holder, whatever the other workers are stuck on.
+	pendingComplete, pendingRelease chan *loadKey
+	activePhases                    map[string]bool
+
+	mu           sync.Mutex
+	releasedKeys []*loadKey // released by the releaser: must stay fenced
+	keys         map[string]*loadKey
+	completed    []*loadKey
+	stats        map[string]*phaseStats
+	phases       []string
+	violations   []string
+	lost         int
 }
 
 // newLoad returns a load without its store and key source: build the
 // store with l.observer() and set l.s and l.fresh before running it.
 func newLoad(t *testing.T, scope string, durable bool) *load {
-	l := &load{t: t, scope: scope, durable: durable,
+	l := &load{t: t, scope: scope, durable: durable, inlineReplay: true,
 		keys: map[string]*loadKey{}, stats: map[string]*phaseStats{}}
 	l.unsafeFrom.Store(math.MaxInt64)
 	l.unsafeTo.Store(math.MaxInt64)
@@ -218,60 +234,60 @@ func (l *load) req(key, holder string) api.ReserveRequest {
 
 func newHolder() string { return fmt.Sprintf("ld_%016x%016x", rand.Uint64(), rand.Uint64()) }
 
-// cycle takes a fresh key through its life: acquire; one time in four
-// release by holder, check the fence, acquire again with another holder;
-// complete; replay.
-func (l *load) cycle(ctx context.Context, stop <-chan struct{}, key string, viaRelease bool) {
+// reserveOnce reserves key for holder, retrying while unavailable; a
+// fenced answer comes back as InProgress without error.
+func (l *load) reserveOnce(ctx context.Context, stop <-chan struct{}, op, key, holder string) (api.ReserveResponse, error) {
+	var r api.ReserveResponse
+	err := l.try(ctx, stop, op, func(ctx context.Context) error {
+		var err error
+		r, err = l.s.Reserve(ctx, l.req(key, holder))
+		if errors.Is(err, ErrFenced) {
+			return nil
+		}
+		return err
+	})
+	return r, err
+}
+
+// acquire reserves a fresh key for a new holder; nil when it did not
+// (stopped, or a violation, recorded).
+func (l *load) acquire(ctx context.Context, stop <-chan struct{}, key string) *loadKey {
 	lk := &loadKey{key: key, resp: api.StoredResponse{Status: 201,
-		Headers: [][2]string{{"X-Key", key}}, Body: []byte("done " + key)}}
+		Headers: [][2]string{{"X-Key", key}}, Body: []byte("done " + key)}, holder: newHolder()}
 	l.mu.Lock()
 	l.keys[key] = lk
 	l.mu.Unlock()
-
-	reserve := func(holder string) (api.ReserveResponse, error) {
-		var r api.ReserveResponse
-		err := l.try(ctx, stop, "reserve", func(ctx context.Context) error {
-			var err error
-			r, err = l.s.Reserve(ctx, l.req(key, holder))
-			if errors.Is(err, ErrFenced) {
-				return nil
-			}
-			return err
-		})
-		return r, err
-	}
-	h := newHolder()
-	r, err := reserve(h)
+	r, err := l.reserveOnce(ctx, stop, "reserve", key, lk.holder)
 	if err != nil {
 		if err != errStopped {
 			l.violate("%s: reserve: %v", key, err)
 		}
-		return
+		return nil
 	}
 	if r.Outcome != api.Acquired {
 		l.violate("%s: fresh key answered %s", key, r.Outcome)
-		return
+		return nil
 	}
 	l.mu.Lock()
 	lk.token, lk.acqSeq = r.Token, l.seq.Add(1)
 	l.mu.Unlock()
+	return lk
+}
 
+// cycle takes a fresh key through its life: acquire; one time in four
+// release by holder, check the fence, acquire again with another holder;
+// complete; replay.
+func (l *load) cycle(ctx context.Context, stop <-chan struct{}, key string, viaRelease bool) {
+	lk := l.acquire(ctx, stop, key)
+	if lk == nil {
+		return
+	}
 	if viaRelease {
-		err := l.try(ctx, stop, "release_holder", func(ctx context.Context) error {
-			_, err := l.s.ReleaseHolder(ctx, l.scope, key, h)
-			return err
-		})
-		if err != nil {
-			if err != errStopped {
-				l.violate("%s: release by holder: %v", key, err)
-			}
+		if !l.releaseHolder(ctx, stop, lk) {
 			return
 		}
-		l.mu.Lock()
-		lk.relSeq, lk.released = l.seq.Add(1), h
-		l.mu.Unlock()
 		// The released holder's late reserve meets its fence.
-		r, err := reserve(h)
+		r, err := l.reserveOnce(ctx, stop, "reserve", key, lk.holder)
 		if err != nil {
 			return
 		}
@@ -283,7 +299,7 @@ func (l *load) cycle(ctx context.Context, stop <-chan struct{}, key string, viaR
 			l.violate("%s: released holder answered %s, want in_progress (fenced)", key, r.Outcome)
 			return
 		}
-		r, err = reserve(newHolder())
+		r, err = l.reserveOnce(ctx, stop, "reserve", key, newHolder())
 		if err != nil {
 			return
 		}
@@ -292,29 +308,57 @@ func (l *load) cycle(ctx context.Context, stop <-chan struct{}, key string, viaR
 			return
 		}
 		l.mu.Lock()
-		lk.token, lk.acqSeq = r.Token, l.seq.Add(1)
+		lk.token, lk.acqSeq, lk.released = r.Token, l.seq.Add(1), ""
 		l.mu.Unlock()
 	}
+	if l.complete(ctx, stop, lk) {
+		l.mu.Lock()
+		l.cur().cycles++
+		l.mu.Unlock()
+		if l.inlineReplay {
+			l.replay(ctx, stop, lk)
+		}
+	}
+}
 
-	err = l.try(ctx, stop, "complete", func(ctx context.Context) error {
-		return l.s.Complete(ctx, api.CompleteRequest{Scope: l.scope, Key: key, Token: lk.token, Response: lk.resp})
+// releaseHolder releases lk by its holder id; false when it did not.
+func (l *load) releaseHolder(ctx context.Context, stop <-chan struct{}, lk *loadKey) bool {
+	err := l.try(ctx, stop, "release_holder", func(ctx context.Context) error {
+		_, err := l.s.ReleaseHolder(ctx, l.scope, lk.key, lk.holder)
+		return err
+	})
+	if err != nil {
+		if err != errStopped {
+			l.violate("%s: release by holder: %v", lk.key, err)
+		}
+		return false
+	}
+	l.mu.Lock()
+	lk.relSeq, lk.released = l.seq.Add(1), lk.holder
+	l.mu.Unlock()
+	return true
+}
+
+// complete stores lk's response under its token; false when it did not.
+func (l *load) complete(ctx context.Context, stop <-chan struct{}, lk *loadKey) bool {
+	err := l.try(ctx, stop, "complete", func(ctx context.Context) error {
+		return l.s.Complete(ctx, api.CompleteRequest{Scope: l.scope, Key: lk.key, Token: lk.token, Response: lk.resp})
 	})
 	switch {
 	case err == errStopped:
-		return
+		return false
 	case errors.Is(err, ErrStaleToken):
 		l.loss(lk, lk.acqSeq, "complete of the acknowledged token answered stale")
-		return
+		return false
 	case err != nil:
-		l.violate("%s: complete: %v", key, err)
-		return
+		l.violate("%s: complete: %v", lk.key, err)
+		return false
 	}
 	l.mu.Lock()
 	lk.doneSeq = l.seq.Add(1)
 	l.completed = append(l.completed, lk)
-	l.cur().cycles++
 	l.mu.Unlock()
-	l.replay(ctx, stop, lk)
+	return true
 }
 
 // replay asks for a completed key with a new holder: it must answer its
@@ -388,6 +432,9 @@ func (l *load) run(ctx context.Context, n int) (stopAndWait func()) {
 					// Only replays now: pace them, the machine is shared.
 					time.Sleep(5 * time.Millisecond)
 				}
+				if !l.inlineReplay {
+					continue
+				}
 				l.mu.Lock()
 				var lk *loadKey
 				if len(l.completed) > 0 {
@@ -399,6 +446,57 @@ func (l *load) run(ctx context.Context, n int) (stopAndWait func()) {
 				}
 			}
 		}()
+	}
+	// A replayer, so that replays go on while the others are stuck.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rnd := rand.New(rand.NewPCG(99, 7))
+		for ctx.Err() == nil {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			l.mu.Lock()
+			var lk *loadKey
+			if len(l.completed) > 0 {
+				lk = l.completed[rnd.IntN(len(l.completed))]
+			}
+			l.mu.Unlock()
+			if lk != nil {
+				l.replay(ctx, stop, lk)
+			}
+		}
+	}()
+	finisher := func(pending chan *loadKey, finish func(*loadKey)) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			select {
+			case <-stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+			}
+			if !l.activePhases[*l.phase.Load()] {
+				continue
+			}
+			select {
+			case lk := <-pending:
+				finish(lk)
+			default:
+			}
+		}
+	}
+	if l.pendingComplete != nil {
+		wg.Add(2)
+		go finisher(l.pendingComplete, func(lk *loadKey) { l.complete(ctx, stop, lk) })
+		go finisher(l.pendingRelease, func(lk *loadKey) {
+			if l.releaseHolder(ctx, stop, lk) {
+				l.mu.Lock()
+				l.releasedKeys = append(l.releasedKeys, lk)
+				l.mu.Unlock()
+			}
+		})
 	}
 	return func() { close(stop); wg.Wait() }
 }
@@ -445,6 +543,32 @@ func (l *load) verify(ctx context.Context) int {
 		})
 		if err != nil || rec.State != api.StateCompleted || rec.Response == nil || !reflect.DeepEqual(*rec.Response, lk.resp) {
 			l.violate("%s: after the run Get = %+v, %v; want completed with %+v", lk.key, rec, err, lk.resp)
+		}
+		n++
+	}
+	// Released by holder: that holder stays fenced, anyone else acquires.
+	for _, lk := range l.releasedKeys {
+		if lk.lost {
+			continue
+		}
+		var r api.ReserveResponse
+		err := l.try(ctx, never, "verify_fence", func(ctx context.Context) error {
+			var err error
+			r, err = l.s.Reserve(ctx, l.req(lk.key, lk.released))
+			if errors.Is(err, ErrFenced) {
+				return nil
+			}
+			if err == nil {
+				return fmt.Errorf("answered %s without the fence", r.Outcome)
+			}
+			return err
+		})
+		if err != nil || r.Outcome != api.InProgress {
+			l.violate("%s: the released holder's reserve after the run: %+v %v, want fenced", lk.key, r, err)
+		}
+		r, err = l.reserveOnce(ctx, never, "verify_fence", lk.key, newHolder())
+		if err != nil || r.Outcome != api.Acquired {
+			l.violate("%s: a new holder's reserve of the released key after the run: %+v %v, want acquired", lk.key, r, err)
 		}
 		n++
 	}
@@ -536,7 +660,8 @@ func inRanges(slot int, rs [][2]int) bool {
 // the killed node rejoins as a replica (durable mode needs one again) and
 // the load runs on until the store has answered again.
 func testFailoverUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
-	ctx := testCtx(t)
+	ctx, cancel := context.WithTimeout(context.Background(), faultTestTimeout)
+	defer cancel()
 	scope := "failover-" + fmt.Sprint(durable)
 	l := newLoad(t, scope, durable)
 	s := faultStore(t, cl, durable, l.observer())
@@ -626,9 +751,11 @@ func testFailoverUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
 // IMPORTING/MIGRATING set, half the keys moved, after), and checks that
 // nothing acknowledged is lost or changed and no key is acquired twice.
 func testMigrationUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
-	ctx := testCtx(t)
+	ctx, cancel := context.WithTimeout(context.Background(), faultTestTimeout)
+	defer cancel()
 	scope := "migrate-" + fmt.Sprint(durable)
 	l := newLoad(t, scope, durable)
+	l.inlineReplay = false
 	s := faultStore(t, cl, durable, l.observer())
 	l.s = s
 	slot := hashSlot(s.RecordKey(scope, "anchor"))
@@ -640,11 +767,11 @@ func testMigrationUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
 			break
 		}
 	}
-	const preload, pool = 40, 160
-	keys := keysInSlot(ctx, t, s, src.Client(), scope, "k", slot, preload+pool)
+	const preload, pendC, pendR, pool = 40, 30, 12, 160
+	keys := keysInSlot(ctx, t, s, src.Client(), scope, "k", slot, preload+pendC+pendR+pool)
 
 	var mu sync.Mutex
-	nextFresh := preload
+	nextFresh := preload + pendC + pendR
 	l.fresh = func(int) (string, bool) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -660,6 +787,20 @@ func testMigrationUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
 	for i, k := range keys[:preload] {
 		l.cycle(ctx, never, k, i%4 == 3)
 	}
+	l.pendingComplete = make(chan *loadKey, pendC)
+	l.pendingRelease = make(chan *loadKey, pendR)
+	l.activePhases = map[string]bool{"migrating": true, "moved-some": true, "after": true}
+	for i, k := range keys[preload : preload+pendC+pendR] {
+		lk := l.acquire(ctx, never, k)
+		if lk == nil {
+			t.Fatalf("preload: %s not acquired", k)
+		}
+		if i < pendC {
+			l.pendingComplete <- lk
+		} else {
+			l.pendingRelease <- lk
+		}
+	}
 	if n, err := src.Client().ClusterCountKeysInSlot(ctx, slot).Result(); err != nil || n < preload {
 		t.Fatalf("slot %d holds %d keys (%v) before the migration, want at least %d", slot, n, err, preload)
 	}
@@ -672,17 +813,21 @@ func testMigrationUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
 			stopLoad()
 		}
 	}()
-	attempts := func(p string) int {
-		st := l.stats[p]
-		return st.attempts["reserve"] + st.attempts["replay"]
+	// Every kind of operation attempted in the phase (retries count: a
+	// two-key script is refused with TRYAGAIN while the slot is split).
+	covered := func(p string) bool {
+		a := l.stats[p].attempts
+		return a["reserve"] >= 3 && a["replay"] >= 3 && a["complete"] >= 3 && a["release_holder"] >= 1
 	}
 	l.waitFor("20 cycles before the migration", func() bool { return l.stats["before"].cycles >= 20 })
 	cl.MigrateSlot(t, slot, to, func(phase string) {
 		l.setPhase(phase)
-		l.waitFor("40 reserves and replays while "+phase, func() bool { return attempts(phase) >= 40 })
+		l.waitFor("reserves, replays, completes and releases while "+phase, func() bool { return covered(phase) })
 	})
 	l.setPhase("after")
-	l.waitFor("20 cycles after the migration", func() bool { return l.stats["after"].cycles >= 20 })
+	l.waitFor("20 cycles after the migration, the pending keys finished", func() bool {
+		return l.stats["after"].cycles >= 20 && covered("after") && len(l.pendingComplete) == 0 && len(l.pendingRelease) == 0
+	})
 	stopLoad()
 	stopped = true
 	verified := l.verify(ctx)
