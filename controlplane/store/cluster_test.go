@@ -57,7 +57,12 @@ func TestCluster(t *testing.T) {
 	})
 	t.Run("FailoverUnderLoad", func(t *testing.T) {
 		for _, m := range durableModes {
-			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable) })
+			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable, false) })
+		}
+	})
+	t.Run("FailoverReplicaLagging", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable, true) })
 		}
 	})
 }

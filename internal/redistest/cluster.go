@@ -330,6 +330,26 @@ func (c *Cluster) Masters(t testing.TB) []*Server {
 	return out
 }
 
+// ReplicasOf returns the live nodes that replicate m (INFO replication
+// names m as their master), in address order.
+func (c *Cluster) ReplicasOf(t testing.TB, m *Server) []*Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*Server
+	for _, s := range c.live() {
+		info, err := s.Client().Info(ctx, "replication").Result()
+		if err != nil {
+			t.Fatalf("redistest: INFO replication on %s: %v", s.Addr(), err)
+		}
+		if f := parseInfo(info); f["role"] == "slave" && f["master_port"] == strconv.Itoa(m.Port()) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr() < out[j].Addr() })
+	return out
+}
+
 // KillMasterForSlot kills the master of slot with SIGKILL (no goodbye to
 // its replicas or clients) and returns it and the replica promoted in its
 // place, once WaitPromotion says the failover is done. The killed node

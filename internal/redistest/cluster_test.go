@@ -37,7 +37,11 @@ func TestClusterWithReplicas(t *testing.T) {
 	t.Run("KillMasterForSlot", func(t *testing.T) {
 		slot := keySlot(ctx, t, c, "{kill}")
 		old := c.MasterForSlot(t, slot)
-		replica := replicaOf(ctx, t, c, old)
+		rs := c.ReplicasOf(t, old)
+		if len(rs) != 1 {
+			t.Fatalf("%s has replicas %v, want 1", old.Addr(), rs)
+		}
+		replica := rs[0]
 
 		// Writes on one connection, then WAIT on it: they are on the
 		// replica before the kill, so the promoted node must have them.
@@ -177,20 +181,4 @@ func keySlot(ctx context.Context, t *testing.T, c *Cluster, key string) int {
 		t.Fatal(err)
 	}
 	return int(slot)
-}
-
-// replicaOf finds the live node replicating m.
-func replicaOf(ctx context.Context, t *testing.T, c *Cluster, m *Server) *Server {
-	t.Helper()
-	for _, s := range c.live() {
-		info, err := s.Client().Info(ctx, "replication").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f := parseInfo(info); f["role"] == "slave" && f["master_port"] == strconv.Itoa(m.Port()) {
-			return s
-		}
-	}
-	t.Fatalf("no replica of %s", m.Addr())
-	return nil
 }
