@@ -40,11 +40,14 @@ import "github.com/redis/go-redis/v9"
 //
 // A re-run that answers success without a change (a retried reserve of the
 // same holder, complete of the same token, abandon) rewrites one field
-// with the value it has: in durable mode the WAIT that follows counts the
-// writes of its own connection only, and the first run's write, perhaps
-// on another connection whose WAIT fell short, must be covered before the
-// re-run is acknowledged. Redis propagates an HSET even when the value does
-// not change, and the replication stream is ordered.
+// with the value it has: in durable mode the WAIT that follows is
+// documented to count the writes of its own connection, and the first
+// run's write, perhaps on another connection whose WAIT fell short, must
+// be covered before the re-run is acknowledged. (Redis 7.0 in fact moves
+// every connection's WAIT offset to the master's after any command; the
+// rewrite keeps this true whatever the version.) Redis propagates an HSET
+// even when the value does not change, and the replication stream is
+// ordered.
 
 // nowMS is the shared preamble: the current time in ms by Redis's clock.
 const nowMS = `

@@ -216,6 +216,8 @@ type Store struct {
 	c      redis.UniversalClient
 	opt    Options
 	optErr error
+	// topology replaces Topology in WatchTopology (tests).
+	topology func(context.Context) (string, error)
 }
 
 // New returns a Store on c. See Options.Validate for invalid options.

@@ -15,8 +15,25 @@ import (
 )
 
 // ErrNotReady: Ready found no usable master, or too few replicas for the
-// durable mode; the detail says which node and why.
+// durable mode; a *NotReadyError says which node and why.
 var ErrNotReady = errors.New("redis not ready")
+
+// NotReadyError is one node's reason for not being ready. Reason names no
+// address, so that it can be shown to whoever asks /readyz; Node goes to
+// the log.
+type NotReadyError struct {
+	Node   string
+	Reason string
+}
+
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrNotReady, e.Node, e.Reason)
+}
+func (e *NotReadyError) Unwrap() error { return ErrNotReady }
+
+func notReady(node, format string, args ...any) error {
+	return &NotReadyError{Node: node, Reason: fmt.Sprintf(format, args...)}
+}
 
 // replicaMaxLag is the most seconds since a replica's last acknowledgement
 // (INFO replication, lag) for Ready to count it: replicas acknowledge every
@@ -38,14 +55,11 @@ func (s *Store) Ready(ctx context.Context) error {
 			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 		}
 		r := parseReplication(info)
-		if name == "" {
-			name = r.addr
-		}
 		if r.role != "master" {
-			return fmt.Errorf("%w: %s answers as %q, not master", ErrNotReady, name, r.role)
+			return notReady(name, "a node answers as %q, not master", r.role)
 		}
 		if n := s.opt.Durable.Replicas; n > 0 && r.online < n {
-			return fmt.Errorf("%w: %s has %d replicas online (lag ≤ %ds), durable mode waits for %d", ErrNotReady, name, r.online, replicaMaxLag, n)
+			return notReady(name, "a master has %d replicas online (acknowledging within %ds); durable mode waits for %d", r.online, replicaMaxLag, n)
 		}
 		if cluster {
 			ci, err := node.ClusterInfo(ctx).Result()
@@ -53,14 +67,20 @@ func (s *Store) Ready(ctx context.Context) error {
 				return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 			}
 			if st := infoField(ci, "cluster_state"); st != "ok" {
-				return fmt.Errorf("%w: %s says cluster_state:%s", ErrNotReady, name, st)
+				return notReady(name, "a master says cluster_state:%s", st)
 			}
 		}
 		return nil
 	}
 	cc, ok := s.c.(*redis.ClusterClient)
 	if !ok {
-		return check(ctx, s.c, "", false)
+		name := "redis"
+		if c, ok := s.c.(*redis.Client); ok {
+			if a := nodeAddr(ctx, c, false); a != "" {
+				name = a
+			}
+		}
+		return check(ctx, s.c, name, false)
 	}
 	var mu sync.Mutex
 	var errs []error
@@ -83,7 +103,6 @@ func (s *Store) Ready(ctx context.Context) error {
 type replication struct {
 	role   string
 	online int // replicas with state=online and lag ≤ replicaMaxLag
-	addr   string
 }
 
 // parseReplication reads INFO replication: role, and the replicas
@@ -124,6 +143,10 @@ func infoField(info, name string) string {
 	return ""
 }
 
+// OpNames are the op names the Observer reports.
+var OpNames = []string{"reserve", "complete", "release", "release_holder", "abandon", "get",
+	"delete", "force_release", "edge_epoch", "bump_edge_epoch"}
+
 // Topology describes the master(s) the store writes to, for the watcher
 // to tell a failover: on a standalone or Sentinel Redis the address of the
 // node the client reaches (CLIENT INFO laddr) when it answers ROLE master;
@@ -151,7 +174,7 @@ func (s *Store) Topology(ctx context.Context) (string, error) {
 	addr := clientInfoField(txt, "laddr")
 	rv, _ := role.Slice()
 	if len(rv) == 0 || rv[0] != "master" {
-		return "", fmt.Errorf("%w: %s answers ROLE %v, not master", ErrNotReady, addr, rv)
+		return "", notReady(addr, "answers ROLE %v, not master", rv)
 	}
 	return addr, nil
 }
@@ -196,7 +219,11 @@ func (s *Store) WatchTopology(ctx context.Context, period time.Duration, log *sl
 	look := func() {
 		lctx, cancel := context.WithTimeout(ctx, period)
 		defer cancel()
-		cur, err := s.Topology(lctx)
+		read := s.Topology
+		if s.topology != nil {
+			read = s.topology
+		}
+		cur, err := read(lctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Debug("redis topology not read", "error", err)
