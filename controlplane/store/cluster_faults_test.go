@@ -904,6 +904,12 @@ func testMigrationUnderLoad(t *testing.T, cl *redistest.Cluster, durable bool) {
 	if err1 != nil || err2 != nil || onSrc != 0 || onTo == 0 {
 		t.Errorf("after the migration slot %d holds %d keys on the source (%v), %d on the target (%v)", slot, onSrc, err1, onTo, err2)
 	}
+	// A fresh key's reserve while the slot migrates is asked of the
+	// target (the source holds neither of its keys): the load did reach
+	// the slot mid-migration, through the store's own redirects.
+	if asks := l.stats["migrating"].retries["ask"] + l.stats["moved-some"].retries["ask"]; asks == 0 {
+		t.Errorf("no ASK redirect seen during the migration: the load missed the migrating slot")
+	}
 	t.Logf("slot %d moved %s → %s; %d keys on the target; %d completed keys verified", slot, src.Addr(), to.Addr(), onTo, verified)
 	l.report()
 	if l.lost != 0 {
