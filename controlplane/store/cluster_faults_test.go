@@ -189,7 +189,8 @@ func errKind(err error) string {
 var errStopped = errors.New("load stopped")
 
 // try runs f until it answers something other than ErrUnavailable, the
-// load stops, or ctx ends; every attempt is counted.
+// load stops, or ctx ends; every attempt is counted, in the phase it
+// started in (an attempt may wait out a migration inside the store).
 func (l *load) try(ctx context.Context, stop <-chan struct{}, op string, f func(context.Context) error) error {
 	for {
 		select {
@@ -201,12 +202,14 @@ func (l *load) try(ctx context.Context, stop <-chan struct{}, op string, f func(
 			return ctx.Err()
 		}
 		started := time.Now().UnixNano()
+		l.mu.Lock()
+		st := l.cur()
+		st.attempts[op]++
+		l.mu.Unlock()
 		actx, cancel := context.WithTimeout(ctx, loadOpTimeout)
 		err := f(actx)
 		cancel()
 		l.mu.Lock()
-		st := l.cur()
-		st.attempts[op]++
 		if err == nil || !errors.Is(err, ErrUnavailable) {
 			st.ok++
 		} else {
