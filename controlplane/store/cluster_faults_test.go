@@ -728,20 +728,7 @@ func testFailoverUnderLoad(t *testing.T, cl *redistest.Cluster, durable, lagging
 	if len(replicas) != 1 {
 		t.Fatalf("%s has %d replicas, want 1", victim.Addr(), len(replicas))
 	}
-	marker := ""
-	for i := 0; marker == ""; i++ {
-		if k := fmt.Sprintf("wait-marker-%d", i); inRanges(hashSlot(k), ranges) {
-			marker = k
-		}
-	}
-	conn := victim.Client().Conn()
-	if err := conn.Set(ctx, marker, "1", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if acks, err := conn.Wait(ctx, 1, 5000).Result(); err != nil || acks != 1 {
-		t.Fatalf("WAIT 1 before the kill: %d %v", acks, err)
-	}
-	_ = conn.Close()
+	cl.WaitReplicated(t, victim, 1)
 
 	var pausedAcks int64
 	if lagging {

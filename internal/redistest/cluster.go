@@ -350,6 +350,50 @@ func (c *Cluster) ReplicasOf(t testing.TB, m *Server) []*Server {
 	return out
 }
 
+// WaitReplicated returns once n replicas of the Cluster master m have
+// acknowledged everything m had written when it was called: as
+// Server.WaitReplicated, with a marker key in one of m's own slots (any
+// other key would be answered MOVED). It fails t after syncTimeout.
+func (c *Cluster) WaitReplicated(t testing.TB, m *Server, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	sm, err := c.agreedMap(ctx)
+	if err != nil {
+		t.Fatalf("redistest: WaitReplicated on %s: %v", m.Addr(), err)
+	}
+	marker := ""
+	for i := 0; marker == ""; i++ {
+		if i > 10000 {
+			t.Fatalf("redistest: WaitReplicated: %s serves no slot", m.Addr())
+		}
+		k := fmt.Sprintf("redistest:marker:%d", i)
+		slot, err := m.Client().ClusterKeySlot(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("redistest: CLUSTER KEYSLOT on %s: %v", m.Addr(), err)
+		}
+		if sm.owner(int(slot)) == m.Addr() {
+			marker = k
+		}
+	}
+	cl := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, PoolSize: 1, ReadTimeout: 5 * time.Second})
+	defer cl.Close()
+	conn := cl.Conn()
+	defer conn.Close()
+	if err := conn.Incr(ctx, marker).Err(); err != nil {
+		t.Fatalf("redistest: marker write on %s: %v", m.Addr(), err)
+	}
+	// WAIT covers this connection's last write, the marker; the
+	// replication stream is ordered, so it covers every earlier write.
+	var got int
+	for ctx.Err() == nil {
+		if got, err = conn.Do(ctx, "WAIT", n, 1000).Int(); err == nil && got >= n {
+			return
+		}
+	}
+	t.Fatalf("redistest: %d of %d replicas of %s acknowledged the marker within %v (last error %v)", got, n, m.Addr(), syncTimeout, err)
+}
+
 // KillMasterForSlot kills the master of slot with SIGKILL (no goodbye to
 // its replicas or clients) and returns it and the replica promoted in its
 // place, once WaitPromotion says the failover is done. The killed node

@@ -43,19 +43,16 @@ func TestClusterWithReplicas(t *testing.T) {
 		}
 		replica := rs[0]
 
-		// Writes on one connection, then WAIT on it: they are on the
-		// replica before the kill, so the promoted node must have them.
-		conn := old.Client().Conn()
+		// Writes through the cluster client, then WaitReplicated: they
+		// are on the replica before the kill, so the promoted node must
+		// have them.
 		const n = 50
 		for i := 0; i < n; i++ {
-			if err := conn.Set(ctx, fmt.Sprintf("{kill}-%d", i), i, 0).Err(); err != nil {
+			if err := c.Client().Set(ctx, fmt.Sprintf("{kill}-%d", i), i, 0).Err(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if acks, err := conn.Wait(ctx, 1, 5000).Result(); err != nil || acks != 1 {
-			t.Fatalf("WAIT 1: %d %v", acks, err)
-		}
-		_ = conn.Close()
+		c.WaitReplicated(t, old, 1)
 
 		gotOld, promoted := c.KillMasterForSlot(t, slot)
 		if gotOld != old || old.Running() {
