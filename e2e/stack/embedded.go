@@ -34,6 +34,7 @@ func startEmbedded(s *Stack) (*embedded, error) {
 }
 
 func (e *embedded) addr() string { return e.m.Addr() }
+func (e *embedded) url() string  { return "redis://" + e.m.Addr() }
 func (e *embedded) kind() string {
 	return "EMBEDDED DEV-ONLY STORE (miniredis) on " + e.m.Addr() + " — in memory, lost on exit, not Redis"
 }
