@@ -46,6 +46,7 @@ type Server struct {
 	dir     string
 	logPath string
 	args    []string // full argument list, port included; reused by Restart
+	extra   []string // arguments added by the last Relaunch, kept by Restart
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -88,6 +89,9 @@ func start(t testing.TB, cluster bool, extra []string) *Server {
 			"--save", "",
 			"--appendonly", "no",
 			"--dir", dir,
+			// A master waits 5s by default before a diskless full sync,
+			// hoping for more replicas to batch; tests want it at once.
+			"--repl-diskless-sync-delay", "0",
 		}
 		if cluster {
 			s.args = append(s.args,
@@ -152,6 +156,8 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
+	// A paused (SIGSTOPped) server handles SIGTERM only once it runs again.
+	_ = cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-exited:
 	case <-time.After(stopTimeout):
@@ -161,11 +167,19 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server and starts it again on the same port and with
-// the same arguments, returning once it answers PING. With persistence off
-// the data is gone afterwards, and so are loaded scripts.
+// the same arguments (those of the last Relaunch included), returning once
+// it answers PING. With persistence off the data is gone afterwards, and so
+// are loaded scripts.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.relaunch(s.t)
+}
+
+// relaunch starts the stopped process again on its port, failing t if it
+// cannot.
+func (s *Server) relaunch(t testing.TB) {
+	t.Helper()
 	// The port was ours a moment ago; redis-server binds with SO_REUSEADDR,
 	// so TIME_WAIT connections do not block it. Retry briefly anyway in
 	// case the kernel is slow to let go of the listener.
@@ -177,7 +191,7 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.logOutput()
-	s.t.Fatalf("redistest: restart of redis-server on %s: %v", s.Addr(), err)
+	t.Fatalf("redistest: restart of redis-server on %s: %v", s.Addr(), err)
 }
 
 // launch starts the process and waits until it answers PING.
@@ -186,7 +200,8 @@ func (s *Server) launch() error {
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	cmd := exec.Command(s.bin, s.args...)
+	args := append(append([]string(nil), s.args...), s.extra...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf

@@ -156,3 +156,113 @@ func TestStartFailureShowsLog(t *testing.T) {
 		t.Errorf("failure message %q lacks the server's own explanation", f.msg)
 	}
 }
+
+func TestKillPauseResumeRelaunch(t *testing.T) {
+	s := Start(t)
+	ctx := context.Background()
+	if !s.Running() {
+		t.Fatal("Running() = false right after Start")
+	}
+
+	s.Pause()
+	if !s.Running() {
+		t.Error("a paused server must count as running")
+	}
+	// Stopped, the process still holds its socket (the kernel accepts the
+	// connection) but nothing answers.
+	if err := ping(s.Addr()); err == nil {
+		t.Error("a paused server answered PING")
+	}
+	s.Resume()
+	if err := ping(s.Addr()); err != nil {
+		t.Fatalf("PING after Resume: %v", err)
+	}
+
+	s.Kill()
+	if s.Running() {
+		t.Error("Running() = true after Kill")
+	}
+	if err := ping(s.Addr()); err == nil {
+		t.Error("a killed server answered PING")
+	}
+	s.Kill() // no-op on a dead server
+
+	s.Relaunch(t, "--maxmemory", "8mb")
+	if !s.Running() {
+		t.Fatal("Running() = false after Relaunch")
+	}
+	got, err := s.Client().ConfigGet(ctx, "maxmemory").Result()
+	if err != nil {
+		t.Fatalf("CONFIG GET after Relaunch: %v", err)
+	}
+	if got["maxmemory"] != "8388608" {
+		t.Errorf("maxmemory = %q after Relaunch, want 8388608 (extra args not passed)", got["maxmemory"])
+	}
+	// Restart keeps the Relaunch arguments.
+	s.Restart()
+	if got, err = s.Client().ConfigGet(ctx, "maxmemory").Result(); err != nil {
+		t.Fatalf("CONFIG GET after Restart: %v", err)
+	}
+	if got["maxmemory"] != "8388608" {
+		t.Errorf("maxmemory = %q after Restart, want the Relaunch value 8388608", got["maxmemory"])
+	}
+}
+
+func TestStopPausedServer(t *testing.T) {
+	s := Start(t)
+	s.Pause()
+	done := make(chan struct{})
+	go func() { s.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopTimeout + 5*time.Second):
+		t.Fatal("Stop of a paused server did not return")
+	}
+	if s.Running() {
+		t.Error("Running() = true after Stop of a paused server")
+	}
+}
+
+func TestStartReplicaAndRepoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := Start(t), Start(t)
+	r := StartReplica(t, a)
+	if err := a.Client().Set(ctx, "k", "from-a", 0).Err(); err != nil {
+		t.Fatalf("SET on master: %v", err)
+	}
+	if err := poll(10*time.Second, func(ctx context.Context) error {
+		v, err := r.Client().Get(ctx, "k").Result()
+		if err != nil {
+			return err
+		}
+		if v != "from-a" {
+			return fmt.Errorf("GET k = %q", v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("replica never got the master's write: %v", err)
+	}
+	if err := r.Client().Set(ctx, "x", "1", 0).Err(); err == nil || !strings.Contains(err.Error(), "READONLY") {
+		t.Errorf("write on a replica: err = %v, want READONLY", err)
+	}
+
+	// A relaunch with another --replicaof wins over the one StartReplica
+	// passed: the node now follows b, and a's data is gone from it.
+	r.Kill()
+	r.Relaunch(t, "--replicaof", "127.0.0.1", fmt.Sprint(b.Port()))
+	if err := waitLinkUp(r.Addr(), b.Addr(), 10*time.Second); err != nil {
+		t.Fatalf("relaunched replica not following b: %v", err)
+	}
+	if n, err := r.Client().Exists(ctx, "k").Result(); err != nil || n != 0 {
+		t.Errorf("EXISTS k on the repointed replica = %d, %v; want 0 (a full sync from b)", n, err)
+	}
+}
+
+func TestParseInfo(t *testing.T) {
+	got := parseInfo("# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nslave0:ip=127.0.0.1,port=1,state=online\r\n\r\n")
+	want := map[string]string{"role": "slave", "master_host": "127.0.0.1", "slave0": "ip=127.0.0.1,port=1,state=online"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("parseInfo = %v, want %v", got, want)
+	}
+}
