@@ -36,6 +36,16 @@ type config struct {
 	ReadyTimeout    time.Duration
 	ShutdownTimeout time.Duration
 	Redis           store.ClientOptions
+	// RedisMaxRetries: the store's retries of an operation after a
+	// failover or restart error (store.Options.MaxRetries): -1 none, 0
+	// the default.
+	RedisMaxRetries int
+	// Durable: wait for replicas after every state change (off when
+	// Replicas is 0 and Fsync false).
+	Durable store.Durability
+	// WatchPeriod: how often the topology watcher looks for a failover
+	// (not a flag; tests shorten it).
+	WatchPeriod time.Duration
 
 	LogLevel  slog.Level
 	LogFormat string // "json" or "text"
@@ -89,6 +99,9 @@ var flagEnv = map[string]string{
 	"redis-write-timeout": "IDEM_REDIS_WRITE_TIMEOUT",
 	"redis-pool-size":     "IDEM_REDIS_POOL_SIZE",
 	"redis-max-retries":   "IDEM_REDIS_MAX_RETRIES",
+	"durable-replicas":    "IDEM_DURABLE_REPLICAS",
+	"durable-timeout":     "IDEM_DURABLE_TIMEOUT",
+	"durable-fsync":       "IDEM_DURABLE_FSYNC",
 	"log-level":           "IDEM_LOG_LEVEL",
 	"log-format":          "IDEM_LOG_FORMAT",
 	// --insecure-no-auth has no environment variable on purpose: turning
@@ -118,7 +131,10 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Redis.ReadTimeout, "redis-read-timeout", store.DefaultReadTimeout, "Redis read timeout")
 	fs.DurationVar(&c.Redis.WriteTimeout, "redis-write-timeout", store.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&c.Redis.PoolSize, "redis-pool-size", 0, "Redis connections per node; 0: 10 per GOMAXPROCS")
-	fs.IntVar(&c.Redis.MaxRetries, "redis-max-retries", store.DefaultMaxRetries, "retries of a failed Redis command; -1: none, 0: the store's default")
+	fs.IntVar(&c.RedisMaxRetries, "redis-max-retries", store.DefaultMaxRetries, "retries of an operation after a failover or restart error (READONLY, LOADING, a reset connection, a timeout…), backing off 10ms doubling to 200ms within --op-timeout; each counted in idemgate_redis_retries_total; -1: none, 0: the store's default")
+	fs.IntVar(&c.Durable.Replicas, "durable-replicas", 0, "durable mode: every state change waits for `N` replicas to acknowledge it (WAIT N) before the answer; fewer in time answers 503. 0: off")
+	fs.DurationVar(&c.Durable.Timeout, "durable-timeout", store.DefaultDurableTimeout, "durable mode: how long a state change waits for the replicas; less than --op-timeout and --redis-read-timeout")
+	fs.BoolVar(&c.Durable.Fsync, "durable-fsync", false, "durable mode: WAITAOF 1 N instead of WAIT N, the master's AOF fsync too (Redis 7.2 or later, appendonly yes; checked at start)")
 	fs.StringVar(&c.FingerprintKeyEnv, "fingerprint-key-env", envFingerprintKey, "`NAME` of the environment variable holding the fingerprint key (base64 of 32 bytes; NAME_PREVIOUS: the key before a rotation). Redis keeps HMAC-SHA-256 of each fingerprint under it; unset, SHA-256")
 	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
@@ -177,6 +193,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	c.LogLevel = lvl
+	c.WatchPeriod = store.DefaultWatchPeriod
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return c, fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
 	}
@@ -218,8 +235,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.Redis.PoolSize < 0 {
 		return c, fmt.Errorf("--redis-pool-size is %d; want 0 (default) or more", c.Redis.PoolSize)
 	}
-	if c.Redis.MaxRetries < -1 {
-		return c, fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.Redis.MaxRetries)
+	if c.RedisMaxRetries < -1 {
+		return c, fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.RedisMaxRetries)
+	}
+	if err := validateDurable(c); err != nil {
+		return c, err
 	}
 	if c.MaxStoredResponse <= 0 {
 		return c, fmt.Errorf("--max-stored-response is %d; want a positive number of bytes", c.MaxStoredResponse)
@@ -295,12 +315,39 @@ func (c *config) storeOptions() store.Options {
 		DefaultLease:      c.Lease,
 		DefaultTTL:        c.TTL,
 		FenceTTL:          c.FenceTTL,
+		MaxRetries:        c.RedisMaxRetries,
+		Durable:           c.Durable,
 	}
 	if len(c.FingerprintKeys) > 0 {
 		o.FingerprintKey = c.FingerprintKeys[0]
 		o.PreviousFingerprintKeys = c.FingerprintKeys[1:]
 	}
 	return o
+}
+
+// validateDurable checks the durable-mode flags: the WAIT must answer
+// before the operation's bound and before the Redis read of its reply
+// times out (a read timeout would retry the script, an op timeout answer
+// 503 without knowing). N > 0 on a Redis without replicas is allowed: the
+// operations answer 503 and /readyz says why.
+func validateDurable(c config) error {
+	d := c.Durable
+	if d.Replicas < 0 {
+		return fmt.Errorf("--durable-replicas is %d; want 0 (off) or more", d.Replicas)
+	}
+	if !d.On() {
+		return nil
+	}
+	if d.Timeout < time.Millisecond || d.Timeout%time.Millisecond != 0 {
+		return fmt.Errorf("--durable-timeout is %v; want whole milliseconds, at least 1ms (WAIT 0 would wait forever)", d.Timeout)
+	}
+	if d.Timeout >= c.OpTimeout {
+		return fmt.Errorf("--durable-timeout %v must be less than --op-timeout %v", d.Timeout, c.OpTimeout)
+	}
+	if d.Timeout >= c.Redis.ReadTimeout {
+		return fmt.Errorf("--durable-timeout %v must be less than --redis-read-timeout %v", d.Timeout, c.Redis.ReadTimeout)
+	}
+	return nil
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -44,16 +44,18 @@ func TestParseConfigDefaults(t *testing.T) {
 			DialTimeout:  store.DefaultDialTimeout,
 			ReadTimeout:  store.DefaultReadTimeout,
 			WriteTimeout: store.DefaultWriteTimeout,
-			MaxRetries:   store.DefaultMaxRetries,
 		},
-		LogLevel:  slog.LevelInfo,
-		LogFormat: "json",
+		RedisMaxRetries: store.DefaultMaxRetries,
+		Durable:         store.Durability{Timeout: store.DefaultDurableTimeout},
+		LogLevel:        slog.LevelInfo,
+		LogFormat:       "json",
 	}
 	if got.Listen != want.Listen || got.RedisURL != want.RedisURL || got.Token != want.Token ||
 		got.Lease != want.Lease || got.TTL != want.TTL || got.MaxStoredResponse != want.MaxStoredResponse ||
 		got.MaxRequestBytes != want.MaxRequestBytes || got.RedisPrefix != want.RedisPrefix ||
 		got.OpTimeout != want.OpTimeout || got.ReadyTimeout != want.ReadyTimeout ||
 		got.ShutdownTimeout != want.ShutdownTimeout || got.Redis != want.Redis ||
+		got.RedisMaxRetries != want.RedisMaxRetries || got.Durable != want.Durable || got.Durable.On() ||
 		got.LogLevel != want.LogLevel || got.LogFormat != want.LogFormat ||
 		got.AdminToken != "" || got.InsecureNoAuth || got.EncryptionKeys != nil {
 		t.Errorf("parseConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -86,7 +88,7 @@ func TestParseConfig(t *testing.T) {
 				"IDEM_MAX_STORED_RESPONSE", "1000", "IDEM_SHUTDOWN_TIMEOUT", "3s", "IDEM_REDIS_PREFIX", "tenant-a"},
 			check: func(t *testing.T, c config) {
 				if c.Listen != "0.0.0.0:8081" || c.TTL != time.Hour || c.OpTimeout != 250*time.Millisecond ||
-					c.Redis.PoolSize != 32 || c.Redis.MaxRetries != -1 || c.LogLevel != slog.LevelDebug ||
+					c.Redis.PoolSize != 32 || c.RedisMaxRetries != -1 || c.storeOptions().MaxRetries != -1 || c.LogLevel != slog.LevelDebug ||
 					c.LogFormat != "text" || c.MaxStoredResponse != 1000 || c.ShutdownTimeout != 3*time.Second ||
 					c.RedisPrefix != "tenant-a" {
 					t.Errorf("got %+v", c)
@@ -196,6 +198,26 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "durable mode from the environment reaches the store",
+			env:  []string{envToken, testToken, "IDEM_DURABLE_REPLICAS", "2", "IDEM_DURABLE_TIMEOUT", "100ms", "IDEM_DURABLE_FSYNC", "true"},
+			check: func(t *testing.T, c config) {
+				want := store.Durability{Replicas: 2, Timeout: 100 * time.Millisecond, Fsync: true}
+				if c.Durable != want || c.storeOptions().Durable != want {
+					t.Errorf("Durable %+v, store's %+v, want %+v", c.Durable, c.storeOptions().Durable, want)
+				}
+			},
+		},
+		{
+			name: "durable flags",
+			args: []string{"--durable-replicas", "1", "--durable-timeout", "400ms", "--op-timeout", "2s", "--redis-read-timeout", "1s"},
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if c.Durable != (store.Durability{Replicas: 1, Timeout: 400 * time.Millisecond}) {
+					t.Errorf("Durable %+v", c.Durable)
+				}
+			},
+		},
+		{
 			name: "explicit request limit at the minimum",
 			args: []string{"--max-stored-response", "3000", "--max-request-bytes", "20384"}, // 4000 + 16384
 			env:  []string{envToken, testToken},
@@ -248,6 +270,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"zero cap", []string{"--max-stored-response", "0"}, []string{envToken, testToken}, "--max-stored-response is 0", ""},
 		{"negative pool", []string{"--redis-pool-size", "-2"}, []string{envToken, testToken}, "--redis-pool-size", ""},
 		{"retries below -1", []string{"--redis-max-retries", "-2"}, []string{envToken, testToken}, "--redis-max-retries", ""},
+		{"negative durable replicas", []string{"--durable-replicas", "-1"}, []string{envToken, testToken}, "--durable-replicas is -1", ""},
+		{"durable timeout not below op timeout", []string{"--durable-replicas", "1", "--durable-timeout", "1s"}, []string{envToken, testToken}, "--durable-timeout 1s must be less than --op-timeout 1s", ""},
+		{"durable timeout not below read timeout", []string{"--durable-replicas", "1", "--durable-timeout", "600ms"}, []string{envToken, testToken}, "must be less than --redis-read-timeout 500ms", ""},
+		{"durable timeout sub-millisecond", []string{"--durable-replicas", "1", "--durable-timeout", "1500us"}, []string{envToken, testToken}, "want whole milliseconds", ""},
+		{"durable timeout zero", []string{"--durable-fsync", "--durable-timeout", "0s"}, []string{envToken, testToken}, "--durable-timeout is 0s", ""},
 		{"prefix with a brace", []string{"--redis-prefix", "a{b"}, []string{envToken, testToken}, "--redis-prefix", ""},
 		{"encryption key of 16 bytes", nil, []string{envToken, testToken, envEncryptionKey, "AAAAAAAAAAAAAAAAAAAAAA=="}, "IDEM_ENCRYPTION_KEY: decodes to 16 bytes, want 32", "AAAAAAAAAAAAAAAAAAAAAA=="},
 		{"encryption key not base64", nil, []string{envToken, testToken, envEncryptionKey, "secret!secret!"}, "IDEM_ENCRYPTION_KEY: not base64", "secret!secret!"},

@@ -72,8 +72,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return exitUsage
 	}
 	defer client.Close()
-	st := store.New(client, cfg.storeOptions())
+	reg := server.NewRegistry()
+	redisMetrics := server.NewRedisMetrics(reg)
+	sopt := cfg.storeOptions()
+	sopt.Observer = redisMetrics.Observer()
+	st := store.New(client, sopt)
 	handler, err := server.New(st, server.Options{
+		Registry:        reg,
 		Token:           cfg.Token,
 		AdminToken:      cfg.AdminToken,
 		InsecureNoAuth:  cfg.InsecureNoAuth,
@@ -106,7 +111,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"fingerprint_hash", fingerprintMode(cfg),
 		"lease", cfg.Lease, "ttl", cfg.TTL,
 		"max_stored_response", cfg.MaxStoredResponse,
-		"max_request_bytes", cfg.MaxRequestBytes)
+		"max_request_bytes", cfg.MaxRequestBytes,
+		"durable", cfg.Durable.String(),
+		"redis_max_retries", cfg.RedisMaxRetries)
 	// Redis being down at start is not fatal: /readyz reports it and the
 	// API answers 503 until it is back.
 	pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
@@ -116,6 +123,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		checkEvictionPolicy(pctx, client, log)
 	}
 	cancel()
+	if cfg.Durable.On() {
+		// What Redis cannot give is fatal (WAITAOF on Redis < 7.2, or
+		// appendonly off with --durable-fsync): every state change would
+		// answer 503. A Redis down at start is checked when it answers.
+		dctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+		notes, err := st.CheckDurability(dctx)
+		cancel()
+		if err != nil && !errors.Is(err, store.ErrUnavailable) && !isNetErr(err) {
+			log.Error("durable mode cannot work on this Redis", "durable", cfg.Durable.String(), "error", err)
+			fmt.Fprintf(stderr, "controlplane: durable mode: %v\n", err)
+			return exitUsage
+		}
+		if err != nil {
+			log.Warn("durable mode not checked: Redis does not answer yet", "error", err)
+		}
+		for _, n := range notes {
+			log.Info("durable mode: " + n)
+		}
+	}
+	// The topology watcher counts failovers (idemgate_redis_failovers_total)
+	// until shutdown.
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		st.WatchTopology(wctx, cfg.WatchPeriod, log)
+	}()
+	defer func() { stopWatch(); <-watchDone }()
 
 	if err := serve(ctx, newHTTPServer(cfg, handler, log), ln, cfg.ShutdownTimeout, log); err != nil {
 		log.Error("serving failed", "error", err)
@@ -159,6 +194,13 @@ func checkEvictionPolicy(ctx context.Context, c redis.UniversalClient, log *slog
 	if err != nil {
 		log.Info("cannot read Redis's maxmemory-policy (CONFIG may be forbidden); make sure it is noeviction", "error", err)
 	}
+}
+
+// isNetErr tells a Redis that did not answer (down at start) from one that
+// answered no.
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF)
 }
 
 func authMode(c config) string {

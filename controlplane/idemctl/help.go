@@ -25,7 +25,8 @@ the flags. Every command accepts --json.
 
 const jsonOutputHelp = `JSON OUTPUT
   With --json a command prints exactly one JSON object, followed by a
-  newline, on stdout and nothing on stderr; the exit status is unchanged.
+  newline, on stdout and nothing on stderr (but the line --verbose asks a
+  keys command for); the exit status is unchanged.
   Success:  {"ok":true, ...}, as shown under each command.
   Failure:  {"ok":false,"error":{"code":"CODE","message":"...","offset":N}}
   "offset" is the byte offset of the problem in the input; it is present

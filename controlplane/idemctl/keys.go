@@ -106,7 +106,15 @@ type keysFlags struct {
 	addr, token, scope, key string
 	timeout                 time.Duration
 	dryRun, body, force     bool
+	verbose                 bool
 }
+
+// verboseUsage documents --verbose for every keys command.
+const verboseUsage = "print on stderr which Redis node(s) answered (the control plane's Idemgate-Redis-Node header)"
+
+// headerRedisNode is the control plane's answer header naming the Redis
+// node(s) that ran the operation.
+const headerRedisNode = "Idemgate-Redis-Node"
 
 type keysAction func(ctx context.Context, c *adminClient, f *keysFlags) (result, error)
 
@@ -120,6 +128,7 @@ func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
 		fs.StringVar(&f.scope, "scope", "", "the record's SCOPE, as the filter sends it; required")
 		fs.StringVar(&f.key, "key", "", "the Idempotency-Key KEY, as the filter sends it; required")
 		fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after DURATION")
+		fs.BoolVar(&f.verbose, "verbose", false, verboseUsage)
 		if mutating {
 			fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what would happen")
 			fs.BoolVar(&f.force, "force", false, "also free a record in progress whose lease still runs (its request may still be executing: the retry that follows may run it twice)")
@@ -142,7 +151,7 @@ func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 			defer cancel()
-			return act(ctx, &adminClient{base: base, token: f.token, http: &http.Client{}}, f)
+			return act(ctx, &adminClient{base: base, token: f.token, http: &http.Client{}, verbose: verboseTo(f.verbose, e.stderr)}, f)
 		}
 	}
 }
@@ -232,9 +241,17 @@ func describeRecord(r *api.Record) string {
 
 // adminClient calls the admin API.
 type adminClient struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	base    *url.URL
+	token   string
+	http    *http.Client
+	verbose io.Writer // --verbose: where the Redis node goes; nil: nowhere
+}
+
+func verboseTo(on bool, w io.Writer) io.Writer {
+	if on {
+		return w
+	}
+	return nil
 }
 
 func (c *adminClient) query(f *keysFlags) url.Values {
@@ -273,6 +290,7 @@ func defineKeysList(fs *flag.FlagSet) action {
 		addr, token, scope, state string
 		timeout                   time.Duration
 		page                      int
+		verbose                   bool
 	)
 	fs.StringVar(&addr, "addr", envOr("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
 		"control plane ADDRESS: host:port or a URL (env IDEM_CONTROLPLANE_ADDR)")
@@ -282,6 +300,7 @@ func defineKeysList(fs *flag.FlagSet) action {
 	fs.StringVar(&scope, "scope", "", "list only this SCOPE, as the filter sends it; default every scope")
 	fs.IntVar(&page, "page", api.DefaultListLimit, fmt.Sprintf("keys the control plane examines per request, 1 to %d", api.MaxListLimit))
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after DURATION")
+	fs.BoolVar(&verbose, "verbose", false, verboseUsage)
 	return func(e *env, args []string) (result, error) {
 		if len(args) > 0 {
 			return result{}, usagef("unexpected arguments: %s", strings.Join(args, " "))
@@ -303,7 +322,7 @@ func defineKeysList(fs *flag.FlagSet) action {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		c := &adminClient{base: base, token: token, http: &http.Client{}}
+		c := &adminClient{base: base, token: token, http: &http.Client{}, verbose: verboseTo(verbose, e.stderr)}
 		recs := []api.Record{}
 		cursor := ""
 		for {
@@ -361,6 +380,13 @@ func (c *adminClient) do(ctx context.Context, method, path string, q url.Values,
 		return &serviceError{code: codeUnavailable, msg: fmt.Sprintf("control plane at %s: %v", c.base.Host, err)}
 	}
 	defer resp.Body.Close()
+	if c.verbose != nil {
+		node := resp.Header.Get(headerRedisNode)
+		if node == "" {
+			node = "(not reported)"
+		}
+		fmt.Fprintf(c.verbose, "idemctl: %s %s: HTTP %d, redis node %s\n", method, path, resp.StatusCode, node)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInput))
 	if err != nil {
 		return &serviceError{code: codeUnavailable, msg: fmt.Sprintf("reading the answer: %v", err)}

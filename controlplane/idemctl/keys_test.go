@@ -23,8 +23,9 @@ const adminToken = "test-admin-token"
 // keysEnv is a real control plane (server, store, private redis-server)
 // that the keys commands talk to over loopback HTTP.
 type keysEnv struct {
-	st   *store.Store
-	addr string
+	st    *store.Store
+	addr  string
+	redis string // the redis-server's host:port
 }
 
 func newKeysEnv(t *testing.T) *keysEnv {
@@ -42,7 +43,7 @@ func newKeysEnv(t *testing.T) *keysEnv {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return &keysEnv{st: st, addr: ts.URL}
+	return &keysEnv{st: st, addr: ts.URL, redis: rs.Addr()}
 }
 
 // seed creates a record: in progress, or completed with a 201.
@@ -281,5 +282,45 @@ func TestKeysMutationsPrintEdgeBound(t *testing.T) {
 	inv := invoke(t, "", "keys", "delete", "--key", "done", "--scope", "tenant-1", "--addr", e.addr, "--token", adminToken)
 	if !strings.Contains(inv.stdout, "edge caches stop replaying it within 1s") {
 		t.Errorf("text output %q lacks the bound", inv.stdout)
+	}
+}
+
+func TestKeysVerboseNamesRedisNode(t *testing.T) {
+	e := newKeysEnv(t)
+	e.seed(t, "done", true)
+	common := []string{"--addr", e.addr, "--token", adminToken, "--scope", "tenant-1", "--key", "done"}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // on stderr; "" means no verbose line at all
+	}{
+		{"get", []string{"keys", "get", "--verbose"}, 0, "GET /v1/admin/keys: HTTP 200, redis node " + e.redis + "\n"},
+		{"get with --json keeps stdout one object", []string{"keys", "get", "--verbose", "--json"}, 0, "redis node " + e.redis + "\n"},
+		{"get quiet without --verbose", []string{"keys", "get"}, 0, ""},
+		// delete and the edge-epoch bump ran on one node: named once.
+		{"delete", []string{"keys", "delete", "--verbose"}, 0, "DELETE /v1/admin/keys: HTTP 200, redis node " + e.redis + "\n"},
+		{"get absent still names the node", []string{"keys", "get", "--verbose"}, 1, "HTTP 404, redis node " + e.redis + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv := invoke(t, "", append(tt.args, common...)...)
+			if inv.code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %q", inv.code, tt.code, inv.stderr)
+			}
+			if tt.want == "" {
+				if strings.Contains(inv.stderr, "redis node") {
+					t.Errorf("stderr %q names a node without --verbose", inv.stderr)
+				}
+				return
+			}
+			if !strings.Contains(inv.stderr, tt.want) {
+				t.Errorf("stderr %q, want it to contain %q", inv.stderr, tt.want)
+			}
+		})
+	}
+	inv := invoke(t, "", "keys", "list", "--state", "in_progress", "--verbose", "--addr", e.addr, "--token", adminToken)
+	if inv.code != 0 || !strings.Contains(inv.stderr, "GET /v1/admin/keys/list: HTTP 200, redis node "+e.redis) {
+		t.Errorf("keys list --verbose: exit %d, stderr %q", inv.code, inv.stderr)
 	}
 }

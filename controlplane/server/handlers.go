@@ -65,8 +65,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, ri *reqInfo, err e
 		ri.outcome = outError
 		ri.err = err
 		s.m.redisErrs.WithLabelValues(ri.op).Inc()
-		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Key store unavailable",
-			"the control plane cannot reach Redis or Redis did not answer in time; retry later"})
+		detail := "the control plane cannot reach Redis or Redis did not answer in time; retry later"
+		if errors.Is(err, store.ErrNotDurable) {
+			detail = "durable mode: Redis's master may have made the change, but too few replicas acknowledged it in time, so it may be lost in a failover; the outcome is unknown: retry later"
+		}
+		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Key store unavailable", detail})
 	default:
 		// A misconfigured store (ErrInvalidOptions) or a bug.
 		ri.outcome = outError
@@ -384,9 +387,10 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = scope, key
-	ctx, cancel := s.opContext(r)
+	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	rec, err := s.store.Get(ctx, scope, key, withBody)
+	setNode(w, rep)
 	if err != nil {
 		s.fail(w, r, ri, err)
 		return
@@ -462,7 +466,7 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 	}
 	dryRun := flags["dry_run"]
 	ri.scope, ri.key = scope, key
-	ctx, cancel := s.opContext(r)
+	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	rec, effect, err := do(ctx, scope, key, dryRun, flags["force"])
 	if !dryRun && (err == nil || errors.Is(err, store.ErrNotFound)) {
@@ -470,6 +474,7 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 		// operator who retries a delete whose answer was lost notifies
 		// them again.
 		n, berr := s.store.BumpEdgeEpoch(ctx)
+		setNode(w, rep)
 		if berr != nil {
 			s.m.epochBumps.WithLabelValues("failed").Inc()
 			ri.outcome = outEpochFailed
@@ -482,6 +487,7 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 		s.m.epoch.Set(float64(n))
 		s.log.Info("edge epoch bumped", "op", op, "scope", scope, "key", key, "epoch", n)
 	}
+	setNode(w, rep)
 	s.adminResult(w, r, ri, rec, err, effect)
 }
 
@@ -528,9 +534,10 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) 
 		}
 	}
 	ri.scope = scope
-	ctx, cancel := s.opContext(r)
+	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	recs, next, err := s.store.List(ctx, state, scope, q.Get("cursor"), limit)
+	setNode(w, rep)
 	if err != nil {
 		s.fail(w, r, ri, err)
 		return
@@ -580,6 +587,29 @@ func (s *Server) adminResult(w http.ResponseWriter, r *http.Request, ri *reqInfo
 	}
 }
 
+// readier is a store that tells readiness beyond a PING (*store.Store:
+// a master answers, with enough replicas in durable mode).
+type readier interface {
+	Ready(ctx context.Context) error
+}
+
+// headerRedisNode names the Redis node(s) that answered an admin request.
+const headerRedisNode = "Idemgate-Redis-Node"
+
+// nodeContext is opContext with a store.NodeReport, for the admin
+// endpoints; setNode writes what it recorded as Idemgate-Redis-Node.
+func (s *Server) nodeContext(r *http.Request) (context.Context, context.CancelFunc, *store.NodeReport) {
+	ctx, cancel := s.opContext(r)
+	ctx, rep := store.WithNodeReport(ctx)
+	return ctx, cancel, rep
+}
+
+func setNode(w http.ResponseWriter, rep *store.NodeReport) {
+	if v := rep.String(); v != "" {
+		w.Header().Set(headerRedisNode, v)
+	}
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
@@ -587,11 +617,23 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.ReadyTimeout)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
+	var err error
+	if rd, ok := s.store.(readier); ok {
+		err = rd.Ready(ctx)
+	} else {
+		err = s.store.Ping(ctx)
+	}
+	if err != nil {
 		ri.err = err
-		s.m.redisErrs.WithLabelValues(opReady).Inc()
-		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Not ready",
-			"Redis does not answer PING"})
+		detail := "Redis does not answer"
+		var nr *store.NotReadyError
+		if errors.As(err, &nr) {
+			// The reason, not the node's address: /readyz answers anyone.
+			detail = "Redis is not ready: " + nr.Reason + " (the log names the node)"
+		} else {
+			s.m.redisErrs.WithLabelValues(opReady).Inc()
+		}
+		writeProblem(w, &problem{http.StatusServiceUnavailable, probUnavailable, "Not ready", detail})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/idemgate/idemgate/controlplane/store"
 )
 
 // Operation names: the "op" label of the metrics and the op of log lines.
@@ -156,4 +158,54 @@ func NewRegistry() *prometheus.Registry {
 func (m *metrics) observe(op, outcome string, d time.Duration) {
 	m.ops.WithLabelValues(op, outcome).Inc()
 	m.duration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// RedisMetrics count what the store sees of Redis: failovers (the topology
+// watcher), WAIT shortfalls, the store's retries, the durable round trips.
+// Register them on the server's registry and give Observer() to
+// store.Options before the store is built.
+type RedisMetrics struct {
+	failovers  prometheus.Counter
+	shortfalls *prometheus.CounterVec
+	retries    *prometheus.CounterVec
+	wait       prometheus.Histogram
+}
+
+// NewRedisMetrics registers the Redis metrics on reg.
+func NewRedisMetrics(reg prometheus.Registerer) *RedisMetrics {
+	m := &RedisMetrics{
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemgate_redis_failovers_total",
+			Help: "Changes of Redis master (of the set of masters on a Cluster) seen by the topology watcher, which looks every second.",
+		}),
+		shortfalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_redis_wait_shortfalls_total",
+			Help: "Durable mode: state changes fewer replicas acknowledged (WAIT/WAITAOF) than --durable-replicas within --durable-timeout, by store op; each answered 503.",
+		}, []string{"op"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_redis_retries_total",
+			Help: "Operations sent to Redis again (after READONLY, LOADING, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, a refused or reset connection, a timeout, or a Cluster MOVED/ASK), by store op.",
+		}, []string{"op"}),
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "idemgate_redis_durable_wait_seconds",
+			Help:    "Durable mode: round trip of a state change's script and its WAIT (WAITAOF), acknowledged or not.",
+			Buckets: latencyBuckets,
+		}),
+	}
+	reg.MustRegister(m.failovers, m.shortfalls, m.retries, m.wait)
+	for _, op := range store.OpNames {
+		m.shortfalls.WithLabelValues(op)
+		m.retries.WithLabelValues(op)
+	}
+	return m
+}
+
+// Observer is the store.Observer that feeds these metrics.
+func (m *RedisMetrics) Observer() store.Observer {
+	return store.Observer{
+		Retry:         func(op, _ string) { m.retries.WithLabelValues(op).Inc() },
+		WaitShortfall: func(op string, _, _ int) { m.shortfalls.WithLabelValues(op).Inc() },
+		Wait:          func(_ string, d time.Duration) { m.wait.Observe(d.Seconds()) },
+		Failover:      func(_, _ string) { m.failovers.Inc() },
+	}
 }

@@ -27,7 +27,9 @@ func (s *Store) EdgeEpoch(ctx context.Context) (int64, error) {
 	if s.optErr != nil {
 		return 0, s.optErr
 	}
-	v, err := edgeEpochScript.Run(ctx, s.c, []string{s.edgeEpochKey()}).Text()
+	// Not waited for in durable mode: a seed lost in a failover is seeded
+	// again, later by Redis's clock, which the edges see as a new epoch.
+	v, err := s.run(ctx, call{op: "edge_epoch", script: edgeEpochScript, keys: []string{s.edgeEpochKey()}}).Text()
 	if err != nil {
 		return 0, unavailable("edge epoch", err)
 	}
@@ -46,7 +48,8 @@ func (s *Store) BumpEdgeEpoch(ctx context.Context) (int64, error) {
 	if s.optErr != nil {
 		return 0, s.optErr
 	}
-	n, err := bumpEdgeEpochScript.Run(ctx, s.c, []string{s.edgeEpochKey()}).Int64()
+	n, err := s.run(ctx, call{op: "bump_edge_epoch", script: bumpEdgeEpochScript, write: true,
+		keys: []string{s.edgeEpochKey()}}).Int64()
 	if err != nil {
 		return 0, unavailable("bump edge epoch", err)
 	}
@@ -102,7 +105,12 @@ func (s *Store) List(ctx context.Context, state api.State, scope, cursor string,
 	}
 	var out []api.Record
 	examined := 0
+	rep := nodeReportFrom(ctx)
+	_, isCluster := s.c.(*redis.ClusterClient)
 	for round := 0; round < maxScanRounds && examined < limit; round++ {
+		if rep != nil {
+			rep.add(nodeAddr(ctx, nodes[node], isCluster))
+		}
 		keys, next, err := nodes[node].Scan(ctx, pos, pattern, int64(limit-examined)).Result()
 		if err != nil {
 			return nil, "", unavailable("list", err)
@@ -126,6 +134,20 @@ func (s *Store) List(ctx context.Context, state api.State, scope, cursor string,
 		}
 	}
 	return out, strconv.Itoa(node) + ":" + strconv.FormatUint(pos, 10), nil
+}
+
+// nodeAddr names a node for a NodeReport: a Cluster node's address, else
+// the address the node sees (CLIENT INFO laddr; a Sentinel client's
+// Options().Addr names no node). "" when it cannot be read.
+func nodeAddr(ctx context.Context, c *redis.Client, isCluster bool) string {
+	if isCluster {
+		return c.Options().Addr
+	}
+	txt, err := c.Do(ctx, "client", "info").Text()
+	if err != nil {
+		return ""
+	}
+	return clientInfoField(txt, "laddr")
 }
 
 func parseCursor(c string) (node int, pos uint64, err error) {

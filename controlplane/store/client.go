@@ -33,14 +33,16 @@ const (
 	// room for one retry inside the callout budget.
 	DefaultReadTimeout  = 500 * time.Millisecond
 	DefaultWriteTimeout = 500 * time.Millisecond
-	// DefaultMaxRetries: one retry absorbs a pooled connection that died
-	// (Redis restarted, failover). Retrying a script whose reply was lost
-	// is safe because every script is idempotent for the same arguments:
-	// see the package comment, "Retries".
+	// DefaultMaxRetries (Options.MaxRetries): one retry absorbs a pooled
+	// connection that died (Redis restarted, failover). Retrying a script
+	// whose reply was lost is safe because every script is idempotent for
+	// the same arguments: see the package comment, "Retries". The store
+	// retries, not go-redis (NewClient turns its retries off), so that
+	// every retry is counted.
 	DefaultMaxRetries = 1
 	// dialAttempts: one dial per command attempt. go-redis's default of 5
 	// dials 100ms apart turns "connection refused" into half a second of
-	// waiting per attempt; MaxRetries already gives a second chance.
+	// waiting per attempt; the store's retries give a second chance.
 	dialAttempts = 1
 )
 
@@ -52,10 +54,6 @@ type ClientOptions struct {
 	// PoolSize is the number of connections per Redis node; 0 keeps
 	// go-redis's default of 10 per GOMAXPROCS.
 	PoolSize int
-	// MaxRetries is how often a failed command is retried: 0 means
-	// DefaultMaxRetries, a negative value means never (go-redis itself
-	// reads 0 as 3, hence this mapping).
-	MaxRetries int
 }
 
 func (o ClientOptions) withDefaults() (ClientOptions, error) {
@@ -73,12 +71,6 @@ func (o ClientOptions) withDefaults() (ClientOptions, error) {
 	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
-	}
-	switch {
-	case o.MaxRetries == 0:
-		o.MaxRetries = DefaultMaxRetries
-	case o.MaxRetries < 0:
-		o.MaxRetries = -1 // go-redis: -1 disables retries
 	}
 	return o, nil
 }
@@ -294,20 +286,22 @@ func NewClient(redisURL string, opt ClientOptions) (redis.UniversalClient, error
 	// picks Sentinel when a master name is set and Cluster when asked,
 	// even with a single seed address.
 	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 t.Addrs,
-		IsClusterMode:         t.Mode == ModeCluster,
-		MasterName:            t.MasterName,
-		SentinelUsername:      t.SentinelUsername,
-		SentinelPassword:      t.SentinelPassword,
-		Username:              t.Username,
-		Password:              t.Password,
-		DB:                    t.DB,
-		TLSConfig:             tlsConf,
-		DialTimeout:           o.DialTimeout,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.WriteTimeout,
-		PoolSize:              o.PoolSize,
-		MaxRetries:            o.MaxRetries,
+		Addrs:            t.Addrs,
+		IsClusterMode:    t.Mode == ModeCluster,
+		MasterName:       t.MasterName,
+		SentinelUsername: t.SentinelUsername,
+		SentinelPassword: t.SentinelPassword,
+		Username:         t.Username,
+		Password:         t.Password,
+		DB:               t.DB,
+		TLSConfig:        tlsConf,
+		DialTimeout:      o.DialTimeout,
+		ReadTimeout:      o.ReadTimeout,
+		WriteTimeout:     o.WriteTimeout,
+		PoolSize:         o.PoolSize,
+		// go-redis never retries (-1; it reads 0 as 3): the store does,
+		// counting each retry (Options.MaxRetries).
+		MaxRetries:            -1,
 		DialerRetries:         dialAttempts,
 		ContextTimeoutEnabled: true,
 		DisableIdentity:       true,

@@ -176,12 +176,12 @@ func TestClientOptionsDefaults(t *testing.T) {
 	}{
 		{
 			name: "zero takes defaults",
-			want: ClientOptions{DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1},
+			want: ClientOptions{DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond},
 		},
 		{
-			name: "negative retries disable them (go-redis -1)",
-			in:   ClientOptions{MaxRetries: -5, PoolSize: 7, DialTimeout: 2 * time.Second},
-			want: ClientOptions{DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1, PoolSize: 7},
+			name: "given values stay",
+			in:   ClientOptions{PoolSize: 7, DialTimeout: 2 * time.Second},
+			want: ClientOptions{DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, PoolSize: 7},
 		},
 	}
 	for _, tt := range tests {
@@ -195,14 +195,15 @@ func TestClientOptionsDefaults(t *testing.T) {
 			}
 		})
 	}
-	// The options reach go-redis.
+	// The options reach go-redis, whose own retries are off: the store
+	// retries and counts (Options.MaxRetries).
 	c, err := NewClient("redis://127.0.0.1:1", ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	o := c.(*redis.Client).Options()
-	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != DefaultMaxRetries || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts {
+	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != -1 || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts {
 		t.Errorf("go-redis options dial=%v read=%v retries=%d ctxTimeout=%v dials=%d", o.DialTimeout, o.ReadTimeout, o.MaxRetries, o.ContextTimeoutEnabled, o.DialerRetries)
 	}
 }
@@ -223,6 +224,11 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "negative lease", opt: Options{DefaultLease: -time.Second}, wantErr: true},
 		{name: "ttl over the maximum", opt: Options{DefaultTTL: MaxTTL + time.Millisecond}, wantErr: true},
 		{name: "ttl shorter than lease", opt: Options{DefaultLease: time.Hour, DefaultTTL: time.Minute}, wantErr: true},
+		{name: "durable", opt: Options{Durable: Durability{Replicas: 2, Timeout: 100 * time.Millisecond}}},
+		{name: "durable fsync alone", opt: Options{Durable: Durability{Fsync: true}}},
+		{name: "negative replicas", opt: Options{Durable: Durability{Replicas: -1}}, wantErr: true},
+		{name: "negative durable timeout", opt: Options{Durable: Durability{Replicas: 1, Timeout: -time.Millisecond}}, wantErr: true},
+		{name: "durable timeout under 1ms", opt: Options{Durable: Durability{Replicas: 1, Timeout: time.Microsecond}}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

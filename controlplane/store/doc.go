@@ -110,14 +110,23 @@
 //
 // # Retries
 //
-// NewClient's client retries a failed command once (DefaultMaxRetries). A
+// Every script goes through one execution path (exec.go): a failover or
+// restart error (READONLY, LOADING, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, a
+// refused, reset or closed connection, a timeout) is retried up to
+// Options.MaxRetries times (DefaultMaxRetries) with a short backoff within
+// the caller's deadline; go-redis's own retries are off so that each retry
+// is counted (Observer.Retry). On a Cluster the store sends each script to
+// the master of the record's slot itself and follows MOVED and ASK. A
 // retry may re-run a script whose reply was lost, which is safe because
-// re-running a script with the same arguments changes nothing more than the
-// first run:
+// re-running a script with the same arguments (the store keeps every
+// argument, nonces included, for all attempts of one call) changes nothing
+// more than the first run:
 //
 //   - Reserve passes the holder id (a fresh nonce when the caller gave
 //     none); a re-run that finds the record held under a token with that
-//     holder answers acquired with that token.
+//     holder answers acquired with that token. A re-run after the first
+//     run found a lease ended and wrote the record indeterminate answers
+//     Indeterminate without ErrLeaseEnded (the state is the same).
 //   - Complete: a re-run, or another Complete with the same token (the
 //     caller's retry after a lost answer, with a fresh call nonce), finds
 //     the record completed by this token and answers success; the first
@@ -129,8 +138,25 @@
 //     token) and changes nothing. It then reports ErrStaleToken, which is
 //     still true: the caller's token no longer holds. A filter takes a
 //     stale answer to a release as final, which is harmless.
-//   - Get reads; Delete and ForceRelease are admin actions whose re-run
-//     finds the record absent and reports ErrNotFound.
+//   - BumpEdgeEpoch is the exception: a re-run increments again. The
+//     edges compare the epoch for equality, so a second increment only
+//     tells them a second time to drop what they cached.
+//   - Get and EdgeEpoch read (EdgeEpoch seeds an absent epoch with SET NX);
+//     Delete and ForceRelease are admin actions whose re-run finds the
+//     record absent and reports ErrNotFound.
+//
+// # Durable mode
+//
+// With Options.Durable on, every state-changing script (reserve, complete,
+// release, release by holder, abandon, the admin delete and release, the
+// edge-epoch bump) is followed, in the same pipeline and so on the same
+// connection, by WAIT N timeout (or WAITAOF 1 N timeout with Fsync), and
+// the operation answers only once N replicas acknowledged; fewer in time
+// is an error matching ErrNotDurable (and ErrUnavailable), the change
+// perhaps standing on the master. WAIT counts the writes of its own
+// connection: a re-run that changes nothing rewrites a field with its own
+// value so that its WAIT covers the first run's write (scripts.go).
+// Reads (Get, EdgeEpoch, List) do not wait.
 //
 // # Errors
 //

@@ -37,6 +37,17 @@ import "github.com/redis/go-redis/v9"
 // Every script reads the clock with redis.call('TIME') so that all
 // control-plane instances share Redis's clock; Redis 7 replicates the
 // scripts' effects, not the scripts, so the non-deterministic TIME is fine.
+//
+// A re-run that answers success without a change (a retried reserve of the
+// same holder, complete of the same token, abandon) rewrites one field
+// with the value it has: in durable mode the WAIT that follows is
+// documented to count the writes of its own connection, and the first
+// run's write, perhaps on another connection whose WAIT fell short, must
+// be covered before the re-run is acknowledged. (Redis 7.0 in fact moves
+// every connection's WAIT offset to the master's after any command; the
+// rewrite keeps this true whatever the version.) Redis propagates an HSET
+// even when the value does not change, and the replication stream is
+// ordered.
 
 // nowMS is the shared preamble: the current time in ms by Redis's clock.
 const nowMS = `
@@ -111,6 +122,9 @@ if le > now then
   -- The holder asks again (a retried call whose reply was lost): answer
   -- as the first run did.
   if tok == gen .. '.' .. holder then
+    -- Rewrite a field with its own value: WAIT counts only the writes of
+    -- its own connection, and the first run may have written on another.
+    redis.call('HSET', k, 'tok', tok)
     return {'acquired', tok}
   end
   return {'in_progress', le - now}
@@ -156,6 +170,9 @@ if r[1] == 'c' then
   -- Completed under this very token: a retry of the call (go-redis's,
   -- same nonce) or of the caller's (a fresh nonce) after a lost answer.
   -- One token is one attempt with one response: it was delivered.
+  -- The same-value write makes this connection's WAIT cover the first
+  -- run's write (see reserveScript).
+  redis.call('HSET', k, 'st', 'c')
   return 1
 end
 if r[1] ~= 'p' and not (r[1] == 'i' and r[5] == 'e') then
@@ -185,6 +202,7 @@ if r[2] ~= ARGV[1] or (r[1] ~= 'p' and r[1] ~= 'i') then
   return 0
 end
 if r[1] == 'i' and r[3] == 'a' then
+  redis.call('HSET', k, 'why', 'a') -- for WAIT, see reserveScript
   return 1
 end
 redis.call('HSET', k, 'st', 'i', 'why', 'a', 'cn', ARGV[2])

@@ -117,6 +117,18 @@ type Options struct {
 	// FenceTTL is how long a fence written by a release by holder stands;
 	// default the longer of DefaultFenceTTL and DefaultLease + DefaultTTL.
 	FenceTTL time.Duration
+	// MaxRetries is how often the store sends an operation again after an
+	// error a failover or restart causes (see exec): 0 means
+	// DefaultMaxRetries, a negative value never. The retries back off
+	// (10 ms doubling, at most 200 ms) and stay within the caller's
+	// context deadline.
+	MaxRetries int
+	// Durable makes every state-changing operation wait for replicas (and
+	// with Fsync, the AOF) before it answers; zero value: off.
+	Durable Durability
+	// Observer receives retries, WAIT shortfalls and durations, and the
+	// failovers the topology watcher sees.
+	Observer Observer
 	// Now is not consulted for any decision: leases and expiry are judged
 	// by Redis's TIME inside the scripts, so that every instance agrees
 	// whatever its own clock says. Reserved; may be nil.
@@ -163,6 +175,22 @@ func (o Options) withDefaults() (Options, error) {
 	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*MaxTTL {
 		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*MaxTTL)
 	}
+	switch {
+	case o.MaxRetries == 0:
+		o.MaxRetries = DefaultMaxRetries
+	case o.MaxRetries < 0:
+		o.MaxRetries = 0
+	}
+	if o.Durable.Replicas < 0 || o.Durable.Timeout < 0 {
+		return o, fmt.Errorf("%w: durable replicas %d and timeout %v must not be negative", ErrInvalidOptions, o.Durable.Replicas, o.Durable.Timeout)
+	}
+	if o.Durable.Timeout == 0 {
+		o.Durable.Timeout = DefaultDurableTimeout
+	}
+	if o.Durable.On() && o.Durable.Timeout < time.Millisecond {
+		// WAIT takes whole milliseconds, and 0 would mean forever.
+		return o, fmt.Errorf("%w: durable timeout %v is under 1ms", ErrInvalidOptions, o.Durable.Timeout)
+	}
 	if o.FingerprintKey != nil && len(o.FingerprintKey) < 16 {
 		return o, fmt.Errorf("%w: the fingerprint key is %d bytes; want at least 16", ErrInvalidOptions, len(o.FingerprintKey))
 	}
@@ -188,6 +216,8 @@ type Store struct {
 	c      redis.UniversalClient
 	opt    Options
 	optErr error
+	// topology replaces Topology in WatchTopology (tests).
+	topology func(context.Context) (string, error)
 }
 
 // New returns a Store on c. See Options.Validate for invalid options.
@@ -254,6 +284,9 @@ func validateToken(tok string) error {
 }
 
 func unavailable(op string, err error) error {
+	if errors.Is(err, ErrNotDurable) {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
 	return fmt.Errorf("store: %s: %w: %w", op, ErrUnavailable, err)
 }
 
@@ -324,8 +357,8 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	for _, o := range others {
 		args = append(args, o)
 	}
-	v, err := reserveScript.Run(ctx, s.c,
-		[]string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args...).Slice()
+	v, err := s.run(ctx, call{op: "reserve", script: reserveScript, write: true,
+		keys: []string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args: args}).Slice()
 	if err != nil {
 		return none, unavailable("reserve", err)
 	}
@@ -429,8 +462,9 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if omit {
 		omitArg = "1"
 	}
-	n, err := completeScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)},
-		req.Token, newNonce(), r.Status, hdr, body, omitArg).Int64()
+	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true,
+		keys: []string{s.RecordKey(req.Scope, req.Key)},
+		args: []any{req.Token, newNonce(), r.Status, hdr, body, omitArg}}).Int64()
 	if err != nil {
 		return unavailable("complete", err)
 	}
@@ -458,7 +492,8 @@ func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 	if err := validateToken(req.Token); err != nil {
 		return err
 	}
-	n, err := releaseScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)}, req.Token).Int64()
+	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true,
+		keys: []string{s.RecordKey(req.Scope, req.Key)}, args: []any{req.Token}}).Int64()
 	if err != nil {
 		return unavailable("release", err)
 	}
@@ -486,9 +521,9 @@ func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (d
 	if err := api.ValidateHolder(holder); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	n, err := releaseHolderScript.Run(ctx, s.c,
-		[]string{s.RecordKey(scope, key), s.fenceKey(scope, key, holder)},
-		holder, s.opt.FenceTTL.Milliseconds()).Int64()
+	n, err := s.run(ctx, call{op: "release_holder", script: releaseHolderScript, write: true,
+		keys: []string{s.RecordKey(scope, key), s.fenceKey(scope, key, holder)},
+		args: []any{holder, s.opt.FenceTTL.Milliseconds()}}).Int64()
 	if err != nil {
 		return false, unavailable("release by holder", err)
 	}
@@ -514,7 +549,8 @@ func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
 	if err := validateToken(req.Token); err != nil {
 		return err
 	}
-	n, err := abandonScript.Run(ctx, s.c, []string{s.RecordKey(req.Scope, req.Key)}, req.Token, newNonce()).Int64()
+	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true,
+		keys: []string{s.RecordKey(req.Scope, req.Key)}, args: []any{req.Token, newNonce()}}).Int64()
 	if err != nil {
 		return unavailable("abandon", err)
 	}
@@ -531,7 +567,7 @@ func (s *Store) Get(ctx context.Context, scope, key string, withBody bool) (*api
 	if withBody {
 		arg = "1"
 	}
-	v, err := s.runRecord(ctx, "get", getScript, scope, key, arg)
+	v, err := s.runRecord(ctx, "get", getScript, false, scope, key, arg)
 	if err != nil {
 		return nil, err
 	}
@@ -552,14 +588,15 @@ func (s *Store) DeleteUnlessLeased(ctx context.Context, scope, key string) (*api
 
 // runRecord runs one of the admin scripts that answer with a record (nil
 // when there is none) on the record of scope+key.
-func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, scope, key string, args ...any) ([]any, error) {
+func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, write bool, scope, key string, args ...any) ([]any, error) {
 	if s.optErr != nil {
 		return nil, s.optErr
 	}
 	if err := validateScopeKey(scope, key); err != nil {
 		return nil, err
 	}
-	v, err := script.Run(ctx, s.c, []string{s.RecordKey(scope, key)}, args...).Slice()
+	v, err := s.run(ctx, call{op: strings.ReplaceAll(op, " ", "_"), script: script, write: write,
+		keys: []string{s.RecordKey(scope, key)}, args: args}).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -591,7 +628,7 @@ func (s *Store) adminChange(ctx context.Context, op string, script *redis.Script
 	if guarded {
 		guard = "1"
 	}
-	v, err := s.runRecord(ctx, op, script, scope, key, guard)
+	v, err := s.runRecord(ctx, op, script, true, scope, key, guard)
 	if err != nil {
 		return nil, err
 	}
