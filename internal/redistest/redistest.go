@@ -1,6 +1,8 @@
 // Package redistest starts private redis-server processes for tests: a
-// standalone server or a small Redis Cluster, each on free loopback ports,
-// with no persistence, stopped when the test ends.
+// standalone server, replicas, a small Redis Cluster, or a master with
+// replicas and sentinels, each on free loopback ports, with no persistence,
+// stopped when the test ends. Servers can be killed, paused and relaunched
+// to inject faults.
 //
 // Tests never touch a Redis they did not start (the machine may run one on
 // 6379). When redis-server or redis-cli is missing the test fails, it does
@@ -65,6 +67,31 @@ func Start(t testing.TB, args ...string) *Server {
 
 func start(t testing.TB, cluster bool, extra []string) *Server {
 	t.Helper()
+	return startProc(t, cluster, func(port int, dir string) ([]string, error) {
+		args := []string{
+			"--port", strconv.Itoa(port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", dir,
+			// A master waits 5s by default before a diskless full sync,
+			// hoping for more replicas to batch; tests want it at once.
+			"--repl-diskless-sync-delay", "0",
+		}
+		if cluster {
+			args = append(args,
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
+		}
+		return append(args, extra...), nil
+	})
+}
+
+// startProc starts redis-server with the arguments build returns for a free
+// port and the server's own directory, retrying on another port when the
+// start fails (most likely the port was taken meanwhile).
+func startProc(t testing.TB, cluster bool, build func(port int, dir string) ([]string, error)) *Server {
+	t.Helper()
 	bin := lookPath(t, "redis-server")
 	// TempDir first: cleanups run last-in first-out, so the server is
 	// stopped before its directory is removed.
@@ -83,24 +110,10 @@ func start(t testing.TB, cluster bool, extra []string) *Server {
 			dir:     dir,
 			logPath: filepath.Join(dir, fmt.Sprintf("redis-%d.log", port)),
 		}
-		s.args = []string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-			// A master waits 5s by default before a diskless full sync,
-			// hoping for more replicas to batch; tests want it at once.
-			"--repl-diskless-sync-delay", "0",
+		if s.args, err = build(port, dir); err != nil {
+			t.Fatalf("redistest: %v", err)
 		}
-		if cluster {
-			s.args = append(s.args,
-				"--cluster-enabled", "yes",
-				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
-		}
-		s.args = append(s.args, extra...)
 		if err := s.launch(); err != nil {
-			// Most likely the port was taken meanwhile; try another.
 			lastErr = err
 			continue
 		}

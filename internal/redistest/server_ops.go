@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -143,8 +144,8 @@ func parseInfo(s string) map[string]string {
 	return m
 }
 
-// poll calls check every 50ms until it returns nil or timeout passes; the
-// error then carries check's last error. Each call gets a context bounded
+// poll calls check every 50ms until it returns nil, an error wrapped in
+// retryStop, or timeout passes; the error then carries check's last error. Each call gets a context bounded
 // by the time left.
 func poll(timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -155,6 +156,10 @@ func poll(timeout time.Duration, check func(context.Context) error) error {
 		callCancel()
 		if err == nil {
 			return nil
+		}
+		var stop retryStop
+		if errors.As(err, &stop) {
+			return stop.error
 		}
 		select {
 		case <-ctx.Done():
