@@ -328,3 +328,58 @@ func TestRunWarnsOnEviction(t *testing.T) {
 		t.Errorf("run = %d", code)
 	}
 }
+
+// TestRunDurableFsyncRefusedOnRedis70: --durable-fsync needs WAITAOF
+// (Redis 7.2); on this machine's 7.0 the service refuses to start, saying
+// why, rather than answer 503 to every state change.
+func TestRunDurableFsyncRefusedOnRedis70(t *testing.T) {
+	rs := redistest.Start(t, "--appendonly", "yes")
+	logs := &syncbuf.Buffer{}
+	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, []string{"--listen", "127.0.0.1:0", "--durable-fsync", "--durable-replicas", "1"}, env, logs)
+	if code != exitUsage || !strings.Contains(logs.String(), "--durable-fsync needs WAITAOF (Redis 7.2 or later)") {
+		t.Fatalf("run = %d, want %d and the reason; log:\n%s", code, exitUsage, logs)
+	}
+	if strings.Contains(logs.String(), "control plane listening") && !strings.Contains(logs.String(), "durable mode cannot work") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
+// TestRunDurableLogsAndWatches: durable mode is logged at start, with the
+// appendonly note, and the service serves (503 on a change: no replica).
+func TestRunDurableLogsAndWatches(t *testing.T) {
+	rs := redistest.Start(t)
+	logs := &syncbuf.Buffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json",
+		"IDEM_DURABLE_REPLICAS", "1", "IDEM_DURABLE_TIMEOUT", "20ms")
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+	addr := waitListening(t, logs, exited)
+	for _, want := range []string{`"durable":"WAIT 1 20ms"`, `appendonly is \"no\"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	resp, err := http.Get("http://" + addr + api.PathReadyz)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz without the replica durable mode needs: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get("http://" + addr + api.PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "idemgate_redis_failovers_total 0") {
+		t.Errorf("/metrics lacks the failover counter")
+	}
+	cancel()
+	if code := <-exited; code != exitOK {
+		t.Errorf("run = %d", code)
+	}
+}

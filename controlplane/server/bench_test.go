@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,5 +175,69 @@ func redisBenchmark(b *testing.B, port int, command ...string) {
 		case "p99_latency_ms":
 			b.ReportMetric(v*1000, "p99-µs")
 		}
+	}
+}
+
+// BenchmarkDurable measures what durable mode costs: reserve→complete
+// cycles through the HTTP API against one master with one replica on
+// loopback, with durable mode off and on (--durable-replicas 1: each
+// change waits for the replica's acknowledgement), alternating in one run
+// so that both see the same machine.
+func BenchmarkDurable(b *testing.B) {
+	rs := redistest.Start(b)
+	startBenchReplica(b, rs)
+	var run atomic.Int64
+	bases := map[string]string{}
+	for _, mode := range []struct {
+		name string
+		d    store.Durability
+	}{{"off", store.Durability{}}, {"on", store.Durability{Replicas: 1, Timeout: 250 * time.Millisecond}}} {
+		client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{PoolSize: 256})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { client.Close() })
+		srv, err := server.New(store.New(client, store.Options{Durable: mode.d}), server.Options{
+			Token:  "bench-token",
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts := httptest.NewServer(srv)
+		b.Cleanup(ts.Close)
+		bases[mode.name] = ts.URL
+	}
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	for _, clients := range []int{1, 16} {
+		for _, mode := range []string{"off", "on"} {
+			b.Run(fmt.Sprintf("durable=%s/clients=%d", mode, clients), func(b *testing.B) {
+				cycles(b, httpc, bases[mode], clients, run.Add(1))
+			})
+		}
+	}
+}
+
+// startBenchReplica starts a replica of master and waits until the master
+// counts it online. (redistest.StartReplica, on another branch, will
+// replace it.)
+func startBenchReplica(b *testing.B, master *redistest.Server) {
+	b.Helper()
+	ctx := context.Background()
+	if err := master.Client().ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
+		b.Fatal(err)
+	}
+	host, port, _ := strings.Cut(master.Addr(), ":")
+	redistest.Start(b, "--replicaof", host, port)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := master.Client().Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "state=online") {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("replica not online: %v %q", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -28,7 +28,9 @@ import (
 // Store is what the API needs of the key store; *store.Store implements
 // it. Errors are store.ErrStaleToken, store.ErrNotFound,
 // store.ErrNotInProgress, store.ErrLeaseLive, store.ErrFenced (beside an answer),
-// store.ErrInvalidRequest, or a failure to reach Redis (answered 503).
+// store.ErrInvalidRequest, or a failure to reach Redis (answered 503;
+// store.ErrNotDurable too). A store that also has Ready(ctx) error
+// (*store.Store) answers /readyz with it, else with Ping.
 type Store interface {
 	Reserve(ctx context.Context, req api.ReserveRequest) (api.ReserveResponse, error)
 	Complete(ctx context.Context, req api.CompleteRequest) error

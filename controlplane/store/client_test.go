@@ -195,15 +195,16 @@ func TestClientOptionsDefaults(t *testing.T) {
 			}
 		})
 	}
-	// The options reach go-redis, whose own retries are off: the store
-	// retries and counts (Options.MaxRetries).
+	// The options reach go-redis, whose own retries are off (it reads the
+	// -1 given as "none" and keeps 0): the store retries and counts
+	// (Options.MaxRetries).
 	c, err := NewClient("redis://127.0.0.1:1", ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	o := c.(*redis.Client).Options()
-	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != -1 || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts {
+	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != 0 || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts {
 		t.Errorf("go-redis options dial=%v read=%v retries=%d ctxTimeout=%v dials=%d", o.DialTimeout, o.ReadTimeout, o.MaxRetries, o.ContextTimeoutEnabled, o.DialerRetries)
 	}
 }

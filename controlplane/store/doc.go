@@ -163,7 +163,9 @@
 // ErrStaleToken, ErrNotFound, ErrNotInProgress and ErrInvalidRequest
 // describe the request; ErrFenced and ErrLeaseEnded come beside an answer
 // that stands (see above); every failure to get an answer from Redis matches
-// ErrUnavailable (and wraps the go-redis or context error). A stored
+// ErrUnavailable (and wraps the go-redis or context error), and so does
+// ErrNotDurable, a durable-mode change too few replicas acknowledged in
+// time (the change may stand on the master). A stored
 // response that cannot be decoded matches ErrUnreadableResponse; Reserve
 // then still answers Completed (status and BodyOmitted) beside the error,
 // because the operation ran. Operations never block longer than the

@@ -49,9 +49,14 @@ func startTestReplica(t *testing.T, master *redistest.Server) *testReplica {
 	t.Cleanup(r.Resume) // before redistest stops it
 	deadline := time.Now().Add(15 * time.Second)
 	for {
+		// In sync on both sides: the replica's link is up and the master
+		// counts it online (it acknowledged).
 		info, err := r.Client().Info(ctx, "replication").Result()
 		if err == nil && infoField(info, "master_link_status") == "up" {
-			return r
+			mi, merr := master.Client().Info(ctx, "replication").Result()
+			if merr == nil && parseReplication(mi).online >= 1 {
+				return r
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("replica of %s not in sync: %v %q", master.Addr(), err, info)

@@ -127,6 +127,7 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 	cc, isCluster := s.c.(*redis.ClusterClient)
 	var (
 		retries, redirects int
+		tryAgains          int
 		useEval            bool
 		target             *redis.Client // Cluster: the node a redirect named
 		asking             bool
@@ -188,7 +189,15 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 			}
 		}
 		reason, ok := retryReason(err)
-		if !ok || !s.backoff(ctx, c.op, reason, &retries) {
+		budget := &retries
+		if reason == "tryagain" {
+			// A multi-key script (reserve: record and fence) in a slot
+			// being migrated, the keys split between the nodes: it did
+			// not run, and will once the migration moved them all. Its
+			// own bound, not the failover budget.
+			budget = &tryAgains
+		}
+		if !ok || !s.backoffWithin(ctx, c.op, reason, budget, s.maxFor(reason)) {
 			return nil, err
 		}
 		if isCluster {
@@ -318,7 +327,22 @@ func (s *Store) redirect(ctx context.Context, cc *redis.ClusterClient, op, reaso
 // backoff counts a retry and sleeps before it; false when the retries are
 // spent or ctx ends first (or would, during the sleep).
 func (s *Store) backoff(ctx context.Context, op, reason string, n *int) bool {
-	if *n >= s.opt.MaxRetries || ctx.Err() != nil {
+	return s.backoffWithin(ctx, op, reason, n, s.opt.MaxRetries)
+}
+
+// maxTryAgain bounds the TRYAGAIN retries of one operation; the context's
+// deadline usually ends them first.
+const maxTryAgain = 20
+
+func (s *Store) maxFor(reason string) int {
+	if reason == "tryagain" {
+		return maxTryAgain
+	}
+	return s.opt.MaxRetries
+}
+
+func (s *Store) backoffWithin(ctx context.Context, op, reason string, n *int, limit int) bool {
+	if *n >= limit || ctx.Err() != nil {
 		return false
 	}
 	d := retryBackoffMin << *n
