@@ -429,3 +429,117 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("backoff(1000) = %v, want the cap %v", got, outboxMaxBackoff)
 	}
 }
+
+// TestFailedReserveReleasesHolder (issue 11): a reserve that got no usable
+// answer may still have landed: a control plane that acquired and then
+// failed (a durable-mode WAIT shortfall answers 503 after the script
+// ran), a timeout after Redis answered, an answer lost on the way. When
+// the request is not forwarded, the attempt's holder releases it (or
+// fences it out), so the key is not left to burn into indeterminate when
+// its lease ends. A refusal that changed nothing (4xx) and a fail-open
+// route that forwarded the request release nothing: the latter's
+// reservation, if any, is the truth (the request went out).
+func TestFailedReserveReleasesHolder(t *testing.T) {
+	failOpen := []string{`"failure_mode": "closed"`, `"failure_mode": "open"`}
+	tests := []struct {
+		name    string
+		config  []string
+		status  int
+		answer  any
+		release bool
+	}{
+		{name: "503 (durable shortfall), fail-closed", status: 503, answer: api.Problem{Title: "x", Status: 503}, release: true},
+		{name: "500, fail-closed", status: 500, answer: api.Problem{Title: "x", Status: 500}, release: true},
+		{name: "no answer, fail-closed", status: 0, release: true},
+		{name: "unreadable answer", status: 200, answer: "not an object", release: true},
+		{name: "acquired without a token", status: 200, answer: api.ReserveResponse{Outcome: api.Acquired}, release: true},
+		{name: "unknown outcome", status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, release: true},
+		{name: "unknown outcome, fail-open (still not forwarded)", config: failOpen, status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, release: true},
+		{name: "401: refused, nothing done", status: 401, answer: api.Problem{Title: "x", Status: 401}},
+		{name: "400: refused, nothing done", status: 400, answer: api.Problem{Title: "x", Status: 400}},
+		{name: "503, fail-open: forwarded", config: failOpen, status: 503, answer: api.Problem{Title: "x", Status: 503}},
+		{name: "no answer, fail-open: forwarded", config: failOpen, status: 0},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, tc.config...))
+				defer reset()
+				id := host.InitializeHttpContext()
+				sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+				c := nthCallout(t, host, id, 0, api.PathReserve)
+				var rq api.ReserveRequest
+				decodeStrict(t, c.Body, &rq)
+				answer(t, host, c, tc.status, tc.answer)
+				host.CompleteHttpContext(id)
+				if !tc.release {
+					for range 20 {
+						host.Tick()
+						answerEpochPolls(t, host)
+					}
+					if rel, _, ok := nextPluginCallout(host, api.PathRelease); ok {
+						t.Fatalf("release %s sent, want none", rel.Body)
+					}
+					return
+				}
+				var rel proxytest.HttpCalloutAttribute
+				var idx int
+				tickFor(t, host, "release by holder", func() bool {
+					var ok bool
+					rel, idx, ok = nextPluginCallout(host, api.PathRelease)
+					return ok
+				})
+				var rr api.ReleaseRequest
+				decodeStrict(t, rel.Body, &rr)
+				if rr.Holder != rq.Holder || rr.Token != "" || rr.Scope != rq.Scope || rr.Key != rq.Key {
+					t.Errorf("release = %+v, want by holder %q of the reserve", rr, rq.Holder)
+				}
+				answerPlugin(t, host, idx, 200, api.Result{Outcome: "fenced"})
+				if n := counter(t, host, "idemgate.executions"); n != 0 {
+					t.Errorf("executions = %d, want 0", n)
+				}
+			})
+		}
+	})
+}
+
+// TestFailedPollReleasesHolder: on_in_progress wait polls under a new
+// holder each time; a poll that got no usable answer may have acquired
+// under its holder, which the next poll does not carry: it is released by
+// holder, and the wait goes on.
+func TestFailedPollReleasesHolder(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, waitConfig...))
+		defer reset()
+		id := host.InitializeHttpContext()
+		sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+		answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 200, api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 1500})
+		var poll proxytest.HttpCalloutAttribute
+		var idx int
+		tickFor(t, host, "poll from the plugin context", func() bool {
+			var ok bool
+			poll, idx, ok = nextPluginCallout(host, api.PathReserve)
+			return ok
+		})
+		var pq api.ReserveRequest
+		decodeStrict(t, poll.Body, &pq)
+		answerPlugin(t, host, idx, 503, api.Problem{Title: "x", Status: 503})
+		var rr api.ReleaseRequest
+		tickFor(t, host, "release by the poll's holder", func() bool {
+			rel, i, ok := nextPluginCallout(host, api.PathRelease)
+			if !ok {
+				return false
+			}
+			decodeStrict(t, rel.Body, &rr)
+			answerPlugin(t, host, i, 200, api.Result{Outcome: "fenced"})
+			return true
+		})
+		if rr.Holder != pq.Holder || rr.Token != "" {
+			t.Errorf("release = %+v, want by the failed poll's holder %q", rr, pq.Holder)
+		}
+		if r := host.GetSentLocalResponse(id); r != nil {
+			t.Errorf("local response %d after one failed poll, want the wait to go on", r.StatusCode)
+		}
+		host.CompleteHttpContext(id)
+	})
+}

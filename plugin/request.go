@@ -281,19 +281,22 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 	}
 	if status != 200 {
-		c.reserveFailed("reserve " + answerReason(status))
+		// No answer or a 5xx: the reserve may have landed (a durable-mode
+		// WAIT shortfall answers 503 after its script ran). A 4xx refused
+		// before anything was written.
+		c.reserveFailed("reserve "+answerReason(status), status == 0 || status >= 500)
 		return
 	}
 	rr, err := decodeReserveResponse(body)
 	if err != nil {
-		c.reserveFailed("reserve answer unreadable: " + err.Error())
+		c.reserveFailed("reserve answer unreadable: "+err.Error(), true)
 		return
 	}
 	st := &c.plugin.stats
 	switch rr.Outcome {
 	case api.Acquired:
 		if rr.Token == "" {
-			c.reserveFailed("reserve acquired without a token")
+			c.reserveFailed("reserve acquired without a token", true)
 			return
 		}
 		c.token = rr.Token
@@ -324,9 +327,10 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		// request is never forwarded, whatever failure_mode says.
 		reason := fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome)
 		if c.waitUntil != 0 {
-			c.reserveFailed(reason)
+			c.reserveFailed(reason, true)
 			return
 		}
+		c.releaseAttempt()
 		c.plugin.stats.controlPlaneError.Increment(1)
 		proxywasm.LogErrorf("idempotency filter: %s; answering 503 whatever failure_mode says", reason)
 		c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
@@ -347,10 +351,22 @@ func (c *httpContext) inProgress() {
 // progress elsewhere (issue 10, case 9), and refusing it 503 would hide
 // that. The duplicate keeps waiting until wait_timeout, then gets the
 // 409 in progress.
-func (c *httpContext) reserveFailed(reason string) {
+//
+// mayHold says the reserve may have acquired under this attempt's holder
+// although its answer was lost or failed. When the request is not
+// forwarded (fail closed, or a waiting duplicate), that holder releases
+// it; a fail-open route forwards the request, and a reservation it may
+// hold then tells the truth: the request went out.
+func (c *httpContext) reserveFailed(reason string, mayHold bool) {
 	if c.waitUntil == 0 {
+		if mayHold && c.route.FailureMode != policy.FailOpen {
+			c.releaseAttempt()
+		}
 		c.controlPlaneFailed(reason, true)
 		return
+	}
+	if mayHold {
+		c.releaseAttempt()
 	}
 	c.plugin.stats.controlPlaneError.Increment(1)
 	proxywasm.LogWarnf("idempotency filter: control plane failed (%s) while %s %s waits for a request in progress: waiting on", reason, c.method, c.target)
@@ -358,6 +374,13 @@ func (c *httpContext) reserveFailed(reason string) {
 		return
 	}
 	c.inProgress()
+}
+
+// releaseAttempt queues the release by holder of the last reserve
+// attempt, which was not forwarded: it frees a reservation the attempt
+// may hold, or fences the holder out should its reserve still arrive.
+func (c *httpContext) releaseAttempt() {
+	c.plugin.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, "", c.holder), c.outcomeDeadline(), 0)
 }
 
 // lateReserveAnswer handles a reserve answer for a stream that is gone:

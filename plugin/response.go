@@ -308,8 +308,7 @@ func (c *httpContext) OnHttpStreamDone() {
 		c.phase = phaseGone // the tick drops it
 	case phaseReserving:
 		c.phase = phaseGone
-		p := c.plugin
-		p.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, "", c.holder), c.outcomeDeadline(), 0)
+		c.releaseAttempt()
 	case phaseForwarded:
 		switch {
 		case c.resp.inFlight:

@@ -67,7 +67,7 @@ func (p *pluginContext) OnTick() {
 				c.phase = phaseGone
 				continue
 			}
-			c.reserveFailed(err.Error())
+			c.reserveFailed(err.Error(), false)     // never sent
 			_ = proxywasm.SetEffectiveContext(p.id) // back to the plugin's own context
 		}
 	}
