@@ -125,7 +125,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.Int64Var(&c.MaxRequestBytes, "max-request-bytes", 0, "request body limit in `BYTES`; 0: 2 × max-stored-response + 64 KiB")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", store.DefaultPrefix, "`PREFIX` of every Redis key (≤ 64 bytes, no braces)")
 	fs.DurationVar(&c.OpTimeout, "op-timeout", server.DefaultOpTimeout, "bound on one store operation; past it the API answers 503")
-	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", server.DefaultReadyTimeout, "bound on the Redis PING of /readyz")
+	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", server.DefaultReadyTimeout, "bound on /readyz's Redis checks (a master answers; replicas in durable mode)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "on SIGINT/SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.Redis.DialTimeout, "redis-dial-timeout", store.DefaultDialTimeout, "Redis connect timeout")
 	fs.DurationVar(&c.Redis.ReadTimeout, "redis-read-timeout", store.DefaultReadTimeout, "Redis read timeout")

@@ -359,7 +359,9 @@ func TestRunDurableLogsAndWatches(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
 	addr := waitListening(t, logs, exited)
-	for _, want := range []string{`"durable":"WAIT 1 20ms"`, `appendonly is \"no\"`} {
+	// The durable check runs after the listening line.
+	waitFor(t, logs, exited, `appendonly is \"no\"`)
+	for _, want := range []string{`"durable":"WAIT 1 20ms"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}

@@ -181,8 +181,8 @@ func redisBenchmark(b *testing.B, port int, command ...string) {
 // BenchmarkDurable measures what durable mode costs: reserve→complete
 // cycles through the HTTP API against one master with one replica on
 // loopback, with durable mode off and on (--durable-replicas 1: each
-// change waits for the replica's acknowledgement), alternating in one run
-// so that both see the same machine.
+// change waits for the replica's acknowledgement), off then on for each
+// client count in one run, so that both see the same machine.
 func BenchmarkDurable(b *testing.B) {
 	rs := redistest.Start(b)
 	startBenchReplica(b, rs)

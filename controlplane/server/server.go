@@ -71,7 +71,7 @@ type Options struct {
 	MaxRequestBytes int64
 	// OpTimeout bounds each store call; past it the API answers 503.
 	OpTimeout time.Duration
-	// ReadyTimeout bounds the Redis PING of /readyz.
+	// ReadyTimeout bounds /readyz's Redis checks.
 	ReadyTimeout time.Duration
 	// Sealer, when set, encrypts stored response bodies at rest: bodies are
 	// sealed before Complete and opened after Reserve and Get, bound to

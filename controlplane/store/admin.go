@@ -107,9 +107,11 @@ func (s *Store) List(ctx context.Context, state api.State, scope, cursor string,
 	examined := 0
 	rep := nodeReportFrom(ctx)
 	_, isCluster := s.c.(*redis.ClusterClient)
+	reported := -1
 	for round := 0; round < maxScanRounds && examined < limit; round++ {
-		if rep != nil {
+		if rep != nil && reported != node {
 			rep.add(nodeAddr(ctx, nodes[node], isCluster))
+			reported = node
 		}
 		keys, next, err := nodes[node].Scan(ctx, pos, pattern, int64(limit-examined)).Result()
 		if err != nil {

@@ -69,7 +69,8 @@ type Observer struct {
 	Failover func(from, to string)
 }
 
-// maxRedirects bounds the MOVED/ASK redirects one operation follows.
+// maxRedirects bounds the MOVED/ASK redirects one attempt follows (reset
+// by each counted retry, which has its own bound).
 const maxRedirects = 5
 
 // Backoff between retries of one operation: doubled from retryBackoffMin
@@ -200,6 +201,9 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 		if !ok || !s.backoffWithin(ctx, c.op, reason, budget, s.maxFor(reason)) {
 			return nil, err
 		}
+		// maxRedirects bounds the redirects between two retries: a
+		// TRYAGAIN after an ASK meets the ASK again on the next attempt.
+		redirects = 0
 		if isCluster {
 			cc.ReloadState(ctx)
 		}
@@ -226,6 +230,17 @@ func (e *reportedErr) Error() string { return e.err.Error() }
 // its own connection only, and CLIENT INFO names the node that connection
 // reached (a Sentinel client's node is not otherwise known).
 func (s *Store) attempt(ctx context.Context, p pipeliner, c call, asking, useEval, clientInfo bool) (any, error) {
+	d := s.opt.Durable
+	wait := c.write && d.On()
+	if !wait && !asking && !clientInfo {
+		// The script alone: no pipeline needed.
+		if sc, ok := p.(redis.Scripter); ok {
+			if useEval {
+				return c.script.Eval(ctx, sc, c.keys, c.args...).Result()
+			}
+			return c.script.EvalSha(ctx, sc, c.keys, c.args...).Result()
+		}
+	}
 	pipe := p.Pipeline()
 	if asking {
 		pipe.Do(ctx, "asking")
@@ -236,8 +251,6 @@ func (s *Store) attempt(ctx context.Context, p pipeliner, c call, asking, useEva
 	} else {
 		sc = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 	}
-	d := s.opt.Durable
-	wait := c.write && d.On()
 	var wc *redis.Cmd
 	if wait {
 		ms := d.Timeout.Milliseconds()
