@@ -65,17 +65,7 @@ func TestSentinelKillMasterHTTP(t *testing.T) {
 	// Every completion acknowledged so far reaches both replicas: a marker
 	// written after them is acknowledged by both (the stream is ordered).
 	upTo := h.ackSeq.Load()
-	m := s.Master(t)
-	conn := m.Client().Conn()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := conn.Incr(ctx, "redistest:marker").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := conn.Do(ctx, "WAIT", 2, 5000).Int(); err != nil || n < 2 {
-		t.Fatalf("WAIT 2 = %d, %v", n, err)
-	}
-	_ = conn.Close()
+	s.Master(t).WaitReplicated(t, 2)
 	h.protected.Store(upTo)
 
 	h.faulting.Store(true)

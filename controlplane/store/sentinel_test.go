@@ -43,7 +43,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	l := newFailoverLoad(t, New(c, Options{}), 4)
+	l := newSentinelLoad(t, New(c, Options{}), 4)
 	l.start()
 	l.waitOps(300)
 
@@ -87,16 +87,16 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	l.report()
 }
 
-// failoverLoad runs workers that reserve new keys, complete them, and
+// sentinelLoad runs workers that reserve new keys, complete them, and
 // reserve completed ones again to check the replay, each on keys of its
 // own, and records every answer.
-type failoverLoad struct {
+type sentinelLoad struct {
 	t       *testing.T
 	st      *Store
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	workers []*loadWorker
+	workers []*sentinelWorker
 
 	ops       atomic.Int64
 	ackSeq    atomic.Int64 // numbers acknowledged completions, in order
@@ -108,23 +108,19 @@ type failoverLoad struct {
 	faulting atomic.Bool
 
 	mu     sync.Mutex
-	phases []*loadPhase
-	cur    *loadPhase
+	phases []*sentinelPhase
+	cur    *sentinelPhase
 	wrong  []string
 }
 
-type loadWorker struct {
+type sentinelWorker struct {
 	id          int
-	keys        []*loadKey
+	keys        []*sentinelKey
 	lastSuccess atomic.Int64 // unix nanos
-	// Records lost in a switch, found when the store no longer knew a
-	// reservation (complete: stale token) or a completion (replay:
-	// acquired). Protected keys never count here: that is a wrong answer.
-	lostReserve, lostComplete int
-	dropped                   int // keys left found in progress after a loss
+	dropped     int          // keys left found in progress after a loss
 }
 
-type loadKey struct {
+type sentinelKey struct {
 	key, fp   string
 	attempted []string // bodies sent in a Complete, acknowledged or not
 	acked     string   // body of the acknowledged completion
@@ -133,36 +129,40 @@ type loadKey struct {
 	// one. 0: not known.
 	ackSeq  int64
 	dropped bool
+	// Phases in which the reservation and the completion were
+	// acknowledged: a loss found later is counted against them.
+	resPhase, ackPhase *sentinelPhase
 }
 
-// loadPhase collects errors and timing between a fault's start and its end.
-type loadPhase struct {
-	name                  string
-	start, end            time.Time
-	switched, recovered   time.Time
-	ops, errs             atomic.Int64
-	mu                    sync.Mutex
-	firstErr, lastErr     time.Time
-	kinds                 map[string]int
-	protectedAtStart      int
-	lostReserveAtStart    int
-	lostCompleteAtStart   int
-	lostReserve, lostComp int
+// sentinelPhase collects errors and timing between a fault's start and its end.
+type sentinelPhase struct {
+	name                string
+	start, end          time.Time
+	switched, recovered time.Time
+	ops, errs           atomic.Int64
+	mu                  sync.Mutex
+	firstErr, lastErr   time.Time
+	kinds               map[string]int
+	// Writes acknowledged in this phase, and how many of them were found
+	// lost afterwards: the store no longer knew a reservation (complete:
+	// stale token) or a completion (replay: acquired). A protected key
+	// never counts here: for it that is a wrong answer.
+	acked, lostComplete, lostReserve atomic.Int64
 }
 
-func newFailoverLoad(t *testing.T, st *Store, workers int) *failoverLoad {
+func newSentinelLoad(t *testing.T, st *Store, workers int) *sentinelLoad {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	l := &failoverLoad{t: t, st: st, ctx: ctx, cancel: cancel}
+	l := &sentinelLoad{t: t, st: st, ctx: ctx, cancel: cancel}
 	for i := 0; i < workers; i++ {
-		l.workers = append(l.workers, &loadWorker{id: i})
+		l.workers = append(l.workers, &sentinelWorker{id: i})
 	}
-	l.phases = append(l.phases, &loadPhase{name: "warm-up", start: time.Now(), kinds: map[string]int{}})
+	l.phases = append(l.phases, &sentinelPhase{name: "warm-up", start: time.Now(), kinds: map[string]int{}})
 	l.cur = l.phases[0]
 	return l
 }
 
-func (l *failoverLoad) start() {
+func (l *sentinelLoad) start() {
 	for _, w := range l.workers {
 		l.wg.Add(1)
 		go func() {
@@ -172,16 +172,16 @@ func (l *failoverLoad) start() {
 	}
 }
 
-func (l *failoverLoad) stop() {
+func (l *sentinelLoad) stop() {
 	l.cancel()
 	l.wg.Wait()
 }
 
-func (l *failoverLoad) run(w *loadWorker) {
+func (l *sentinelLoad) run(w *sentinelWorker) {
 	rng := rand.New(rand.NewPCG(uint64(w.id), uint64(time.Now().UnixNano())))
 	for l.ctx.Err() == nil {
 		if len(w.keys) < 5 || rng.IntN(2) == 0 {
-			k := &loadKey{key: fmt.Sprintf("w%d-%d", w.id, len(w.keys)), fp: fmt.Sprintf("fp-w%d-%d", w.id, len(w.keys))}
+			k := &sentinelKey{key: fmt.Sprintf("w%d-%d", w.id, len(w.keys)), fp: fmt.Sprintf("fp-w%d-%d", w.id, len(w.keys))}
 			w.keys = append(w.keys, k)
 			l.execute(w, k)
 		} else if k := w.keys[rng.IntN(len(w.keys))]; !k.dropped && k.acked != "" {
@@ -191,16 +191,15 @@ func (l *failoverLoad) run(w *loadWorker) {
 	}
 }
 
-func (l *failoverLoad) phaseNow() *loadPhase {
+func (l *sentinelLoad) phaseNow() *sentinelPhase {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.cur
 }
 
 // phase starts a new phase; its errors and ops are counted apart.
-func (l *failoverLoad) phase(name string) *loadPhase {
-	p := &loadPhase{name: name, start: time.Now(), kinds: map[string]int{}, protectedAtStart: int(l.protected.Load())}
-	p.lostReserveAtStart, p.lostCompleteAtStart = l.lost()
+func (l *sentinelLoad) phase(name string) *sentinelPhase {
+	p := &sentinelPhase{name: name, start: time.Now(), kinds: map[string]int{}}
 	l.mu.Lock()
 	l.phases = append(l.phases, p)
 	l.cur = p
@@ -208,25 +207,9 @@ func (l *failoverLoad) phase(name string) *loadPhase {
 	return p
 }
 
-func (l *failoverLoad) endPhase(p *loadPhase) {
-	p.end = time.Now()
-	r, c := l.lost()
-	p.lostReserve, p.lostComp = r-p.lostReserveAtStart, c-p.lostCompleteAtStart
-}
+func (l *sentinelLoad) endPhase(p *sentinelPhase) { p.end = time.Now() }
 
-// lost sums the workers' loss counters; they are only read while the
-// workers run for logging, so a torn read only blurs a logged number.
-func (l *failoverLoad) lost() (reserve, complete int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, w := range l.workers {
-		reserve += w.lostReserve
-		complete += w.lostComplete
-	}
-	return reserve, complete
-}
-
-func (l *failoverLoad) fail(format string, args ...any) {
+func (l *sentinelLoad) fail(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.wrong) < 50 {
@@ -234,14 +217,14 @@ func (l *failoverLoad) fail(format string, args ...any) {
 	}
 }
 
-func (l *failoverLoad) success(w *loadWorker) {
+func (l *sentinelLoad) success(w *sentinelWorker) {
 	l.ops.Add(1)
 	l.phaseNow().ops.Add(1)
 	w.lastSuccess.Store(time.Now().UnixNano())
 }
 
 // noteErr records an error; anything but ErrUnavailable is a wrong answer.
-func (l *failoverLoad) noteErr(op string, err error) {
+func (l *sentinelLoad) noteErr(op string, err error) {
 	if l.ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return
 	}
@@ -256,12 +239,12 @@ func (l *failoverLoad) noteErr(op string, err error) {
 		p.firstErr = now
 	}
 	p.lastErr = now
-	p.kinds[errKind(err)]++
+	p.kinds[sentinelErrKind(err)]++
 	p.mu.Unlock()
 }
 
-// errKind names an error for the log.
-func errKind(err error) string {
+// sentinelErrKind names an error for the log.
+func sentinelErrKind(err error) string {
 	s := err.Error()
 	for _, k := range []string{"READONLY", "connection refused", "connection reset", "EOF", "use of closed network connection",
 		"i/o timeout", "context deadline exceeded", "LOADING", "MASTERDOWN", "all sentinels", "broken pipe"} {
@@ -274,7 +257,7 @@ func errKind(err error) string {
 
 // retry runs f until it answers without ErrUnavailable (each such error is
 // recorded), the load stops, or a generous bound passes.
-func (l *failoverLoad) retry(op string, f func() error) (error, bool) {
+func (l *sentinelLoad) retry(op string, f func() error) (error, bool) {
 	deadline := time.Now().Add(60 * time.Second)
 	for l.ctx.Err() == nil && time.Now().Before(deadline) {
 		err := f()
@@ -292,7 +275,7 @@ func (l *failoverLoad) retry(op string, f func() error) (error, bool) {
 
 // reserve asks for k under a fresh holder, retrying with that holder (a
 // retry whose first run acquired answers acquired again).
-func (l *failoverLoad) reserve(w *loadWorker, k *loadKey) (api.ReserveResponse, bool) {
+func (l *sentinelLoad) reserve(w *sentinelWorker, k *sentinelKey) (api.ReserveResponse, bool) {
 	holder := newNonce()
 	var res api.ReserveResponse
 	err, ok := l.retry("reserve "+k.key, func() error {
@@ -313,7 +296,7 @@ func (l *failoverLoad) reserve(w *loadWorker, k *loadKey) (api.ReserveResponse, 
 
 // execute reserves a new key and completes it; when the switch lost the
 // reservation (stale token) it starts over, as a client would.
-func (l *failoverLoad) execute(w *loadWorker, k *loadKey) {
+func (l *sentinelLoad) execute(w *sentinelWorker, k *sentinelKey) {
 	for attempt := 0; attempt < 5; attempt++ {
 		res, ok := l.reserve(w, k)
 		if !ok {
@@ -331,6 +314,7 @@ func (l *failoverLoad) execute(w *loadWorker, k *loadKey) {
 			k.dropped = true
 			return
 		}
+		k.resPhase = l.phaseNow()
 		if l.complete(w, k, res.Token) {
 			return
 		}
@@ -341,7 +325,7 @@ func (l *failoverLoad) execute(w *loadWorker, k *loadKey) {
 
 // complete stores a response for k; false when the store no longer knew
 // the reservation (lost in a switch).
-func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
+func (l *sentinelLoad) complete(w *sentinelWorker, k *sentinelKey, tok string) bool {
 	body := fmt.Sprintf("%s#%d", k.key, len(k.attempted)+1)
 	k.attempted = append(k.attempted, body)
 	err, ok := l.retry("complete "+k.key, func() error {
@@ -353,9 +337,9 @@ func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
 		k.dropped = true
 		return true
 	case errors.Is(err, ErrStaleToken):
-		l.mu.Lock()
-		w.lostReserve++
-		l.mu.Unlock()
+		if k.resPhase != nil {
+			k.resPhase.lostReserve.Add(1)
+		}
 		return false
 	case err != nil:
 		l.fail("complete %s: %v", k.key, err)
@@ -363,7 +347,8 @@ func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
 		return true
 	}
 	l.success(w)
-	k.acked, k.ackSeq = body, 0
+	k.acked, k.ackSeq, k.ackPhase = body, 0, l.phaseNow()
+	k.ackPhase.acked.Add(1)
 	if !l.faulting.Load() {
 		k.ackSeq = l.ackSeq.Add(1)
 	}
@@ -371,7 +356,7 @@ func (l *failoverLoad) complete(w *loadWorker, k *loadKey, tok string) bool {
 }
 
 // replay reserves a completed key again and checks the answer.
-func (l *failoverLoad) replay(w *loadWorker, k *loadKey) {
+func (l *sentinelLoad) replay(w *sentinelWorker, k *sentinelKey) {
 	res, ok := l.reserve(w, k)
 	if !ok {
 		return
@@ -379,11 +364,11 @@ func (l *failoverLoad) replay(w *loadWorker, k *loadKey) {
 	l.checkReplay(w, k, res)
 }
 
-func (l *failoverLoad) isProtected(k *loadKey) bool {
+func (l *sentinelLoad) isProtected(k *sentinelKey) bool {
 	return k.ackSeq != 0 && k.ackSeq <= l.protected.Load()
 }
 
-func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveResponse) {
+func (l *sentinelLoad) checkReplay(w *sentinelWorker, k *sentinelKey, res api.ReserveResponse) {
 	prot := l.isProtected(k)
 	switch res.Outcome {
 	case api.Completed:
@@ -410,10 +395,9 @@ func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveRes
 		}
 		// The completion was lost in a switch: the operation would run
 		// again. Count it and complete it, as the client would.
-		l.mu.Lock()
-		w.lostComplete++
-		l.mu.Unlock()
+		k.ackPhase.lostComplete.Add(1)
 		k.acked = ""
+		k.resPhase = l.phaseNow()
 		if !l.complete(w, k, res.Token) {
 			k.dropped = true
 		}
@@ -433,26 +417,15 @@ func (l *failoverLoad) checkReplay(w *loadWorker, k *loadKey, res api.ReserveRes
 // replicas: the test writes a marker after them and waits for both
 // replicas to acknowledge it (the replication stream is ordered, so they
 // then hold everything before it).
-func (l *failoverLoad) protect(s *redistest.Sentinel) {
+func (l *sentinelLoad) protect(s *redistest.Sentinel) {
 	l.t.Helper()
 	upTo := l.ackSeq.Load()
-	m := s.Master(l.t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn := m.Client().Conn()
-	defer conn.Close()
-	if err := conn.Incr(ctx, "redistest:marker").Err(); err != nil {
-		l.t.Fatalf("marker write on %s: %v", m.Addr(), err)
-	}
-	n, err := conn.Do(ctx, "WAIT", 2, 5000).Int()
-	if err != nil || n < 2 {
-		l.t.Fatalf("WAIT 2 on %s = %d, %v: the replicas did not confirm", m.Addr(), n, err)
-	}
+	s.Master(l.t).WaitReplicated(l.t, 2)
 	l.protected.Store(upTo)
 }
 
 // waitOps waits until the load has done n successful operations.
-func (l *failoverLoad) waitOps(n int64) {
+func (l *sentinelLoad) waitOps(n int64) {
 	l.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for l.ops.Load() < n {
@@ -465,7 +438,7 @@ func (l *failoverLoad) waitOps(n int64) {
 }
 
 // waitEachWorkerSucceeds waits until every worker has succeeded after t0.
-func (l *failoverLoad) waitEachWorkerSucceeds(t0 time.Time) {
+func (l *sentinelLoad) waitEachWorkerSucceeds(t0 time.Time) {
 	l.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for _, w := range l.workers {
@@ -480,7 +453,7 @@ func (l *failoverLoad) waitEachWorkerSucceeds(t0 time.Time) {
 }
 
 // verifyAll reserves every acknowledged key once more, after the load.
-func (l *failoverLoad) verifyAll() {
+func (l *sentinelLoad) verifyAll() {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -511,7 +484,7 @@ func (l *failoverLoad) verifyAll() {
 	}
 }
 
-func (p *loadPhase) kindsString() string {
+func (p *sentinelPhase) kindsString() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ks := make([]string, 0, len(p.kinds))
@@ -522,7 +495,7 @@ func (p *loadPhase) kindsString() string {
 	return strings.Join(ks, "; ")
 }
 
-func (l *failoverLoad) report() {
+func (l *sentinelLoad) report() {
 	l.t.Logf("load: %d successful operations", l.ops.Load())
 	for _, p := range l.phases {
 		line := fmt.Sprintf("%s: %d ok, %d errors", p.name, p.ops.Load(), p.errs.Load())
@@ -534,9 +507,8 @@ func (l *failoverLoad) report() {
 			line += fmt.Sprintf("; errors from +%v to +%v (%s)", p.firstErr.Sub(p.start).Round(time.Millisecond),
 				p.lastErr.Sub(p.start).Round(time.Millisecond), p.kindsString())
 		}
-		if !p.end.IsZero() {
-			line += fmt.Sprintf("; lost in the window: %d reservations, %d completions", p.lostReserve, p.lostComp)
-		}
+		line += fmt.Sprintf("; %d completions acknowledged, %d of them lost (and %d reservations)",
+			p.acked.Load(), p.lostComplete.Load(), p.lostReserve.Load())
 		l.t.Log(line)
 	}
 	dropped := 0
@@ -580,9 +552,7 @@ func TestStoreOnReplica(t *testing.T) {
 	if err != nil || held.Outcome != api.Acquired {
 		t.Fatalf("reserve on master: %+v, %v", held, err)
 	}
-	if n, err := mc.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("WAIT 1 = %d, %v", n, err)
-	}
+	master.WaitReplicated(t, 1)
 
 	// Writes: READONLY, as ErrUnavailable.
 	for name, call := range map[string]func() error{

@@ -243,6 +243,16 @@ func TestStartReplicaAndRepoint(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("replica never got the master's write: %v", err)
 	}
+	// WaitReplicated covers every earlier write: the replica holds them.
+	for i := 0; i < 100; i++ {
+		if err := a.Client().Set(ctx, fmt.Sprintf("bulk-%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.WaitReplicated(t, 1)
+	if n, err := r.Client().DBSize(ctx).Result(); err != nil || n != 102 { // k, marker, 100 bulk
+		t.Errorf("DBSIZE on the replica after WaitReplicated = %d, %v; want 102", n, err)
+	}
 	if err := r.Client().Set(ctx, "x", "1", 0).Err(); err == nil || !strings.Contains(err.Error(), "READONLY") {
 		t.Errorf("write on a replica: err = %v, want READONLY", err)
 	}

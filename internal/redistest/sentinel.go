@@ -25,6 +25,13 @@ import (
 //     after 2×3s) and the wait for replicas to be repointed. A completed
 //     failover resets the clock on every sentinel that learns of it, so it
 //     does not space successive failovers.
+//
+// Measured (2 cores, no -race): 50 KillMaster calls back to back took
+// 4.4 s each; from the kill, the promotion took 2.75 s on average (at most
+// 3.2 s) and the old node was back in sync after 3.2 s (2.8 to 3.9 s); the
+// rest is the settle before the next kill. SENTINEL FAILOVER: a new master
+// in 1.1 to 1.3 s; the sentinels demote the old master about 10 s after
+// the switch.
 const (
 	DefaultSentinelDownAfter       = 1500 * time.Millisecond
 	DefaultSentinelFailoverTimeout = 3 * time.Second
@@ -184,13 +191,14 @@ func (s *Sentinel) WaitMaster(t testing.TB, notAddr string, timeout time.Duratio
 }
 
 // Failover runs SENTINEL FAILOVER (a promotion without a crash: the old
-// master is demoted to a replica of the new one by the sentinels a few
-// seconds later) and returns once every sentinel names a new master that
+// master stays a writable master until the sentinels demote it to a
+// replica of the new one, about 10 s after the switch; WaitReplicasInSync
+// with every other node waits for that) and returns once every sentinel names a new master that
 // answers ROLE master. It first waits for the topology to be whole, so that
 // failovers can follow each other back to back.
 func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
 	t.Helper()
-	old = s.settle(t)
+	old = s.Settle(t)
 	start := time.Now()
 	// A sentinel refuses while it still sees a failover in progress or no
 	// replica fit for promotion: retry those.
@@ -214,7 +222,7 @@ func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
 // be whole, so that kills can follow each other back to back.
 func (s *Sentinel) KillMaster(t testing.TB) (old, new *Server) {
 	t.Helper()
-	old = s.settle(t)
+	old = s.Settle(t)
 	start := time.Now()
 	old.Kill()
 	new = s.WaitMaster(t, old.Addr(), topologyTimeout)
@@ -311,11 +319,15 @@ func syncedReplicas(info map[string]string, target int64) int {
 	return n
 }
 
-// settle waits until the deployment is whole again after a failover:
-// every running node but the master replicates it in sync, and every
-// sentinel agrees on the master, sees it up, and knows each of those
-// replicas up and each other sentinel. It returns the master.
-func (s *Sentinel) settle(t testing.TB) *Server {
+// Settle waits until the deployment is whole again after a failover and
+// returns the master: every running node but the master replicates it in
+// sync, and every sentinel names the master, sees it healthy (flags exactly
+// "master": not down, no failover in progress), and knows each of those
+// replicas up and each other sentinel. Failover and KillMaster start with
+// it, so that faults can follow each other back to back: sentinels agree on
+// a new master's address while the failover's leader is still repointing
+// replicas, and a fault injected then acts on a half-made topology.
+func (s *Sentinel) Settle(t testing.TB) *Server {
 	t.Helper()
 	m := s.Master(t)
 	running := 0

@@ -56,17 +56,32 @@ func TestSentinelTopology(t *testing.T) {
 	if r, err := role(ctx, nw.Addr()); err != nil || r != "master" {
 		t.Errorf("new master's ROLE = %q, %v", r, err)
 	}
-	// The demoted master becomes a replica of the new one; settle (inside
-	// the next KillMaster) waits for it.
-	old2, nw2 := s.KillMaster(t)
-	if old2 != nw || nw2 == nw {
-		t.Fatalf("KillMaster: old %s new %s, master was %s", old2.Addr(), nw2.Addr(), nw.Addr())
+	// The demoted master becomes a replica of the new one.
+	if got := s.Settle(t); got != nw {
+		t.Fatalf("Settle after the failover: master %s, want %s", got.Addr(), nw.Addr())
 	}
-	if !old2.Running() {
-		t.Error("the killed master was not relaunched")
+	if err := waitLinkUp(old.Addr(), nw.Addr(), 10*time.Second); err != nil {
+		t.Errorf("demoted master not a replica of the new one: %v", err)
 	}
-	if err := waitLinkUp(old2.Addr(), nw2.Addr(), 10*time.Second); err != nil {
-		t.Errorf("killed master not back as a replica of the new one: %v", err)
+
+	// KillMaster's pieces, with a write between them: the killed node
+	// comes back as a replica holding what the new master took meanwhile,
+	// not as an empty master.
+	dead := s.Master(t)
+	dead.Kill()
+	nw2 := s.WaitMaster(t, dead.Addr(), 30*time.Second)
+	if nw2 == dead {
+		t.Fatalf("WaitMaster returned the killed node %s", dead.Addr())
+	}
+	if err := nw2.Client().Set(ctx, "meanwhile", "1", 0).Err(); err != nil {
+		t.Fatalf("SET on the new master: %v", err)
+	}
+	s.RejoinAsReplica(t, dead)
+	if r, err := role(ctx, dead.Addr()); err != nil || r != "slave" {
+		t.Errorf("rejoined node's ROLE = %q, %v; want slave", r, err)
+	}
+	if v, err := dead.Client().Get(ctx, "meanwhile").Result(); err != nil || v != "1" {
+		t.Errorf("GET meanwhile on the rejoined node = %q, %v; want the new master's write", v, err)
 	}
 	// Nothing written before the failovers (and replicated) was lost, on
 	// any node, and the failover client follows the master.
@@ -88,6 +103,9 @@ func TestSentinelTopology(t *testing.T) {
 	}
 	if v, err := nw2.Client().Get(ctx, "after").Result(); err != nil || v != "1" {
 		t.Errorf("GET after on the new master %s = %q, %v: the failover client wrote elsewhere", nw2.Addr(), v, err)
+	}
+	if got := s.ConfigEpoch(t); got != 2 {
+		t.Errorf("config epoch %d after two failovers", got)
 	}
 }
 

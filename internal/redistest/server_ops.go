@@ -168,3 +168,32 @@ func poll(timeout time.Duration, check func(context.Context) error) error {
 		}
 	}
 }
+
+// WaitReplicated returns once n replicas have acknowledged everything this
+// master had written when it was called: it writes a marker key
+// ("redistest:marker") and WAITs for n acknowledgements of it on the same
+// connection (the replication stream is ordered, so they cover every
+// earlier write of any client). It fails t if that takes longer than
+// syncTimeout.
+func (s *Server) WaitReplicated(t testing.TB, n int) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, PoolSize: 1, ReadTimeout: 5 * time.Second})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	conn := c.Conn()
+	defer conn.Close()
+	if err := conn.Incr(ctx, "redistest:marker").Err(); err != nil {
+		t.Fatalf("redistest: marker write on %s: %v", s.Addr(), err)
+	}
+	// WAIT again until enough acknowledge: it waits for this connection's
+	// last write, the marker, each time.
+	var got int
+	var err error
+	for ctx.Err() == nil {
+		if got, err = conn.Do(ctx, "WAIT", n, 1000).Int(); err == nil && got >= n {
+			return
+		}
+	}
+	t.Fatalf("redistest: %d of %d replicas of %s acknowledged the marker within %v (last error %v)", got, n, s.Addr(), syncTimeout, err)
+}
