@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"flag"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/idemgate/idemgate/e2e/stack"
 	"github.com/idemgate/idemgate/internal/redistest"
-	"github.com/redis/go-redis/v9"
 )
 
 // The failover storm (issue 11, "measure the window"): two sides — a
@@ -142,7 +140,7 @@ func TestFailoverStorm(t *testing.T) {
 // master acknowledges from then on exists on the master only.
 func failover(t *testing.T, sen *redistest.Sentinel, rng *rand.Rand, between func()) {
 	t.Helper()
-	old := settle(t, sen)
+	old := sen.Settle(t)
 	var replicas []*redistest.Server
 	for _, n := range sen.Nodes() {
 		if n != old && n.Running() {
@@ -175,65 +173,4 @@ func failover(t *testing.T, sen *redistest.Sentinel, rng *rand.Rand, between fun
 	sen.WaitMaster(t, old.Addr(), time.Minute)
 	sen.RejoinAsReplica(t, old)
 	sen.WaitReplicasInSync(t, len(replicas))
-}
-
-// settle waits until the deployment is whole after the last failover and
-// returns the master: the replicas in sync, and every sentinel naming the
-// master, seeing it healthy (flags exactly "master": not down, no failover
-// in progress) and knowing every other running node as a replica that is
-// up. Sentinels agree on the new master's address while the failover's
-// leader is still repointing replicas; a kill then can leave them
-// disagreeing for good.
-func settle(t *testing.T, sen *redistest.Sentinel) *redistest.Server {
-	t.Helper()
-	m := sen.Master(t)
-	var others []string
-	for _, n := range sen.Nodes() {
-		if n != m && n.Running() {
-			others = append(others, n.Addr())
-		}
-	}
-	sen.WaitReplicasInSync(t, len(others))
-	check := func(ctx context.Context, addr string) error {
-		c := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		defer c.Close()
-		mi, err := c.Master(ctx, sen.MasterName()).Result()
-		if err != nil {
-			return err
-		}
-		if got := mi["ip"] + ":" + mi["port"]; got != m.Addr() || mi["flags"] != "master" {
-			return fmt.Errorf("master %s, flags %q; want %s, master", got, mi["flags"], m.Addr())
-		}
-		reps, err := c.Replicas(ctx, sen.MasterName()).Result()
-		if err != nil {
-			return err
-		}
-		up := map[string]bool{}
-		for _, r := range reps {
-			up[r["ip"]+":"+r["port"]] = r["flags"] == "slave"
-		}
-		for _, o := range others {
-			if !up[o] {
-				return fmt.Errorf("replica %s not known up (%v)", o, reps)
-			}
-		}
-		return nil
-	}
-	var last error
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last = nil
-		for _, a := range sen.SentinelAddrs() {
-			if err := check(ctx, a); err != nil {
-				last = fmt.Errorf("sentinel %s: %w", a, err)
-				break
-			}
-		}
-		cancel()
-		if last == nil {
-			return m
-		}
-	}
-	t.Fatalf("the sentinels did not settle within 1m: %v", last)
-	return nil
 }
