@@ -32,33 +32,56 @@ import (
 //
 // What Redis does not promise, and the test therefore counts rather than
 // forbids: a write acknowledged by a master the sentinels have already
-// replaced (SENTINEL FAILOVER leaves the old master writable until the
-// client hears +switch-master; kill -9 loses what the replicas had not
-// received) may be lost. Durable mode is the answer to that window; here
-// its size is logged.
+// replaced may be lost. SENTINEL FAILOVER leaves the old master writable,
+// with its other replicas attached, until the client hears +switch-master
+// (about a second here): measured, 5 to 10 % of the completions
+// acknowledged during the switch were gone afterwards (617 of 7639).
+// Durable mode closes that window only when it waits for every replica:
+// with 2 replicas, WAIT 1 still lost 511 of 6336, WAIT 2 lost none (and
+// answered 503 for about 10 s, until the sentinels demoted the old master
+// and the new one had 2 replicas again); with 3 replicas WAIT 2 lost 420
+// of 5464. A kill -9 on loopback lost nothing in these runs: the replicas
+// had the stream before the process died (e2e/chaos cuts the links to
+// make that window real).
+//
+// sentinelCase runs the load against one deployment and store
+// configuration; noLoss turns the counted losses into failures (for a
+// durable configuration that must close the window).
+type sentinelCase struct {
+	name   string
+	opt    Options
+	faults []string // "failover" (SENTINEL FAILOVER) or "kill" (kill -9 of the master)
+	noLoss bool
+}
+
 func TestSentinelFailoverUnderLoad(t *testing.T) {
+	runSentinelCase(t, sentinelCase{name: "durable off", faults: []string{"failover", "kill"}})
+}
+
+func runSentinelCase(t *testing.T, tc sentinelCase) {
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	c, err := NewClient(s.URL(), ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	l := newSentinelLoad(t, New(c, Options{}), 4)
+	l := newSentinelLoad(t, New(c, tc.opt), 4)
 	l.start()
 	l.waitOps(300)
 
-	faults := []struct {
-		name string
-		do   func()
-	}{
-		{"SENTINEL FAILOVER", func() { s.Failover(t) }},
-		{"kill -9 of the master", func() { s.KillMaster(t) }},
-	}
-	for _, f := range faults {
+	names := map[string]string{"failover": "SENTINEL FAILOVER", "kill": "kill -9 of the master"}
+	for _, f := range tc.faults {
 		l.protect(s)
-		ph := l.phase(f.name)
+		ph := l.phase(names[f])
 		l.faulting.Store(true)
-		f.do()
+		switch f {
+		case "failover":
+			s.Failover(t)
+		case "kill":
+			s.KillMaster(t)
+		default:
+			t.Fatalf("unknown fault %q", f)
+		}
 		ph.switched = time.Now()
 		// Serving again: every worker has succeeded since the sentinels
 		// agreed on the new master.
@@ -66,25 +89,32 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		ph.recovered = time.Now()
 		// Whole again (the demoted or relaunched node in sync): from then
 		// on not a single error.
-		s.WaitReplicasInSync(t, 2)
+		s.WaitReplicasInSync(t, len(s.Nodes())-1)
 		l.faulting.Store(false)
 		l.endPhase(ph)
-		clean := l.phase(f.name + ", deployment whole again")
+		clean := l.phase(ph.name + ", deployment whole again")
 		l.waitOps(l.ops.Load() + 300)
 		l.endPhase(clean)
 		if n := clean.errs.Load(); n != 0 {
-			t.Errorf("%s: %d errors once the deployment was whole again: %v", f.name, n, clean.kindsString())
+			t.Errorf("%s: %d errors once the deployment was whole again: %v", ph.name, n, clean.kindsString())
 		}
-		if f.name == "kill -9 of the master" && ph.errs.Load() == 0 {
+		if f == "kill" && ph.errs.Load() == 0 {
 			t.Errorf("kill -9 of the master under load caused no error: the load did not cross the fault")
 		}
 	}
-	if got := s.ConfigEpoch(t); got != int64(len(faults)) {
-		t.Errorf("config epoch %d after %d failovers: the sentinels failed over on their own", got, len(faults))
+	if got := s.ConfigEpoch(t); got != int64(len(tc.faults)) {
+		t.Errorf("config epoch %d after %d failovers: the sentinels failed over on their own", got, len(tc.faults))
 	}
 	l.stop()
 	l.verifyAll()
 	l.report()
+	if tc.noLoss {
+		for _, p := range l.phases {
+			if n, r := p.lostComplete.Load(), p.lostReserve.Load(); n != 0 || r != 0 {
+				t.Errorf("%s, %s: %d acknowledged completions and %d reservations lost", tc.name, p.name, n, r)
+			}
+		}
+	}
 }
 
 // sentinelLoad runs workers that reserve new keys, complete them, and

@@ -213,7 +213,9 @@ func (s *Server) launch() error {
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
+	s.mu.Lock()
 	args := append(append([]string(nil), s.args...), s.extra...)
+	s.mu.Unlock()
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logf

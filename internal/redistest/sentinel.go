@@ -326,7 +326,8 @@ func syncedReplicas(info map[string]string, target int64) int {
 // replicas up and each other sentinel. Failover and KillMaster start with
 // it, so that faults can follow each other back to back: sentinels agree on
 // a new master's address while the failover's leader is still repointing
-// replicas, and a fault injected then acts on a half-made topology.
+// replicas, and a fault injected then acts on a half-made topology. A
+// paused node counts as running: resume it first, or Settle times out.
 func (s *Sentinel) Settle(t testing.TB) *Server {
 	t.Helper()
 	m := s.Master(t)
