@@ -74,18 +74,12 @@ func startSides(t *testing.T, names []string, cfg func(name string) stack.Config
 		c.LogDir = filepath.Join(stk.logDir, name)
 		c.Gateway = stack.GatewayHost
 		c.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		for _, a := range []*string{&c.GatewayAddr, &c.ControlPlaneAddr, &c.UpstreamAddr} {
-			var err error
-			if *a, err = stack.FreeAddr(); err != nil {
-				t.Fatal(err)
-			}
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			st, err := stack.Start(ctx, c)
+			st, err := startOnFreeAddrs(ctx, &c)
 			if err != nil {
 				errs[i] = fmt.Errorf("side %s (logs in %s): %w", name, c.LogDir, err)
 				return
@@ -103,6 +97,30 @@ func startSides(t *testing.T, names []string, cfg func(name string) stack.Config
 		t.Fatal(err)
 	}
 	return sides
+}
+
+// startOnFreeAddrs starts a stack on free loopback addresses, trying new
+// ones (boundedly) when one is taken before the stack binds it: a port
+// found free is free only until someone else's connection draws it, and
+// the storms open thousands of connections.
+func startOnFreeAddrs(ctx context.Context, c *stack.Config) (*stack.Stack, error) {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		for _, a := range []*string{&c.GatewayAddr, &c.ControlPlaneAddr, &c.UpstreamAddr} {
+			if *a, err = stack.FreeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		var st *stack.Stack
+		if st, err = stack.Start(ctx, *c); err == nil {
+			return st, nil
+		}
+		var inUse *stack.AddrInUseError
+		if !errors.As(err, &inUse) && !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+	}
+	return nil, err
 }
 
 // runLoad runs clients clients per side until stop closes, and returns a
