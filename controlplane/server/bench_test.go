@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -185,7 +184,7 @@ func redisBenchmark(b *testing.B, port int, command ...string) {
 // client count in one run, so that both see the same machine.
 func BenchmarkDurable(b *testing.B) {
 	rs := redistest.Start(b)
-	startBenchReplica(b, rs)
+	redistest.StartReplica(b, rs)
 	var run atomic.Int64
 	bases := map[string]string{}
 	for _, mode := range []struct {
@@ -215,29 +214,5 @@ func BenchmarkDurable(b *testing.B) {
 				cycles(b, httpc, bases[mode], clients, run.Add(1))
 			})
 		}
-	}
-}
-
-// startBenchReplica starts a replica of master and waits until the master
-// counts it online. (redistest.StartReplica, on another branch, will
-// replace it.)
-func startBenchReplica(b *testing.B, master *redistest.Server) {
-	b.Helper()
-	ctx := context.Background()
-	if err := master.Client().ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
-		b.Fatal(err)
-	}
-	host, port, _ := strings.Cut(master.Addr(), ":")
-	redistest.Start(b, "--replicaof", host, port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		info, err := master.Client().Info(ctx, "replication").Result()
-		if err == nil && strings.Contains(info, "state=online") {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("replica not online: %v %q", err, info)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/idemgate/idemgate/internal/redistest"
 )
 
-// TestCluster runs the store's semantics on a three-master Redis Cluster
-// built with redis-cli --cluster create; one cluster serves all subtests.
+// TestCluster runs the store's semantics on a Redis Cluster of three
+// masters with a replica each, built with redis-cli --cluster create; one
+// cluster serves all subtests, the fault ones (slot migrations, then kills
+// of a master) last.
 func TestCluster(t *testing.T) {
-	cl := redistest.StartCluster(t, 3)
+	cl := redistest.StartClusterWithReplicas(t, 3, 1)
 	c, err := NewClient("redis-cluster://"+strings.Join(cl.Addrs(), ","), ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +47,24 @@ func TestCluster(t *testing.T) {
 		}
 		if n, err := s.EdgeEpoch(ctx); err != nil || n != start+1 {
 			t.Fatalf("epoch: %d %v, want %d", n, err, start+1)
+		}
+	})
+	t.Run("ScriptsTouchOneSlot", func(t *testing.T) { testScriptsTouchOneSlot(t, cl, s) })
+	if !t.Run("MigrationUnderLoad", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testMigrationUnderLoad(t, cl, m.durable) })
+		}
+	}) {
+		t.Fatal("a failed migration may leave its slot half moved: the failover subtests need the cluster whole")
+	}
+	t.Run("FailoverUnderLoad", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable, false) })
+		}
+	})
+	t.Run("FailoverReplicaLagging", func(t *testing.T) {
+		for _, m := range durableModes {
+			t.Run(m.name, func(t *testing.T) { testFailoverUnderLoad(t, cl, m.durable, true) })
 		}
 	})
 }

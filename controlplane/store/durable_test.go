@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,66 +17,6 @@ import (
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/internal/redistest"
 )
-
-// testReplica is a replica of a redistest server, with SIGSTOP/SIGCONT.
-// It stands in for redistest.StartReplica/Pause/Resume, which another
-// branch adds; replace it by those once merged.
-type testReplica struct {
-	*redistest.Server
-	pid    int
-	paused bool
-}
-
-// startTestReplica starts a replica of master and waits until its link is
-// up and it has the master's data.
-func startTestReplica(t *testing.T, master *redistest.Server) *testReplica {
-	t.Helper()
-	host, port, _ := strings.Cut(master.Addr(), ":")
-	ctx := testCtx(t)
-	// Full syncs at once (the default waits 5 s for more replicas).
-	if err := master.Client().ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	r := &testReplica{Server: redistest.Start(t, "--replicaof", host, port)}
-	info, err := r.Client().Info(ctx, "server").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.pid, err = strconv.Atoi(infoField(info, "process_id")); err != nil || r.pid <= 1 {
-		t.Fatalf("replica's process_id: %q", infoField(info, "process_id"))
-	}
-	t.Cleanup(r.Resume) // before redistest stops it
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		// In sync on both sides: the replica's link is up and the master
-		// counts it online (it acknowledged).
-		info, err := r.Client().Info(ctx, "replication").Result()
-		if err == nil && infoField(info, "master_link_status") == "up" {
-			mi, merr := master.Client().Info(ctx, "replication").Result()
-			if merr == nil && parseReplication(mi).online >= 1 {
-				return r
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica of %s not in sync: %v %q", master.Addr(), err, info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *testReplica) Pause() {
-	if err := syscall.Kill(r.pid, syscall.SIGSTOP); err != nil {
-		panic(err)
-	}
-	r.paused = true
-}
-
-func (r *testReplica) Resume() {
-	if r.paused {
-		_ = syscall.Kill(r.pid, syscall.SIGCONT)
-		r.paused = false
-	}
-}
 
 // counts is an Observer that counts, by op.
 type counts struct {
@@ -147,7 +86,7 @@ func newDurableStore(t *testing.T, addr string, d Durability, obs Observer) *Sto
 // acknowledged either until the replica has it.
 func TestDurableStandalone(t *testing.T) {
 	master := redistest.Start(t)
-	replica := startTestReplica(t, master)
+	replica := redistest.StartReplica(t, master)
 	obs := newCounts()
 	d := Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
 	s := newDurableStore(t, master.Addr(), d, obs.observer())
@@ -313,7 +252,7 @@ func TestDurableReady(t *testing.T) {
 			}
 		})
 	}
-	replica := startTestReplica(t, master)
+	replica := redistest.StartReplica(t, master)
 	if err := newDurableStore(t, master.Addr(), Durability{Replicas: 1}, Observer{}).Ready(ctx); err != nil {
 		t.Fatalf("one replica: %v", err)
 	}

@@ -151,17 +151,20 @@ func (s *Sentinel) URL() string {
 // Nodes lists the data nodes (master and replicas, in no role order).
 func (s *Sentinel) Nodes() []*Server { return s.nodes }
 
-// Sentinels lists the sentinel processes.
+// Sentinels lists the sentinel processes. A test may Kill one (and
+// Relaunch it: it keeps its rewritten config); the waits then consult the
+// running ones. A paused sentinel counts as running and answers nothing, so
+// waits time out until it is resumed.
 func (s *Sentinel) Sentinels() []*Server { return s.sentinels }
 
-// Master returns the node every sentinel names master, once they agree and
+// Master returns the node every running sentinel names master, once they agree and
 // it answers ROLE master.
 func (s *Sentinel) Master(t testing.TB) *Server {
 	t.Helper()
 	return s.WaitMaster(t, "", topologyTimeout)
 }
 
-// WaitMaster waits until every sentinel names the same master, other than
+// WaitMaster waits until every running sentinel names the same master, other than
 // notAddr (use "" for any), and that node answers ROLE master; it fails t
 // after timeout.
 func (s *Sentinel) WaitMaster(t testing.TB, notAddr string, timeout time.Duration) *Server {
@@ -203,7 +206,11 @@ func (s *Sentinel) Failover(t testing.TB) (old, new *Server) {
 	// A sentinel refuses while it still sees a failover in progress or no
 	// replica fit for promotion: retry those.
 	if err := poll(topologyTimeout, func(ctx context.Context) error {
-		err := s.clients[0].Failover(ctx, sentinelMasterName).Err()
+		c := s.liveSentinel()
+		if c == nil {
+			return retryStop{errors.New("no sentinel is running")}
+		}
+		err := c.Failover(ctx, sentinelMasterName).Err()
 		if err != nil && !strings.Contains(err.Error(), "INPROG") && !strings.Contains(err.Error(), "NOGOODSLAVE") {
 			return retryStop{err}
 		}
@@ -346,11 +353,14 @@ func (s *Sentinel) Settle(t testing.TB) *Server {
 	return m
 }
 
-// checkSentinels reports whether every sentinel names master, sees it
+// checkSentinels reports whether every running sentinel names master, sees it
 // healthy (no down or failover flag), knows every other sentinel and
 // knows every running node but the master as a replica that is up.
 func (s *Sentinel) checkSentinels(ctx context.Context, master string) error {
 	for i, c := range s.clients {
+		if !s.sentinels[i].Running() {
+			continue // a stopped sentinel knows nothing; the others decide
+		}
 		addr := s.sentinels[i].Addr()
 		m, err := c.Master(ctx, sentinelMasterName).Result()
 		if err != nil {
@@ -394,6 +404,9 @@ func (s *Sentinel) ConfigEpoch(t testing.TB) int64 {
 	defer cancel()
 	var epoch int64
 	for i, c := range s.clients {
+		if !s.sentinels[i].Running() {
+			continue
+		}
 		m, err := c.Master(ctx, sentinelMasterName).Result()
 		if err != nil {
 			t.Fatalf("redistest: sentinel %s: SENTINEL MASTER: %v", s.sentinels[i].Addr(), err)
@@ -407,11 +420,14 @@ func (s *Sentinel) ConfigEpoch(t testing.TB) int64 {
 	return epoch
 }
 
-// agreedMaster returns the master address every sentinel gives, or an
+// agreedMaster returns the master address every running sentinel gives, or an
 // error when one does not answer or they disagree.
 func (s *Sentinel) agreedMaster(ctx context.Context) (string, error) {
-	var agreed string
+	agreed, first := "", true
 	for i, c := range s.clients {
+		if !s.sentinels[i].Running() {
+			continue
+		}
 		a, err := c.GetMasterAddrByName(ctx, sentinelMasterName).Result()
 		if err != nil {
 			return "", fmt.Errorf("sentinel %s: %w", s.sentinels[i].Addr(), err)
@@ -420,13 +436,25 @@ func (s *Sentinel) agreedMaster(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("sentinel %s answered %v", s.sentinels[i].Addr(), a)
 		}
 		addr := a[0] + ":" + a[1]
-		if i > 0 && addr != agreed {
-			return "", fmt.Errorf("sentinels disagree: %s names %s, %s names %s",
-				s.sentinels[0].Addr(), agreed, s.sentinels[i].Addr(), addr)
+		if !first && addr != agreed {
+			return "", fmt.Errorf("sentinels disagree: %s names %s, one before it %s", s.sentinels[i].Addr(), addr, agreed)
 		}
-		agreed = addr
+		agreed, first = addr, false
+	}
+	if first {
+		return "", errors.New("no sentinel is running")
 	}
 	return agreed, nil
+}
+
+// liveSentinel returns the client of the first running sentinel, or nil.
+func (s *Sentinel) liveSentinel() *redis.SentinelClient {
+	for i, sn := range s.sentinels {
+		if sn.Running() {
+			return s.clients[i]
+		}
+	}
+	return nil
 }
 
 func (s *Sentinel) node(addr string) *Server {

@@ -66,7 +66,10 @@ func TestSentinelTopology(t *testing.T) {
 
 	// KillMaster's pieces, with a write between them: the killed node
 	// comes back as a replica holding what the new master took meanwhile,
-	// not as an empty master.
+	// not as an empty master. One sentinel is down meanwhile: the other
+	// two are a quorum, and the waits consult only them.
+	downSentinel := s.Sentinels()[0]
+	downSentinel.Kill()
 	dead := s.Master(t)
 	dead.Kill()
 	nw2 := s.WaitMaster(t, dead.Addr(), 30*time.Second)
@@ -79,6 +82,11 @@ func TestSentinelTopology(t *testing.T) {
 	s.RejoinAsReplica(t, dead)
 	if r, err := role(ctx, dead.Addr()); err != nil || r != "slave" {
 		t.Errorf("rejoined node's ROLE = %q, %v; want slave", r, err)
+	}
+	// The relaunched sentinel learns of the failover it missed.
+	downSentinel.Relaunch(t)
+	if got := s.Settle(t); got != nw2 {
+		t.Errorf("after the sentinel's relaunch the master is %s, want %s", got.Addr(), nw2.Addr())
 	}
 	if v, err := dead.Client().Get(ctx, "meanwhile").Result(); err != nil || v != "1" {
 		t.Errorf("GET meanwhile on the rejoined node = %q, %v; want the new master's write", v, err)

@@ -90,7 +90,32 @@ func StartReplica(t testing.TB, master *Server, args ...string) *Server {
 	if err := waitLinkUp(r.Addr(), master.Addr(), syncTimeout); err != nil {
 		t.Fatalf("redistest: replica %s of %s: %v", r.Addr(), master.Addr(), err)
 	}
+	// The master counts the replica for WAIT only once it is online on
+	// its side too (its first acknowledgement), a moment after the link.
+	if err := waitOnline(master, r.Port(), syncTimeout); err != nil {
+		t.Fatalf("redistest: replica %s of %s: %v", r.Addr(), master.Addr(), err)
+	}
 	return r
+}
+
+// waitOnline polls master's INFO replication until it lists the replica
+// on port as state=online.
+func waitOnline(master *Server, port int, timeout time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: master.Addr(), MaxRetries: -1})
+	defer c.Close()
+	want := ",port=" + strconv.Itoa(port) + ",state=online"
+	return poll(timeout, func(ctx context.Context) error {
+		info, err := replicationInfo(ctx, c)
+		if err != nil {
+			return err
+		}
+		for k, v := range info {
+			if strings.HasPrefix(k, "slave") && strings.Contains(v, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("master lists no online replica on port %d: %v", port, info)
+	})
 }
 
 // waitLinkUp polls the replica's INFO replication until it names master
