@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
 // The storm: clients, each its own principal, run through the same key
@@ -80,7 +82,7 @@ func TestStorm(t *testing.T) {
 		t.Fatalf("-chaos.clients %d, -chaos.keys %d, -chaos.duration %v: each must be positive", clients, keys, dur)
 	}
 	run := random(t, "")[:8]
-	log := &stormLog{ids: map[pair]map[string]bool{}, owner: map[string]pair{}, counts: map[string]int{}, settled: map[string]int{}}
+	log := newStormLog()
 	before := executions(t)
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -100,7 +102,7 @@ func TestStorm(t *testing.T) {
 			pace := dur / time.Duration(keys)
 			for _, k := range order {
 				p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
-				log.settle(stormKey(t, rng, gateways, p, log))
+				log.settle(stormKey(t, rng, hostStorm, gateways, p, log))
 				time.Sleep(pace)
 			}
 		}()
@@ -115,7 +117,7 @@ func TestStorm(t *testing.T) {
 	for c := range clients {
 		for k := range keys {
 			p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
-			a := send(t, stormPayment(gateways[k%2], p, nil, 0))
+			a := send(t, stormPayment(gateways[k%2], hostStorm, p, nil, 0))
 			if id := a.id(); id != "" {
 				log.saw(p, id, a)
 			}
@@ -140,6 +142,15 @@ func TestStorm(t *testing.T) {
 	t.Logf("storm: executions %d; keys with a payment id %d; keys with two or more ids %d; cross-principal answers %d",
 		executed, len(log.ids), len(twoIDs), len(log.violations))
 	t.Logf("storm: keys settled %v; answers %v", log.settled, log.counts)
+	twice := doubles(ledger(t, stk.upstream), "/storm-"+run+"-")
+	t.Logf("storm: keys the upstream's ledger shows executed more than once: %d", len(twice))
+	for i, d := range twice {
+		if i == 20 {
+			t.Errorf("… and %d more keys executed twice", len(twice)-20)
+			break
+		}
+		t.Errorf("executed more than once: %s", d)
+	}
 	if executed > int64(distinct) {
 		t.Errorf("executions %d > distinct keys %d: at least %d double executions", executed, distinct, executed-int64(distinct))
 	}
@@ -165,20 +176,28 @@ func (l *stormLog) settle(how string) {
 	l.mu.Unlock()
 }
 
-// stormPayment is record p's request: the body names its owner and key,
-// which the upstream echoes back.
-func stormPayment(gw string, p pair, headers map[string]string, timeout time.Duration) payment {
+// stormPayment is record p's request on host's route: the body names its
+// owner and key, which the upstream echoes back, and the upstream's ledger
+// counts its executions under p.label().
+func stormPayment(gw, host string, p pair, headers map[string]string, timeout time.Duration) payment {
+	h := map[string]string{upstream.HeaderLedger: p.label()}
+	for k, v := range headers {
+		h[k] = v
+	}
 	return payment{
-		gateway: gw, host: hostStorm, key: p.key, auth: fmt.Sprintf("Bearer storm-client-%d", p.client),
+		gateway: gw, host: host, key: p.key, auth: fmt.Sprintf("Bearer storm-client-%d", p.client),
 		body:    fmt.Sprintf(`{"owner":"%d","key":"%s","amount":%d}`, p.client, p.key, 1000+p.client),
-		headers: headers, timeout: timeout,
+		headers: h, timeout: timeout,
 	}
 }
 
-// stormKey sends p until it settles (a payment, the indeterminate
+// label names record p in the upstream's ledger.
+func (p pair) label() string { return fmt.Sprintf("%d/%s", p.client, p.key) }
+
+// stormKey sends p on host's route until it settles (a payment, the indeterminate
 // problem, another final answer) or stormAttempts run out; it says how it
 // settled.
-func stormKey(t *testing.T, rng *rand.Rand, gateways []string, p pair, log *stormLog) string {
+func stormKey(t *testing.T, rng *rand.Rand, host string, gateways []string, p pair, log *stormLog) string {
 	for range stormAttempts {
 		var headers map[string]string
 		timeout := 10 * time.Second
@@ -192,7 +211,7 @@ func stormKey(t *testing.T, rng *rand.Rand, gateways []string, p pair, log *stor
 		case r < 30: // a transient error the app marks not executed
 			headers = map[string]string{"X-Demo-Status": "503"}
 		}
-		a := send(t, stormPayment(gateways[rng.IntN(len(gateways))], p, headers, timeout))
+		a := send(t, stormPayment(gateways[rng.IntN(len(gateways))], host, p, headers, timeout))
 		if id := a.id(); id != "" {
 			log.saw(p, id, a)
 		}
@@ -270,4 +289,35 @@ func injectFaults(t *testing.T, ctx context.Context) []string {
 	}
 	sort.Strings(done)
 	return done
+}
+
+// ledger reads the upstream's executions per label (GET /__ledger).
+func ledger(t testing.TB, upstreamURL string) map[string]int64 {
+	t.Helper()
+	resp, err := client.Get(upstreamURL + "/__ledger")
+	if err != nil {
+		t.Fatalf("GET /__ledger: %v", err)
+	}
+	defer resp.Body.Close()
+	var m map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /__ledger: %s: bad answer (%v)", resp.Status, err)
+	}
+	if n := m[upstream.OverflowLabel]; n > 0 {
+		t.Fatalf("the upstream's ledger overflowed (%d executions without a label of their own)", n)
+	}
+	return m
+}
+
+// doubles lists, sorted, the ledger's labels containing part that executed
+// more than once, each with its count.
+func doubles(l map[string]int64, part string) []string {
+	var out []string
+	for label, n := range l {
+		if n > 1 && strings.Contains(label, part) {
+			out = append(out, fmt.Sprintf("%s x%d", label, n))
+		}
+	}
+	sort.Strings(out)
+	return out
 }

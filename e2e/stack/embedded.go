@@ -3,8 +3,10 @@ package stack
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 )
 
 // EmbeddedWarning is what a person must know before trusting the embedded
@@ -29,11 +31,13 @@ func startEmbedded(s *Stack) (*embedded, error) {
 	if err := m.StartAddr("127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("embedded store: %w", err)
 	}
+	answerRole(m)
 	s.log.Warn("Redis is the embedded dev-only store", "addr", m.Addr(), "warning", EmbeddedWarning)
 	return &embedded{m: m}, nil
 }
 
 func (e *embedded) addr() string { return e.m.Addr() }
+func (e *embedded) url() string  { return "redis://" + e.m.Addr() }
 func (e *embedded) kind() string {
 	return "EMBEDDED DEV-ONLY STORE (miniredis) on " + e.m.Addr() + " — in memory, lost on exit, not Redis"
 }
@@ -48,5 +52,31 @@ func (e *embedded) restart(context.Context) error {
 	if err := e.m.Restart(); err != nil {
 		return fmt.Errorf("restart embedded store on %s: %w", e.m.Addr(), err)
 	}
+	answerRole(e.m) // a restart starts a new server, without the hook
 	return nil
+}
+
+// answerRole answers what miniredis does not know and the control plane's
+// readiness, failover watcher and node report ask — INFO replication,
+// ROLE, CLIENT INFO's laddr — as the embedded store is: one master without
+// replicas (so a control plane in durable mode is never ready on it, as it
+// should not be).
+func answerRole(m *miniredis.Miniredis) {
+	addr := m.Addr()
+	m.Server().SetPreHook(func(c *server.Peer, cmd string, args ...string) bool {
+		switch {
+		case cmd == "CLIENT" && len(args) == 1 && strings.EqualFold(args[0], "info"):
+			c.WriteBulk("id=0 laddr=" + addr + "\n")
+		case cmd == "INFO" && len(args) == 1 && strings.EqualFold(args[0], "replication"):
+			c.WriteBulk("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
+		case cmd == "ROLE" && len(args) == 0:
+			c.WriteLen(3)
+			c.WriteBulk("master")
+			c.WriteInt(0)
+			c.WriteLen(0)
+		default:
+			return false
+		}
+		return true
+	})
 }

@@ -227,3 +227,34 @@ func TestEmbeddedStoreRestart(t *testing.T) {
 		t.Fatalf("retry after the restart: %+v %v, want completed", got, err)
 	}
 }
+
+// The control plane's readiness asks INFO replication (and its failover
+// watcher CLIENT INFO and ROLE), which miniredis does not know: the embedded store answers
+// them as one master without replicas, before and after a restart, so the
+// control plane is ready on it, and never in durable mode.
+func TestEmbeddedStoreIsAMasterWithoutReplicas(t *testing.T) {
+	_, r := startEmbeddedForTest(t)
+	ctx := testCtx(t)
+	check := func(when string) {
+		if err := storeOn(t, r.addr()).Ready(ctx); err != nil {
+			t.Errorf("%s: Ready: %v", when, err)
+		}
+		c, err := store.NewClient("redis://"+r.addr(), store.ClientOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		durable := store.New(c, store.Options{Durable: store.Durability{Replicas: 1, Timeout: 100 * time.Millisecond}})
+		if err := durable.Ready(ctx); !errors.Is(err, store.ErrNotReady) {
+			t.Errorf("%s: Ready in durable mode: %v, want ErrNotReady (no replica)", when, err)
+		}
+		if top, err := storeOn(t, r.addr()).Topology(ctx); err != nil || top != r.addr() {
+			t.Errorf("%s: Topology (CLIENT INFO, ROLE): %q, %v; want %s", when, top, err, r.addr())
+		}
+	}
+	check("started")
+	if err := r.restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("restarted")
+}

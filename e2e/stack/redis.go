@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ const RedisInstallHint = "install redis-server (Debian/Ubuntu: sudo apt-get inst
 // redisBackend is the Redis the control plane talks to.
 type redisBackend interface {
 	addr() string
+	url() string // the control plane's --redis-url
 	kind() string
 	logPath() string
 	restart(ctx context.Context) error
@@ -26,6 +28,9 @@ type redisBackend interface {
 // or, without redis-server on PATH (or when Config.EmbeddedRedis asks for
 // it), the embedded dev-only store.
 func startRedis(ctx context.Context, s *Stack) (redisBackend, error) {
+	if u := s.cfg.RedisURL; u != "" {
+		return externalURL(u), nil
+	}
 	if a := s.cfg.RedisAddr; a != "" {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -49,6 +54,7 @@ func startRedis(ctx context.Context, s *Stack) (redisBackend, error) {
 type external string
 
 func (e external) addr() string { return string(e) }
+func (e external) url() string  { return "redis://" + string(e) }
 func (e external) kind() string {
 	return "redis at " + string(e) + " (given, not started by the stack)"
 }
@@ -56,6 +62,30 @@ func (e external) logPath() string { return "" }
 func (e external) stop()           {}
 func (e external) restart(context.Context) error {
 	return fmt.Errorf("restart redis at %s: %w", string(e), ErrNotOurs)
+}
+
+// externalURL is a Redis someone else runs, named by a control-plane URL
+// (a Sentinel or Cluster has no one address to PING).
+type externalURL string
+
+func (e externalURL) addr() string { return "" }
+func (e externalURL) url() string  { return string(e) }
+func (e externalURL) kind() string {
+	return "redis at " + redactURL(string(e)) + " (given, not started by the stack)"
+}
+func (e externalURL) logPath() string { return "" }
+func (e externalURL) stop()           {}
+func (e externalURL) restart(context.Context) error {
+	return fmt.Errorf("restart redis at %s: %w", redactURL(string(e)), ErrNotOurs)
+}
+
+// redactURL hides a password in a Redis URL: kind() is printed.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	return u.Redacted()
 }
 
 // redisServer is a private redis-server on a free loopback port with an
@@ -97,6 +127,7 @@ func startRedisServer(ctx context.Context, s *Stack, bin string) (*redisServer, 
 }
 
 func (r *redisServer) addr() string { return r.a }
+func (r *redisServer) url() string  { return "redis://" + r.a }
 func (r *redisServer) kind() string {
 	return "private redis-server on " + r.a + " (append-only file on)"
 }

@@ -5,8 +5,9 @@
 // restart the control plane; restart Redis). For the demo
 // (Config.Supervise) it restarts a component that dies, see supervise.go.
 //
-// Redis: an address given in Config.RedisAddr is used as it is (and cannot
-// be restarted by the stack); otherwise a private redis-server is started
+// Redis: a URL given in Config.RedisURL (any the control plane takes, such
+// as redis-sentinel://…) or an address in Config.RedisAddr is used as it is
+// (and cannot be restarted by the stack); otherwise a private redis-server is started
 // on a free loopback port (never 6379's) with append-only persistence in
 // the log directory, so that "Redis restarted" means what it means in
 // production with `appendonly yes`: records survive, connections and loaded
@@ -68,6 +69,15 @@ type Config struct {
 	ControlPlaneAddr string
 	UpstreamAddr     string
 	RedisAddr        string // empty: start a private Redis
+	// RedisURL is passed to the control plane's --redis-url as it is
+	// (redis-sentinel://…, redis-cluster://…); it wins over RedisAddr. The
+	// stack neither checks nor restarts that Redis: the control plane's
+	// /readyz says whether it answers.
+	RedisURL string
+	// ControlPlaneArgs are extra control-plane flags, after the stack's
+	// own (a repeated flag wins: the flag package keeps the last), e.g.
+	// "--durable-replicas", "2" or "--redis-prefix", "side-a".
+	ControlPlaneArgs []string
 	// EmbeddedRedis uses the embedded dev-only store even when
 	// redis-server is installed (for its tests); ignored with RedisAddr.
 	EmbeddedRedis bool
@@ -167,7 +177,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 
-	s.controlplane = s.newProc(RoleControlPlane, filepath.Join(cfg.BinDir, BinControlPlane), controlPlaneArgs(s.cfg, s.redis.addr(), pol), controlPlaneEnv(pol))
+	s.controlplane = s.newProc(RoleControlPlane, filepath.Join(cfg.BinDir, BinControlPlane), controlPlaneArgs(s.cfg, s.redis.url(), pol), controlPlaneEnv(pol))
 	s.upstream = s.newProc(RoleUpstream, filepath.Join(cfg.BinDir, BinUpstream), []string{"-listen", cfg.UpstreamAddr}, nil)
 	if s.gw, err = s.gatewayProc(pol); err != nil {
 		return nil, err
@@ -372,17 +382,17 @@ func (s *Stack) launch(ctx context.Context, p *proc, ready func(context.Context)
 	return nil
 }
 
-func controlPlaneArgs(cfg Config, redisAddr string, pol policyInfo) []string {
+func controlPlaneArgs(cfg Config, redisURL string, pol policyInfo) []string {
 	args := []string{
 		"--listen", cfg.ControlPlaneAddr,
-		"--redis-url", "redis://" + redisAddr,
+		"--redis-url", redisURL,
 		"--log-format", "text",
 		"--log-level", cfg.LogLevel,
 	}
 	if pol.InsecureNoAuth {
 		args = append(args, "--insecure-no-auth")
 	}
-	return args
+	return append(args, cfg.ControlPlaneArgs...)
 }
 
 // controlPlaneEnv passes the token through the environment (flags show in
@@ -433,8 +443,12 @@ func (s *Stack) gatewayProc(pol policyInfo) (*proc, error) {
 // Gateway is the kind of gateway running: GatewayEnvoy or GatewayHost.
 func (s *Stack) Gateway() string { return s.gateway }
 
-// RedisAddr is the Redis the control plane uses.
+// RedisAddr is the Redis the control plane uses; empty with
+// Config.RedisURL (RedisURL says which).
 func (s *Stack) RedisAddr() string { return s.redis.addr() }
+
+// RedisURL is the --redis-url the control plane was given.
+func (s *Stack) RedisURL() string { return s.redis.url() }
 
 // RedisKind describes the Redis in use, for people.
 func (s *Stack) RedisKind() string { return s.redis.kind() }

@@ -170,3 +170,59 @@ func resp(t *testing.T, addr, cmd string) string {
 	n, _ := c.Read(b)
 	return strings.SplitN(string(b[:n]), "\r\n", 2)[0]
 }
+
+func TestControlPlaneArgsRedisURLAndExtraFlags(t *testing.T) {
+	pol := policyInfo{Cluster: "cp"}
+	tests := []struct {
+		name     string
+		cfg      Config
+		wantURL  string
+		wantTail []string
+	}{
+		{"address", Config{RedisAddr: "127.0.0.1:7000"}, "redis://127.0.0.1:7000", nil},
+		{"URL wins over the address", Config{RedisAddr: "127.0.0.1:7000", RedisURL: "redis-sentinel://127.0.0.1:1,127.0.0.1:2/idemgate"},
+			"redis-sentinel://127.0.0.1:1,127.0.0.1:2/idemgate", nil},
+		{"extra flags come last", Config{RedisAddr: "127.0.0.1:7000", ControlPlaneArgs: []string{"--redis-prefix", "side-a", "--durable-replicas", "2"}},
+			"redis://127.0.0.1:7000", []string{"--redis-prefix", "side-a", "--durable-replicas", "2"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// An address is PINGed at start (nothing listens here), a URL
+			// is not: only the URL goes through startRedis.
+			var be redisBackend = external(tc.cfg.RedisAddr)
+			if tc.cfg.RedisURL != "" {
+				var err error
+				if be, err = startRedis(context.Background(), &Stack{cfg: tc.cfg}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := controlPlaneArgs(tc.cfg, be.url(), pol)
+			i := indexOf(args, "--redis-url")
+			if i < 0 || i+1 >= len(args) || args[i+1] != tc.wantURL {
+				t.Errorf("args %q: want --redis-url %s", args, tc.wantURL)
+			}
+			if len(tc.wantTail) > 0 && strings.Join(args[len(args)-len(tc.wantTail):], " ") != strings.Join(tc.wantTail, " ") {
+				t.Errorf("args %q: want them to end with %q", args, tc.wantTail)
+			}
+		})
+	}
+}
+
+func TestRedisURLKindHidesThePassword(t *testing.T) {
+	k := externalURL("redis://u:hunter2@127.0.0.1:1/0").kind()
+	if strings.Contains(k, "hunter2") || !strings.Contains(k, "127.0.0.1:1") {
+		t.Errorf("kind %q: want the address and no password", k)
+	}
+	if err := externalURL("redis://127.0.0.1:1").restart(context.Background()); !errors.Is(err, ErrNotOurs) {
+		t.Errorf("restart: %v, want ErrNotOurs", err)
+	}
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}

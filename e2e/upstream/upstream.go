@@ -6,6 +6,7 @@
 //
 //	POST /payments        201 {"id":"pay_<n>", ...the request's JSON members}; one execution
 //	GET  /__executions    200 {"count":N}
+//	GET  /__ledger        200 {"LABEL":N, ...}: executions per X-Demo-Ledger label
 //
 // Control headers, never part of the fingerprint:
 //
@@ -16,6 +17,10 @@
 //	X-Demo-Drop: 1          execute, then close the connection without an answer
 //	X-Demo-Pad-Bytes: N     execute, and add a member "pad" of N bytes
 //	                        (0..16777216) to the answer: a large response
+//	X-Demo-Ledger: LABEL    count the execution (if any) under LABEL too
+//	                        (1..200 bytes): GET /__ledger shows how many times
+//	                        each operation ran, so a test can name the keys
+//	                        that executed twice, not only count them
 //
 // X-Demo-Status (with X-Demo-Delay-Ms: wait, then answer) excludes the
 // others, which need an execution; X-Demo-Drop
@@ -33,6 +38,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -44,6 +50,7 @@ const (
 	HeaderFailAfter = "X-Demo-Fail-After"
 	HeaderDrop      = "X-Demo-Drop"
 	HeaderPad       = "X-Demo-Pad-Bytes"
+	HeaderLedger    = "X-Demo-Ledger"
 )
 
 // HeaderNotExecuted marks an answer as "nothing happened, a retry is
@@ -60,6 +67,13 @@ const (
 	// MaxPad bounds X-Demo-Pad-Bytes: large enough to exceed any buffer a
 	// test sets, small enough not to exhaust memory.
 	MaxPad = 16 << 20
+	// maxLabel and MaxLabels bound the ledger: a label names an
+	// operation, and a run of the chaos tests has at most tens of
+	// thousands. Executions past MaxLabels distinct labels are counted
+	// under OverflowLabel, so a count is never silently dropped.
+	maxLabel      = 200
+	MaxLabels     = 1 << 20
+	OverflowLabel = "(overflow)"
 	// minStatus and maxStatus bound the statuses a control header may ask
 	// for: net/http writes 200..999 as final answers (1xx are
 	// informational), and >= 600 is what tests of odd statuses need.
@@ -71,6 +85,9 @@ type Server struct {
 	log        *slog.Logger
 	executions atomic.Int64
 	mux        *http.ServeMux
+
+	ledgerMu sync.Mutex
+	ledger   map[string]int64 // executions per X-Demo-Ledger label
 }
 
 // New returns a Server that logs to log (nil: discard).
@@ -78,14 +95,38 @@ func New(log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, mux: http.NewServeMux()}
+	s := &Server{log: log, mux: http.NewServeMux(), ledger: map[string]int64{}}
 	s.mux.HandleFunc("POST /payments", s.payments)
 	s.mux.HandleFunc("GET /__executions", s.count)
+	s.mux.HandleFunc("GET /__ledger", s.serveLedger)
 	return s
 }
 
 // Executions is how many payments have executed so far.
 func (s *Server) Executions() int64 { return s.executions.Load() }
+
+// Ledger is a copy of the executions per X-Demo-Ledger label.
+func (s *Server) Ledger() map[string]int64 {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	m := make(map[string]int64, len(s.ledger))
+	for k, v := range s.ledger {
+		m[k] = v
+	}
+	return m
+}
+
+func (s *Server) record(label string) {
+	if label == "" {
+		return
+	}
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	if _, ok := s.ledger[label]; !ok && len(s.ledger) >= MaxLabels {
+		label = OverflowLabel
+	}
+	s.ledger[label]++
+}
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
@@ -97,6 +138,7 @@ type control struct {
 	failAfter int // 0: answer 201
 	drop      bool
 	pad       int
+	label     string // X-Demo-Ledger
 }
 
 // parseControl reads the control headers; an error names the header.
@@ -128,6 +170,12 @@ func parseControl(h http.Header) (control, error) {
 			return c, fmt.Errorf("%s: %q is not a number of bytes in 0..%d", HeaderPad, v, MaxPad)
 		}
 		c.pad = n
+	}
+	if v, ok := single(h, HeaderLedger); ok {
+		if v == "" || len(v) > maxLabel {
+			return c, fmt.Errorf("%s: %d bytes; want 1..%d", HeaderLedger, len(v), maxLabel)
+		}
+		c.label = v
 	}
 	// Contradictions are refused rather than resolved silently: a test
 	// that asks for both would not be testing what it says.
@@ -204,6 +252,7 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 	}
 
 	n := s.executions.Add(1)
+	s.record(c.label)
 	id, _ := json.Marshal(fmt.Sprintf("pay_%d", n))
 	fields["id"] = id
 	if c.pad > 0 {
@@ -274,6 +323,10 @@ func drop(w http.ResponseWriter) {
 
 func (s *Server) count(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]int64{"count": s.executions.Load()})
+}
+
+func (s *Server) serveLedger(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Ledger())
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,8 @@ func TestPayments(t *testing.T) {
 		{"drop and fail after", `{}`, map[string]string{HeaderDrop: "1", HeaderFailAfter: "500"}, 400, 0, HeaderFailAfter, false},
 		{"bad pad", `{}`, map[string]string{HeaderPad: "-1"}, 400, 0, HeaderPad, false},
 		{"pad too large", `{}`, map[string]string{HeaderPad: "16777217"}, 400, 0, HeaderPad, false},
+		{"ledger label", `{"amount":1}`, map[string]string{HeaderLedger: "k1"}, 201, 1, `"amount":1`, false},
+		{"ledger label too long", `{}`, map[string]string{HeaderLedger: strings.Repeat("k", 201)}, 400, 0, HeaderLedger, false},
 	}
 	srv := httptest.NewServer(New(nil))
 	defer srv.Close()
@@ -194,6 +197,8 @@ func TestRoutes(t *testing.T) {
 		{"POST", "/__executions", 405},
 		{"GET", "/elsewhere", 404},
 		{"GET", "/__executions", 200},
+		{"GET", "/__ledger", 200},
+		{"POST", "/__ledger", 405},
 	} {
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -204,5 +209,57 @@ func TestRoutes(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
 		}
+	}
+}
+
+// The ledger counts executions per label, and only executions: a key that
+// ran twice shows 2 under its label.
+func TestLedgerCountsExecutionsPerLabel(t *testing.T) {
+	srv := httptest.NewServer(New(nil))
+	defer srv.Close()
+	sends := []map[string]string{
+		{HeaderLedger: "a"},
+		{HeaderLedger: "a", HeaderFailAfter: "500"},           // executed: counts
+		{HeaderLedger: "a", HeaderStatus: "503"},              // not executed: does not
+		{HeaderLedger: "b", HeaderDrop: "1"},                  // executed, no answer: counts
+		{HeaderLedger: "c", HeaderDelay: "1", HeaderPad: "1"}, // counts
+		nil, // no label: counted in /__executions only
+	}
+	for _, h := range sends {
+		_, _, _ = post(t, srv.URL, `{"amount":1}`, h) // the drop has no answer
+	}
+	resp, err := http.Get(srv.URL + "/__ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]int64
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"a": 2, "b": 1, "c": 1}
+	if len(got) != len(want) {
+		t.Errorf("ledger %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("ledger[%q] = %d, want %d (ledger %v)", k, got[k], v, got)
+		}
+	}
+	if n := executions(t, srv.URL); n != 5 {
+		t.Errorf("executions %d, want 5", n)
+	}
+}
+
+func TestLedgerOverflowIsCountedNotDropped(t *testing.T) {
+	s := New(nil)
+	for i := range MaxLabels {
+		s.ledger[strconv.Itoa(i)] = 1 // filled directly: a million requests would be slow
+	}
+	s.record("one-more")
+	s.record("0")
+	l := s.Ledger()
+	if l[OverflowLabel] != 1 || l["0"] != 2 || l["one-more"] != 0 {
+		t.Errorf("overflow %d, label 0 %d, one-more %d: want 1, 2, 0", l[OverflowLabel], l["0"], l["one-more"])
 	}
 }
