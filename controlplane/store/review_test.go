@@ -2,6 +2,9 @@ package store
 
 import (
 	"errors"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,5 +82,80 @@ func TestDurableReserveRefusalsStand(t *testing.T) {
 		if res, err := reserve(tt.key, "fp", tt.holder); !errors.Is(err, ErrNotDurable) {
 			t.Fatalf("reserve %s holder %q, the replica stopped: %+v %v, want ErrNotDurable", tt.key, tt.holder, res, err)
 		}
+	}
+}
+
+// TestDurableMasterRestartLosesWithoutPersistence: WAIT puts a change on
+// the replicas, but a master restarted (by a supervisor, before Sentinel
+// or the Cluster fails it over) with appendonly no comes back empty and
+// its replicas copy the emptiness: a single fault loses every
+// acknowledged reservation, and the next request acquires again. With
+// appendonly yes and appendfsync always the restarted master keeps it.
+// CheckDurability's note on appendonly no must say so (it said only that
+// a crash of every replica loses the data).
+func TestDurableMasterRestartLosesWithoutPersistence(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		args  []string
+		keeps bool
+	}{
+		{"appendonly no", nil, false},
+		{"appendfsync always", []string{"--appendonly", "yes", "--appendfsync", "always"}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			master := redistest.Start(t, tt.args...)
+			replica := startTestReplica(t, master)
+			s := newDurableStore(t, master.Addr(), Durability{Replicas: 1, Timeout: time.Second}, Observer{})
+			ctx := testCtx(t)
+			notes, err := s.CheckDurability(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.keeps && (len(notes) != 1 || !strings.Contains(notes[0], "restart")) {
+				t.Errorf("CheckDurability notes %q: want one warning that a master restarted without persistence empties its replicas", notes)
+			}
+			req := api.ReserveRequest{Scope: "s", Key: "pay", Fingerprint: "fp", Holder: "H10123456789abcdef012345"}
+			if res, err := s.Reserve(ctx, req); err != nil || res.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", res, err)
+			}
+			if n, _ := replica.Client().Exists(ctx, s.RecordKey("s", "pay")).Result(); n != 1 {
+				t.Fatal("the replica lacks the acknowledged reservation")
+			}
+			// kill -9, then the supervisor starts it again at once.
+			info, err := master.Client().Info(ctx, "server").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(infoField(info, "process_id"))
+			if err != nil || pid <= 1 {
+				t.Fatalf("process_id %q", infoField(info, "process_id"))
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			master.Restart()
+			// The replica syncs with the restarted master (a new
+			// replication id: a full resync).
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				ri, err := replica.Client().Info(ctx, "replication").Result()
+				mi, merr := master.Client().Info(ctx, "replication").Result()
+				if err == nil && merr == nil && infoField(ri, "master_link_status") == "up" && parseReplication(mi).online >= 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the replica did not resync: %v %v", err, merr)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			req.Holder = "H20123456789abcdef012345"
+			res, err := s.Reserve(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Outcome != api.Acquired; got != tt.keeps {
+				t.Fatalf("a second holder's reserve after the restart: %+v; the record survived: %v, want %v", res, got, tt.keeps)
+			}
+		})
 	}
 }
