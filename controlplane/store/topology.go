@@ -256,7 +256,8 @@ func (s *Store) WatchTopology(ctx context.Context, period time.Duration, log *sl
 // asks for, on every master: with Fsync, WAITAOF must exist (Redis ≥ 7.2)
 // and appendonly must be yes. notes are what to log without failing: a
 // Redis that refuses CONFIG (managed services often do), or appendonly no
-// without Fsync (replicas acknowledge data they keep in memory only).
+// without Fsync (a master restarted before a failover comes back empty
+// and empties its replicas; replicas keep data in memory only).
 func (s *Store) CheckDurability(ctx context.Context) (notes []string, err error) {
 	d := s.opt.Durable
 	if !d.On() {
@@ -286,7 +287,7 @@ func (s *Store) CheckDurability(ctx context.Context) (notes []string, err error)
 				return fmt.Errorf("%s: --durable-fsync needs appendonly yes; it is %q", name, res["appendonly"])
 			}
 			mu.Lock()
-			notes = append(notes, fmt.Sprintf("%s: appendonly is %q: the replicas that acknowledge a change hold it in memory; a crash of all of them loses it", name, res["appendonly"]))
+			notes = append(notes, fmt.Sprintf("%s: appendonly is %q: a master restarted before it is failed over (a supervisor restarting it at once) comes back empty and its replicas copy that, losing every acknowledged change; never restart such a master automatically, or use appendonly yes (appendfsync always to lose nothing). The replicas also hold changes in memory only: a crash of all of them loses them", name, res["appendonly"]))
 			mu.Unlock()
 		}
 		return nil
