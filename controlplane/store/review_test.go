@@ -159,3 +159,46 @@ func TestDurableMasterRestartLosesWithoutPersistence(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveRetryAfterLeaseEndedOwnHolder: the store re-sends a reserve
+// whose reply it lost with the same arguments (exec); a holder asking
+// again has forwarded nothing (it never saw an answer). When the re-run
+// comes after the lease ended (a short lease, an --op-timeout and
+// --redis-max-retries that outlast it), it must not burn the key
+// indeterminate under its own holder, answering 409 for a request that
+// never ran: it acquires again, with a new lease.
+func TestReserveRetryAfterLeaseEndedOwnHolder(t *testing.T) {
+	s, _ := newStandalone(t, Options{})
+	ctx := testCtx(t)
+	for _, oi := range []string{api.LeaseLock, api.LeaseRelease} {
+		t.Run(oi, func(t *testing.T) {
+			key := "retry-" + oi
+			req := api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "fp", LeaseMS: 50, TTLMS: 60000,
+				OnIndeterminate: oi, Holder: "HX0123456789abcdef012345"}
+			a, err := s.Reserve(ctx, req)
+			if err != nil || a.Outcome != api.Acquired {
+				t.Fatalf("reserve: %+v %v", a, err)
+			}
+			rec, err := s.Get(ctx, "s", key, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pollFor(t, "the lease to end", func() bool { return redisNow(ctx, t, s).After(*rec.LeaseExpiresAt) })
+			again, err := s.Reserve(ctx, req) // the store's retry: same arguments
+			// (A route that releases took the key over for the holder
+			// already, under a new generation: acquired too.)
+			if err != nil || again.Outcome != api.Acquired || !strings.HasSuffix(again.Token, ".HX0123456789abcdef012345") {
+				t.Fatalf("the holder's re-run after its lease ended: %+v %v, want acquired by its holder", again, err)
+			}
+			rec, err = s.Get(ctx, "s", key, false)
+			if err != nil || rec.State != api.StateInProgress || rec.LeaseExpiresAt == nil || !rec.LeaseExpiresAt.After(redisNow(ctx, t, s)) {
+				t.Fatalf("record after the re-run: %+v %v, want in progress with a live lease", rec, err)
+			}
+			other := req
+			other.Holder = "HY0123456789abcdef012345"
+			if res, err := s.Reserve(ctx, other); err != nil || res.Outcome != api.InProgress {
+				t.Fatalf("another holder: %+v %v, want in progress", res, err)
+			}
+		})
+	}
+}
