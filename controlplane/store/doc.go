@@ -124,7 +124,9 @@
 //
 //   - Reserve passes the holder id (a fresh nonce when the caller gave
 //     none); a re-run that finds the record held under a token with that
-//     holder answers acquired with that token. A re-run after the first
+//     holder answers acquired with that token (its lease started again
+//     should it have ended meanwhile: the holder, which never saw an
+//     answer, forwarded nothing). A re-run after the first
 //     run found a lease ended and wrote the record indeterminate answers
 //     Indeterminate without ErrLeaseEnded (the state is the same).
 //   - Complete: a re-run, or another Complete with the same token (the
