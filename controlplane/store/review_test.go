@@ -25,29 +25,33 @@ func TestDurableReserveRefusalsStand(t *testing.T) {
 	replica := startTestReplica(t, master)
 	d := Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
 	s := newDurableStore(t, master.Addr(), d, Observer{})
+	// A generous WAIT for the changes that must be acknowledged (no
+	// timed assertion on a loaded machine).
+	sa := newDurableStore(t, master.Addr(), Durability{Replicas: 1, Timeout: 5 * time.Second}, Observer{})
 	ctx := testCtx(t)
 	const scope = "tenant-r"
 	const holderA = "HA0123456789abcdef012345"
 
-	reserve := func(key, fp, holder string) (api.ReserveResponse, error) {
+	reserveOn := func(s *Store, key, fp, holder string) (api.ReserveResponse, error) {
 		return s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: key, Fingerprint: fp, Holder: holder, LeaseMS: 60000, TTLMS: 120000})
 	}
+	reserve := func(key, fp, holder string) (api.ReserveResponse, error) { return reserveOn(s, key, fp, holder) }
 	// Acknowledged before the replica stops.
-	done, err := reserve("done", "fp", "")
+	done, err := reserveOn(sa, "done", "fp", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Complete(ctx, api.CompleteRequest{Scope: scope, Key: "done", Token: done.Token, Response: api.StoredResponse{Status: 201, Body: []byte("paid")}}); err != nil {
+	if err := sa.Complete(ctx, api.CompleteRequest{Scope: scope, Key: "done", Token: done.Token, Response: api.StoredResponse{Status: 201, Body: []byte("paid")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reserve("busy", "fp", holderA); err != nil {
+	if _, err := reserveOn(sa, "busy", "fp", holderA); err != nil {
 		t.Fatal(err)
 	}
-	ab, err := reserve("abandoned", "fp", "")
+	ab, err := reserveOn(sa, "abandoned", "fp", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Abandon(ctx, api.AbandonRequest{Scope: scope, Key: "abandoned", Token: ab.Token}); err != nil {
+	if err := sa.Abandon(ctx, api.AbandonRequest{Scope: scope, Key: "abandoned", Token: ab.Token}); err != nil {
 		t.Fatal(err)
 	}
 
