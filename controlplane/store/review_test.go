@@ -206,3 +206,47 @@ func TestReserveRetryAfterLeaseEndedOwnHolder(t *testing.T) {
 		})
 	}
 }
+
+// TestReadyWhileLoading: a master loading its data set (a restart
+// reading its AOF or RDB, which takes minutes on a large one) answers
+// INFO as role:master but every script with LOADING. /readyz must not
+// say ready then.
+func TestReadyWhileLoading(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes", "--key-load-delay", "1000",
+		"--loading-process-events-interval-bytes", "1024")
+	s := newDurableStore(t, srv.Addr(), Durability{}, Observer{})
+	ctx := testCtx(t)
+	admin := srv.Client()
+	if err := admin.Eval(ctx, "for i = 1, 3000 do redis.call('SET', 'fill:' .. i, i) end return 1", nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready before the reload: %v", err)
+	}
+	// DEBUG RELOAD saves and loads again, about 1ms a key: the server
+	// answers LOADING meanwhile, on other connections.
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- admin.Do(ctx, "debug", "reload").Err() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.c.Eval(ctx, "return 1", nil).Result()
+		if err != nil && strings.HasPrefix(err.Error(), "LOADING") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never answered LOADING: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := s.Ready(ctx)
+	var nr *NotReadyError
+	if !errors.As(err, &nr) || !strings.Contains(nr.Reason, "loading") {
+		t.Errorf("Ready while the master loads its data set: %v, want not ready (loading)", err)
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatalf("DEBUG RELOAD: %v", err)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready after the reload: %v", err)
+	}
+}
