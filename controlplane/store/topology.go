@@ -41,7 +41,8 @@ func notReady(node, format string, args ...any) error {
 const replicaMaxLag = 2
 
 // Ready tells whether the store can serve: Redis answers as a master (on a
-// Cluster: every master of the slot map, with cluster_state ok) and, in
+// Cluster: every master of the slot map, with cluster_state ok) that is
+// not loading its data set and, in
 // durable mode, each master has at least Durable.Replicas replicas online
 // that acknowledged within replicaMaxLag seconds. The error (ErrNotReady
 // or ErrUnavailable) says why not.
@@ -50,13 +51,17 @@ func (s *Store) Ready(ctx context.Context) error {
 		return s.optErr
 	}
 	check := func(ctx context.Context, node redis.Cmdable, name string, cluster bool) error {
-		info, err := node.Info(ctx, "replication").Result()
+		info, err := node.Info(ctx, "replication", "persistence").Result()
 		if err != nil {
 			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 		}
 		r := parseReplication(info)
 		if r.role != "master" {
 			return notReady(name, "a node answers as %q, not master", r.role)
+		}
+		if infoField(info, "loading") == "1" {
+			// INFO answers while the data set loads; scripts get LOADING.
+			return notReady(name, "a master is loading its data set")
 		}
 		if n := s.opt.Durable.Replicas; n > 0 && r.online < n {
 			return notReady(name, "a master has %d replicas online (acknowledging within %ds); durable mode waits for %d", r.online, replicaMaxLag, n)
