@@ -250,3 +250,29 @@ func TestReadyWhileLoading(t *testing.T) {
 		t.Fatalf("Ready after the reload: %v", err)
 	}
 }
+
+// TestReadyFsyncNeedsAOF: with Fsync every change waits for the master's
+// AOF fsync (WAITAOF 1 N), which Redis refuses while appendonly is off
+// (turned off at run time, or a node restarted from another config):
+// every change then fails, so /readyz must not say ready. (CheckDurability
+// looks only at start.)
+func TestReadyFsyncNeedsAOF(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "yes")
+	s := newDurableStore(t, srv.Addr(), Durability{Fsync: true}, Observer{})
+	ctx := testCtx(t)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready with appendonly yes: %v", err)
+	}
+	if err := srv.Client().ConfigSet(ctx, "appendonly", "no").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Ready(ctx)
+	var nr *NotReadyError
+	if !errors.As(err, &nr) || !strings.Contains(nr.Reason, "appendonly") {
+		t.Fatalf("Ready with --durable-fsync and appendonly no: %v, want not ready (appendonly)", err)
+	}
+	// Without Fsync the AOF is not waited for.
+	if err := newDurableStore(t, srv.Addr(), Durability{}, Observer{}).Ready(ctx); err != nil {
+		t.Fatalf("Ready without fsync: %v", err)
+	}
+}
