@@ -42,7 +42,7 @@ const replicaMaxLag = 2
 
 // Ready tells whether the store can serve: Redis answers as a master (on a
 // Cluster: every master of the slot map, with cluster_state ok) that is
-// not loading its data set and, in
+// not loading its data set (and, with Durable.Fsync, keeps an AOF) and, in
 // durable mode, each master has at least Durable.Replicas replicas online
 // that acknowledged within replicaMaxLag seconds. The error (ErrNotReady
 // or ErrUnavailable) says why not.
@@ -62,6 +62,10 @@ func (s *Store) Ready(ctx context.Context) error {
 		if infoField(info, "loading") == "1" {
 			// INFO answers while the data set loads; scripts get LOADING.
 			return notReady(name, "a master is loading its data set")
+		}
+		if s.opt.Durable.Fsync && infoField(info, "aof_enabled") != "1" {
+			// WAITAOF 1 N is refused without an AOF: every change fails.
+			return notReady(name, "a master runs with appendonly no; durable mode's fsync waits for its AOF")
 		}
 		if n := s.opt.Durable.Replicas; n > 0 && r.online < n {
 			return notReady(name, "a master has %d replicas online (acknowledging within %ds); durable mode waits for %d", r.online, replicaMaxLag, n)
