@@ -51,7 +51,12 @@ func (s *Store) Ready(ctx context.Context) error {
 		return s.optErr
 	}
 	check := func(ctx context.Context, node redis.Cmdable, name string, cluster bool) error {
-		info, err := node.Info(ctx, "replication", "persistence").Result()
+		info, err := node.Info(ctx, "replication").Result()
+		if err != nil {
+			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
+		}
+		// Apart: INFO takes one section before Redis 7.
+		pers, err := node.Info(ctx, "persistence").Result()
 		if err != nil {
 			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 		}
@@ -59,11 +64,11 @@ func (s *Store) Ready(ctx context.Context) error {
 		if r.role != "master" {
 			return notReady(name, "a node answers as %q, not master", r.role)
 		}
-		if infoField(info, "loading") == "1" {
+		if infoField(pers, "loading") == "1" {
 			// INFO answers while the data set loads; scripts get LOADING.
 			return notReady(name, "a master is loading its data set")
 		}
-		if s.opt.Durable.Fsync && infoField(info, "aof_enabled") != "1" {
+		if s.opt.Durable.Fsync && infoField(pers, "aof_enabled") != "1" {
 			// WAITAOF 1 N is refused without an AOF: every change fails.
 			return notReady(name, "a master runs with appendonly no; durable mode's fsync waits for its AOF")
 		}
