@@ -2,9 +2,7 @@ package store
 
 import (
 	"errors"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,7 +20,7 @@ import (
 // have prevented.
 func TestDurableReserveRefusalsStand(t *testing.T) {
 	master := redistest.Start(t)
-	replica := startTestReplica(t, master)
+	replica := redistest.StartReplica(t, master)
 	d := Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
 	s := newDurableStore(t, master.Addr(), d, Observer{})
 	// A generous WAIT for the changes that must be acknowledged (no
@@ -108,7 +106,7 @@ func TestDurableMasterRestartLosesWithoutPersistence(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			master := redistest.Start(t, tt.args...)
-			replica := startTestReplica(t, master)
+			replica := redistest.StartReplica(t, master)
 			s := newDurableStore(t, master.Addr(), Durability{Replicas: 1, Timeout: time.Second}, Observer{})
 			ctx := testCtx(t)
 			notes, err := s.CheckDurability(ctx)
@@ -126,17 +124,7 @@ func TestDurableMasterRestartLosesWithoutPersistence(t *testing.T) {
 				t.Fatal("the replica lacks the acknowledged reservation")
 			}
 			// kill -9, then the supervisor starts it again at once.
-			info, err := master.Client().Info(ctx, "server").Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			pid, err := strconv.Atoi(infoField(info, "process_id"))
-			if err != nil || pid <= 1 {
-				t.Fatalf("process_id %q", infoField(info, "process_id"))
-			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
+			master.Kill()
 			master.Restart()
 			// The replica syncs with the restarted master (a new
 			// replication id: a full resync).
