@@ -335,6 +335,10 @@ func validateDurable(c config) error {
 	if d.Replicas < 0 {
 		return fmt.Errorf("--durable-replicas is %d; want 0 (off) or more", d.Replicas)
 	}
+	if d.Timeout < 0 {
+		// Even when off: the store refuses it, under another name.
+		return fmt.Errorf("--durable-timeout is %v; want a positive duration", d.Timeout)
+	}
 	if !d.On() {
 		return nil
 	}

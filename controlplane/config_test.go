@@ -275,6 +275,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"durable timeout not below read timeout", []string{"--durable-replicas", "1", "--durable-timeout", "600ms"}, []string{envToken, testToken}, "must be less than --redis-read-timeout 500ms", ""},
 		{"durable timeout sub-millisecond", []string{"--durable-replicas", "1", "--durable-timeout", "1500us"}, []string{envToken, testToken}, "want whole milliseconds", ""},
 		{"durable timeout zero", []string{"--durable-fsync", "--durable-timeout", "0s"}, []string{envToken, testToken}, "--durable-timeout is 0s", ""},
+		// Durable mode off: a negative timeout is still a typo to name,
+		// not a store error blamed on --redis-prefix, --lease or --ttl.
+		{"negative durable timeout, durable off", []string{"--durable-timeout", "-1s"}, []string{envToken, testToken}, "--durable-timeout is -1s", ""},
 		{"prefix with a brace", []string{"--redis-prefix", "a{b"}, []string{envToken, testToken}, "--redis-prefix", ""},
 		{"encryption key of 16 bytes", nil, []string{envToken, testToken, envEncryptionKey, "AAAAAAAAAAAAAAAAAAAAAA=="}, "IDEM_ENCRYPTION_KEY: decodes to 16 bytes, want 32", "AAAAAAAAAAAAAAAAAAAAAA=="},
 		{"encryption key not base64", nil, []string{envToken, testToken, envEncryptionKey, "secret!secret!"}, "IDEM_ENCRYPTION_KEY: not base64", "secret!secret!"},

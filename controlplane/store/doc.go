@@ -124,7 +124,9 @@
 //
 //   - Reserve passes the holder id (a fresh nonce when the caller gave
 //     none); a re-run that finds the record held under a token with that
-//     holder answers acquired with that token. A re-run after the first
+//     holder answers acquired with that token (its lease started again
+//     should it have ended meanwhile: the holder, which never saw an
+//     answer, forwarded nothing). A re-run after the first
 //     run found a lease ended and wrote the record indeterminate answers
 //     Indeterminate without ErrLeaseEnded (the state is the same).
 //   - Complete: a re-run, or another Complete with the same token (the
@@ -153,7 +155,11 @@
 // connection, by WAIT N timeout (or WAITAOF 1 N timeout with Fsync), and
 // the operation answers only once N replicas acknowledged; fewer in time
 // is an error matching ErrNotDurable (and ErrUnavailable), the change
-// perhaps standing on the master. WAIT counts the writes of its own
+// perhaps standing on the master. A Reserve that does not acquire
+// (completed, in progress, mismatch, indeterminate, fenced) answers
+// whatever the WAIT says: it forwards nothing, so acting on it stays
+// right should a failover lose what the master read, and a 503 would let
+// a fail-open caller forward a duplicate. WAIT counts the writes of its own
 // connection: a re-run that changes nothing rewrites a field with its own
 // value so that its WAIT covers the first run's write (scripts.go).
 // Reads (Get, EdgeEpoch, List) do not wait.

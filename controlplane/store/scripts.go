@@ -118,15 +118,22 @@ if r[1] == 'i' then
   return {'indeterminate', math.max(redis.call('PTTL', k), 1)}
 end
 local gen, tok, le = tonumber(r[3]) or 0, r[4], tonumber(r[5]) or 0
-if le > now then
+if tok == gen .. '.' .. holder then
   -- The holder asks again (a retried call whose reply was lost): answer
-  -- as the first run did.
-  if tok == gen .. '.' .. holder then
+  -- as the first run did. It never saw an answer, so it forwarded
+  -- nothing: a lease that ended meanwhile starts again rather than
+  -- burning the key under a holder that never ran the request.
+  if le > now then
     -- Rewrite a field with its own value: WAIT counts only the writes of
     -- its own connection, and the first run may have written on another.
     redis.call('HSET', k, 'tok', tok)
-    return {'acquired', tok}
+  else
+    redis.call('HSET', k, 'lease', now + lease, 'exp', now + life)
+    redis.call('PEXPIRE', k, life)
   end
+  return {'acquired', tok}
+end
+if le > now then
   return {'in_progress', le - now}
 end
 if r[6] ~= 'release' then

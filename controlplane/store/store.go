@@ -357,8 +357,17 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	for _, o := range others {
 		args = append(args, o)
 	}
-	v, err := s.run(ctx, call{op: "reserve", script: reserveScript, write: true,
-		keys: []string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args: args}).Slice()
+	cmd := s.run(ctx, call{op: "reserve", script: reserveScript, write: true,
+		keys: []string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args: args})
+	v, err := cmd.Slice()
+	if sv, ok := cmd.Val().([]any); ok && len(sv) > 0 && sv[0] != string(api.Acquired) && errors.As(err, new(*shortfall)) {
+		// Durable mode: only an acquisition needs its replicas. Every
+		// other answer forwards nothing, and acting on it stays right
+		// should a failover lose what the master read (a completion is
+		// stored only after the operation ran); answered 503, a
+		// fail-open route would forward the duplicate.
+		v, err = sv, nil
+	}
 	if err != nil {
 		return none, unavailable("reserve", err)
 	}

@@ -41,7 +41,8 @@ func notReady(node, format string, args ...any) error {
 const replicaMaxLag = 2
 
 // Ready tells whether the store can serve: Redis answers as a master (on a
-// Cluster: every master of the slot map, with cluster_state ok) and, in
+// Cluster: every master of the slot map, with cluster_state ok) that is
+// not loading its data set (and, with Durable.Fsync, keeps an AOF) and, in
 // durable mode, each master has at least Durable.Replicas replicas online
 // that acknowledged within replicaMaxLag seconds. The error (ErrNotReady
 // or ErrUnavailable) says why not.
@@ -54,9 +55,21 @@ func (s *Store) Ready(ctx context.Context) error {
 		if err != nil {
 			return unavailable("ready", fmt.Errorf("%s: %w", name, err))
 		}
+		// Apart: INFO takes one section before Redis 7. A store that
+		// mimics Redis without this section (e2e's embedded store) is
+		// taken as not loading, and as keeping no AOF.
+		pers, _ := node.Info(ctx, "persistence").Result()
 		r := parseReplication(info)
 		if r.role != "master" {
 			return notReady(name, "a node answers as %q, not master", r.role)
+		}
+		if infoField(pers, "loading") == "1" {
+			// INFO answers while the data set loads; scripts get LOADING.
+			return notReady(name, "a master is loading its data set")
+		}
+		if s.opt.Durable.Fsync && infoField(pers, "aof_enabled") != "1" {
+			// WAITAOF 1 N is refused without an AOF: every change fails.
+			return notReady(name, "a master runs with appendonly no; durable mode's fsync waits for its AOF")
 		}
 		if n := s.opt.Durable.Replicas; n > 0 && r.online < n {
 			return notReady(name, "a master has %d replicas online (acknowledging within %ds); durable mode waits for %d", r.online, replicaMaxLag, n)
@@ -256,7 +269,8 @@ func (s *Store) WatchTopology(ctx context.Context, period time.Duration, log *sl
 // asks for, on every master: with Fsync, WAITAOF must exist (Redis ≥ 7.2)
 // and appendonly must be yes. notes are what to log without failing: a
 // Redis that refuses CONFIG (managed services often do), or appendonly no
-// without Fsync (replicas acknowledge data they keep in memory only).
+// without Fsync (a master restarted before a failover comes back empty
+// and empties its replicas; replicas keep data in memory only).
 func (s *Store) CheckDurability(ctx context.Context) (notes []string, err error) {
 	d := s.opt.Durable
 	if !d.On() {
@@ -286,7 +300,7 @@ func (s *Store) CheckDurability(ctx context.Context) (notes []string, err error)
 				return fmt.Errorf("%s: --durable-fsync needs appendonly yes; it is %q", name, res["appendonly"])
 			}
 			mu.Lock()
-			notes = append(notes, fmt.Sprintf("%s: appendonly is %q: the replicas that acknowledge a change hold it in memory; a crash of all of them loses it", name, res["appendonly"]))
+			notes = append(notes, fmt.Sprintf("%s: appendonly is %q: a master restarted before it is failed over (a supervisor restarting it at once) comes back empty and its replicas copy that, losing every acknowledged change; never restart such a master automatically, or use appendonly yes (appendfsync always to lose nothing). The replicas also hold changes in memory only: a crash of all of them loses them", name, res["appendonly"]))
 			mu.Unlock()
 		}
 		return nil
