@@ -300,19 +300,7 @@ func TestLateAcquired(t *testing.T) {
 			var rq api.ReserveRequest
 			decodeStrict(t, reserve.Body, &rq)
 			host.CompleteHttpContext(id)
-			var c proxytest.HttpCalloutAttribute
-			var idx int
-			tickFor(t, host, "release by holder", func() bool {
-				var ok bool
-				c, idx, ok = nextPluginCallout(host, api.PathRelease)
-				return ok
-			})
-			var rel api.ReleaseRequest
-			decodeStrict(t, c.Body, &rel)
-			if rel.Holder == "" || rel.Holder != rq.Holder || rel.Token != "" || rel.Scope != rq.Scope || rel.Key != "k1" {
-				t.Errorf("release = %+v, want by holder %q of the reserve", rel, rq.Holder)
-			}
-			answerPlugin(t, host, idx, 200, api.Result{Outcome: "released"})
+			expectHolderRelease(t, host, rq, "released")
 			// The stream's own answer never reaches the filter (the SDK
 			// drops it): nothing goes upstream.
 			answer(t, host, reserve, 200, api.ReserveResponse{Outcome: api.Acquired, Token: "g1." + rq.Holder})
@@ -482,19 +470,7 @@ func TestFailedReserveReleasesHolder(t *testing.T) {
 					}
 					return
 				}
-				var rel proxytest.HttpCalloutAttribute
-				var idx int
-				tickFor(t, host, "release by holder", func() bool {
-					var ok bool
-					rel, idx, ok = nextPluginCallout(host, api.PathRelease)
-					return ok
-				})
-				var rr api.ReleaseRequest
-				decodeStrict(t, rel.Body, &rr)
-				if rr.Holder != rq.Holder || rr.Token != "" || rr.Scope != rq.Scope || rr.Key != rq.Key {
-					t.Errorf("release = %+v, want by holder %q of the reserve", rr, rq.Holder)
-				}
-				answerPlugin(t, host, idx, 200, api.Result{Outcome: "fenced"})
+				expectHolderRelease(t, host, rq, "fenced")
 				if n := counter(t, host, "idemgate.executions"); n != 0 {
 					t.Errorf("executions = %d, want 0", n)
 				}
@@ -542,4 +518,24 @@ func TestFailedPollReleasesHolder(t *testing.T) {
 		}
 		host.CompleteHttpContext(id)
 	})
+}
+
+// expectHolderRelease ticks until the plugin context sends a release, checks
+// that it releases reserve rq by its holder (no token) and answers it with
+// outcome.
+func expectHolderRelease(t *testing.T, host proxytest.HostEmulator, rq api.ReserveRequest, outcome string) {
+	t.Helper()
+	var c proxytest.HttpCalloutAttribute
+	var idx int
+	tickFor(t, host, "release by holder", func() bool {
+		var ok bool
+		c, idx, ok = nextPluginCallout(host, api.PathRelease)
+		return ok
+	})
+	var rel api.ReleaseRequest
+	decodeStrict(t, c.Body, &rel)
+	if rel.Holder == "" || rel.Holder != rq.Holder || rel.Token != "" || rel.Scope != rq.Scope || rel.Key != rq.Key {
+		t.Errorf("release = %+v, want by holder %q of the reserve", rel, rq.Holder)
+	}
+	answerPlugin(t, host, idx, 200, api.Result{Outcome: outcome})
 }

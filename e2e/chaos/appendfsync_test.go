@@ -71,17 +71,7 @@ func TestAppendfsyncStorm(t *testing.T) {
 	run := random(t, "")[:8]
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 10))
 
-	stop := make(chan struct{})
-	wait := runLoad(t, sides, clients, run, stop)
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wait()
-		}
-	}
-	t.Cleanup(stopLoad)
+	stopLoad := runLoad(t, sides, clients, run)
 
 	// The canary: one key completed on every side before the first kill
 	// (a replay from the control plane proves its record is complete in

@@ -54,17 +54,7 @@ func TestFailoverStorm(t *testing.T) {
 	run := random(t, "")[:8]
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 
-	stop := make(chan struct{})
-	wait := runLoad(t, sides, clients, run, stop)
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			wait()
-		}
-	}
-	t.Cleanup(stopLoad) // a t.Fatal in the injector must not leave clients running
+	stopLoad := runLoad(t, sides, clients, run)
 
 	// The canary: during the first failover one key goes through each
 	// side while the replicas are cut off. The plain side's is executed

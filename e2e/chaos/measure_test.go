@@ -123,13 +123,24 @@ func startOnFreeAddrs(ctx context.Context, c *stack.Config) (*stack.Stack, error
 	return nil, err
 }
 
-// runLoad runs clients clients per side until stop closes, and returns a
-// function that waits for them. Each client takes fresh keys, one after
-// another (the same key names for every client, as in TestStorm, so that
-// an answer for another principal would show), and retries each until it
-// settles as TestStorm does, upstream faults included.
-func runLoad(t *testing.T, sides []*side, clients int, run string, stop <-chan struct{}) (wait func()) {
+// runLoad runs clients clients per side until the returned stop is
+// called (it waits for them; calling it again does nothing; the test's
+// cleanup calls it too, so that a t.Fatal in an injector leaves no client
+// running). Each client takes fresh keys, one after another (the same key
+// names for every client, as in TestStorm, so that an answer for another
+// principal would show), and retries each until it settles as TestStorm
+// does, upstream faults included.
+func runLoad(t *testing.T, sides []*side, clients int, run string) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
 	var wg sync.WaitGroup
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
 	for si, s := range sides {
 		for c := range clients {
 			wg.Add(1)
@@ -138,7 +149,7 @@ func runLoad(t *testing.T, sides []*side, clients int, run string, stop <-chan s
 				rng := rand.New(rand.NewPCG(uint64(si*1000+c), uint64(time.Now().UnixNano())))
 				for k := 0; ; k++ {
 					select {
-					case <-stop:
+					case <-done:
 						return
 					default:
 					}
@@ -146,7 +157,7 @@ func runLoad(t *testing.T, sides []*side, clients int, run string, stop <-chan s
 					s.addKey(p)
 					s.log.settle(stormKey(t, rng, hostMeasure, []string{s.gateway}, p, s.log))
 					select {
-					case <-stop:
+					case <-done:
 						return
 					case <-time.After(time.Duration(20+rng.IntN(60)) * time.Millisecond):
 					}
@@ -154,7 +165,7 @@ func runLoad(t *testing.T, sides []*side, clients int, run string, stop <-chan s
 			}()
 		}
 	}
-	return wg.Wait
+	return stop
 }
 
 // finalPass sends every key of every side once more with everything up (a
