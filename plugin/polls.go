@@ -129,7 +129,9 @@ func (p *pluginContext) schedule(g *pollGroup, t int64) {
 }
 
 // sweep drops the members whose stream ended and answers the 409 to
-// those whose wait_timeout has passed.
+// those whose wait_timeout has passed. It leaves the plugin's own
+// context the effective one: a callout dispatched while a stream's is
+// would be that stream's, and its answer lost when the stream ends.
 func (p *pluginContext) sweep(g *pollGroup, t int64) {
 	kept := g.members[:0]
 	for _, c := range g.members {
@@ -138,6 +140,7 @@ func (p *pluginContext) sweep(g *pollGroup, t int64) {
 		case t >= c.waitUntil:
 			if p.onStream(c) {
 				c.inProgress()
+				_ = proxywasm.SetEffectiveContext(p.id)
 			}
 		default:
 			kept = append(kept, c)
@@ -241,6 +244,7 @@ func (p *pluginContext) handOver(g *pollGroup, token string) {
 		return
 	}
 	proxywasm.LogWarnf("idempotency filter: a poll acquired a key after every request waiting for it left: releasing it")
+	_ = proxywasm.SetEffectiveContext(p.id) // the release is the plugin context's call
 	if p.enqueueOutcome(api.PathRelease, appendRelease(nil, g.key.scope, g.key.key, token, ""), g.deadline(), 0) {
 		p.serveOutbox(now())
 	}

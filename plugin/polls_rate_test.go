@@ -75,3 +75,55 @@ func TestPollRate(t *testing.T) {
 		t.Logf("%4d waiters on one key: %d polls in the first second, %d a second after", n, first, (three-first)/2)
 	}
 }
+
+// TestPollAfterTimeout: a waiter whose wait_timeout passes gets its 409
+// from the tick that also sends its group's next poll for the waiters
+// left; that poll is the plugin context's, whose answer reaches them
+// (a poll sent while the ended wait's stream is the effective context
+// would be that stream's: its answer lost with it). Fake clock, natively.
+func TestPollAfterTimeout(t *testing.T) {
+	clock := time.Now().UnixNano()
+	defer func(old func() int64) { now = old }(now)
+	now = func() int64 { return clock }
+	host, reset := startHost(t, &vmContext{}, withConfig(t, `"on_in_progress": "conflict"`, `"on_in_progress": "wait", "wait_timeout": "200ms"`))
+	defer reset()
+	stored := &api.StoredResponse{Status: 201, Body: []byte(`{"id":"pay_1"}`)}
+	seen := len(host.GetCalloutAttributesFromContext(proxytest.PluginContextID))
+	// step advances the clock ms by ms, answering each poll with what.
+	step := func(ms int, what api.ReserveResponse) int {
+		polls := 0
+		for range ms {
+			clock += int64(time.Millisecond)
+			host.Tick()
+			cs := host.GetCalloutAttributesFromContext(proxytest.PluginContextID)
+			for i := len(cs) - 1; i >= seen; i-- {
+				if p, _ := header(cs[i].Headers, ":path"); p == api.PathReserve {
+					polls++
+				}
+				answer(t, host, cs[i], 200, what)
+			}
+			seen = len(cs)
+		}
+		return polls
+	}
+	inProgress := api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 1500}
+	w1, _ := holdWaiter(t, host, "Bearer alice-secret", paymentBody)
+	step(100, inProgress)
+	w2, _ := holdWaiter(t, host, "Bearer alice-secret", paymentBody)
+	// w1's wait ends at 200 ms, on a tick that polls (every 10 ms).
+	polls := step(101, inProgress)
+	checkProblem(t, host.GetSentLocalResponse(w1), 409, "A request is outstanding for this Idempotency-Key", "", "2")
+	for _, id := range []uint32{w1, w2} {
+		if n := len(host.GetCalloutAttributesFromContext(id)); n != 1 {
+			t.Errorf("stream %d: %d callouts, want only its own reserve: polls are the plugin context's", id, n)
+		}
+	}
+	if polls != 10 {
+		t.Errorf("polls in 101 ms = %d, want 10 (every 10 ms)", polls)
+	}
+	if !held(host, w2) {
+		t.Fatal("w2 answered, want it waiting")
+	}
+	step(10, api.ReserveResponse{Outcome: api.Completed, Response: stored})
+	checkReplay(t, host.GetSentLocalResponse(w2), stored)
+}
