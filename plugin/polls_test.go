@@ -240,3 +240,99 @@ func TestSharedPollIsolation(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedPollAnswers (issue 12): a shared poll's answer reaches every
+// waiter of its group: completed replays to each (and fills the edge
+// cache, so that a retry is answered there), mismatch and indeterminate
+// answer each, a failed poll keeps them all waiting and releases its
+// holder once when it may have landed.
+func TestSharedPollAnswers(t *testing.T) {
+	stored := &api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(`{"id":"pay_1"}`)}
+	tests := []struct {
+		name     string
+		status   int
+		answer   any
+		release  bool   // the poll's holder is released
+		problem  int    // each waiter's answer; 0: a replay, -1: still held
+		title    string // of the problem
+		counters map[string]uint64
+	}{
+		{name: "completed: every waiter replays", status: 200, answer: api.ReserveResponse{Outcome: api.Completed, Response: stored, ExpiresInMS: 86400000},
+			counters: map[string]uint64{"idemgate.replays_controlplane": 3}},
+		{name: "mismatch: every waiter 422", status: 200, answer: api.ReserveResponse{Outcome: api.Mismatch}, problem: 422, title: "Idempotency-Key is already used",
+			counters: map[string]uint64{"idemgate.mismatches": 3}},
+		{name: "indeterminate: every waiter 409", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate}, problem: 409,
+			title: "The outcome of the request with this Idempotency-Key is unknown", counters: map[string]uint64{"idemgate.indeterminate": 3}},
+		{name: "503: one release by holder, all wait on", status: 503, answer: api.Problem{Title: "x", Status: 503}, release: true, problem: -1,
+			counters: map[string]uint64{"idemgate.controlplane_errors": 1}},
+		{name: "no answer: one release by holder, all wait on", status: 0, release: true, problem: -1,
+			counters: map[string]uint64{"idemgate.controlplane_errors": 1}},
+		{name: "acquired without a token: one release by holder, all wait on", status: 200, answer: api.ReserveResponse{Outcome: api.Acquired},
+			release: true, problem: -1, counters: map[string]uint64{"idemgate.controlplane_errors": 1, "idemgate.executions": 0}},
+		{name: "400: nothing landed, all wait on", status: 400, answer: api.Problem{Title: "x", Status: 400}, problem: -1,
+			counters: map[string]uint64{"idemgate.controlplane_errors": 1}},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, `"on_in_progress": "conflict"`, `"on_in_progress": "wait", "wait_timeout": "10s"`,
+					`"routes": [`, `"edge_cache_slots": 64, "routes": [`))
+				defer reset()
+				var ids []uint32
+				for range 3 {
+					id, _ := holdWaiter(t, host, "Bearer alice-secret", paymentBody)
+					ids = append(ids, id)
+				}
+				poll, idx := nextPoll(t, host)
+				answerPlugin(t, host, idx, tc.status, tc.answer)
+				for _, id := range ids {
+					switch r := host.GetSentLocalResponse(id); tc.problem {
+					case 0:
+						checkReplay(t, r, stored)
+					case -1:
+						if !held(host, id) {
+							t.Errorf("stream %d not held", id)
+						}
+					default:
+						checkProblem(t, r, tc.problem, tc.title, "", "")
+					}
+				}
+				var releases []api.ReleaseRequest
+				for range 20 {
+					host.Tick()
+					answerEpochPolls(t, host)
+					if c, i, ok := nextPluginCallout(host, api.PathRelease); ok {
+						var rel api.ReleaseRequest
+						decodeStrict(t, c.Body, &rel)
+						releases = append(releases, rel)
+						answerPlugin(t, host, i, 200, api.Result{Outcome: "fenced"})
+					}
+				}
+				switch {
+				case tc.release && (len(releases) != 1 || releases[0].Holder != poll.Holder || releases[0].Token != ""):
+					t.Errorf("releases %+v, want one by the poll's holder %q", releases, poll.Holder)
+				case !tc.release && len(releases) != 0:
+					t.Errorf("releases %+v, want none", releases)
+				}
+				for name, want := range tc.counters {
+					if got := counter(t, host, name); got != want {
+						t.Errorf("%s = %d, want %d", name, got, want)
+					}
+				}
+				if tc.problem == 0 {
+					// The edge cache holds the response: a retry needs no callout.
+					id := host.InitializeHttpContext()
+					sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
+					if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+						t.Errorf("retry after the shared replay: %d callouts, want an edge replay", n)
+					}
+					checkReplay(t, host.GetSentLocalResponse(id), stored)
+					host.CompleteHttpContext(id)
+				}
+				for _, id := range ids {
+					host.CompleteHttpContext(id)
+				}
+			})
+		}
+	})
+}
