@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestReserveLimitOf(t *testing.T) {
@@ -44,7 +45,7 @@ func TestGateSequence(t *testing.T) {
 			g.leave()
 			continue
 		}
-		if got := g.enter(st.class); got != st.want {
+		if got := g.tryEnter(st.class); got != st.want {
 			t.Fatalf("step %d: enter(%v) = %v, want %v (in flight %d)", i, st.class, got, st.want, g.inFlight())
 		}
 	}
@@ -56,7 +57,7 @@ func TestGateSequence(t *testing.T) {
 func TestGateUnbounded(t *testing.T) {
 	g := newGate(-1)
 	for range 1000 {
-		if !g.enter(admitLow) {
+		if !g.enter(admitLow, 0, nil) {
 			t.Fatal("an unbounded gate shed")
 		}
 	}
@@ -79,7 +80,7 @@ func TestGateNeverOverAdmits(t *testing.T) {
 			defer wg.Done()
 			c := admitClass(w % 2)
 			for range rounds {
-				if !g.enter(c) {
+				if !g.enter(c, time.Millisecond, nil) {
 					continue
 				}
 				mu.Lock()
@@ -98,7 +99,77 @@ func TestGateNeverOverAdmits(t *testing.T) {
 	if peak > limit || peak == 0 || admitted == 0 {
 		t.Errorf("peak %d inside at once (limit %d), %d admitted", peak, limit, admitted)
 	}
-	if g.inFlight() != 0 {
-		t.Errorf("in flight %d after all left", g.inFlight())
+	if g.inFlight() != 0 || len(g.waiting) != 0 {
+		t.Errorf("in flight %d, %d waiting after all left", g.inFlight(), len(g.waiting))
+	}
+}
+
+// waiters polls until n outcome calls wait at g (bounded).
+func waiters(t *testing.T, g *gate, n int) {
+	t.Helper()
+	for range 30000 {
+		g.mu.Lock()
+		k := len(g.waiting)
+		g.mu.Unlock()
+		if k == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("never %d waiters", n)
+}
+
+// TestGateHandsFreedSlotToWaitingOutcome: a slot freed while an outcome
+// call waits goes to it, not to the next reserve.
+func TestGateHandsFreedSlotToWaitingOutcome(t *testing.T) {
+	g := newGate(4)
+	for _, c := range []admitClass{admitLow, admitLow, admitLow, admitOutcome} {
+		if !g.tryEnter(c) {
+			t.Fatal("filling the gate")
+		}
+	}
+	got := make(chan bool)
+	for range 2 {
+		go func() { got <- g.enter(admitOutcome, time.Hour, nil) }()
+	}
+	waiters(t, g, 2)
+	g.leave() // handed to the oldest waiter: still 4 in flight
+	if !<-got {
+		t.Fatal("the waiting outcome call was not admitted")
+	}
+	if g.inFlight() != 4 {
+		t.Fatalf("in flight %d after a hand-over, want 4", g.inFlight())
+	}
+	g.leave()
+	g.leave() // one to the second waiter, one back: 3
+	if !<-got {
+		t.Fatal("the second waiting outcome call was not admitted")
+	}
+	if g.tryEnter(admitLow) {
+		t.Error("a reserve was admitted at 3 of 4")
+	}
+	g.leave() // 2
+	if !g.tryEnter(admitLow) {
+		t.Error("a reserve was shed at 2 of 4")
+	}
+}
+
+func TestGateOutcomeWaitEnds(t *testing.T) {
+	g := newGate(2)
+	g.tryEnter(admitOutcome)
+	g.tryEnter(admitOutcome)
+	if g.enter(admitOutcome, time.Millisecond, nil) {
+		t.Error("admitted beyond the bound after the wait")
+	}
+	done := make(chan struct{})
+	close(done)
+	if g.enter(admitOutcome, time.Hour, done) {
+		t.Error("admitted though the caller left")
+	}
+	if g.enter(admitLow, time.Hour, nil) {
+		t.Error("a reserve waited and was admitted")
+	}
+	if len(g.waiting) != 0 || g.inFlight() != 2 {
+		t.Errorf("%d waiting, %d in flight; want 0, 2", len(g.waiting), g.inFlight())
 	}
 }

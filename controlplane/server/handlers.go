@@ -194,7 +194,7 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 			return
 		}
 	}
-	if !s.admit(w, ri, admitLow) {
+	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
 	defer s.gate.leave()
@@ -259,7 +259,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
-	if !s.admit(w, ri, admitOutcome) {
+	if !s.admit(w, r, ri, admitOutcome) {
 		return
 	}
 	defer s.gate.leave()
@@ -305,7 +305,7 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
-	if !s.admit(w, ri, admitOutcome) {
+	if !s.admit(w, r, ri, admitOutcome) {
 		return
 	}
 	defer s.gate.leave()
@@ -348,7 +348,7 @@ func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
-	if !s.admit(w, ri, admitOutcome) {
+	if !s.admit(w, r, ri, admitOutcome) {
 		return
 	}
 	defer s.gate.leave()
@@ -404,7 +404,7 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = scope, key
-	if !s.admit(w, ri, admitLow) {
+	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
 	defer s.gate.leave()
@@ -487,7 +487,7 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 	}
 	dryRun := flags["dry_run"]
 	ri.scope, ri.key = scope, key
-	if !s.admit(w, ri, admitLow) {
+	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
 	defer s.gate.leave()
@@ -559,7 +559,7 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) 
 		}
 	}
 	ri.scope = scope
-	if !s.admit(w, ri, admitLow) {
+	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
 	defer s.gate.leave()
@@ -581,7 +581,7 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) 
 // edgeEpoch answers the edge epoch the filters poll.
 func (s *Server) edgeEpoch(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opEdgeEpoch
-	if !s.admit(w, ri, admitLow) {
+	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
 	defer s.gate.leave()

@@ -103,6 +103,8 @@ type Server struct {
 	token   [sha256.Size]byte
 	admin   [sha256.Size]byte
 	gate    *gate
+	// outcomeWait: how long an outcome call waits for a slot (admit.go).
+	outcomeWait time.Duration
 	// shedSince counts sheds since the last "shedding load" line, written
 	// at shedLogged (unix nanoseconds).
 	shedSince  atomic.Int64
@@ -171,8 +173,10 @@ func New(st Store, opt Options) (*Server, error) {
 		m:     newMetrics(opt.Registry, g.inFlight),
 		reg:   opt.Registry,
 		gate:  g,
-		token: sha256.Sum256([]byte(opt.Token)),
-		admin: sha256.Sum256([]byte(opt.AdminToken)),
+
+		outcomeWait: outcomeWait,
+		token:       sha256.Sum256([]byte(opt.Token)),
+		admin:       sha256.Sum256([]byte(opt.AdminToken)),
 	}
 	s.metrics = promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(opt.Logger.Handler(), slog.LevelError),
