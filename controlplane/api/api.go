@@ -262,6 +262,12 @@ type Problem struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// ProblemOverloaded is the problem type of a 503 the control plane's
+// admission control answers before any store call: the request changed
+// nothing, so a shed reserve reserved nothing and leaves no holder to
+// release.
+const ProblemOverloaded = "urn:idemgate:problem:overloaded"
+
 // ValidateName checks a scope or a key: 1 to 255 bytes of valid UTF-8 with
 // no control characters, so that it is safe in Redis keys, logs and headers.
 func ValidateName(what, s string) error {
