@@ -15,8 +15,13 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
 )
 
-// heldStreams is how many streams TestHeldStreamsMemory holds at once.
-const heldStreams = 1000
+// heldStreams is how many streams TestHeldStreamsMemory holds at once,
+// and maxHeldGrowth the linear memory they may grow at most: 8 MiB, where
+// they grew 112 MB before issue 12 (30 KB headers, 50 KB bodies).
+const (
+	heldStreams   = 1000
+	maxHeldGrowth = 8 << 20
+)
 
 // bigHeaders is a governed request's headers with a 30 KB header that
 // counts in nothing (a long cookie, say), and bigBody a 50 KB JSON body:
@@ -47,22 +52,21 @@ func TestHeldStreamsMemory(t *testing.T) {
 	acquired := api.ReserveResponse{Outcome: api.Acquired, Token: "t1"}
 	inProgress := api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 30000}
 	tests := []struct {
-		name     string
-		config   []string
-		headers  func(i int) [][2]string
-		body     []byte
-		answer   api.ReserveResponse
-		maxGrown uint64 // linear memory growth per held stream, at most
+		name    string
+		config  []string
+		headers func(i int) [][2]string
+		body    []byte
+		answer  api.ReserveResponse
 	}{
 		{name: "forwarded, small", headers: func(i int) [][2]string {
 			return paymentHeaders([2]string{"idempotency-key", "f" + strconv.Itoa(i)})
-		}, body: body1KB, answer: acquired, maxGrown: 2 << 10},
+		}, body: body1KB, answer: acquired},
 		{name: "forwarded, 30 KB headers and 50 KB body", headers: func(i int) [][2]string {
 			return bigHeaders("f" + strconv.Itoa(i))
-		}, body: bigBody, answer: acquired, maxGrown: 2 << 10},
+		}, body: bigBody, answer: acquired},
 		{name: "waiting, 30 KB headers and 50 KB body", config: []string{`"on_in_progress": "conflict"`, `"on_in_progress": "wait"`},
 			headers: func(i int) [][2]string { return bigHeaders("w" + strconv.Itoa(i%10)) },
-			body:    bigBody, answer: inProgress, maxGrown: 2 << 10},
+			body:    bigBody, answer: inProgress},
 	}
 	log.SetOutput(io.Discard) // the emulator logs every callout
 	defer log.SetOutput(os.Stderr)
@@ -113,11 +117,14 @@ func TestHeldStreamsMemory(t *testing.T) {
 			perStream := (held - before) / heldStreams
 			t.Logf("%d streams held: linear memory %d → %d (%d bytes/stream); accounted %d bytes (%d/stream); after they end: %d",
 				heldStreams, before, held, perStream, heldBytes, heldBytes/heldStreams, after)
-			if perStream > tc.maxGrown {
-				t.Errorf("linear memory grew %d bytes per held stream, want at most %d", perStream, tc.maxGrown)
+			// The Go runtime's smallest heap goal is 4 MiB: below that,
+			// growth is the collector's, not the streams'.
+			if held-before > maxHeldGrowth {
+				t.Errorf("linear memory grew %d bytes for %d held streams, want at most %d", held-before, heldStreams, maxHeldGrowth)
 			}
-			if heldBytes == 0 {
-				t.Errorf("held_bytes = 0 while %d streams are held", heldStreams)
+			// What a stream counts does not grow with its headers or body.
+			if heldBytes < heldStreams*heldBase || heldBytes > heldStreams*2*heldBase {
+				t.Errorf("held_bytes = %d while %d streams are held, want %d to %d", heldBytes, heldStreams, heldStreams*heldBase, heldStreams*2*heldBase)
 			}
 			if after != 0 {
 				t.Errorf("held_bytes = %d after every stream ended, want 0", after)
