@@ -22,7 +22,7 @@ const heldBase = 1024
 
 // heldNow is what the stream holds now.
 func (c *httpContext) heldNow() int {
-	n := heldBase + len(c.host) + len(c.method) + len(c.target) + len(c.key) + len(c.scope) + len(c.contentType) + len(c.request)
+	n := heldBase + len(c.host) + len(c.method) + len(c.target) + len(c.key) + len(c.scope) + len(c.contentType) + len(c.image)
 	for _, kv := range c.fpHeaders {
 		n += len(kv[0]) + len(kv[1])
 	}

@@ -58,10 +58,10 @@ type httpContext struct {
 	fp          string // the request's fingerprint
 	edgeOn      bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
 	edge        edgeID // the record's name in the edge cache
-	// request is the request image, or its digest when the image is
+	// image is the request image, or its digest when the image is
 	// larger than inlineImageMax (edgecache.go), while edgeOn, until the
 	// fill; nil when there is nothing to fill.
-	request []byte
+	image   []byte
 	reqSize int // request body bytes so far (cumulative after a pause)
 	// held is what this stream counts in its plugin's held bytes (held.go);
 	// released once the stream is done.
@@ -234,10 +234,10 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		}
 		if e == nil { // kept for the fill
 			if n <= inlineImageMax {
-				c.request = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
+				c.image = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
 			} else {
 				d := requestDigest(&in, &r.Fingerprint)
-				c.request = d[:]
+				c.image = d[:]
 			}
 		}
 	}
@@ -500,8 +500,8 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse, recordLeft time.Duratio
 	if !c.edgeOn || !c.edgeEpochKnown {
 		return
 	}
-	image, seen := c.request, c.edgeSeen
-	c.request, c.edgeSeen = nil, slotSeen{} // held only until now
+	image, seen := c.image, c.edgeSeen
+	c.image, c.edgeSeen = nil, slotSeen{} // held only until now
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		image = nil
 	}
