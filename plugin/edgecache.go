@@ -36,11 +36,18 @@ import (
 // it filled before within about a second.
 //
 // An entry also keeps, when it fits, the request image (requestImage) of
-// the request whose fingerprint it holds. A retry whose image is the same
-// bytes — SDK retries resend the very same request — would fingerprint
-// the same by construction, so it is replayed after a byte comparison,
-// without canonicalizing or hashing its body; any other retry is
-// fingerprinted and compared as before. A record the control plane
+// the request whose fingerprint it holds when that image is at most
+// inlineImageMax bytes, else its SHA-256 (requestDigest). A retry whose
+// image is the same bytes — SDK retries resend the very same request —
+// would fingerprint the same by construction, so it is replayed after a
+// byte comparison (a small image) or a digest comparison (a large one),
+// without canonicalizing its body; any other retry is fingerprinted and
+// compared as before. A held stream keeps the same until its fill: before
+// issue 12 it kept the image whatever its size (up to
+// edge_cache_max_entry_bytes), a copy of its body per held stream. Small
+// images stay bytes because hashing costs more than comparing them
+// (BenchmarkGuest's edge replay of a 1 KB body: about 20 µs more with a
+// digest). A record the control plane
 // loses earlier because its TTL ends first (the edge learnt of it from a
 // late reserve) is still replayed here until then; one an operator
 // deletes stops being replayed when the VM learns the new edge epoch,
@@ -50,7 +57,7 @@ import (
 const (
 	edgeSlotPrefix  = "idemgate.edge.v1."
 	edgeIDTag       = "idemgate-edge-v1"
-	edgeMagic       = "IGE3" // IGE1 had no request image, IGE2 no epoch: misses
+	edgeMagic       = "IGE4" // IGE1 had no request image, IGE2 no epoch, IGE3 no digest: misses
 	requestImageTag = "idemgate-edge-request-v2"
 	// edgeCASRetries bounds the compare-and-swap loop of one fill.
 	edgeCASRetries = 8
@@ -104,15 +111,17 @@ type edgeEntry struct {
 	expires     int64 // Unix nanoseconds
 	epoch       int64 // the edge epoch the VM knew when it dispatched the reserve behind the entry
 	fingerprint string
-	// request is the request image of a request with this fingerprint;
-	// nil when it did not fit the entry.
+	// request is the request image of a request with this fingerprint,
+	// or its digest (sha256.Size bytes: an image is never that short,
+	// its tag's framing alone is longer); nil when it did not fit the
+	// entry.
 	request []byte
 	resp    api.StoredResponse
 }
 
-// Encoding, big-endian: "IGE3", id (32), expires (8), epoch (8), status
+// Encoding, big-endian: "IGE4", id (32), expires (8), epoch (8), status
 // (2), flags (1: bit 0 body_omitted), fingerprint (2-byte length),
-// request image (4-byte length; 0: none), header count (2) and each
+// request image or digest (4-byte length; 0: none), header count (2) and each
 // header as name (2-byte length) and value (4-byte length), body (4-byte
 // length).
 const edgeFixedSize = 4 + 32 + 8 + 8 + 2 + 1 + 2 + 4 + 2 + 4
@@ -121,7 +130,7 @@ const edgeFixedSize = 4 + 32 + 8 + 8 + 2 + 1 + 2 + 4 + 2 + 4
 const edgeHeaderSize = 4 + 32 + 8 + 8
 
 // edgeEntrySize is the encoded size: what edge_cache_max_entry_bytes
-// bounds, the request image included.
+// bounds, the request image or digest included.
 func edgeEntrySize(fp string, request []byte, r *api.StoredResponse) int {
 	n := edgeFixedSize + len(fp) + len(request) + len(r.Body)
 	for _, kv := range r.Headers {
@@ -333,19 +342,24 @@ func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []by
 	return errEdgeCASRetries
 }
 
-// requestImage appends to b a length-framed image of everything
-// canon.Fingerprint reads (v2 of the tag: with the host): the method, the host, the target, the content type, the
-// selection, the values of the selected headers (as received, in order)
-// and the body — tag, then each string as an 8-byte length and its bytes,
-// each list as an 8-byte count and its items. Framing makes it injective,
-// so two requests with the same image have the same fingerprint under any
-// canonicalization; the converse does not hold (a reordered JSON body
-// differs here and fingerprints the same), which only costs the fast path.
+// The request image is a length-framed image of everything
+// canon.Fingerprint reads (v2 of the tag: with the host): the method, the
+// host, the target, the content type, the selection, the values of the
+// selected headers (as received, in order) and the body — tag, then each
+// string as an 8-byte length and its bytes, each list as an 8-byte count
+// and its items. Framing makes it injective, so two requests with the
+// same image have the same fingerprint under any canonicalization; the
+// converse does not hold (a reordered JSON body differs here and
+// fingerprints the same), which only costs the fast path.
 func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
 	a := imageAppender{b}
 	writeImage(&a, r, sel)
 	return a.b
 }
+
+// inlineImageMax is the largest request image an entry or a held stream
+// keeps as bytes; a larger one is kept as its digest.
+const inlineImageMax = 2 << 10
 
 // imageEqual reports whether image is requestImage(nil, r, sel), without
 // building it: a replay from the edge then allocates nothing for it.
@@ -355,7 +369,35 @@ func imageEqual(image []byte, r *canon.Request, sel *canon.Selection) bool {
 	return c.ok && len(c.rest) == 0
 }
 
-// imageSink receives the image: appended, or compared.
+// requestDigest is the SHA-256 of the request image, without building
+// it: the framing and the short strings go through one reused
+// buffer, the body straight into the hash. Edge entries and held streams
+// keep these 32 bytes instead of a copy of the request (issue 12); a
+// retry with the digest of the entry's request is byte-identical to it
+// unless SHA-256 collides.
+func requestDigest(r *canon.Request, sel *canon.Selection) [sha256.Size]byte {
+	imageHash.Reset()
+	w := imageHasher{buf: digestBuf[:0]}
+	writeImage(&w, r, sel)
+	w.flush()
+	if cap(w.buf) <= maxDigestBuf {
+		digestBuf = w.buf[:0]
+	}
+	var sum [sha256.Size]byte
+	imageHash.Sum(sum[:0])
+	return sum
+}
+
+// imageHash and digestBuf are reused by every digest: a VM runs its
+// callbacks one at a time.
+var (
+	imageHash = sha256.New()
+	digestBuf []byte
+)
+
+const maxDigestBuf = 16 << 10
+
+// imageSink receives the image: appended, compared, or hashed.
 type imageSink interface {
 	count(n int)
 	str(s string)
@@ -392,6 +434,24 @@ func writeImage[S imageSink](w S, r *canon.Request, sel *canon.Selection) {
 		}
 	}
 	w.raw(r.Body)
+}
+
+// imageHasher feeds the image to imageHash.
+type imageHasher struct{ buf []byte }
+
+func (w *imageHasher) count(n int) { w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(n)) }
+func (w *imageHasher) str(s string) {
+	w.count(len(s))
+	w.buf = append(w.buf, s...)
+}
+func (w *imageHasher) raw(v []byte) {
+	w.count(len(v))
+	w.flush()
+	imageHash.Write(v)
+}
+func (w *imageHasher) flush() {
+	imageHash.Write(w.buf)
+	w.buf = w.buf[:0]
 }
 
 type imageAppender struct{ b []byte }

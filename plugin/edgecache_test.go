@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"reflect"
 	"slices"
@@ -182,16 +183,16 @@ func TestEdgeCache(t *testing.T) {
 			status: 422, title: "Idempotency-Key is already used",
 		},
 		{
-			// Without the image the entry is 191 bytes, with it 339:
+			// Without the digest the entry is 191 bytes, with it 223:
 			// cached without it, so even an identical retry is
 			// fingerprinted (and the planted fingerprint refuses it).
-			name:   "request image over edge_cache_max_entry_bytes: cached without it",
-			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 250`},
+			name:   "request digest over edge_cache_max_entry_bytes: cached without it",
+			config: []string{`"max_body_bytes": 1048576`, `"max_body_bytes": 1048576, "edge_cache_max_entry_bytes": 200`},
 			fill: func(t *testing.T, host proxytest.HostEmulator) {
 				reserved := completeOnce(t, host, paymentHeaders(keyK1), paymentResponse, 200)
 				editEdgeEntry(t, reserved.Scope, func(e *edgeEntry) {
 					if e.request != nil {
-						t.Errorf("entry holds a %d-byte request image over the limit", len(e.request))
+						t.Errorf("entry holds a %d-byte request digest over the limit", len(e.request))
 					}
 					e.fingerprint = "sha256:not-this-request"
 				})
@@ -359,7 +360,8 @@ func editEdgeEntry(t *testing.T, scope string, edit func(*edgeEntry)) {
 }
 
 // TestRequestImage: the image changes with every input of the fingerprint
-// and with nothing else; requestImageSize is its length.
+// and with nothing else; requestImageSize is its length, requestDigest
+// its SHA-256 (also when larger than the digest's reused buffer).
 func TestRequestImage(t *testing.T) {
 	base := canon.Request{Method: "POST", Target: "/p?a=1", ContentType: "application/json", Body: []byte(`{"a":1}`),
 		Headers: [][2]string{{"content-type", "application/json"}, {"x-tenant", "t1"}, {"X-Tenant", "t2"}, {"x-trace", "1"}}}
@@ -367,6 +369,9 @@ func TestRequestImage(t *testing.T) {
 	baseImage := requestImage(nil, &base, &sel)
 	image := func(r canon.Request, s canon.Selection) string {
 		b := requestImage(nil, &r, &s)
+		if got, want := requestDigest(&r, &s), sha256.Sum256(b); got != want {
+			t.Errorf("requestDigest = %x, SHA-256 of the image %x", got, want)
+		}
 		if n := requestImageSize(&r, &s); n != len(b) {
 			t.Errorf("requestImageSize = %d, len(requestImage) = %d", n, len(b))
 		}
@@ -383,6 +388,10 @@ func TestRequestImage(t *testing.T) {
 		}
 		return string(b)
 	}
+	big := base
+	big.Body = []byte(`{"a":"` + strings.Repeat("x", 2*maxDigestBuf) + `"}`)
+	big.Target = "/" + strings.Repeat("t", maxDigestBuf)
+	image(big, sel)
 	want := image(base, sel)
 	change := func(f func(r *canon.Request, s *canon.Selection)) string {
 		r, s := base, sel
