@@ -117,7 +117,7 @@ func (p *pluginContext) epochFailed(reason string) {
 func (p *pluginContext) updateTick() {
 	var ms uint32
 	switch {
-	case len(p.waiters) > 0 || len(p.outbox.calls) > 0:
+	case p.waiting > 0 || len(p.outbox.calls) > 0:
 		ms = waitTickMS
 	case p.epoch.on && !p.epoch.known && !p.epoch.failing && !p.epoch.inFlight:
 		ms = waitTickMS

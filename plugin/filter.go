@@ -31,9 +31,10 @@ type pluginContext struct {
 	id     uint32
 	config *policy.Config // set by a successful OnPluginStart
 	stats  stats
-	// waiters are the streams held by on_in_progress wait, by context
-	// ID; OnTick polls reserve for them.
-	waiters map[uint32]*httpContext
+	// polls are the streams held by on_in_progress wait, grouped by the
+	// record they wait for (polls.go); waiting counts them.
+	polls   map[pollKey]*pollGroup
+	waiting int
 	// outbox queues complete, release and abandon until acknowledged
 	// (outbox.go); epoch is the edge epoch this VM knows (epoch.go).
 	outbox outbox

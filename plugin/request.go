@@ -317,10 +317,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 		c.inProgress()
 	case api.Indeterminate:
-		// Waiting would not help: nothing will resolve it but an
-		// operator or the record's TTL.
-		st.indeterminate.Increment(1)
-		c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
+		c.indeterminateAnswer()
 	default:
 		// The control plane answered, with an outcome this filter does not
 		// know (a newer version's, say): it may hold the key, so the
@@ -335,6 +332,14 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		proxywasm.LogErrorf("idempotency filter: %s; answering 503 whatever failure_mode says", reason)
 		c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
 	}
+}
+
+// indeterminateAnswer answers the 409 of a record whose outcome is
+// unknown. Waiting would not help: nothing will resolve it but an
+// operator or the record's TTL.
+func (c *httpContext) indeterminateAnswer() {
+	c.plugin.stats.indeterminate.Increment(1)
+	c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
 }
 
 // inProgress answers the 409 of a request whose original is in progress.

@@ -24,7 +24,8 @@ type stats struct {
 	mismatches          proxywasm.MetricCounter // 422: key reused with another payload (edge or control plane)
 	conflicts           proxywasm.MetricCounter // 409: original still in progress, or a rejected duplicate
 	indeterminate       proxywasm.MetricCounter // 409: the original's outcome is unknown (reserve answered indeterminate)
-	waits               proxywasm.MetricCounter // polls scheduled for duplicates held by on_in_progress wait
+	waits               proxywasm.MetricCounter // duplicates held by on_in_progress wait
+	polls               proxywasm.MetricCounter // reserves sent for them: one in flight per waiting record (polls.go)
 	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
 	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
 	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
@@ -52,6 +53,7 @@ func defineStats() stats {
 		conflicts:           proxywasm.DefineCounterMetric("idemgate.conflicts"),
 		indeterminate:       proxywasm.DefineCounterMetric("idemgate.indeterminate"),
 		waits:               proxywasm.DefineCounterMetric("idemgate.waits"),
+		polls:               proxywasm.DefineCounterMetric("idemgate.polls"),
 		bypassNoRoute:       proxywasm.DefineCounterMetric("idemgate.bypassed_no_route"),
 		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
 		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
