@@ -23,6 +23,7 @@ type FleetConfig struct {
 	// control plane (it costs a hop on every callout).
 	CountReserves    bool
 	ControlPlaneArgs []string
+	GatewayArgs      []string // extra local-host flags, e.g. -route-timeout
 	Log              *slog.Logger
 }
 
@@ -54,7 +55,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		BinDir: cfg.BinDir, LogDir: cfg.LogDir, Wasm: filepath.Join(cfg.BinDir, "idempotency.wasm"), Policy: cfg.Policy,
 		ControlPlaneAddr: addrs[0], UpstreamAddr: addrs[1], GatewayAddr: addrs[3], GatewayAdminAddr: addrs[4],
 		Gateway: stack.GatewayHost, GatewayWorkers: cfg.Workers, LogLevel: "warn",
-		ControlPlaneArgs: cfg.ControlPlaneArgs, Log: cfg.Log,
+		ControlPlaneArgs: cfg.ControlPlaneArgs, GatewayArgs: cfg.GatewayArgs, Log: cfg.Log,
 	}
 	for g := 1; g < cfg.Gateways; g++ {
 		sc.ExtraGateways = append(sc.ExtraGateways, stack.GatewayAddrs{Addr: addrs[3+2*g], Admin: addrs[4+2*g]})

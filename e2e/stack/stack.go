@@ -90,6 +90,9 @@ type Config struct {
 	// GatewayWorkers is the local host's VM count (-workers); 0 keeps its
 	// default (2). Host only.
 	GatewayWorkers int
+	// GatewayArgs are extra local-host flags, after the stack's own (e.g.
+	// "-route-timeout", "60s"). Host only.
+	GatewayArgs []string
 	// CalloutAddr, when set, is where the gateways send their control-plane
 	// callouts instead of ControlPlaneAddr (a test puts a counting proxy
 	// there). Host only.
@@ -351,8 +354,8 @@ func (s *Stack) preflight() error {
 	bins := []string{BinControlPlane, BinUpstream}
 	if s.gateway == GatewayHost {
 		bins = append(bins, BinHost)
-	} else if s.cfg.GatewayAdminAddr != "" || s.cfg.GatewayWorkers != 0 || s.cfg.CalloutAddr != "" || len(s.cfg.ExtraGateways) > 0 {
-		return fmt.Errorf("GatewayAdminAddr, GatewayWorkers, CalloutAddr and ExtraGateways need the local host gateway, not %s", s.gateway)
+	} else if s.cfg.GatewayAdminAddr != "" || s.cfg.GatewayWorkers != 0 || s.cfg.CalloutAddr != "" || len(s.cfg.ExtraGateways) > 0 || len(s.cfg.GatewayArgs) > 0 {
+		return fmt.Errorf("GatewayAdminAddr, GatewayWorkers, GatewayArgs, CalloutAddr and ExtraGateways need the local host gateway, not %s", s.gateway)
 	}
 	for _, b := range bins {
 		p := filepath.Join(s.cfg.BinDir, b)
@@ -495,7 +498,7 @@ func hostArgs(cfg Config, pol policyInfo, addr, admin string) []string {
 	if cfg.GatewayWorkers > 0 {
 		args = append(args, "-workers", strconv.Itoa(cfg.GatewayWorkers))
 	}
-	return args
+	return append(args, cfg.GatewayArgs...)
 }
 
 // Gateway is the kind of gateway running: GatewayEnvoy or GatewayHost.

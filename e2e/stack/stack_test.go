@@ -231,7 +231,7 @@ func TestHostArgs(t *testing.T) {
 	pol := policyInfo{Cluster: "cp"}
 	base := Config{ControlPlaneAddr: "127.0.0.1:1", UpstreamAddr: "127.0.0.1:2", Wasm: "m.wasm", Policy: "p.json", LogLevel: "warn"}
 	withAll := base
-	withAll.CalloutAddr, withAll.GatewayWorkers = "127.0.0.1:3", 4
+	withAll.CalloutAddr, withAll.GatewayWorkers, withAll.GatewayArgs = "127.0.0.1:3", 4, []string{"-route-timeout", "60s"}
 	tests := []struct {
 		name        string
 		cfg         Config
@@ -251,6 +251,9 @@ func TestHostArgs(t *testing.T) {
 					return args[i+1]
 				}
 				return ""
+			}
+			if len(tc.cfg.GatewayArgs) > 0 && strings.Join(args[len(args)-2:], " ") != "-route-timeout 60s" {
+				t.Errorf("args %q: want them to end with the extra flags", args)
 			}
 			if flag("-listen") != "127.0.0.1:8" || flag("-cluster") != tc.wantCluster || flag("-admin") != tc.wantAdmin || flag("-workers") != tc.wantWorkers {
 				t.Errorf("args %q: want -listen 127.0.0.1:8 -cluster %s, -admin %q, -workers %q", args, tc.wantCluster, tc.wantAdmin, tc.wantWorkers)

@@ -37,7 +37,8 @@ func run() error {
 	waitKeys := flag.Int("wait-keys", 10, "keys the waiters wait on")
 	waiters := flag.Int("waiters", 2000, "duplicates waiting (on_in_progress: wait)")
 	delay := flag.Duration("delay", 5*time.Second, "the upstream's delay for every original")
-	waitDelay := flag.Duration("wait-delay", 15*time.Second, "the upstream's delay for the wait keys' originals (0: -delay); longer than -delay so that the waiters, which arrive among the originals, find their keys in progress")
+	routeTimeout := flag.Duration("route-timeout", time.Minute, "the gateways' route timeout (Envoy's default, 15 s, would cut the wait keys' originals short on a busy machine)")
+	waitDelay := flag.Duration("wait-delay", 20*time.Second, "the upstream's delay for the wait keys' originals (0: -delay); longer than -delay so that the waiters, which arrive among the originals, find their keys in progress")
 	bodyPad := flag.Int("body-pad", 50_000, "bytes of padding in each original's body")
 	headerPad := flag.Int("header-pad", 30_000, "bytes of an extra request header of each original")
 	waitBodyPad := flag.Int("wait-body-pad", 1000, "the same for the wait keys (their originals and waiters)")
@@ -57,7 +58,7 @@ func run() error {
 	defer cancel()
 	f, err := load.StartFleet(ctx, load.FleetConfig{
 		BinDir: *bin, LogDir: logDir, Policy: *policy, Gateways: *gateways, Workers: *workers,
-		CountReserves: *countReserves,
+		CountReserves: *countReserves, GatewayArgs: []string{"-route-timeout", routeTimeout.String()},
 		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
