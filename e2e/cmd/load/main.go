@@ -59,7 +59,7 @@ func run() error {
 	f, err := load.StartFleet(ctx, load.FleetConfig{
 		BinDir: *bin, LogDir: logDir, Policy: *policy, Gateways: *gateways, Workers: *workers,
 		CountReserves: *countReserves, GatewayArgs: []string{"-route-timeout", routeTimeout.String()},
-		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err
