@@ -4,6 +4,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
@@ -333,6 +334,61 @@ func TestSharedPollAnswers(t *testing.T) {
 					host.CompleteHttpContext(id)
 				}
 			})
+		}
+	})
+}
+
+// TestSharedPollOneInFlight (issue 12): 100 duplicates of one request
+// held by wait send one poll at a time, not one each: no tick sends more
+// than one, and none is sent while another is unanswered (natively and
+// in the module, whatever its clock).
+func TestSharedPollOneInFlight(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, reset := startHost(t, vm, withConfig(t, `"on_in_progress": "conflict"`, `"on_in_progress": "wait", "wait_timeout": "10s"`))
+		defer reset()
+		const n = 100
+		var ids []uint32
+		for range n {
+			id, _ := holdWaiter(t, host, "Bearer alice-secret", paymentBody)
+			ids = append(ids, id)
+		}
+		inProgress := api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: 1500}
+		// Every other poll is answered a tick late: meanwhile no other
+		// poll may go out.
+		polls, late := 0, -1
+		for tick := range 400 {
+			host.Tick()
+			answerEpochPolls(t, host)
+			cs, idx := pendingPolls(host)
+			switch {
+			case len(cs) > 1:
+				t.Fatalf("tick %d: %d polls in flight for one record, want at most 1", tick, len(cs))
+			case late >= 0:
+				if len(cs) != 1 || idx[0] != late {
+					t.Fatalf("tick %d: a poll sent while another was in flight", tick)
+				}
+				answerPlugin(t, host, late, 200, inProgress)
+				late = -1
+			case len(cs) == 1:
+				polls++
+				if polls%2 == 0 {
+					late = idx[0]
+					break
+				}
+				answerPlugin(t, host, idx[0], 200, inProgress)
+			}
+			time.Sleep(time.Millisecond / 4)
+		}
+		sent, _ := pluginCallouts(host, api.PathReserve)
+		if polls == 0 || len(sent) != polls || counter(t, host, "idemgate.polls") != uint64(polls) {
+			t.Errorf("polls seen %d, sent %d, idemgate.polls %d: want them equal and > 0", polls, len(sent), counter(t, host, "idemgate.polls"))
+		}
+		t.Logf("%d polls in 400 ticks for %d waiters", polls, n)
+		for _, id := range ids {
+			if !held(host, id) {
+				t.Errorf("stream %d answered, want it held", id)
+			}
+			host.CompleteHttpContext(id)
 		}
 	})
 }
