@@ -40,6 +40,8 @@ type pluginContext struct {
 	outbox outbox
 	epoch  epochState
 	tickMS uint32 // the tick period set last (updateTick)
+	// held is what this plugin's governed streams hold (held.go).
+	held int
 }
 
 // OnPluginStart implements types.PluginContext. Returning

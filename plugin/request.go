@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strconv"
@@ -41,18 +42,31 @@ type httpContext struct {
 	// responses lose the not-executed header either way.
 	matched *policy.Route
 	route   *policy.Route
-	host    string      // the host the fingerprint counts (policy.Route.CanonicalHost)
-	headers [][2]string // request headers, for the fingerprint
-	method  string
-	target  string
-	key     string
-	scope   string
-	token   string // fencing token of an acquired reservation
-	fp      string // the request's fingerprint
-	edgeOn  bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
-	edge    edgeID // the record's name in the edge cache
-	image   []byte // the request image (edgecache.go) while edgeOn, until the fill; nil when too big
-	reqSize int    // request body bytes so far (cumulative after a pause)
+	// A governed stream keeps copies of the few strings it needs, never
+	// the header map: the SDK's header strings all alias one buffer, which
+	// any one of them would keep alive (issue 12).
+	host   string // the host the fingerprint counts (policy.Route.CanonicalHost)
+	method string
+	target string
+	key    string
+	scope  string
+	// contentType and fpHeaders (the headers fingerprint.headers names,
+	// as received) are held only until the fingerprint is computed.
+	contentType string
+	fpHeaders   [][2]string
+	token       string // fencing token of an acquired reservation
+	fp          string // the request's fingerprint
+	edgeOn      bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
+	edge        edgeID // the record's name in the edge cache
+	// digest is the request digest (requestDigest) while edgeOn, until
+	// the fill; hasDigest says it is set.
+	digest    [sha256.Size]byte
+	hasDigest bool
+	reqSize   int // request body bytes so far (cumulative after a pause)
+	// held is what this stream counts in its plugin's held bytes (held.go);
+	// released once the stream is done.
+	held     int
+	released bool
 
 	// edgeKey is the shared-data key of the record's slot; edgeSeen what
 	// the lookup saw of it, where the fill's compare-and-swap starts.
@@ -93,9 +107,9 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 		return types.ActionContinue
 	}
 	host, _ := header(headers, ":authority")
-	c.target, _ = header(headers, ":path")
-	c.method, _ = header(headers, ":method")
-	r := cfg.Match(host, c.target, c.method)
+	target, _ := header(headers, ":path")
+	method, _ := header(headers, ":method")
+	r := cfg.Match(host, target, method)
 	if r == nil {
 		c.plugin.stats.bypassNoRoute.Increment(1)
 		return types.ActionContinue
@@ -130,9 +144,14 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 			return c.answer(probTooLarge, bodyLimitDetail(r), 0)
 		}
 	}
-	c.route, c.key, c.headers, c.scope = r, key, headers, scope
-	c.host = r.CanonicalHost(host)
+	c.route, c.key, c.scope = r, strings.Clone(key), scope
+	c.host, c.method, c.target = strings.Clone(r.CanonicalHost(host)), strings.Clone(method), strings.Clone(target)
+	contentType, _ := header(headers, "content-type")
+	c.contentType, c.fpHeaders = strings.Clone(contentType), selectedHeaders(headers, r.Fingerprint.Headers)
 	c.plugin.stats.governed.Increment(1)
+	if !c.admit() {
+		return c.shed()
+	}
 	if endOfStream {
 		return c.reserve(nil)
 	}
@@ -186,13 +205,14 @@ func (c *httpContext) reserveWithBody() types.Action {
 
 // reserve fingerprints the complete request and asks the control plane
 // for the key; the request stays held until the answer. A live edge-cache
-// entry answers instead: at once when the entry's request image is this
-// request's (a byte-identical retry: no canonicalizing, no hashing),
-// else after comparing fingerprints.
+// entry answers instead: at once when the entry's request digest is this
+// request's (a byte-identical retry: no canonicalizing), else after
+// comparing fingerprints.
 func (c *httpContext) reserve(body []byte) types.Action {
 	r := c.route
-	contentType, _ := header(c.headers, "content-type")
-	in := canon.Request{Method: c.method, Host: c.host, Target: c.target, Headers: c.headers, ContentType: contentType, Body: body}
+	in := canon.Request{Method: c.method, Host: c.host, Target: c.target, Headers: c.fpHeaders, ContentType: c.contentType, Body: body}
+	c.contentType, c.fpHeaders = "", nil // held only until now
+	c.account()
 	var e *edgeEntry
 	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
@@ -203,13 +223,14 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		if epoch, known := c.plugin.edgeEpoch(); known {
 			e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now(), epoch)
 		}
-		if e != nil && e.request != nil && imageEqual(e.request, &in, &r.Fingerprint) {
-			c.fp = e.fingerprint
-			return c.completed(&e.resp, true)
-		}
-		// Kept for the fill, when it can fit an entry.
-		if n := requestImageSize(&in, &r.Fingerprint); e == nil && n+edgeFixedSize <= r.EdgeCacheMaxEntryBytes {
-			c.image = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
+		if e == nil || e.request != nil {
+			d := requestDigest(&in, &r.Fingerprint)
+			if e != nil && string(e.request) == string(d[:]) {
+				c.fp = e.fingerprint
+				return c.completed(&e.resp, true)
+			}
+			// Kept for the fill.
+			c.digest, c.hasDigest = d, e == nil
 		}
 	}
 	fp, err := canon.Fingerprint(in, r.Fingerprint)
@@ -463,7 +484,7 @@ func (c *httpContext) mismatch() types.Action {
 }
 
 // edgeFill keeps a completed record's response in the edge cache, for
-// min(the route's ttl, edge_cache_ttl), with this request's image when the
+// min(the route's ttl, edge_cache_ttl), with this request's digest when the
 // whole entry stays within edge_cache_max_entry_bytes, else without it
 // when that fits, else not at all. A failure costs only a later callout.
 //
@@ -475,8 +496,12 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse, recordLeft time.Duratio
 	if !c.edgeOn || !c.edgeEpochKnown {
 		return
 	}
-	image, seen := c.image, c.edgeSeen
-	c.image, c.edgeSeen = nil, slotSeen{} // held only until now
+	var image []byte
+	if c.hasDigest {
+		image = c.digest[:] // the entry copies it
+	}
+	seen := c.edgeSeen
+	c.hasDigest, c.edgeSeen = false, slotSeen{} // held only until now
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		image = nil
 	}
@@ -563,6 +588,21 @@ func contentCoding(headers [][2]string) string {
 
 func bodyLimitDetail(r *policy.Route) string {
 	return fmt.Sprintf("the request body is larger than %d bytes, the most this operation accepts", r.MaxBodyBytes)
+}
+
+// selectedHeaders returns copies of the headers whose name is one of
+// names, in the order received: all the fingerprint reads of them.
+func selectedHeaders(headers [][2]string, names []string) [][2]string {
+	var out [][2]string
+	for _, kv := range headers {
+		for _, name := range names {
+			if strings.EqualFold(kv[0], name) {
+				out = append(out, [2]string{strings.Clone(kv[0]), strings.Clone(kv[1])})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // header returns the first value of name (lower case) and how many times

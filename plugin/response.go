@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/policy"
@@ -102,11 +103,13 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		// the app answers after the app may have run.
 		return c.indeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
 	}
-	c.resp.headers = replayHeaders(c.route, headers)
-	c.resp.hdrSize = storedSize(c.resp.headers)
+	c.resp.hdrSize = storedSize(replayHeaders(c.route, headers))
 	if c.resp.hdrSize > c.route.MaxStoredResponseBytes {
 		return c.completeOmitted("its headers are")
 	}
+	// Copies: the host's header strings share one buffer.
+	c.resp.headers = cloneHeaders(replayHeaders(c.route, headers))
+	c.account()
 	if endOfStream {
 		return c.complete(nil, false)
 	}
@@ -194,7 +197,36 @@ func (c *httpContext) completeWithBody() types.Action {
 			return c.complete(nil, true)
 		}
 	}
+	if !c.plugin.fits(len(body)) {
+		return c.completeQueued(body)
+	}
 	return c.complete(body, false)
+}
+
+// completeQueued stores a response that max_held_bytes has no room to
+// hold for its complete's first attempt: the complete goes to the queue
+// (outbox.go, bounded on its own) and the response flows on at once. The
+// operation ran: its response is never refused, only not held. A retry
+// meanwhile finds the key in progress, as while any complete is on its
+// way; the edge cache is not filled.
+func (c *httpContext) completeQueued(body []byte) types.Action {
+	proxywasm.LogWarnf("idempotency filter: response to %s %s: max_held_bytes (%d) has no room for its %d bytes: its complete is queued, the response flows on",
+		c.method, c.target, c.plugin.config.MaxHeldBytes, len(body))
+	c.resp.stored = &api.StoredResponse{Status: c.resp.status, Headers: c.resp.headers, Body: body}
+	c.queueOutcome(api.PathComplete, 0)
+	c.resp.stored, c.resp.headers = nil, nil
+	c.resp.phase = respDone
+	c.account()
+	return types.ActionContinue
+}
+
+// cloneHeaders copies every name and value of headers.
+func cloneHeaders(headers [][2]string) [][2]string {
+	out := make([][2]string, len(headers))
+	for i, kv := range headers {
+		out[i] = [2]string{strings.Clone(kv[0]), strings.Clone(kv[1])}
+	}
+	return out
 }
 
 // complete stores the response: the headers a replay returns, the body;
@@ -205,6 +237,7 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 		stored.Headers = c.resp.headers
 	}
 	c.resp.stored = &stored
+	c.account()
 	// The entry complete's answer fills holds what the control plane
 	// keeps as of that answer: an operator's change to the record before
 	// it makes complete fail (the token no longer holds), one after it
@@ -236,6 +269,10 @@ func (c *httpContext) finish(path string, body []byte) types.Action {
 		case path == api.PathComplete && c.resp.stored != nil:
 			c.edgeFill(c.resp.stored, 0) // just completed: the route's TTL
 		}
+		// The first attempt is over: what it needed is in the edge cache
+		// or the queue now.
+		c.resp.stored, c.resp.headers = nil, nil
+		c.account()
 		if c.resp.phase == respWaiting {
 			c.resp.phase = respDone
 			if err := proxywasm.ResumeHttpResponse(); err != nil {
@@ -303,6 +340,7 @@ func (c *httpContext) queueOutcome(path string, tries int) {
 //     may refuse it as stale).
 func (c *httpContext) OnHttpStreamDone() {
 	streamEnded()
+	defer c.release()
 	switch c.phase {
 	case phaseWaiting:
 		c.phase = phaseGone // the tick drops it

@@ -28,6 +28,8 @@ var (
 	probInProgress   = problem{409, "urn:idemgate:problem:in-progress", "A request is outstanding for this Idempotency-Key"}
 	probDuplicate    = problem{409, "urn:idemgate:problem:duplicate", "A request with this Idempotency-Key was already processed"}
 	probUnavailable  = problem{503, "urn:idemgate:problem:unavailable", "Idempotency service unavailable"}
+	// A governed request the VM's max_held_bytes has no room for (held.go).
+	probOverloaded = problem{503, "urn:idemgate:problem:overloaded", "The gateway is overloaded"}
 	// A request without a principal (its route's scope values absent or
 	// empty) where the route does not allow anonymous callers.
 	probPrincipalMissing = problem{401, "urn:idemgate:problem:principal-missing", "The request carries no principal"}

@@ -9,7 +9,7 @@ import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 // Every governed request ends in exactly one of: executions, replays
 // (edge or control plane), mismatches, conflicts, indeterminate,
 // fail_open, or an answer of the filter's own (400, 413, 503:
-// controlplane_errors counts the last).
+// controlplane_errors or shed_memory counts the last).
 //
 // Every outcome call (complete, release, abandon) that enters the queue
 // (outbox.go) ends as exactly one of outcomes_delivered, outcomes_refused
@@ -38,6 +38,11 @@ type stats struct {
 	outcomesRefused   proxywasm.MetricCounter // calls the control plane refused for good (a stale token, a 4xx)
 	outcomesDropped   proxywasm.MetricCounter // queued calls given up: the queue was full, or the record's TTL passed
 	outcomesPending   proxywasm.MetricGauge   // calls in the queue now (set by each VM: the last to report)
+	// heldBytes is what governed streams hold now (held.go; set by each
+	// VM: the last to report); shedMemory counts the 503s of requests
+	// max_held_bytes had no room for.
+	heldBytes  proxywasm.MetricGauge
+	shedMemory proxywasm.MetricCounter
 	// controlPlaneLatency records every callout's time to its answer (or
 	// timeout), in milliseconds.
 	controlPlaneLatency proxywasm.MetricHistogram
@@ -66,5 +71,7 @@ func defineStats() stats {
 		outcomesRefused:     proxywasm.DefineCounterMetric("idemgate.outcomes_refused"),
 		outcomesDropped:     proxywasm.DefineCounterMetric("idemgate.outcomes_dropped"),
 		outcomesPending:     proxywasm.DefineGaugeMetric("idemgate.outcomes_pending"),
+		heldBytes:           proxywasm.DefineGaugeMetric("idemgate.held_bytes"),
+		shedMemory:          proxywasm.DefineCounterMetric("idemgate.shed_memory"),
 	}
 }

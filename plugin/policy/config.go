@@ -21,6 +21,11 @@ type Config struct {
 	// bounded by EdgeCacheSlots × the largest EdgeCacheMaxEntryBytes.
 	// 0 turns the edge cache off.
 	EdgeCacheSlots int
+	// MaxHeldBytes bounds the bytes the governed streams of one plugin
+	// context (one per Envoy worker) hold at once; a new governed request
+	// that would exceed it is answered 503 + Retry-After. See the README's
+	// "max_held_bytes" for what counts and the bound on linear memory.
+	MaxHeldBytes int
 }
 
 // ControlPlane says how the filter reaches the key service.
@@ -199,6 +204,9 @@ const (
 	MaxEdgeCacheMaxEntryBytes     = 16 << 20
 	DefaultEdgeCacheSlots         = 1024
 	MaxEdgeCacheSlots             = 1 << 20
+	DefaultMaxHeldBytes           = 16 << 20
+	MinMaxHeldBytes               = 64 << 10
+	MaxMaxHeldBytes               = 1 << 30
 	DefaultTTL                    = api.DefaultTTL
 	DefaultLease                  = api.DefaultLease
 	MinLease                      = time.Second

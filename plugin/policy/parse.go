@@ -68,7 +68,13 @@ func (raw *rawConfig) build() (*Config, error) {
 	if len(raw.Routes) == 0 {
 		return nil, fieldErr("routes", "at least one route is required")
 	}
-	c := &Config{ControlPlane: cp, Routes: make([]Route, len(raw.Routes)), EdgeCacheSlots: DefaultEdgeCacheSlots}
+	c := &Config{ControlPlane: cp, Routes: make([]Route, len(raw.Routes)), EdgeCacheSlots: DefaultEdgeCacheSlots, MaxHeldBytes: DefaultMaxHeldBytes}
+	if n := raw.MaxHeld; n != nil {
+		if *n < MinMaxHeldBytes || *n > MaxMaxHeldBytes {
+			return nil, fieldErr("max_held_bytes", "must be %d (64 KiB) to %d (1 GiB), got %d", MinMaxHeldBytes, MaxMaxHeldBytes, *n)
+		}
+		c.MaxHeldBytes = int(*n)
+	}
 	if n := raw.EdgeSlots; n != nil {
 		if *n < 0 || *n > MaxEdgeCacheSlots {
 			return nil, fieldErr("edge_cache_slots", "must be 0 (off) to %d, got %d", MaxEdgeCacheSlots, *n)

@@ -27,6 +27,9 @@ func TestParseDefaults(t *testing.T) {
 	if c.ControlPlane != wantCP {
 		t.Errorf("control plane = %+v, want %+v", c.ControlPlane, wantCP)
 	}
+	if c.EdgeCacheSlots != 1024 || c.MaxHeldBytes != 16<<20 {
+		t.Errorf("edge_cache_slots %d, max_held_bytes %d; want 1024, 16 MiB", c.EdgeCacheSlots, c.MaxHeldBytes)
+	}
 	if len(c.Routes) != 1 {
 		t.Fatalf("%d routes, want 1", len(c.Routes))
 	}
@@ -62,6 +65,7 @@ func TestParseDefaults(t *testing.T) {
 func TestParseEverything(t *testing.T) {
 	c, err := Parse([]byte(`{
 	  "control_plane": {"cluster": "cp", "authority": "cp:8081", "insecure_no_auth": true, "timeout": "250ms"},
+	  "max_held_bytes": 65536,
 	  "routes": [{
 	    "match": {"host": "*.Example.com", "glob": "/v1/accounts/*/transfers/**", "methods": ["POST", "PUT"]},
 	    "key_header": "X-Request-Key", "key_format": "sf-string", "required": false, "max_key_length": 64,
@@ -86,6 +90,7 @@ func TestParseEverything(t *testing.T) {
 	}{
 		{"timeout", c.ControlPlane.Timeout, 250 * time.Millisecond},
 		{"insecure", c.ControlPlane.InsecureNoAuth, true},
+		{"max held bytes", c.MaxHeldBytes, 65536},
 		{"match", r.Match, RouteMatch{Host: "*.example.com", Glob: "/v1/accounts/*/transfers/**", Methods: []string{"POST", "PUT"}}},
 		{"key header", r.KeyHeader, "x-request-key"},
 		{"key format", r.KeyFormat, KeySFString},
@@ -278,6 +283,9 @@ func TestParseErrors(t *testing.T) {
 		{"edge entry 0", withRoute(`"edge_cache_max_entry_bytes": 0`), "routes[0].edge_cache_max_entry_bytes: must be 1 to 16777216 (16 MiB), got 0"},
 		{"edge slots negative", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "edge_cache_slots": -1, "routes": [{"match": {"path": "/"}, "scope": {"headers": ["a"]}}]}`, "edge_cache_slots: must be 0 (off) to 1048576, got -1"},
 		{"edge slots huge", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "edge_cache_slots": 1048577, "routes": [{"match": {"path": "/"}, "scope": {"headers": ["a"]}}]}`, "edge_cache_slots: must be 0 (off) to 1048576"},
+		{"max held small", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "max_held_bytes": 65535, "routes": [{"match": {"path": "/"}, "scope": {"headers": ["a"]}}]}`, "max_held_bytes: must be 65536 (64 KiB) to 1073741824 (1 GiB), got 65535"},
+		{"max held huge", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "max_held_bytes": 1073741825, "routes": [{"match": {"path": "/"}, "scope": {"headers": ["a"]}}]}`, "max_held_bytes: must be 65536 (64 KiB) to 1073741824 (1 GiB), got 1073741825"},
+		{"max held string", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "max_held_bytes": "16MiB", "routes": [{"match": {"path": "/"}, "scope": {"headers": ["a"]}}]}`, "max_held_bytes: want an integer, got a string"},
 		{"fingerprint path", withRoute(`"fingerprint": {"include": ["a.*"]}`), `routes[0].fingerprint.include[0]: include path "a.*"`},
 		{"fingerprint exclude", withRoute(`"fingerprint": {"exclude": ["a..b"]}`), `routes[0].fingerprint.exclude[0]: exclude path "a..b": empty path component`},
 		{"fingerprint header", withRoute(`"fingerprint": {"headers": ["a b"]}`), `routes[0].fingerprint.headers[0]: want an HTTP header name`},

@@ -7,6 +7,7 @@ type rawConfig struct {
 	ControlPlane *rawControlPlane `json:"control_plane"`
 	Routes       []rawRoute       `json:"routes"`
 	EdgeSlots    *int64           `json:"edge_cache_slots"`
+	MaxHeld      *int64           `json:"max_held_bytes"`
 }
 
 type rawControlPlane struct {
