@@ -32,8 +32,11 @@ type config struct {
 	MaxRequestBytes   int64 // resolved: never 0
 	RedisPrefix       string
 
-	OpTimeout       time.Duration
-	ReadyTimeout    time.Duration
+	OpTimeout    time.Duration
+	ReadyTimeout time.Duration
+	// MaxInFlight bounds the store operations in flight (server.Options;
+	// resolved: 0 becomes the default, -1 stays: no bound).
+	MaxInFlight     int
 	ShutdownTimeout time.Duration
 	Redis           store.ClientOptions
 	// RedisMaxRetries: the store's retries of an operation after a
@@ -98,6 +101,8 @@ var flagEnv = map[string]string{
 	"redis-read-timeout":  "IDEM_REDIS_READ_TIMEOUT",
 	"redis-write-timeout": "IDEM_REDIS_WRITE_TIMEOUT",
 	"redis-pool-size":     "IDEM_REDIS_POOL_SIZE",
+	"redis-pool-timeout":  "IDEM_REDIS_POOL_TIMEOUT",
+	"max-inflight":        "IDEM_MAX_INFLIGHT",
 	"redis-max-retries":   "IDEM_REDIS_MAX_RETRIES",
 	"durable-replicas":    "IDEM_DURABLE_REPLICAS",
 	"durable-timeout":     "IDEM_DURABLE_TIMEOUT",
@@ -131,6 +136,8 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Redis.ReadTimeout, "redis-read-timeout", store.DefaultReadTimeout, "Redis read timeout")
 	fs.DurationVar(&c.Redis.WriteTimeout, "redis-write-timeout", store.DefaultWriteTimeout, "Redis write timeout")
 	fs.IntVar(&c.Redis.PoolSize, "redis-pool-size", 0, "Redis connections per node; 0: 10 per GOMAXPROCS")
+	fs.DurationVar(&c.Redis.PoolTimeout, "redis-pool-timeout", store.DefaultPoolTimeout, "how long an operation waits for a free Redis connection when the pool is full; past it 503 (retried once like a timeout)")
+	fs.IntVar(&c.MaxInFlight, "max-inflight", 0, fmt.Sprintf("bound on store operations in flight; beyond it 503 overloaded at once (reserves, edge-epoch and admin get three quarters of it, complete/release/abandon all of it). `N` ≥ 2; 0: %d; -1: no bound", server.DefaultMaxInFlight))
 	fs.IntVar(&c.RedisMaxRetries, "redis-max-retries", store.DefaultMaxRetries, "retries of an operation after a failover or restart error (READONLY, LOADING, a reset connection, a timeout…), backing off 10ms doubling to 200ms within --op-timeout; each counted in idemgate_redis_retries_total; -1: none, 0: the store's default")
 	fs.IntVar(&c.Durable.Replicas, "durable-replicas", 0, "durable mode: every state change waits for `N` replicas to acknowledge it (WAIT N) before the answer; fewer in time answers 503. 0: off")
 	fs.DurationVar(&c.Durable.Timeout, "durable-timeout", store.DefaultDurableTimeout, "durable mode: how long a state change waits for the replicas; less than --op-timeout and --redis-read-timeout")
@@ -215,7 +222,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		{"--lease", c.Lease}, {"--ttl", c.TTL}, {"--op-timeout", c.OpTimeout},
 		{"--ready-timeout", c.ReadyTimeout}, {"--shutdown-timeout", c.ShutdownTimeout},
 		{"--redis-dial-timeout", c.Redis.DialTimeout}, {"--redis-read-timeout", c.Redis.ReadTimeout},
-		{"--redis-write-timeout", c.Redis.WriteTimeout},
+		{"--redis-write-timeout", c.Redis.WriteTimeout}, {"--redis-pool-timeout", c.Redis.PoolTimeout},
 	} {
 		if d.v <= 0 {
 			return c, fmt.Errorf("%s is %v; want a positive duration such as 500ms or 30s", d.name, d.v)
@@ -234,6 +241,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.Redis.PoolSize < 0 {
 		return c, fmt.Errorf("--redis-pool-size is %d; want 0 (default) or more", c.Redis.PoolSize)
+	}
+	switch {
+	case c.MaxInFlight == 0:
+		c.MaxInFlight = server.DefaultMaxInFlight
+	case c.MaxInFlight == 1, c.MaxInFlight < -1:
+		return c, fmt.Errorf("--max-inflight is %d; want 2 or more (a quarter of the slots, at least one, is kept for complete, release and abandon), 0 for the default %d, or -1 for no bound", c.MaxInFlight, server.DefaultMaxInFlight)
 	}
 	if c.RedisMaxRetries < -1 {
 		return c, fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.RedisMaxRetries)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/seal"
+	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
 )
 
@@ -44,7 +45,9 @@ func TestParseConfigDefaults(t *testing.T) {
 			DialTimeout:  store.DefaultDialTimeout,
 			ReadTimeout:  store.DefaultReadTimeout,
 			WriteTimeout: store.DefaultWriteTimeout,
+			PoolTimeout:  store.DefaultPoolTimeout,
 		},
+		MaxInFlight:     server.DefaultMaxInFlight,
 		RedisMaxRetries: store.DefaultMaxRetries,
 		Durable:         store.Durability{Timeout: store.DefaultDurableTimeout},
 		LogLevel:        slog.LevelInfo,
@@ -55,7 +58,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		got.MaxRequestBytes != want.MaxRequestBytes || got.RedisPrefix != want.RedisPrefix ||
 		got.OpTimeout != want.OpTimeout || got.ReadyTimeout != want.ReadyTimeout ||
 		got.ShutdownTimeout != want.ShutdownTimeout || got.Redis != want.Redis ||
-		got.RedisMaxRetries != want.RedisMaxRetries || got.Durable != want.Durable || got.Durable.On() ||
+		got.RedisMaxRetries != want.RedisMaxRetries || got.MaxInFlight != want.MaxInFlight || got.Durable != want.Durable || got.Durable.On() ||
 		got.LogLevel != want.LogLevel || got.LogFormat != want.LogFormat ||
 		got.AdminToken != "" || got.InsecureNoAuth || got.EncryptionKeys != nil {
 		t.Errorf("parseConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -218,6 +221,35 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "admission bound and pool wait from the environment",
+			env:  []string{envToken, testToken, "IDEM_MAX_INFLIGHT", "200", "IDEM_REDIS_POOL_TIMEOUT", "20ms"},
+			check: func(t *testing.T, c config) {
+				if c.MaxInFlight != 200 || c.Redis.PoolTimeout != 20*time.Millisecond {
+					t.Errorf("MaxInFlight %d, PoolTimeout %v; want 200, 20ms", c.MaxInFlight, c.Redis.PoolTimeout)
+				}
+			},
+		},
+		{
+			name: "no admission bound",
+			args: []string{"--max-inflight", "-1"},
+			env:  []string{envToken, testToken, "IDEM_MAX_INFLIGHT", "9"},
+			check: func(t *testing.T, c config) {
+				if c.MaxInFlight != -1 {
+					t.Errorf("MaxInFlight %d, want -1 (the flag wins)", c.MaxInFlight)
+				}
+			},
+		},
+		{
+			name: "smallest admission bound",
+			args: []string{"--max-inflight", "2"},
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				if c.MaxInFlight != 2 {
+					t.Errorf("MaxInFlight %d, want 2", c.MaxInFlight)
+				}
+			},
+		},
+		{
 			name: "explicit request limit at the minimum",
 			args: []string{"--max-stored-response", "3000", "--max-request-bytes", "20384"}, // 4000 + 16384
 			env:  []string{envToken, testToken},
@@ -269,6 +301,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"request limit too small", []string{"--max-request-bytes", "1000000"}, []string{envToken, testToken}, "want at least 1414488", ""},
 		{"zero cap", []string{"--max-stored-response", "0"}, []string{envToken, testToken}, "--max-stored-response is 0", ""},
 		{"negative pool", []string{"--redis-pool-size", "-2"}, []string{envToken, testToken}, "--redis-pool-size", ""},
+		{"max inflight of one", []string{"--max-inflight", "1"}, []string{envToken, testToken}, "--max-inflight is 1; want 2 or more (a quarter of the slots, at least one, is kept for complete, release and abandon), 0 for the default 64, or -1 for no bound", ""},
+		{"max inflight below -1", []string{"--max-inflight", "-5"}, []string{envToken, testToken}, "--max-inflight is -5; want 2 or more", ""},
+		{"max inflight not a number", nil, []string{envToken, testToken, "IDEM_MAX_INFLIGHT", "lots"}, `IDEM_MAX_INFLIGHT="lots"`, ""},
+		{"zero pool timeout", []string{"--redis-pool-timeout", "0s"}, []string{envToken, testToken}, "--redis-pool-timeout is 0s; want a positive duration", ""},
+		{"negative pool timeout", nil, []string{envToken, testToken, "IDEM_REDIS_POOL_TIMEOUT", "-5ms"}, "--redis-pool-timeout is -5ms", ""},
 		{"retries below -1", []string{"--redis-max-retries", "-2"}, []string{envToken, testToken}, "--redis-max-retries", ""},
 		{"negative durable replicas", []string{"--durable-replicas", "-1"}, []string{envToken, testToken}, "--durable-replicas is -1", ""},
 		{"durable timeout not below op timeout", []string{"--durable-replicas", "1", "--durable-timeout", "1s"}, []string{envToken, testToken}, "--durable-timeout 1s must be less than --op-timeout 1s", ""},

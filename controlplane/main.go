@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ReadyTimeout:    cfg.ReadyTimeout,
 		Sealer:          sealer,
 		Logger:          log,
+		MaxInFlight:     cfg.MaxInFlight,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "controlplane: %v\n", err)
@@ -113,7 +114,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"max_stored_response", cfg.MaxStoredResponse,
 		"max_request_bytes", cfg.MaxRequestBytes,
 		"durable", cfg.Durable.String(),
-		"redis_max_retries", cfg.RedisMaxRetries)
+		"redis_max_retries", cfg.RedisMaxRetries,
+		"max_inflight", cfg.MaxInFlight,
+		"redis_pool_timeout", cfg.Redis.PoolTimeout)
 	// Redis being down at start is not fatal: /readyz reports it and the
 	// API answers 503 until it is back.
 	pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)

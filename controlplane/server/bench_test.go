@@ -5,14 +5,17 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,10 +28,13 @@ import (
 )
 
 // BenchmarkControlPlane measures reserve→complete cycles through the HTTP
-// API on loopback at 1, 16 and 64 concurrent clients, and, against the same
-// redis-server in the same run, redis-benchmark's SET and EVALSHA rates at 64
-// clients: one Redis round trip per operation is the physical limit, and a
-// cycle makes two. `make bench` runs it; the numbers go into README.
+// API on loopback at 1, 16, 64 and 256 concurrent clients, each without
+// admission control (max-inflight=off) and with the default bound, one
+// after the other on the same redis-server; and, against that
+// redis-server, redis-benchmark's SET and EVALSHA rates at 64 clients: one
+// Redis round trip per operation is the physical limit, and a cycle makes
+// two. IDEM_BENCH_MAX_INFLIGHT=16,32 adds those bounds to the comparison.
+// `make bench` runs it; the numbers go into README.
 func BenchmarkControlPlane(b *testing.B) {
 	rs := redistest.Start(b)
 	client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{PoolSize: 256})
@@ -36,15 +42,32 @@ func BenchmarkControlPlane(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { client.Close() })
-	srv, err := server.New(store.New(client, store.Options{}), server.Options{
-		Token:  "bench-token",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		b.Fatal(err)
+	bounds := []int{-1, server.DefaultMaxInFlight}
+	if v := os.Getenv("IDEM_BENCH_MAX_INFLIGHT"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 {
+				b.Fatalf("IDEM_BENCH_MAX_INFLIGHT=%q: want bounds of 2 or more, comma-separated", v)
+			}
+			if !slices.Contains(bounds, n) {
+				bounds = append(bounds, n)
+			}
+		}
 	}
-	ts := httptest.NewServer(srv)
-	b.Cleanup(ts.Close)
+	bases := map[int]string{}
+	for _, n := range bounds {
+		srv, err := server.New(store.New(client, store.Options{}), server.Options{
+			Token:       "bench-token",
+			Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+			MaxInFlight: n,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts := httptest.NewServer(srv)
+		b.Cleanup(ts.Close)
+		bases[n] = ts.URL
+	}
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 
 	b.Run("redis-benchmark/SET/clients=64", func(b *testing.B) {
@@ -58,20 +81,36 @@ func BenchmarkControlPlane(b *testing.B) {
 		redisBenchmark(b, rs.Port(), "EVALSHA", sha, "1", "bench:__rand_int__", "v")
 	})
 	var run atomic.Int64
-	for _, clients := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("reserve-complete/clients=%d", clients), func(b *testing.B) {
-			cycles(b, httpc, ts.URL, clients, run.Add(1))
-		})
+	for _, clients := range []int{1, 16, 64, 256} {
+		for _, n := range bounds {
+			name := "off"
+			if n > 0 {
+				name = strconv.Itoa(n)
+			}
+			b.Run(fmt.Sprintf("reserve-complete/clients=%d/max-inflight=%s", clients, name), func(b *testing.B) {
+				cycles(b, httpc, bases[n], clients, run.Add(1))
+			})
+		}
 	}
 }
 
 // cycles runs b.N reserve→complete cycles of fresh keys over clients
 // goroutines and reports cycles/s and the p50/p99 latency of a cycle.
+// A client whose reserve is shed (503 overloaded) waits its Retry-After,
+// as a client of the gateway answered 503 would, then starts a new cycle;
+// a shed complete is sent again after 100 ms, doubling, as the filter's
+// outbox does, and its cycle's latency includes the wait. Sheds of each
+// are reported per cycle; the run ends at the b.N-th completed cycle.
 func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int64) {
 	lat := make([]time.Duration, b.N)
-	var next atomic.Int64
+	var done, keys atomic.Int64
+	var shed sheds
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	var end time.Time
+	halt := func() { stopOnce.Do(func() { end = time.Now(); close(stop) }) }
 	b.ResetTimer()
 	start := time.Now()
 	for range clients {
@@ -79,21 +118,39 @@ func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int6
 		go func() {
 			defer wg.Done()
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
+				select {
+				case <-stop:
 					return
+				default:
 				}
 				t0 := time.Now()
-				if err := cycle(httpc, base, fmt.Sprintf("k-%d-%d", run, i)); err != nil {
+				err := cycle(httpc, base, fmt.Sprintf("k-%d-%d", run, keys.Add(1)), &shed)
+				var he *httpError
+				if errors.As(err, &he) && he.shed() && he.path == api.PathReserve {
+					select {
+					case <-stop:
+						return
+					case <-time.After(shedPause(he.retryAfter)):
+					}
+					continue
+				}
+				if err != nil {
 					errs <- err
+					halt()
 					return
 				}
-				lat[i] = time.Since(t0)
+				i := done.Add(1) - 1
+				if i < int64(b.N) {
+					lat[i] = time.Since(t0)
+				}
+				if i == int64(b.N)-1 {
+					halt()
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := end.Sub(start)
 	b.StopTimer()
 	close(errs)
 	if err := <-errs; err != nil {
@@ -103,18 +160,56 @@ func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int6
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cycles/s")
 	b.ReportMetric(float64(lat[b.N/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[b.N*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(shed.reserves.Load())/float64(b.N), "shed-reserves/cycle")
+	b.ReportMetric(float64(shed.completes.Load())/float64(b.N), "shed-completes/cycle")
 }
 
-func cycle(httpc *http.Client, base, key string) error {
+// sheds counts the requests of a run answered 503 overloaded.
+type sheds struct{ reserves, completes atomic.Int64 }
+
+// cycle reserves key and completes it. A shed reserve is returned (an
+// *httpError); a shed complete is sent again (the filter's outbox would).
+func cycle(httpc *http.Client, base, key string, shed *sheds) error {
 	var res api.ReserveResponse
 	if err := post(httpc, base+api.PathReserve, api.ReserveRequest{Scope: "bench", Key: key, Fingerprint: "sha256:00"}, &res); err != nil {
+		var he *httpError
+		if errors.As(err, &he) && he.shed() {
+			shed.reserves.Add(1)
+		}
 		return err
 	}
 	if res.Outcome != api.Acquired {
 		return fmt.Errorf("reserve %s: outcome %s", key, res.Outcome)
 	}
-	return post(httpc, base+api.PathComplete, api.CompleteRequest{Scope: "bench", Key: key, Token: res.Token,
-		Response: api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(`{"id":"pay_1","amount":1000}`)}}, nil)
+	req := api.CompleteRequest{Scope: "bench", Key: key, Token: res.Token,
+		Response: api.StoredResponse{Status: 201, Headers: [][2]string{{"content-type", "application/json"}}, Body: []byte(`{"id":"pay_1","amount":1000}`)}}
+	backoff := 100 * time.Millisecond
+	for range 20 {
+		err := post(httpc, base+api.PathComplete, req, nil)
+		var he *httpError
+		if !errors.As(err, &he) || !he.shed() {
+			return err
+		}
+		shed.completes.Add(1)
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return fmt.Errorf("complete %s: shed 20 times", key)
+}
+
+// httpError is an answer other than 200.
+type httpError struct {
+	path       string
+	status     int
+	body       []byte
+	retryAfter time.Duration
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%s: HTTP %d: %s", e.path, e.status, e.body) }
+
+// shed tells a 503 of admission control.
+func (e *httpError) shed() bool {
+	return e.status == http.StatusServiceUnavailable && bytes.Contains(e.body, []byte("urn:idemgate:problem:overloaded"))
 }
 
 func post(httpc *http.Client, url string, in, out any) error {
@@ -138,7 +233,11 @@ func post(httpc *http.Client, url string, in, out any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, data)
+		he := &httpError{path: req.URL.Path, status: resp.StatusCode, body: data, retryAfter: time.Second}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+			he.retryAfter = time.Duration(s) * time.Second
+		}
+		return he
 	}
 	if out == nil {
 		return nil
@@ -215,4 +314,13 @@ func BenchmarkDurable(b *testing.B) {
 			})
 		}
 	}
+}
+
+// shedPause is how long a client whose reserve was shed waits before its
+// next cycle: the answer's Retry-After, or IDEM_BENCH_SHED_PAUSE.
+func shedPause(retryAfter time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("IDEM_BENCH_SHED_PAUSE")); err == nil {
+		return d
+	}
+	return retryAfter
 }

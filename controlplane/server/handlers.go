@@ -194,6 +194,10 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 			return
 		}
 	}
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	res, err := s.store.Reserve(ctx, req)
@@ -255,6 +259,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
+	if !s.admit(w, r, ri, admitOutcome) {
+		return
+	}
+	defer s.gate.leave()
 	if s.opt.Sealer != nil && len(req.Response.Body) > 0 {
 		req.Response.Body = s.opt.Sealer.Seal(req.Response.Body, aad(req.Scope, req.Key))
 	}
@@ -288,13 +296,22 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest("a release names exactly one of token and holder"))
 		return
 	}
-	ctx, cancel := s.opContext(r)
-	defer cancel()
 	if req.Holder != "" {
 		if err := api.ValidateHolder(req.Holder); err != nil {
 			refuse(w, ri, badRequest(err.Error()))
 			return
 		}
+	} else if err := api.ValidateName("token", req.Token); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	if !s.admit(w, r, ri, admitOutcome) {
+		return
+	}
+	defer s.gate.leave()
+	ctx, cancel := s.opContext(r)
+	defer cancel()
+	if req.Holder != "" {
 		deleted, err := s.store.ReleaseHolder(ctx, req.Scope, req.Key, req.Holder)
 		if err != nil {
 			s.fail(w, r, ri, err)
@@ -305,10 +322,6 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 			ri.outcome = outReleased
 		}
 		writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
-		return
-	}
-	if err := api.ValidateName("token", req.Token); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
 	if err := s.store.Release(ctx, req); err != nil {
@@ -335,6 +348,10 @@ func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
+	if !s.admit(w, r, ri, admitOutcome) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	if err := s.store.Abandon(ctx, req); err != nil {
@@ -387,6 +404,10 @@ func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = scope, key
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	rec, err := s.store.Get(ctx, scope, key, withBody)
@@ -466,6 +487,10 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 	}
 	dryRun := flags["dry_run"]
 	ri.scope, ri.key = scope, key
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	rec, effect, err := do(ctx, scope, key, dryRun, flags["force"])
@@ -534,6 +559,10 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) 
 		}
 	}
 	ri.scope = scope
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel, rep := s.nodeContext(r)
 	defer cancel()
 	recs, next, err := s.store.List(ctx, state, scope, q.Get("cursor"), limit)
@@ -552,6 +581,10 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request, ri *reqInfo) 
 // edgeEpoch answers the edge epoch the filters poll.
 func (s *Server) edgeEpoch(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opEdgeEpoch
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
 	ctx, cancel := s.opContext(r)
 	defer cancel()
 	n, err := s.store.EdgeEpoch(ctx)

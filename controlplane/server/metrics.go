@@ -48,6 +48,7 @@ const (
 	outError         = "error"
 	outCanceled      = "canceled"
 	outDecryptError  = "decrypt_error"
+	outShed          = "shed"
 )
 
 // Reasons a stored response cannot be read: the "reason" label of
@@ -60,16 +61,20 @@ const (
 // knownOutcomes are created at zero so that dashboards and alerts see every
 // series from the start, not only after the first event.
 var knownOutcomes = map[string][]string{
-	opReserve:      {outAcquired, outInProgress, outIndeterminate, outFenced, outMismatch, outCompleted, outInvalid, outError},
-	opComplete:     {outCompleted, outStale, outInvalid, outError},
-	opRelease:      {outReleased, outFenced, outStale, outInvalid, outError},
-	opAbandon:      {outIndeterminate, outStale, outInvalid, outError},
-	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError},
-	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outLeaseLive, outInvalid, outError, outEpochFailed},
-	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outLeaseLive, outInvalid, outError, outEpochFailed},
-	opAdminList:    {outListed, outInvalid, outError},
-	opEdgeEpoch:    {outFound, outError},
+	opReserve:      {outAcquired, outInProgress, outIndeterminate, outFenced, outMismatch, outCompleted, outInvalid, outError, outShed},
+	opComplete:     {outCompleted, outStale, outInvalid, outError, outShed},
+	opRelease:      {outReleased, outFenced, outStale, outInvalid, outError, outShed},
+	opAbandon:      {outIndeterminate, outStale, outInvalid, outError, outShed},
+	opAdminGet:     {outFound, outNotFound, outInvalid, outError, outDecryptError, outShed},
+	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outLeaseLive, outInvalid, outError, outEpochFailed, outShed},
+	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outLeaseLive, outInvalid, outError, outEpochFailed, outShed},
+	opAdminList:    {outListed, outInvalid, outError, outShed},
+	opEdgeEpoch:    {outFound, outError, outShed},
 }
+
+// shedRoutes are the routes admission control may shed: the series of
+// idemgate_shed_total exist at zero for them.
+var shedRoutes = []string{"reserve", "complete", "release", "abandon", "edge_epoch", "admin_keys", "admin_release", "admin_list"}
 
 type metrics struct {
 	ops       *prometheus.CounterVec
@@ -86,13 +91,17 @@ type metrics struct {
 	// leasesEnded counts records a reserve found with their lease ended on
 	// a route that locks, and made indeterminate: keys that burned.
 	leasesEnded prometheus.Counter
+	// shed counts requests answered 503 overloaded by admission control,
+	// by route; inFlight reads the store operations holding a slot.
+	shed     *prometheus.CounterVec
+	inFlight prometheus.GaugeFunc
 }
 
 // latencyBuckets span a loopback Redis round trip (~100 µs) to the
 // operation timeout.
 var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, inFlight func() int64) *metrics {
 	m := &metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemgate_operations_total",
@@ -127,8 +136,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "idemgate_edge_epoch",
 			Help: "The edge epoch this instance last bumped or served.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemgate_shed_total",
+			Help: "Requests answered 503 overloaded by admission control (operations in flight at --max-inflight; reserves, edge-epoch and admin at three quarters of it), by route; none reached the store.",
+		}, []string{"route"}),
+		inFlight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "idemgate_inflight_operations",
+			Help: "Store operations in flight, each holding a slot of --max-inflight.",
+		}, func() float64 { return float64(inFlight()) }),
 	}
-	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable, m.epochBumps, m.epoch, m.leasesEnded)
+	reg.MustRegister(m.ops, m.duration, m.redisErrs, m.requests, m.unreadable, m.epochBumps, m.epoch, m.leasesEnded, m.shed, m.inFlight)
+	for _, r := range shedRoutes {
+		m.shed.WithLabelValues(r)
+	}
 	m.epochBumps.WithLabelValues("ok")
 	m.epochBumps.WithLabelValues("failed")
 	for op, outs := range knownOutcomes {

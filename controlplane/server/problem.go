@@ -26,6 +26,7 @@ const (
 	probUndecryptable   = probPrefix + "undecryptable"
 	probInternal        = probPrefix + "internal"
 	probEdgesNotTold    = probPrefix + "edges-not-told"
+	probOverloaded      = probPrefix + "overloaded" // shed by admission control: nothing reached the store
 	contentTypeProblem  = "application/problem+json"
 	contentTypeJSON     = "application/json"
 	retryAfterSeconds   = 1 // Retry-After of a 503: Redis usually comes back or fails over within seconds

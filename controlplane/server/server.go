@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +84,11 @@ type Options struct {
 	// Registry receives the metrics and is served on /metrics; nil means
 	// NewRegistry().
 	Registry *prometheus.Registry
+	// MaxInFlight bounds the store operations in flight: beyond it a
+	// request is answered 503 overloaded at once (admit.go; reserves,
+	// edge-epoch and admin only up to three quarters of it). Zero means
+	// DefaultMaxInFlight; negative means no bound.
+	MaxInFlight int
 }
 
 // Server is the API's http.Handler.
@@ -96,6 +102,13 @@ type Server struct {
 	metrics http.Handler
 	token   [sha256.Size]byte
 	admin   [sha256.Size]byte
+	gate    *gate
+	// outcomeWait: how long an outcome call waits for a slot (admit.go).
+	outcomeWait time.Duration
+	// shedSince counts sheds since the last "shedding load" line, written
+	// at shedLogged (unix nanoseconds).
+	shedSince  atomic.Int64
+	shedLogged atomic.Int64
 }
 
 type authLevel int
@@ -117,11 +130,13 @@ type route struct {
 
 // reqInfo is what a handler reports for the request's log line and metrics.
 type reqInfo struct {
+	route       string // the route label
 	op, outcome string
 	scope, key  string
 	err         error // logged, never sent
 	alert       bool  // log at ERROR whatever the status (a 200 hiding a fault)
 	warn        bool  // log at WARN whatever the status (a 200 worth an operator's eye)
+	quiet       bool  // log at DEBUG whatever the status (a shed request: counted, and warned of once a second)
 }
 
 // New returns a Server over st.
@@ -147,14 +162,21 @@ func New(st Store, opt Options) (*Server, error) {
 	if opt.Registry == nil {
 		opt.Registry = NewRegistry()
 	}
+	if opt.MaxInFlight == 0 {
+		opt.MaxInFlight = DefaultMaxInFlight
+	}
+	g := newGate(opt.MaxInFlight)
 	s := &Server{
 		store: st,
 		opt:   opt,
 		log:   opt.Logger,
-		m:     newMetrics(opt.Registry),
+		m:     newMetrics(opt.Registry, g.inFlight),
 		reg:   opt.Registry,
-		token: sha256.Sum256([]byte(opt.Token)),
-		admin: sha256.Sum256([]byte(opt.AdminToken)),
+		gate:  g,
+
+		outcomeWait: outcomeWait,
+		token:       sha256.Sum256([]byte(opt.Token)),
+		admin:       sha256.Sum256([]byte(opt.AdminToken)),
 	}
 	s.metrics = promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(opt.Logger.Handler(), slog.LevelError),
@@ -212,12 +234,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
-	ri := &reqInfo{}
 	rt := s.routes[r.URL.Path]
 	routeName := "other"
 	if rt != nil {
 		routeName = rt.name
 	}
+	ri := &reqInfo{route: routeName}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -314,11 +336,14 @@ func (s *Server) authenticate(r *http.Request, level authLevel) *problem {
 // refusals (4xx), Warn for authentication failures and for a reserve that
 // found a lease ended (a key just became indeterminate), Error for failures
 // (5xx) and for answers that hide a fault (a reserve answered completed
-// without the stored response it could not read). It never logs bodies or
-// tokens.
+// without the stored response it could not read), except a request shed by
+// admission control: Debug, since under overload a line per shed request
+// would add load (admit.go warns once a second instead). It never logs
+// bodies or tokens.
 func (s *Server) logRequest(r *http.Request, route string, status int, ri *reqInfo, d time.Duration) {
 	level := slog.LevelDebug
 	switch {
+	case ri.quiet:
 	case status >= 500 || ri.alert:
 		level = slog.LevelError
 	case status == http.StatusUnauthorized || status == http.StatusForbidden || ri.warn:

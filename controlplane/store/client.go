@@ -40,6 +40,15 @@ const (
 	// retries, not go-redis (NewClient turns its retries off), so that
 	// every retry is counted.
 	DefaultMaxRetries = 1
+	// DefaultPoolTimeout: how long an operation waits for a free
+	// connection when all of a node's pool is busy, before it fails
+	// (redis.ErrPoolTimeout, answered 503). go-redis's default, the read
+	// timeout + 1 s, is longer than the operation's own bound, so a
+	// saturated pool used to turn into a queue that ended at --op-timeout.
+	// A connection is busy for one script's round trip (well under a
+	// millisecond on a LAN): 100 ms of waiting means the pool is saturated
+	// a hundred times over, and a fast 503 serves the filter better.
+	DefaultPoolTimeout = 100 * time.Millisecond
 	// dialAttempts: one dial per command attempt. go-redis's default of 5
 	// dials 100ms apart turns "connection refused" into half a second of
 	// waiting per attempt; the store's retries give a second chance.
@@ -54,10 +63,13 @@ type ClientOptions struct {
 	// PoolSize is the number of connections per Redis node; 0 keeps
 	// go-redis's default of 10 per GOMAXPROCS.
 	PoolSize int
+	// PoolTimeout bounds the wait for a free connection of a full pool;
+	// default DefaultPoolTimeout.
+	PoolTimeout time.Duration
 }
 
 func (o ClientOptions) withDefaults() (ClientOptions, error) {
-	if o.DialTimeout < 0 || o.ReadTimeout < 0 || o.WriteTimeout < 0 {
+	if o.DialTimeout < 0 || o.ReadTimeout < 0 || o.WriteTimeout < 0 || o.PoolTimeout < 0 {
 		return o, errors.New("redis client: timeouts must not be negative")
 	}
 	if o.PoolSize < 0 {
@@ -71,6 +83,9 @@ func (o ClientOptions) withDefaults() (ClientOptions, error) {
 	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.PoolTimeout == 0 {
+		o.PoolTimeout = DefaultPoolTimeout
 	}
 	return o, nil
 }
@@ -299,6 +314,7 @@ func NewClient(redisURL string, opt ClientOptions) (redis.UniversalClient, error
 		ReadTimeout:      o.ReadTimeout,
 		WriteTimeout:     o.WriteTimeout,
 		PoolSize:         o.PoolSize,
+		PoolTimeout:      o.PoolTimeout,
 		// go-redis never retries (-1; it reads 0 as 3): the store does,
 		// counting each retry (Options.MaxRetries).
 		MaxRetries:            -1,

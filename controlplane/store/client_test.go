@@ -147,6 +147,7 @@ func TestNewClient(t *testing.T) {
 		{name: "bad url", url: "redis://", wantErr: "no host"},
 		{name: "negative timeout", url: "redis://h:1", opt: ClientOptions{ReadTimeout: -1}, wantErr: "negative"},
 		{name: "negative pool", url: "redis://h:1", opt: ClientOptions{PoolSize: -1}, wantErr: "negative"},
+		{name: "negative pool timeout", url: "redis://h:1", opt: ClientOptions{PoolTimeout: -1}, wantErr: "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,12 +177,12 @@ func TestClientOptionsDefaults(t *testing.T) {
 	}{
 		{
 			name: "zero takes defaults",
-			want: ClientOptions{DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond},
+			want: ClientOptions{DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, PoolTimeout: 100 * time.Millisecond},
 		},
 		{
 			name: "given values stay",
-			in:   ClientOptions{PoolSize: 7, DialTimeout: 2 * time.Second},
-			want: ClientOptions{DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, PoolSize: 7},
+			in:   ClientOptions{PoolSize: 7, DialTimeout: 2 * time.Second, PoolTimeout: 5 * time.Millisecond},
+			want: ClientOptions{DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, PoolSize: 7, PoolTimeout: 5 * time.Millisecond},
 		},
 	}
 	for _, tt := range tests {
@@ -204,8 +205,8 @@ func TestClientOptionsDefaults(t *testing.T) {
 	}
 	defer c.Close()
 	o := c.(*redis.Client).Options()
-	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != 0 || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts {
-		t.Errorf("go-redis options dial=%v read=%v retries=%d ctxTimeout=%v dials=%d", o.DialTimeout, o.ReadTimeout, o.MaxRetries, o.ContextTimeoutEnabled, o.DialerRetries)
+	if o.DialTimeout != DefaultDialTimeout || o.ReadTimeout != DefaultReadTimeout || o.MaxRetries != 0 || !o.ContextTimeoutEnabled || o.DialerRetries != dialAttempts || o.PoolTimeout != DefaultPoolTimeout {
+		t.Errorf("go-redis options dial=%v read=%v retries=%d ctxTimeout=%v dials=%d poolTimeout=%v", o.DialTimeout, o.ReadTimeout, o.MaxRetries, o.ContextTimeoutEnabled, o.DialerRetries, o.PoolTimeout)
 	}
 }
 
