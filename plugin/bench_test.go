@@ -52,14 +52,18 @@ var benchRuns int
 // pass-through's ns/op in the same run, an estimate of what the filter
 // adds over an ungoverned request (targets, issue 4: miss ≤ 50 µs, edge
 // replay ≤ 25 µs). `make bench` runs it with -count; take the best.
-func BenchmarkGuest(b *testing.B) {
+func BenchmarkGuest(b *testing.B) { benchmarkGuest(b, wasmPath) }
+
+// benchmarkGuest is BenchmarkGuest for the module at path (another build
+// can be compared in the same run).
+func benchmarkGuest(b *testing.B, path string) {
 	// The emulator's shared data outlives a host: every run uses keys of
 	// its own, or its misses would hit the last run's edge cache.
 	benchRuns++
 	run := "r" + strconv.Itoa(benchRuns) + "-"
-	wasm, err := os.ReadFile(wasmPath)
+	wasm, err := os.ReadFile(path)
 	if err != nil {
-		b.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+		b.Fatalf("read %s (run `make wasm`): %v", path, err)
 	}
 	vm, err := proxytest.NewWasmVMContext(wasm)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -34,14 +35,19 @@ import (
 // delete or release changes the epoch, and every VM stops replaying what
 // it filled before within about a second.
 //
-// An entry also keeps, when it fits, the SHA-256 of the request image
-// (requestDigest) of the request whose fingerprint it holds. A retry
-// whose image is the same bytes — SDK retries resend the very same
-// request — would fingerprint the same by construction, so it is replayed
-// when its digest is the entry's, without canonicalizing its body; any
-// other retry is fingerprinted and compared as before. (Before issue 12
-// the entry and every stream held the image itself, up to
-// edge_cache_max_entry_bytes each.) A record the control plane
+// An entry also keeps, when it fits, the request image (requestImage) of
+// the request whose fingerprint it holds when that image is at most
+// inlineImageMax bytes, else its SHA-256 (requestDigest). A retry whose
+// image is the same bytes — SDK retries resend the very same request —
+// would fingerprint the same by construction, so it is replayed after a
+// byte comparison (a small image) or a digest comparison (a large one),
+// without canonicalizing its body; any other retry is fingerprinted and
+// compared as before. A held stream keeps the same until its fill: before
+// issue 12 it kept the image whatever its size (up to
+// edge_cache_max_entry_bytes), a copy of its body per held stream. Small
+// images stay bytes because hashing costs more than comparing them
+// (BenchmarkGuest's edge replay of a 1 KB body: about 20 µs more with a
+// digest). A record the control plane
 // loses earlier because its TTL ends first (the edge learnt of it from a
 // late reserve) is still replayed here until then; one an operator
 // deletes stops being replayed when the VM learns the new edge epoch,
@@ -51,7 +57,7 @@ import (
 const (
 	edgeSlotPrefix  = "idemgate.edge.v1."
 	edgeIDTag       = "idemgate-edge-v1"
-	edgeMagic       = "IGE4" // IGE1 had no request image, IGE2 no epoch, IGE3 the image itself: misses
+	edgeMagic       = "IGE4" // IGE1 had no request image, IGE2 no epoch, IGE3 no digest: misses
 	requestImageTag = "idemgate-edge-request-v2"
 	// edgeCASRetries bounds the compare-and-swap loop of one fill.
 	edgeCASRetries = 8
@@ -105,15 +111,17 @@ type edgeEntry struct {
 	expires     int64 // Unix nanoseconds
 	epoch       int64 // the edge epoch the VM knew when it dispatched the reserve behind the entry
 	fingerprint string
-	// request is the request digest (requestDigest, 32 bytes) of a
-	// request with this fingerprint; nil when it did not fit the entry.
+	// request is the request image of a request with this fingerprint,
+	// or its digest (sha256.Size bytes: an image is never that short,
+	// its tag's framing alone is longer); nil when it did not fit the
+	// entry.
 	request []byte
 	resp    api.StoredResponse
 }
 
 // Encoding, big-endian: "IGE4", id (32), expires (8), epoch (8), status
 // (2), flags (1: bit 0 body_omitted), fingerprint (2-byte length),
-// request digest (4-byte length; 0: none), header count (2) and each
+// request image or digest (4-byte length; 0: none), header count (2) and each
 // header as name (2-byte length) and value (4-byte length), body (4-byte
 // length).
 const edgeFixedSize = 4 + 32 + 8 + 8 + 2 + 1 + 2 + 4 + 2 + 4
@@ -122,7 +130,7 @@ const edgeFixedSize = 4 + 32 + 8 + 8 + 2 + 1 + 2 + 4 + 2 + 4
 const edgeHeaderSize = 4 + 32 + 8 + 8
 
 // edgeEntrySize is the encoded size: what edge_cache_max_entry_bytes
-// bounds, the request digest included.
+// bounds, the request image or digest included.
 func edgeEntrySize(fp string, request []byte, r *api.StoredResponse) int {
 	n := edgeFixedSize + len(fp) + len(request) + len(r.Body)
 	for _, kv := range r.Headers {
@@ -215,7 +223,7 @@ func decodeEdgeHeader(b []byte) (id edgeID, expires, epoch int64, ok bool) {
 	return id, int64(binary.BigEndian.Uint64(b[36:44])), int64(binary.BigEndian.Uint64(b[44:52])), true
 }
 
-// decodeEdgeEntry decodes b. The request digest and the body alias b, so
+// decodeEdgeEntry decodes b. The request image and the body alias b, so
 // that a replay copies neither: b is the host's buffer (under Envoy, one
 // the guest allocated for this call; in the emulator, its stored value,
 // which a write replaces rather than changes), so they are read only and
@@ -342,8 +350,24 @@ func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []by
 // and its items. Framing makes it injective, so two requests with the
 // same image have the same fingerprint under any canonicalization; the
 // converse does not hold (a reordered JSON body differs here and
-// fingerprints the same), which only costs the fast path. The filter
-// never builds it: it hashes it (requestDigest).
+// fingerprints the same), which only costs the fast path.
+func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
+	a := imageAppender{b}
+	writeImage(&a, r, sel)
+	return a.b
+}
+
+// inlineImageMax is the largest request image an entry or a held stream
+// keeps as bytes; a larger one is kept as its digest.
+const inlineImageMax = 2 << 10
+
+// imageEqual reports whether image is requestImage(nil, r, sel), without
+// building it: a replay from the edge then allocates nothing for it.
+func imageEqual(image []byte, r *canon.Request, sel *canon.Selection) bool {
+	c := imageComparer{rest: image, ok: true}
+	writeImage(&c, r, sel)
+	return c.ok && len(c.rest) == 0
+}
 
 // requestDigest is the SHA-256 of the request image, without building
 // it: the framing and the short strings go through one reused
@@ -373,7 +397,7 @@ var (
 
 const maxDigestBuf = 16 << 10
 
-// imageSink receives the image: hashed (the tests also append it).
+// imageSink receives the image: appended, compared, or hashed.
 type imageSink interface {
 	count(n int)
 	str(s string)
@@ -428,4 +452,65 @@ func (w *imageHasher) raw(v []byte) {
 func (w *imageHasher) flush() {
 	imageHash.Write(w.buf)
 	w.buf = w.buf[:0]
+}
+
+type imageAppender struct{ b []byte }
+
+func (a *imageAppender) count(n int) { a.b = binary.BigEndian.AppendUint64(a.b, uint64(n)) }
+func (a *imageAppender) str(s string) {
+	a.count(len(s))
+	a.b = append(a.b, s...)
+}
+func (a *imageAppender) raw(v []byte) {
+	a.count(len(v))
+	a.b = append(a.b, v...)
+}
+
+type imageComparer struct {
+	rest []byte
+	ok   bool
+}
+
+func (c *imageComparer) count(n int) {
+	if !c.ok || len(c.rest) < 8 || binary.BigEndian.Uint64(c.rest) != uint64(n) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[8:]
+}
+
+func (c *imageComparer) str(s string) {
+	if c.count(len(s)); !c.ok || len(c.rest) < len(s) || string(c.rest[:len(s)]) != s {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(s):]
+}
+
+func (c *imageComparer) raw(v []byte) {
+	if c.count(len(v)); !c.ok || len(c.rest) < len(v) || !bytes.Equal(c.rest[:len(v)], v) {
+		c.ok = false
+		return
+	}
+	c.rest = c.rest[len(v):]
+}
+
+// requestImageSize is len(requestImage(nil, r, sel)), without building it.
+func requestImageSize(r *canon.Request, sel *canon.Selection) int {
+	n := 8*6 + len(requestImageTag) + len(r.Method) + len(r.Host) + len(r.Target) + len(r.ContentType) + len(r.Body)
+	for _, l := range [][]string{sel.Include, sel.Exclude, sel.Headers} {
+		n += 8
+		for _, s := range l {
+			n += 8 + len(s)
+		}
+	}
+	for _, name := range sel.Headers {
+		n += 8
+		for _, kv := range r.Headers {
+			if strings.EqualFold(kv[0], name) {
+				n += 8 + len(kv[1])
+			}
+		}
+	}
+	return n
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"reflect"
 	"slices"
@@ -361,16 +360,31 @@ func editEdgeEntry(t *testing.T, scope string, edit func(*edgeEntry)) {
 }
 
 // TestRequestImage: the image changes with every input of the fingerprint
-// and with nothing else; requestDigest is its SHA-256, also when the body
-// is larger than the digest's reused buffer.
+// and with nothing else; requestImageSize is its length, requestDigest
+// its SHA-256 (also when larger than the digest's reused buffer).
 func TestRequestImage(t *testing.T) {
 	base := canon.Request{Method: "POST", Target: "/p?a=1", ContentType: "application/json", Body: []byte(`{"a":1}`),
 		Headers: [][2]string{{"content-type", "application/json"}, {"x-tenant", "t1"}, {"X-Tenant", "t2"}, {"x-trace", "1"}}}
 	sel := canon.Selection{Include: []string{"a"}, Exclude: []string{"b"}, Headers: []string{"x-tenant"}}
+	baseImage := requestImage(nil, &base, &sel)
 	image := func(r canon.Request, s canon.Selection) string {
 		b := requestImage(nil, &r, &s)
 		if got, want := requestDigest(&r, &s), sha256.Sum256(b); got != want {
 			t.Errorf("requestDigest = %x, SHA-256 of the image %x", got, want)
+		}
+		if n := requestImageSize(&r, &s); n != len(b) {
+			t.Errorf("requestImageSize = %d, len(requestImage) = %d", n, len(b))
+		}
+		if !imageEqual(b, &r, &s) {
+			t.Errorf("imageEqual(requestImage(r), r) = false")
+		}
+		if got, want := imageEqual(baseImage, &r, &s), string(b) == string(baseImage); got != want {
+			t.Errorf("imageEqual(base image, r) = %v, byte comparison says %v", got, want)
+		}
+		for _, cut := range []int{1, len(b) / 2} {
+			if imageEqual(b[:len(b)-cut], &r, &s) || imageEqual(append(slices.Clone(b), 0), &r, &s) {
+				t.Errorf("imageEqual accepts a truncated or extended image")
+			}
 		}
 		return string(b)
 	}
@@ -409,26 +423,6 @@ func TestRequestImage(t *testing.T) {
 	if got := change(func(r *canon.Request, _ *canon.Selection) { r.Headers[3][1] = "2" }); got != want {
 		t.Errorf("an unselected header changed the image")
 	}
-}
-
-// requestImage appends the request image (edgecache.go) to b: what
-// requestDigest hashes, built.
-func requestImage(b []byte, r *canon.Request, sel *canon.Selection) []byte {
-	a := imageAppender{b}
-	writeImage(&a, r, sel)
-	return a.b
-}
-
-type imageAppender struct{ b []byte }
-
-func (a *imageAppender) count(n int) { a.b = binary.BigEndian.AppendUint64(a.b, uint64(n)) }
-func (a *imageAppender) str(s string) {
-	a.count(len(s))
-	a.b = append(a.b, s...)
-}
-func (a *imageAppender) raw(v []byte) {
-	a.count(len(v))
-	a.b = append(a.b, v...)
 }
 
 // fakeShared is a shared-data store whose set fails with a CAS mismatch

@@ -22,7 +22,7 @@ const heldBase = 1024
 
 // heldNow is what the stream holds now.
 func (c *httpContext) heldNow() int {
-	n := heldBase + len(c.host) + len(c.method) + len(c.target) + len(c.key) + len(c.scope) + len(c.contentType)
+	n := heldBase + len(c.host) + len(c.method) + len(c.target) + len(c.key) + len(c.scope) + len(c.contentType) + len(c.request)
 	for _, kv := range c.fpHeaders {
 		n += len(kv[0]) + len(kv[1])
 	}
@@ -42,20 +42,21 @@ func (c *httpContext) admit() bool {
 		return false
 	}
 	c.account()
+	setGauge(c.plugin.stats.heldBytes, uint64(c.plugin.held))
 	return true
 }
 
 // account brings the stream's count to what it holds now; after the
-// stream is done it counts nothing.
+// stream is done it counts nothing. The gauge follows at the next
+// admission or stream end: a host call per change would cost every
+// request several.
 func (c *httpContext) account() {
 	if c.released {
 		return
 	}
-	p := c.plugin
 	n := c.heldNow()
-	p.held += n - c.held
+	c.plugin.held += n - c.held
 	c.held = n
-	setGauge(p.stats.heldBytes, uint64(p.held))
 }
 
 // release returns the stream's bytes for good: at its end, whatever the

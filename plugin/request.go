@@ -58,11 +58,11 @@ type httpContext struct {
 	fp          string // the request's fingerprint
 	edgeOn      bool   // the edge cache applies: slots configured, route's edge_cache_ttl > 0
 	edge        edgeID // the record's name in the edge cache
-	// digest is the request digest (requestDigest) while edgeOn, until
-	// the fill; hasDigest says it is set.
-	digest    [sha256.Size]byte
-	hasDigest bool
-	reqSize   int // request body bytes so far (cumulative after a pause)
+	// request is the request image, or its digest when the image is
+	// larger than inlineImageMax (edgecache.go), while edgeOn, until the
+	// fill; nil when there is nothing to fill.
+	request []byte
+	reqSize int // request body bytes so far (cumulative after a pause)
 	// held is what this stream counts in its plugin's held bytes (held.go);
 	// released once the stream is done.
 	held     int
@@ -144,10 +144,14 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 			return c.answer(probTooLarge, bodyLimitDetail(r), 0)
 		}
 	}
-	c.route, c.key, c.scope = r, strings.Clone(key), scope
-	c.host, c.method, c.target = strings.Clone(r.CanonicalHost(host)), strings.Clone(method), strings.Clone(target)
 	contentType, _ := header(headers, "content-type")
-	c.contentType, c.fpHeaders = strings.Clone(contentType), selectedHeaders(headers, r.Fingerprint.Headers)
+	c.route, c.scope, c.fpHeaders = r, scope, selectedHeaders(headers, r.Fingerprint.Headers)
+	// One copy of all five: a concatenation is a new string.
+	kept := [...]string{r.CanonicalHost(host), method, target, key, contentType}
+	all := kept[0] + kept[1] + kept[2] + kept[3] + kept[4]
+	for i, dst := range [...]*string{&c.host, &c.method, &c.target, &c.key, &c.contentType} {
+		*dst, all = all[:len(kept[i])], all[len(kept[i]):]
+	}
 	c.plugin.stats.governed.Increment(1)
 	if !c.admit() {
 		return c.shed()
@@ -212,7 +216,7 @@ func (c *httpContext) reserve(body []byte) types.Action {
 	r := c.route
 	in := canon.Request{Method: c.method, Host: c.host, Target: c.target, Headers: c.fpHeaders, ContentType: c.contentType, Body: body}
 	c.contentType, c.fpHeaders = "", nil // held only until now
-	c.account()
+	defer c.account()
 	var e *edgeEntry
 	if slots := c.plugin.config.EdgeCacheSlots; slots > 0 && r.EdgeCacheTTL > 0 {
 		c.edgeOn = true
@@ -223,14 +227,18 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		if epoch, known := c.plugin.edgeEpoch(); known {
 			e, c.edgeSeen = edgeLookup(hostShared{}, c.edgeKey, &c.edge, now(), epoch)
 		}
-		if e == nil || e.request != nil {
-			d := requestDigest(&in, &r.Fingerprint)
-			if e != nil && string(e.request) == string(d[:]) {
-				c.fp = e.fingerprint
-				return c.completed(&e.resp, true)
+		n := requestImageSize(&in, &r.Fingerprint)
+		if e != nil && sameRequest(e.request, n, &in, &r.Fingerprint) {
+			c.fp = e.fingerprint
+			return c.completed(&e.resp, true)
+		}
+		if e == nil { // kept for the fill
+			if n <= inlineImageMax {
+				c.request = requestImage(make([]byte, 0, n), &in, &r.Fingerprint)
+			} else {
+				d := requestDigest(&in, &r.Fingerprint)
+				c.request = d[:]
 			}
-			// Kept for the fill.
-			c.digest, c.hasDigest = d, e == nil
 		}
 	}
 	fp, err := canon.Fingerprint(in, r.Fingerprint)
@@ -484,7 +492,8 @@ func (c *httpContext) mismatch() types.Action {
 }
 
 // edgeFill keeps a completed record's response in the edge cache, for
-// min(the route's ttl, edge_cache_ttl), with this request's digest when the
+// min(the route's ttl, edge_cache_ttl), with this request's image (or
+// digest) when the
 // whole entry stays within edge_cache_max_entry_bytes, else without it
 // when that fits, else not at all. A failure costs only a later callout.
 //
@@ -496,12 +505,8 @@ func (c *httpContext) edgeFill(resp *api.StoredResponse, recordLeft time.Duratio
 	if !c.edgeOn || !c.edgeEpochKnown {
 		return
 	}
-	var image []byte
-	if c.hasDigest {
-		image = c.digest[:] // the entry copies it
-	}
-	seen := c.edgeSeen
-	c.hasDigest, c.edgeSeen = false, slotSeen{} // held only until now
+	image, seen := c.request, c.edgeSeen
+	c.request, c.edgeSeen = nil, slotSeen{} // held only until now
 	if edgeEntrySize(c.fp, image, resp) > r.EdgeCacheMaxEntryBytes {
 		image = nil
 	}
@@ -588,6 +593,23 @@ func contentCoding(headers [][2]string) string {
 
 func bodyLimitDetail(r *policy.Route) string {
 	return fmt.Sprintf("the request body is larger than %d bytes, the most this operation accepts", r.MaxBodyBytes)
+}
+
+// sameRequest reports whether request, an edge entry's request image or
+// digest, is r's, whose image is n bytes long: an image is compared byte
+// by byte, a digest only when r's image is long enough to have one.
+func sameRequest(request []byte, n int, r *canon.Request, sel *canon.Selection) bool {
+	switch {
+	case len(request) == sha256.Size:
+		if n <= inlineImageMax {
+			return false
+		}
+		d := requestDigest(r, sel)
+		return string(request) == string(d[:])
+	case len(request) == n:
+		return imageEqual(request, r, sel)
+	}
+	return false
 }
 
 // selectedHeaders returns copies of the headers whose name is one of

@@ -103,12 +103,13 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		// the app answers after the app may have run.
 		return c.indeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
 	}
-	c.resp.hdrSize = storedSize(replayHeaders(c.route, headers))
+	stored := replayHeaders(c.route, headers)
+	c.resp.hdrSize = storedSize(stored)
 	if c.resp.hdrSize > c.route.MaxStoredResponseBytes {
 		return c.completeOmitted("its headers are")
 	}
 	// Copies: the host's header strings share one buffer.
-	c.resp.headers = cloneHeaders(replayHeaders(c.route, headers))
+	c.resp.headers = cloneHeaders(stored)
 	c.account()
 	if endOfStream {
 		return c.complete(nil, false)
