@@ -29,8 +29,8 @@ import (
 
 // BenchmarkControlPlane measures reserve→complete cycles through the HTTP
 // API on loopback at 1, 16, 64 and 256 concurrent clients, each without
-// admission control (max-inflight=off) and with the default bound, one
-// after the other on the same redis-server; and, against that
+// admission control (off) and with the default bound, taking turns on the
+// same redis-server (compareBounds); and, against that
 // redis-server, redis-benchmark's SET and EVALSHA rates at 64 clients: one
 // Redis round trip per operation is the physical limit, and a cycle makes
 // two. IDEM_BENCH_MAX_INFLIGHT=16,32 adds those bounds to the comparison.
@@ -82,27 +82,100 @@ func BenchmarkControlPlane(b *testing.B) {
 	})
 	var run atomic.Int64
 	for _, clients := range []int{1, 16, 64, 256} {
-		for _, n := range bounds {
-			name := "off"
-			if n > 0 {
-				name = strconv.Itoa(n)
-			}
-			b.Run(fmt.Sprintf("reserve-complete/clients=%d/max-inflight=%s", clients, name), func(b *testing.B) {
-				cycles(b, httpc, bases[n], clients, run.Add(1))
-			})
-		}
+		b.Run(fmt.Sprintf("reserve-complete/clients=%d", clients), func(b *testing.B) {
+			compareBounds(b, httpc, bases, bounds, clients, run.Add(1))
+		})
 	}
 }
 
 // cycles runs b.N reserve→complete cycles of fresh keys over clients
 // goroutines and reports cycles/s and the p50/p99 latency of a cycle.
-// A client whose reserve is shed (503 overloaded) waits its Retry-After,
-// as a client of the gateway answered 503 would, then starts a new cycle;
-// a shed complete is sent again after 100 ms, doubling, as the filter's
-// outbox does, and its cycle's latency includes the wait. Sheds of each
-// are reported per cycle; the run ends at the b.N-th completed cycle.
 func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int64) {
-	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	r, err := runCycles(httpc, base, clients, b.N, fmt.Sprintf("k-%d", run))
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(r.lat)
+	b.ReportMetric(float64(b.N)/r.elapsed.Seconds(), "cycles/s")
+	b.ReportMetric(float64(r.lat[b.N/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(r.lat[b.N*99/100].Microseconds()), "p99-µs")
+}
+
+// compareBounds runs b.N cycles against each server of bases (one per
+// bound) in rounds of at most compareRound cycles, the servers taking
+// turns within each round and the order reversed every other round, so
+// that a machine shared with other jobs slows all of them alike. It
+// reports per bound cycles/s, p50 and p99 of a cycle, sheds per cycle,
+// and each bound's throughput over the unbounded one's.
+func compareBounds(b *testing.B, httpc *http.Client, bases map[int]string, bounds []int, clients int, run int64) {
+	const compareRound = 500
+	res := make(map[int]*cycleResult, len(bounds))
+	for _, n := range bounds {
+		res[n] = &cycleResult{}
+	}
+	order := slices.Clone(bounds)
+	b.ResetTimer()
+	for round, left := 0, b.N; left > 0; round++ {
+		k := min(left, compareRound)
+		left -= k
+		for _, n := range order {
+			r, err := runCycles(httpc, bases[n], clients, k, fmt.Sprintf("k-%d-%d-%d", run, round, n))
+			if err != nil {
+				b.Fatal(err)
+			}
+			res[n].add(r)
+		}
+		slices.Reverse(order)
+	}
+	b.StopTimer()
+	rate := func(n int) float64 { return float64(len(res[n].lat)) / res[n].elapsed.Seconds() }
+	for _, n := range bounds {
+		r := res[n]
+		name := boundName(n)
+		slices.Sort(r.lat)
+		b.ReportMetric(rate(n), "cycles/s-"+name)
+		b.ReportMetric(float64(r.lat[len(r.lat)/2].Microseconds()), "p50-µs-"+name)
+		b.ReportMetric(float64(r.lat[len(r.lat)*99/100].Microseconds()), "p99-µs-"+name)
+		if n > 0 {
+			b.ReportMetric(rate(n)/rate(-1), "rate-ratio-"+name)
+			b.ReportMetric(float64(r.shedReserves)/float64(len(r.lat)), "shed-reserves/cycle-"+name)
+			b.ReportMetric(float64(r.shedCompletes)/float64(len(r.lat)), "shed-completes/cycle-"+name)
+		}
+	}
+}
+
+func boundName(n int) string {
+	if n <= 0 {
+		return "off"
+	}
+	return strconv.Itoa(n)
+}
+
+// cycleResult is what runCycles measured: each completed cycle's latency,
+// the time to complete them, the requests shed.
+type cycleResult struct {
+	lat                         []time.Duration
+	elapsed                     time.Duration
+	shedReserves, shedCompletes int64
+}
+
+func (c *cycleResult) add(r cycleResult) {
+	c.lat = append(c.lat, r.lat...)
+	c.elapsed += r.elapsed
+	c.shedReserves += r.shedReserves
+	c.shedCompletes += r.shedCompletes
+}
+
+// runCycles runs n reserve→complete cycles of fresh keys over clients
+// goroutines. A client whose reserve is shed (503 overloaded) waits its
+// Retry-After, as a client of the gateway answered 503 would, then starts
+// a new cycle; a shed complete is sent again after 100 ms, doubling, as
+// the filter's outbox does, and its cycle's latency includes the wait. The
+// run ends at the n-th completed cycle.
+func runCycles(httpc *http.Client, base string, clients, n int, prefix string) (cycleResult, error) {
+	lat := make([]time.Duration, n)
 	var done, keys atomic.Int64
 	var shed sheds
 	var wg sync.WaitGroup
@@ -111,7 +184,6 @@ func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int6
 	var stopOnce sync.Once
 	var end time.Time
 	halt := func() { stopOnce.Do(func() { end = time.Now(); close(stop) }) }
-	b.ResetTimer()
 	start := time.Now()
 	for range clients {
 		wg.Add(1)
@@ -124,7 +196,7 @@ func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int6
 				default:
 				}
 				t0 := time.Now()
-				err := cycle(httpc, base, fmt.Sprintf("k-%d-%d", run, keys.Add(1)), &shed)
+				err := cycle(httpc, base, fmt.Sprintf("%s-%d", prefix, keys.Add(1)), &shed)
 				var he *httpError
 				if errors.As(err, &he) && he.shed() && he.path == api.PathReserve {
 					select {
@@ -140,28 +212,21 @@ func cycles(b *testing.B, httpc *http.Client, base string, clients int, run int6
 					return
 				}
 				i := done.Add(1) - 1
-				if i < int64(b.N) {
+				if i < int64(n) {
 					lat[i] = time.Since(t0)
 				}
-				if i == int64(b.N)-1 {
+				if i == int64(n)-1 {
 					halt()
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := end.Sub(start)
-	b.StopTimer()
 	close(errs)
 	if err := <-errs; err != nil {
-		b.Fatal(err)
+		return cycleResult{}, err
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "cycles/s")
-	b.ReportMetric(float64(lat[b.N/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[b.N*99/100].Microseconds()), "p99-µs")
-	b.ReportMetric(float64(shed.reserves.Load())/float64(b.N), "shed-reserves/cycle")
-	b.ReportMetric(float64(shed.completes.Load())/float64(b.N), "shed-completes/cycle")
+	return cycleResult{lat: lat, elapsed: end.Sub(start), shedReserves: shed.reserves.Load(), shedCompletes: shed.completes.Load()}, nil
 }
 
 // sheds counts the requests of a run answered 503 overloaded.

@@ -85,8 +85,9 @@ type Options struct {
 	// NewRegistry().
 	Registry *prometheus.Registry
 	// MaxInFlight bounds the store operations in flight: beyond it a
-	// request is answered 503 overloaded at once (admit.go; reserves,
-	// edge-epoch and admin only up to three quarters of it). Zero means
+	// request is answered 503 overloaded, a reserve (edge-epoch, admin) at
+	// once and already at three quarters of it, an outcome call after
+	// waiting up to 50 ms for a slot (admit.go). Zero means
 	// DefaultMaxInFlight; negative means no bound.
 	MaxInFlight int
 }
