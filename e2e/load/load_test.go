@@ -32,7 +32,6 @@ const (
 	// interval: the backoff's first polls (10, 20, 40, 80 ms) and the
 	// poll in flight when the original completes.
 	pollSlack = 6
-
 )
 
 // TestBurstStaysBounded sends issue 12's burst at a small size through two
