@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/idemgate/idemgate/plugin/policy"
 )
 
 // WaitHost selects the wait route of testdata/load.json; every other Host
@@ -93,6 +95,20 @@ type Report struct {
 
 // ReservesPerSecond is the control plane's reserve rate over the burst.
 func (r Report) ReservesPerSecond() float64 { return r.Reserves / r.Elapsed.Seconds() }
+
+// MemoryBound is the bound on a VM's linear memory that
+// plugin/policy/README.md ("The bound") gives as a formula of the
+// policy's limits: twice (GOGC 100) the sum of the held bytes
+// (max_held_bytes), the outcome queue (4 MiB) and a callback's transient
+// buffers (2·max_body_bytes + 3·max_stored_response_bytes, the largest of
+// the routes), plus 8 MiB for the Go runtime itself.
+func MemoryBound(c *policy.Config) uint64 {
+	var body, stored int
+	for _, r := range c.Routes {
+		body, stored = max(body, r.MaxBodyBytes), max(stored, r.MaxStoredResponseBytes)
+	}
+	return 2*uint64(c.MaxHeldBytes+4<<20+2*body+3*stored) + 8<<20
+}
 
 // WaitKey is the i-th wait key of a run.
 func WaitKey(run string, i int) string { return fmt.Sprintf("%s-wait-%d", run, i) }

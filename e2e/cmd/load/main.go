@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/e2e/load"
+	idempolicy "github.com/idemgate/idemgate/plugin/policy"
 )
 
 func main() {
@@ -73,13 +74,25 @@ func run() error {
 	p.BodyPad, p.HeaderPad, p.SettleWaiters, p.Run = *bodyPad, *headerPad, 500*time.Millisecond, hex.EncodeToString(id[:])
 	fmt.Printf("load: %d gateways × %d VMs; %d originals (upstream delay %v), %d waiters on %d keys; originals' bodies +%d B, headers +%d B, the wait keys' +%d B, +%d B; %s; logs %s\n",
 		*gateways, *workers, p.Originals, p.Delay, p.Waiters, p.WaitKeys, p.BodyPad, p.HeaderPad, p.WaitBodyPad, p.WaitHeaderPad, f.Stack.RedisKind(), logDir)
+	raw, err := os.ReadFile(*policy)
+	if err != nil {
+		return err
+	}
+	pol, err := policyParse(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *policy, err)
+	}
 	rep, err := load.Run(ctx, p)
 	if err != nil {
 		return err
 	}
-	print(os.Stdout, rep, f)
+	print(os.Stdout, rep, f, load.MemoryBound(pol))
 	return nil
 }
+
+// policyParse is the filter's own parser: the bound is a formula of the
+// limits it reads.
+var policyParse = idempolicy.Parse
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
@@ -90,12 +103,16 @@ func known(ok bool) string {
 	return " (absent: not in this build)"
 }
 
-func print(w io.Writer, r load.Report, f *load.Fleet) {
+func print(w io.Writer, r load.Report, f *load.Fleet, bound uint64) {
 	fmt.Fprintf(w, "\nburst took %v\n\n", r.Elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "gateway\tVM\tbefore\tpeak\tafter\t")
+	fmt.Fprintf(tw, "gateway\tVM\tbefore\tpeak\tafter\tbound %s\t\n", mib(bound))
 	for _, v := range r.VMs {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t\n", v.Gateway+1, v.Worker, mib(v.Before), mib(v.Peak), mib(v.End))
+		verdict := "under"
+		if v.End > bound {
+			verdict = "OVER"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t\n", v.Gateway+1, v.Worker, mib(v.Before), mib(v.Peak), mib(v.End), verdict)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
