@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e clean
+.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e load clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -120,6 +120,14 @@ chaos: deps build ## the chaos tests of issues 10 and 11, wider and longer (CHAO
 
 bench-e2e: deps build ## load through the local stack: edge replay, miss, pass-through vs direct-to-upstream
 	$(BUILD)/bench-e2e -c 16 -d 5s
+
+# Issue 12's burst: 1000 slow originals on distinct keys and 2000 waiters
+# on 10 keys through two gateways of two VMs each; prints each VM's linear
+# memory (before, peak, after), reserve calls/s at the control plane, the
+# originals' p99 and shed counts. Override LOAD_FLAGS (build/load -h).
+LOAD_FLAGS ?=
+load: deps build ## issue 12's burst through two gateways: memory per VM, reserves/s, p99, shed counts (LOAD_FLAGS)
+	$(BUILD)/load $(LOAD_FLAGS)
 
 # Docker is not available on our build machines: this target is for users
 # and any machine that has Docker with the compose plugin. The same suite

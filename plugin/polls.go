@@ -267,7 +267,7 @@ func (p *pluginContext) answerAll(g *pollGroup, rr api.ReserveResponse) {
 				c.edgeEpoch, c.edgeEpochKnown = g.edgeEpoch, g.edgeEpochKnown
 				c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
 			}
-			c.image = nil
+			c.request = nil // merge of wip-polls (c.image = nil) onto wip-mem (the image is c.request)
 			c.completed(rr.Response, false)
 		case api.Mismatch:
 			c.mismatch()

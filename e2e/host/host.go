@@ -8,6 +8,7 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -236,13 +237,49 @@ func (h *Host) Counter(name string) (uint64, bool) {
 	return h.metrics.list[id].value, true
 }
 
-// AdminHandler serves GET /stats (Stats) and GET /ready, like Envoy's
-// admin interface does for these two paths.
+// VMMemory is one VM's linear memory, in bytes.
+type VMMemory struct {
+	Worker int    `json:"worker"`
+	Bytes  uint64 `json:"bytes"`      // after the last call into the VM
+	Peak   uint64 `json:"peak_bytes"` // the most seen; Wasm memory never shrinks, so equal to Bytes
+}
+
+// Memory reports every VM's linear memory, by worker. It is what an
+// operator would read from the proxy process's resident memory, per VM:
+// Envoy exposes no such stat, so this is the host's own.
+func (h *Host) Memory() []VMMemory {
+	out := make([]VMMemory, len(h.workers))
+	for i, w := range h.workers {
+		out[i] = VMMemory{Worker: i, Bytes: w.memBytes.Load(), Peak: w.memPeak.Load()}
+	}
+	return out
+}
+
+// memoryStats are Memory as /stats lines: host.vm.<i>.linear_memory_bytes
+// and host.vm.<i>.linear_memory_peak_bytes.
+func (h *Host) memoryStats() []string {
+	var lines []string
+	for _, m := range h.Memory() {
+		lines = append(lines,
+			fmt.Sprintf("host.vm.%d.linear_memory_bytes: %d", m.Worker, m.Bytes),
+			fmt.Sprintf("host.vm.%d.linear_memory_peak_bytes: %d", m.Worker, m.Peak))
+	}
+	return lines
+}
+
+// AdminHandler serves GET /stats (Stats, then each VM's linear memory),
+// GET /memory (the same memory as JSON) and GET /ready, like Envoy's admin
+// interface does for /stats and /ready.
 func (h *Host) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("content-type", "text/plain; charset=utf-8")
 		fmt.Fprint(rw, h.Stats())
+		fmt.Fprintln(rw, strings.Join(h.memoryStats(), "\n"))
+	})
+	mux.HandleFunc("GET /memory", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("content-type", "application/json")
+		json.NewEncoder(rw).Encode(h.Memory())
 	})
 	mux.HandleFunc("GET /ready", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "LIVE")

@@ -780,3 +780,56 @@ func TestCalloutOutlivesItsStream(t *testing.T) {
 		t.Errorf("the VM failed on the late answer: %v", failed)
 	}
 }
+
+// TestMemoryReported: every VM's linear memory is reported, whole Wasm
+// pages, never less than before, the same in Memory, /stats and /memory.
+func TestMemoryReported(t *testing.T) {
+	cp, up := startControlPlane(t), newTestUpstream(t)
+	h, url := newHost(t, cp, up, 2)
+	const page = 65536
+	before := h.Memory()
+	if len(before) != 2 {
+		t.Fatalf("Memory() = %v, want 2 VMs", before)
+	}
+	// 900 KB of JSON through each VM (round robin), which each buffers
+	// whole to fingerprint it (measured: 4.5 MiB → 9 MiB per VM).
+	big := `{"pad":"` + strings.Repeat("x", 900_000) + `"}`
+	for i := range 2 {
+		if r := post(t, url+"/payments", fmt.Sprintf(`"mem-%d"`, i), big); r.status != 201 {
+			t.Fatalf("POST = %d %s, want 201", r.status, r.body)
+		}
+	}
+	after := h.Memory()
+	t.Logf("before %v after %v", before, after)
+	for i, m := range after {
+		if m.Worker != i || m.Bytes == 0 || m.Bytes%page != 0 || m.Peak != m.Bytes || m.Bytes < before[i].Bytes {
+			t.Errorf("VM %d: %+v (before %+v): want whole pages, peak = current (Wasm memory never shrinks), not less than before", i, m, before[i])
+		}
+	}
+	admin := httptest.NewServer(h.AdminHandler())
+	defer admin.Close()
+	get := func(path string) string {
+		resp, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	stats := get("/stats")
+	for _, m := range h.Memory() {
+		for _, line := range []string{
+			fmt.Sprintf("host.vm.%d.linear_memory_bytes: %d\n", m.Worker, m.Bytes),
+			fmt.Sprintf("host.vm.%d.linear_memory_peak_bytes: %d\n", m.Worker, m.Peak),
+		} {
+			if !strings.Contains(stats, line) {
+				t.Errorf("/stats lacks %q:\n%s", line, stats)
+			}
+		}
+	}
+	var got []VMMemory
+	if err := json.Unmarshal([]byte(get("/memory")), &got); err != nil || len(got) != 2 || got[0] != h.Memory()[0] {
+		t.Errorf("/memory = %v (%v), want %v", got, err, h.Memory())
+	}
+}

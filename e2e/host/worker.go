@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"crypto/rand"
@@ -38,6 +39,13 @@ type worker struct {
 	callout     *calloutAnswer // the callout answer being delivered
 	tickPeriod  time.Duration
 	tickChanged chan struct{}
+
+	// Linear memory after the last call into the VM, and the most it has
+	// been: read by the admin handler without taking mu, which a paused
+	// call may hold. Wasm memory only grows (there is no shrink), so the
+	// two are equal while the VM lives; peak is kept apart so that a
+	// reader never has to know that.
+	memBytes, memPeak atomic.Uint64
 }
 
 type workerKey struct{}
@@ -73,6 +81,7 @@ func (h *Host) startWorker(ctx context.Context, compiled wazero.CompiledModule, 
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	w.mod = mod
+	w.noteMemory()
 	for _, name := range []string{"proxy_on_memory_allocate", "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure"} {
 		if mod.ExportedFunction(name) == nil {
 			return nil, fmt.Errorf("the module does not export %s: not a proxy-wasm module", name)
@@ -113,6 +122,7 @@ func (w *worker) call(ctx context.Context, name string, args ...uint64) (uint64,
 		w.active = uint32(args[0])
 	}
 	res, err := f.Call(ctx, args...)
+	w.noteMemory()
 	if err != nil {
 		w.failed = fmt.Errorf("wasm VM failed in %s: %w", name, err)
 		w.log.Error("the module trapped; this VM serves no more requests (Envoy: the filter fails closed)", "err", err)
@@ -122,6 +132,22 @@ func (w *worker) call(ctx context.Context, name string, args ...uint64) (uint64,
 		return 0, nil
 	}
 	return res[0], nil
+}
+
+// noteMemory records the VM's linear memory size (current and peak).
+func (w *worker) noteMemory() {
+	mem := w.mod.Memory()
+	if mem == nil {
+		return
+	}
+	n := uint64(mem.Size())
+	w.memBytes.Store(n)
+	for {
+		p := w.memPeak.Load()
+		if n <= p || w.memPeak.CompareAndSwap(p, n) {
+			return
+		}
+	}
 }
 
 // tickLoop calls proxy_on_tick at the period the module set.

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -82,9 +83,26 @@ type Config struct {
 	// redis-server is installed (for its tests); ignored with RedisAddr.
 	EmbeddedRedis bool
 
-	Gateway  string // GatewayAuto, GatewayEnvoy or GatewayHost
-	LogLevel string // of the gateway and control plane; default info
-	Log      *slog.Logger
+	Gateway string // GatewayAuto, GatewayEnvoy or GatewayHost
+	// GatewayAdminAddr, when set, is the local host's admin address
+	// (GET /stats, /memory: each VM's linear memory). Host only.
+	GatewayAdminAddr string
+	// GatewayWorkers is the local host's VM count (-workers); 0 keeps its
+	// default (2). Host only.
+	GatewayWorkers int
+	// GatewayArgs are extra local-host flags, after the stack's own (e.g.
+	// "-route-timeout", "60s"). Host only.
+	GatewayArgs []string
+	// CalloutAddr, when set, is where the gateways send their control-plane
+	// callouts instead of ControlPlaneAddr (a test puts a counting proxy
+	// there). Host only.
+	CalloutAddr string
+	// ExtraGateways are further local hosts on the same control plane and
+	// upstream (a fleet of gateways), started after the first and named
+	// "gateway-2", "gateway-3"…. Host only.
+	ExtraGateways []GatewayAddrs
+	LogLevel      string // of the gateway and control plane; default info
+	Log           *slog.Logger
 
 	// Supervise restarts a component (gateway, control plane, upstream,
 	// private redis-server) that exits without being asked to, on the
@@ -98,6 +116,13 @@ type Config struct {
 	MaxRestarts    int           // default 5
 	RestartWindow  time.Duration // default 1 min
 	Notify         func(Event)   // called from the supervisor's goroutines; may be nil
+}
+
+// GatewayAddrs are one extra gateway's listener and admin (empty: none)
+// addresses.
+type GatewayAddrs struct {
+	Addr  string
+	Admin string
 }
 
 // AddrInUseError says an address the stack was told to use is taken.
@@ -128,6 +153,7 @@ type Stack struct {
 	redis   redisBackend
 
 	controlplane, upstream, gw *proc
+	extra                      []*proc // Config.ExtraGateways
 
 	failed   chan error
 	stopOnce sync.Once
@@ -191,6 +217,13 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := s.launch(ctx, s.gw, dialReady(cfg.GatewayAddr)); err != nil {
 		return nil, err
 	}
+	for i, g := range cfg.ExtraGateways {
+		p := s.newProc(fmt.Sprintf("%s-%d", RoleGateway, i+2), filepath.Join(cfg.BinDir, BinHost), hostArgs(s.cfg, pol, g.Addr, g.Admin), nil)
+		s.extra = append(s.extra, p)
+		if err := s.launch(ctx, p, dialReady(g.Addr)); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Supervise {
 		for _, p := range s.procs() {
 			s.supervise(p)
@@ -225,7 +258,7 @@ func newStack(cfg Config) *Stack {
 // procs are the stack's child processes by role.
 func (s *Stack) procs() map[string]*proc {
 	m := map[string]*proc{}
-	for _, p := range []*proc{s.gw, s.controlplane, s.upstream} {
+	for _, p := range append([]*proc{s.gw, s.controlplane, s.upstream}, s.extra...) {
 		if p != nil {
 			m[p.name] = p
 		}
@@ -321,6 +354,8 @@ func (s *Stack) preflight() error {
 	bins := []string{BinControlPlane, BinUpstream}
 	if s.gateway == GatewayHost {
 		bins = append(bins, BinHost)
+	} else if s.cfg.GatewayAdminAddr != "" || s.cfg.GatewayWorkers != 0 || s.cfg.CalloutAddr != "" || len(s.cfg.ExtraGateways) > 0 || len(s.cfg.GatewayArgs) > 0 {
+		return fmt.Errorf("GatewayAdminAddr, GatewayWorkers, GatewayArgs, CalloutAddr and ExtraGateways need the local host gateway, not %s", s.gateway)
 	}
 	for _, b := range bins {
 		p := filepath.Join(s.cfg.BinDir, b)
@@ -335,6 +370,16 @@ func (s *Stack) preflight() error {
 		{RoleGateway, s.cfg.GatewayAddr},
 		{RoleControlPlane, s.cfg.ControlPlaneAddr},
 		{RoleUpstream, s.cfg.UpstreamAddr},
+	}
+	if s.cfg.GatewayAdminAddr != "" {
+		addrs = append(addrs, struct{ role, addr string }{RoleGateway + " admin", s.cfg.GatewayAdminAddr})
+	}
+	for i, g := range s.cfg.ExtraGateways {
+		name := fmt.Sprintf("%s-%d", RoleGateway, i+2)
+		addrs = append(addrs, struct{ role, addr string }{name, g.Addr})
+		if g.Admin != "" {
+			addrs = append(addrs, struct{ role, addr string }{name + " admin", g.Admin})
+		}
 	}
 	seen := map[string]string{}
 	for _, a := range addrs {
@@ -430,14 +475,30 @@ func (s *Stack) gatewayProc(pol policyInfo) (*proc, error) {
 		bin, _ := exec.LookPath("envoy")
 		return s.newProc(RoleGateway, bin, []string{"-c", bootstrap, "--use-dynamic-base-id", "--log-level", s.cfg.LogLevel}, nil), nil
 	}
-	return s.newProc(RoleGateway, filepath.Join(s.cfg.BinDir, BinHost), []string{
-		"-listen", s.cfg.GatewayAddr,
-		"-wasm", s.cfg.Wasm,
-		"-config", s.cfg.Policy,
-		"-cluster", pol.Cluster + "=" + s.cfg.ControlPlaneAddr,
-		"-upstream", s.cfg.UpstreamAddr,
-		"-log-level", s.cfg.LogLevel,
-	}, nil), nil
+	return s.newProc(RoleGateway, filepath.Join(s.cfg.BinDir, BinHost), hostArgs(s.cfg, pol, s.cfg.GatewayAddr, s.cfg.GatewayAdminAddr), nil), nil
+}
+
+// hostArgs are the local host's flags for a gateway on addr.
+func hostArgs(cfg Config, pol policyInfo, addr, admin string) []string {
+	callouts := cfg.ControlPlaneAddr
+	if cfg.CalloutAddr != "" {
+		callouts = cfg.CalloutAddr
+	}
+	args := []string{
+		"-listen", addr,
+		"-wasm", cfg.Wasm,
+		"-config", cfg.Policy,
+		"-cluster", pol.Cluster + "=" + callouts,
+		"-upstream", cfg.UpstreamAddr,
+		"-log-level", cfg.LogLevel,
+	}
+	if admin != "" {
+		args = append(args, "-admin", admin)
+	}
+	if cfg.GatewayWorkers > 0 {
+		args = append(args, "-workers", strconv.Itoa(cfg.GatewayWorkers))
+	}
+	return append(args, cfg.GatewayArgs...)
 }
 
 // Gateway is the kind of gateway running: GatewayEnvoy or GatewayHost.
@@ -466,7 +527,7 @@ func (s *Stack) LogDir() string { return s.cfg.LogDir }
 // LogFiles lists each component's log file.
 func (s *Stack) LogFiles() map[string]string {
 	m := map[string]string{}
-	for _, p := range []*proc{s.gw, s.controlplane, s.upstream} {
+	for _, p := range append([]*proc{s.gw, s.controlplane, s.upstream}, s.extra...) {
 		if p != nil {
 			m[p.name] = p.logPath
 		}
@@ -502,7 +563,7 @@ func (s *Stack) Stop() {
 		if s.supCancel != nil {
 			s.supCancel()
 		}
-		for _, p := range []*proc{s.gw, s.upstream, s.controlplane} {
+		for _, p := range append(append([]*proc{}, s.extra...), s.gw, s.upstream, s.controlplane) {
 			if p != nil {
 				p.stop()
 			}

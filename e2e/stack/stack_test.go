@@ -226,3 +226,38 @@ func indexOf(s []string, v string) int {
 	}
 	return -1
 }
+
+func TestHostArgs(t *testing.T) {
+	pol := policyInfo{Cluster: "cp"}
+	base := Config{ControlPlaneAddr: "127.0.0.1:1", UpstreamAddr: "127.0.0.1:2", Wasm: "m.wasm", Policy: "p.json", LogLevel: "warn"}
+	withAll := base
+	withAll.CalloutAddr, withAll.GatewayWorkers, withAll.GatewayArgs = "127.0.0.1:3", 4, []string{"-route-timeout", "60s"}
+	tests := []struct {
+		name        string
+		cfg         Config
+		admin       string
+		wantCluster string
+		wantAdmin   string // "" means no -admin
+		wantWorkers string // "" means no -workers
+	}{
+		{"defaults", base, "", "cp=127.0.0.1:1", "", ""},
+		{"callouts elsewhere, admin, workers", withAll, "127.0.0.1:9", "cp=127.0.0.1:3", "127.0.0.1:9", "4"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := hostArgs(tc.cfg, pol, "127.0.0.1:8", tc.admin)
+			flag := func(name string) string {
+				if i := indexOf(args, name); i >= 0 && i+1 < len(args) {
+					return args[i+1]
+				}
+				return ""
+			}
+			if len(tc.cfg.GatewayArgs) > 0 && strings.Join(args[len(args)-2:], " ") != "-route-timeout 60s" {
+				t.Errorf("args %q: want them to end with the extra flags", args)
+			}
+			if flag("-listen") != "127.0.0.1:8" || flag("-cluster") != tc.wantCluster || flag("-admin") != tc.wantAdmin || flag("-workers") != tc.wantWorkers {
+				t.Errorf("args %q: want -listen 127.0.0.1:8 -cluster %s, -admin %q, -workers %q", args, tc.wantCluster, tc.wantAdmin, tc.wantWorkers)
+			}
+		})
+	}
+}
