@@ -443,6 +443,8 @@ func TestFailedReserveReleasesHolder(t *testing.T) {
 		{name: "acquired without a token", status: 200, answer: api.ReserveResponse{Outcome: api.Acquired}, release: true},
 		{name: "unknown outcome", status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, release: true},
 		{name: "unknown outcome, fail-open (still not forwarded)", config: failOpen, status: 200, answer: api.ReserveResponse{Outcome: "maybe"}, release: true},
+		{name: "503 overloaded: shed before the store, nothing reserved", status: 503, answer: api.Problem{Type: api.ProblemOverloaded, Title: "x", Status: 503}},
+		{name: "503 of another type: may have landed", status: 503, answer: api.Problem{Type: "urn:idemgate:problem:store-unavailable", Title: "x", Status: 503}, release: true},
 		{name: "401: refused, nothing done", status: 401, answer: api.Problem{Title: "x", Status: 401}},
 		{name: "400: refused, nothing done", status: 400, answer: api.Problem{Title: "x", Status: 400}},
 		{name: "503, fail-open: forwarded", config: failOpen, status: 503, answer: api.Problem{Title: "x", Status: 503}},

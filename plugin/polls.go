@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
@@ -168,7 +167,7 @@ func (p *pluginContext) pollAnswered(g *pollGroup, status int, body []byte) {
 	g.inFlight = false
 	t := now()
 	p.sweep(g, t)
-	rr, reason, mayHold := pollOutcome(status, body)
+	rr, reason, mayHold := readReserve(status, body)
 	switch {
 	case reason != "":
 		p.pollFailed(g, reason, mayHold)
@@ -187,31 +186,6 @@ func (p *pluginContext) pollAnswered(g *pollGroup, status int, body []byte) {
 		delete(p.polls, g.key)
 	}
 	p.updateTick()
-}
-
-// pollOutcome reads a poll's answer; reason is non-empty when it is not
-// one to hand to the members, mayHold then says the reserve may have
-// acquired under the poll's holder.
-func pollOutcome(status int, body []byte) (rr api.ReserveResponse, reason string, mayHold bool) {
-	if status != 200 {
-		// A 5xx or no answer may have landed; a 4xx wrote nothing.
-		return rr, "reserve " + answerReason(status), status == 0 || status >= 500
-	}
-	rr, err := decodeReserveResponse(body)
-	if err != nil {
-		return rr, "reserve answer unreadable: " + err.Error(), true
-	}
-	switch rr.Outcome {
-	case api.Acquired:
-		if rr.Token == "" {
-			return rr, "reserve acquired without a token", true
-		}
-	case api.Completed, api.Mismatch, api.InProgress, api.Indeterminate:
-	default:
-		// An outcome this filter does not know may hold the key.
-		return rr, fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true
-	}
-	return rr, "", false
 }
 
 // pollFailed: the members wait on; a poll that may have acquired is
@@ -267,7 +241,7 @@ func (p *pluginContext) answerAll(g *pollGroup, rr api.ReserveResponse) {
 				c.edgeEpoch, c.edgeEpochKnown = g.edgeEpoch, g.edgeEpochKnown
 				c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
 			}
-			c.request = nil // merge of wip-polls (c.image = nil) onto wip-mem (the image is c.request)
+			c.image = nil // held only until now
 			c.completed(rr.Response, false)
 		case api.Mismatch:
 			c.mismatch()

@@ -13,6 +13,7 @@ import (
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/tidwall/gjson"
 )
 
 // phase is where a stream's request stands.
@@ -73,9 +74,8 @@ type httpContext struct {
 	edgeKey  string
 	edgeSeen slotSeen
 
-	// on_in_progress wait: when the wait ends and when to poll next
-	// (now() nanoseconds); waitUntil is 0 until the first in_progress.
-	waitUntil, nextPoll int64
+	// on_in_progress wait: when the wait ends (now() nanoseconds).
+	waitUntil int64
 	// lastLeaseMS is the holder's remaining lease the last in_progress
 	// answer gave, for the Retry-After of a wait that ends without one.
 	lastLeaseMS int64
@@ -290,44 +290,27 @@ func leaseEnd(o policy.OnIndeterminate) string {
 // onReserve acts on the control plane's answer; the request is held until
 // it resumes or is answered here.
 func (c *httpContext) onReserve(status int, body []byte) {
-	if c.phase == phaseGone {
-		// A poll's answer, heard by the plugin context after the stream
-		// ended (the stream's own late answers never arrive: the SDK drops
-		// them).
-		c.lateReserveAnswer(status, body)
-		return
-	}
 	if c.phase != phaseReserving {
 		return
 	}
-	if c.waitUntil != 0 {
-		// A poll dispatched from the plugin's tick: its answer comes to
-		// the plugin context; act on the stream.
-		if err := proxywasm.SetEffectiveContext(c.id); err != nil {
-			c.phase = phaseGone
-			c.lateReserveAnswer(status, body)
+	rr, reason, mayHold := readReserve(status, body)
+	if reason != "" {
+		if status == 200 && rr.Outcome != "" && !knownOutcome(rr.Outcome) {
+			// The control plane answered, with an outcome this filter does
+			// not know (a newer version's, say): it may hold the key, so
+			// the request is never forwarded, whatever failure_mode says.
+			c.releaseAttempt()
+			c.plugin.stats.controlPlaneError.Increment(1)
+			proxywasm.LogErrorf("idempotency filter: %s; answering 503 whatever failure_mode says", reason)
+			c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
 			return
 		}
-	}
-	if status != 200 {
-		// No answer or a 5xx: the reserve may have landed (a durable-mode
-		// WAIT shortfall answers 503 after its script ran). A 4xx refused
-		// before anything was written.
-		c.reserveFailed("reserve "+answerReason(status), status == 0 || status >= 500)
-		return
-	}
-	rr, err := decodeReserveResponse(body)
-	if err != nil {
-		c.reserveFailed("reserve answer unreadable: "+err.Error(), true)
+		c.reserveFailed(reason, mayHold)
 		return
 	}
 	st := &c.plugin.stats
 	switch rr.Outcome {
 	case api.Acquired:
-		if rr.Token == "" {
-			c.reserveFailed("reserve acquired without a token", true)
-			return
-		}
 		c.token = rr.Token
 		c.phase = phaseForwarded
 		st.executions.Increment(1)
@@ -347,20 +330,45 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		c.inProgress()
 	case api.Indeterminate:
 		c.indeterminateAnswer()
-	default:
-		// The control plane answered, with an outcome this filter does not
-		// know (a newer version's, say): it may hold the key, so the
-		// request is never forwarded, whatever failure_mode says.
-		reason := fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome)
-		if c.waitUntil != 0 {
-			c.reserveFailed(reason, true)
-			return
-		}
-		c.releaseAttempt()
-		c.plugin.stats.controlPlaneError.Increment(1)
-		proxywasm.LogErrorf("idempotency filter: %s; answering 503 whatever failure_mode says", reason)
-		c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
 	}
+}
+
+// readReserve reads a reserve's answer, the stream's own or a shared
+// poll's; reason is non-empty when it is not one to act on, and mayHold
+// then says the reserve may have acquired under its holder although the
+// answer was lost or failed: no answer, a 5xx (a durable-mode WAIT
+// shortfall answers 503 after its script ran), an unreadable answer, an
+// acquisition without a token, an outcome this filter does not know. A
+// 4xx, and a 503 of admission control (api.ProblemOverloaded: shed
+// before any store call), wrote nothing.
+func readReserve(status int, body []byte) (rr api.ReserveResponse, reason string, mayHold bool) {
+	if status != 200 {
+		reason = "reserve " + answerReason(status)
+		if status == 503 && gjson.GetBytes(body, "type").Str == api.ProblemOverloaded {
+			return rr, reason + " (overloaded: nothing reserved)", false
+		}
+		return rr, reason, status == 0 || status >= 500
+	}
+	rr, err := decodeReserveResponse(body)
+	if err != nil {
+		return rr, "reserve answer unreadable: " + err.Error(), true
+	}
+	switch {
+	case rr.Outcome == api.Acquired && rr.Token == "":
+		return rr, "reserve acquired without a token", true
+	case !knownOutcome(rr.Outcome):
+		return rr, fmt.Sprintf("reserve answered an unknown outcome %q", rr.Outcome), true
+	}
+	return rr, "", false
+}
+
+// knownOutcome tells the reserve outcomes this filter acts on.
+func knownOutcome(o api.Outcome) bool {
+	switch o {
+	case api.Acquired, api.Completed, api.Mismatch, api.InProgress, api.Indeterminate:
+		return true
+	}
+	return false
 }
 
 // indeterminateAnswer answers the 409 of a record whose outcome is
@@ -377,37 +385,20 @@ func (c *httpContext) inProgress() {
 	c.answer(probInProgress, "a request with the same "+c.route.KeyHeader+" is being processed; retry later", retryAfterSeconds(c.lastLeaseMS))
 }
 
-// reserveFailed handles a reserve that got no usable answer, in a
-// callout callback (or the tick) acting on the stream. Once the control
-// plane has said "in progress" for this request (a poll of
-// on_in_progress wait failed), the route's failure mode does not apply:
-// forwarding it would run a request the control plane knows to be in
-// progress elsewhere (issue 10, case 9), and refusing it 503 would hide
-// that. The duplicate keeps waiting until wait_timeout, then gets the
-// 409 in progress.
+// reserveFailed handles a stream's own reserve that got no usable
+// answer, in its callout callback: the route's failure mode decides.
+// (A shared poll's failure keeps its waiters waiting: pollFailed.)
 //
 // mayHold says the reserve may have acquired under this attempt's holder
 // although its answer was lost or failed. When the request is not
-// forwarded (fail closed, or a waiting duplicate), that holder releases
-// it; a fail-open route forwards the request, and a reservation it may
-// hold then tells the truth: the request went out.
+// forwarded (fail closed), that holder releases it; a fail-open route
+// forwards the request, and a reservation it may hold then tells the
+// truth: the request went out.
 func (c *httpContext) reserveFailed(reason string, mayHold bool) {
-	if c.waitUntil == 0 {
-		if mayHold && c.route.FailureMode != policy.FailOpen {
-			c.releaseAttempt()
-		}
-		c.controlPlaneFailed(reason, true)
-		return
-	}
-	if mayHold {
+	if mayHold && c.route.FailureMode != policy.FailOpen {
 		c.releaseAttempt()
 	}
-	c.plugin.stats.controlPlaneError.Increment(1)
-	proxywasm.LogWarnf("idempotency filter: control plane failed (%s) while %s %s waits for a request in progress: waiting on", reason, c.method, c.target)
-	if c.wait() {
-		return
-	}
-	c.inProgress()
+	c.controlPlaneFailed(reason, true)
 }
 
 // releaseAttempt queues the release by holder of the last reserve
@@ -417,46 +408,21 @@ func (c *httpContext) releaseAttempt() {
 	c.plugin.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, "", c.holder), c.outcomeDeadline(), 0)
 }
 
-// lateReserveAnswer handles a reserve answer for a stream that is gone:
-// if it acquired the key, the key is released by its token at once
-// (issue 10, case 8). The release by holder queued when the stream ended
-// covers the answers never heard.
-func (c *httpContext) lateReserveAnswer(status int, body []byte) {
-	if status != 200 {
-		return
-	}
-	rr, err := decodeReserveResponse(body)
-	if err != nil || rr.Outcome != api.Acquired || rr.Token == "" {
-		return
-	}
-	c.token = rr.Token
-	proxywasm.LogWarnf("idempotency filter: reserve acquired for %s %s after its client left: releasing it", c.method, c.target)
-	p := c.plugin
-	if p.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, c.token, ""), c.outcomeDeadline(), 0) {
-		p.serveOutbox(now()) // this callback runs in the plugin context
-	}
-}
-
 // outcomeDeadline is when the record of the last reserve ends at the
 // latest: its TTL from the reserve.
 func (c *httpContext) outcomeDeadline() int64 {
 	return c.reservedAt + c.route.TTL.Nanoseconds()
 }
 
-// wait holds a duplicate of a request in progress (on_in_progress wait):
-// the plugin's tick polls reserve again every pollInterval until the
-// answer is no longer in_progress or wait_timeout has passed since the
-// first in_progress; then, or when too many streams already wait, it
-// returns false and the duplicate gets the 409.
+// wait holds a duplicate of a request in progress (on_in_progress wait)
+// in its record's poll group (polls.go) until the shared poll's answer is
+// no longer in_progress or wait_timeout has passed; when too many streams
+// already wait, it returns false and the duplicate gets the 409.
 func (c *httpContext) wait() bool {
-	t := now()
-	if c.waitUntil == 0 {
-		c.waitUntil = t + c.route.WaitTimeout.Nanoseconds()
-	}
-	if t >= c.waitUntil || !c.plugin.addWaiter(c) {
+	c.waitUntil = now() + c.route.WaitTimeout.Nanoseconds()
+	if !c.plugin.addWaiter(c) {
 		return false
 	}
-	c.nextPoll = min(t+pollInterval(c.route.WaitTimeout).Nanoseconds(), c.waitUntil)
 	c.phase = phaseWaiting
 	c.plugin.stats.waits.Increment(1)
 	return true
