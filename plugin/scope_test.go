@@ -95,6 +95,67 @@ func TestScopeVectors(t *testing.T) {
 	}
 }
 
+// TestScopeEveryHeaderAndValue (issue 14, item 7): with several scope
+// headers every one counts, and with a repeated scope header every value
+// counts, in order. A scope that kept only the first header, or only the
+// first value of a header, would let two principals share records.
+func TestScopeEveryHeaderAndValue(t *testing.T) {
+	two := policy.Scope{Headers: []string{"authorization", "x-tenant"}}
+	three := policy.Scope{Headers: []string{"authorization", "x-tenant", "x-region"}}
+	tenant := policy.Scope{Headers: []string{"x-tenant"}}
+	alice := [2]string{"authorization", "Bearer alice"}
+	tests := []struct {
+		name  string
+		scope policy.Scope
+		a, b  [][2]string
+		same  bool
+	}{
+		{"second header differs", two, [][2]string{alice, {"x-tenant", "acme"}}, [][2]string{alice, {"x-tenant", "globex"}}, false},
+		{"first header differs", two, [][2]string{alice, {"x-tenant", "acme"}}, [][2]string{{"authorization", "Bearer bob"}, {"x-tenant", "acme"}}, false},
+		{"third header differs", three, [][2]string{alice, {"x-tenant", "acme"}, {"x-region", "eu"}}, [][2]string{alice, {"x-tenant", "acme"}, {"x-region", "us"}}, false},
+		{"headers received in another order", two, [][2]string{alice, {"x-tenant", "acme"}}, [][2]string{{"X-Tenant", "acme"}, {"Authorization", "Bearer alice"}}, true},
+		{"values moved between headers", two, [][2]string{{"authorization", "a"}, {"x-tenant", "b"}}, [][2]string{{"authorization", "b"}, {"x-tenant", "a"}}, false},
+		{"second value of a repeated header differs", tenant, [][2]string{{"x-tenant", "acme"}, {"x-tenant", "a"}}, [][2]string{{"x-tenant", "acme"}, {"x-tenant", "b"}}, false},
+		{"repeated header, second value differs, with other headers", two,
+			[][2]string{alice, {"x-tenant", "acme"}, {"x-tenant", "a"}}, [][2]string{{"x-tenant", "acme"}, alice, {"x-tenant", "b"}}, false},
+		{"a value repeated vs once", tenant, [][2]string{{"x-tenant", "acme"}, {"x-tenant", "acme"}}, [][2]string{{"x-tenant", "acme"}}, false},
+		{"a second value vs none", tenant, [][2]string{{"x-tenant", "acme"}, {"x-tenant", "globex"}}, [][2]string{{"x-tenant", "acme"}}, false},
+		{"repeated values in another order", tenant, [][2]string{{"x-tenant", "a"}, {"x-tenant", "b"}}, [][2]string{{"x-tenant", "b"}, {"x-tenant", "a"}}, false},
+		{"two values vs one joined", tenant, [][2]string{{"x-tenant", "a"}, {"x-tenant", "b"}}, [][2]string{{"x-tenant", "a,b"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, ma := scopeOf(tt.scope, tt.a)
+			b, mb := scopeOf(tt.scope, tt.b)
+			if ma != "" || mb != "" {
+				t.Fatalf("missing %q, %q; want every source present", ma, mb)
+			}
+			if (a == b) != tt.same {
+				t.Errorf("same scope = %v, want %v (%s vs %s)", a == b, tt.same, a, b)
+			}
+		})
+	}
+	// The framing of several headers and repeated values, recomputed.
+	got, _ := scopeOf(two, [][2]string{{"X-Tenant", "acme"}, alice, {"x-tenant", " eu "}})
+	var f []byte
+	count := func(n int) { f = binary.BigEndian.AppendUint64(f, uint64(n)) }
+	field := func(s string) { count(len(s)); f = append(f, s...) }
+	field("idemgate-scope-v1")
+	count(2)
+	field("authorization")
+	count(1)
+	field("Bearer alice")
+	field("x-tenant")
+	count(2)
+	field("acme")
+	field("eu")
+	count(0)
+	sum := sha256.Sum256(f)
+	if want := "sha256:" + hex.EncodeToString(sum[:]); got != want {
+		t.Errorf("scope of two headers, one repeated = %s, want %s", got, want)
+	}
+}
+
 // TestScope: the scope sent to the control plane is the documented hash
 // of the scope headers; a metadata scope adds the property's value.
 func TestScope(t *testing.T) {
