@@ -168,6 +168,13 @@ func TestStringsAndNames(t *testing.T) {
 		{"nested objects", `{"b":{"d":1,"c":2},"a":[{"f":1,"e":2}]}`, `{"a":[{"e":2,"f":1}],"b":{"c":2,"d":1}}`},
 		{"whitespace removed", " {\n\t\"a\" : [ 1 , true , null , false ] \r\n} ", `{"a":[1,true,null,false]}`},
 		{"empty containers", `{"a":{},"b":[]}`, `{"a":{},"b":[]}`},
+		// RFC 8785 3.2.2.2: a name is serialized like any string, so a
+		// control character in it is escaped, never written raw.
+		{"U+001F in a name", `{"a\u001Fb":1}`, `{"a\u001fb":1}`},
+		{"U+001F alone as a name", `{"\u001f":1}`, `{"\u001f":1}`},
+		{"NUL and short escapes in a name", `{"\u0000\n\t\"\\":1}`, `{"\u0000\n\t\"\\":1}`},
+		{"control names sort decoded", `{"\u001f":1,"\u0001":2," ":3}`, `{"\u0001":2,"\u001f":1," ":3}`},
+		{"control name in a nested object", `{"x":{"\u001e":true}}`, `{"x":{"\u001e":true}}`},
 		{"names with escapes in nested objects", `{"\u0063":{"\u0062":1,"\u0061":2},"\u0061":"\u00e9"}`, `{"a":"é","c":{"a":2,"b":1}}`},
 	}
 	for _, tt := range tests {

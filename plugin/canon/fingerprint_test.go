@@ -172,6 +172,17 @@ func TestFingerprintEquivalence(t *testing.T) {
 		{"included field differs", base, with(func(r *Request) { r.Body = []byte(`{"amount":5}`) }), Selection{Include: []string{"amount"}}, false},
 		{"unselected header ignored", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Request-Id", "abc"}} }), Selection{}, true},
 		{"selected header counts", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", "t9"}} }), Selection{Headers: []string{"x-tenant"}}, false},
+		// Absent and empty are two requests (the framing counts values):
+		// a client that sends the header empty must not match one that
+		// omits it.
+		{"selected header empty vs absent", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", ""}} }), Selection{Headers: []string{"x-tenant"}}, false},
+		{"selected header blank vs absent", base, with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", " \t"}} }), Selection{Headers: []string{"x-tenant"}}, false},
+		{"selected header empty vs absent, other one present", with(func(r *Request) { r.Headers = [][2]string{{"X-Region", "eu"}} }),
+			with(func(r *Request) { r.Headers = [][2]string{{"X-Region", "eu"}, {"X-Tenant", ""}} }), Selection{Headers: []string{"x-tenant", "x-region"}}, false},
+		{"selected header empty twice vs once", with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", ""}} }),
+			with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", ""}, {"X-Tenant", ""}} }), Selection{Headers: []string{"x-tenant"}}, false},
+		{"selected header blank vs empty", with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", ""}} }),
+			with(func(r *Request) { r.Headers = [][2]string{{"X-Tenant", " "}} }), Selection{Headers: []string{"x-tenant"}}, true},
 		{"raw body hashed as bytes", with(func(r *Request) { r.ContentType = "text/plain"; r.Body = []byte("a=1") }),
 			with(func(r *Request) { r.ContentType = "text/plain"; r.Body = []byte("a=1 ") }), Selection{}, false},
 		{"JSON vs raw of the same bytes differ", base, with(func(r *Request) { r.ContentType = "" }), Selection{}, false},

@@ -36,6 +36,8 @@ func addVectors(f *testing.F) {
 func FuzzDifferential(f *testing.F) {
 	addVectors(f)
 	f.Add([]byte(`{"id":1234567890123456789,"x":[1e-400,0.1]}`))
+	// Member names with control characters: escaped like values (RFC 8785).
+	f.Add([]byte(`{"\u001f":1,"a\u0000b":{"\u001F\t":2}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, werr := jcs.Transform(data)
 		var rep Report
