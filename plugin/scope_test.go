@@ -357,3 +357,37 @@ func checkErrorLog(t *testing.T, logs []string, want string) {
 }
 
 func strPtr(s string) *string { return &s }
+
+// TestScopeEveryHeaderInModule: the same through the filter (natively
+// and in the compiled module): with scope headers authorization and
+// x-tenant, the scope sent to reserve changes with the second header and
+// with the second value of a repeated one.
+func TestScopeEveryHeaderInModule(t *testing.T) {
+	two := []string{`"scope": { "headers": ["authorization"] }`, `"scope": { "headers": ["authorization", "x-tenant"] }`}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		reserveScope := func(t *testing.T, tenants ...string) string {
+			host, reset := startHost(t, vm, withConfig(t, two...))
+			defer reset()
+			id := host.InitializeHttpContext()
+			h := [][2]string{{":method", "POST"}, {":path", "/payments"}, {":authority", "a"}, keyK1, {"authorization", "Bearer alice"}}
+			for _, v := range tenants {
+				h = append(h, [2]string{"x-tenant", v})
+			}
+			host.CallOnRequestHeaders(id, h, true)
+			var req api.ReserveRequest
+			decodeStrict(t, nthCallout(t, host, id, 0, api.PathReserve).Body, &req)
+			return req.Scope
+		}
+		acme, globex := reserveScope(t, "acme"), reserveScope(t, "globex")
+		acmeA, acmeB := reserveScope(t, "acme", "a"), reserveScope(t, "acme", "b")
+		if acme == globex {
+			t.Errorf("tenants acme and globex share the scope %s", acme)
+		}
+		if acmeA == acmeB || acmeA == acme {
+			t.Errorf("repeated x-tenant: scopes %s, %s, %s not distinct", acme, acmeA, acmeB)
+		}
+		if want, _ := scopeOf(policy.Scope{Headers: []string{"authorization", "x-tenant"}}, [][2]string{{"authorization", "Bearer alice"}, {"x-tenant", "acme"}, {"x-tenant", "b"}}); acmeB != want {
+			t.Errorf("scope = %s, want %s", acmeB, want)
+		}
+	})
+}
