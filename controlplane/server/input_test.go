@@ -1,13 +1,17 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/server"
@@ -269,5 +273,39 @@ func TestSizeLimitBoundary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSizeLimitBeforeReading: a Content-Length over the limit is refused
+// before the body is read: the client that declared it and sends nothing
+// gets its 413 at once. (net/http, answering a handler that left the
+// body unread, first reads up to 256 KiB of it to keep the connection,
+// unless the answer closes the connection.)
+func TestSizeLimitBeforeReading(t *testing.T) {
+	const maxReq = 100_000
+	e := newEnv(t, func(s *setup) { s.opt.MaxRequestBytes = maxReq })
+	for _, tt := range []struct {
+		path  string
+		limit int64
+	}{
+		{api.PathReserve, 64 << 10},
+		{api.PathComplete, maxReq},
+	} {
+		conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			tt.path, token, tt.limit+1)
+		if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s with Content-Length %d and no body: no answer before the body (%v)", tt.path, tt.limit+1, err)
+		} else if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s with Content-Length %d = %d, want 413", tt.path, tt.limit+1, resp.StatusCode)
+		}
+		conn.Close()
 	}
 }
