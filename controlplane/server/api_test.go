@@ -217,22 +217,57 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// TestAdminToken: with an admin token set, every admin endpoint refuses
+// the filter's token (403) and serves the admin token; a wrong token is
+// 401 there; the admin token opens nothing but the admin endpoints.
 func TestAdminToken(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.opt.AdminToken = adminToken })
-	path := api.PathAdminKeys + query("s", "absent")
-	// The filter's token is refused on the admin endpoints...
-	resp, body := e.do(http.MethodGet, path, nil)
-	problemOf(t, resp, body, http.StatusForbidden)
-	resp, body = e.do(http.MethodDelete, path, nil)
-	problemOf(t, resp, body, http.StatusForbidden)
-	// ...the admin token is accepted there (404: no such record)...
-	resp, body = e.do(http.MethodGet, path, nil, "Authorization", "Bearer "+adminToken)
-	problemOf(t, resp, body, http.StatusNotFound)
-	// ...and only there.
-	resp, body = e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"}, "Authorization", "Bearer "+adminToken)
-	problemOf(t, resp, body, http.StatusUnauthorized)
-	resp, body = e.do(http.MethodGet, path, nil, "Authorization", "Bearer wrong-wrong-wrong-wrong")
-	problemOf(t, resp, body, http.StatusUnauthorized)
+	keyQ := query("s", "absent")
+	for _, ep := range []struct {
+		name, method, path string
+		adminStatus        int // with the admin token
+	}{
+		{"admin get", http.MethodGet, api.PathAdminKeys + keyQ, http.StatusNotFound},
+		{"admin delete", http.MethodDelete, api.PathAdminKeys + keyQ, http.StatusOK},
+		{"admin delete dry run", http.MethodDelete, api.PathAdminKeys + query("s", "absent", "dry_run=1"), http.StatusOK},
+		{"admin release", http.MethodPost, api.PathAdminRelease + keyQ, http.StatusOK},
+		{"admin release dry run", http.MethodPost, api.PathAdminRelease + query("s", "absent", "dry_run=1"), http.StatusOK},
+		{"admin list", http.MethodGet, api.PathAdminKeyList + "?state=indeterminate", http.StatusOK},
+		{"admin list in progress", http.MethodGet, api.PathAdminKeyList + "?state=in_progress&scope=s", http.StatusOK},
+	} {
+		t.Run(ep.name, func(t *testing.T) {
+			// The filter's token is refused...
+			resp, body := e.do(ep.method, ep.path, nil, "Authorization", "Bearer "+token)
+			p := problemOf(t, resp, body, http.StatusForbidden)
+			if !strings.Contains(p.Detail, "admin token") {
+				t.Errorf("detail = %q, want it to name the admin token", p.Detail)
+			}
+			// ...a wrong token is not valid...
+			resp, body = e.do(ep.method, ep.path, nil, "Authorization", "Bearer wrong-wrong-wrong-wrong")
+			problemOf(t, resp, body, http.StatusUnauthorized)
+			// ...the admin token is served.
+			resp, body = e.do(ep.method, ep.path, nil, "Authorization", "Bearer "+adminToken)
+			if resp.StatusCode != ep.adminStatus {
+				t.Errorf("with the admin token = %d %s, want %d", resp.StatusCode, body, ep.adminStatus)
+			}
+		})
+	}
+	// The admin token opens only the admin endpoints.
+	for _, ep := range []struct {
+		method, path string
+		body         any
+	}{
+		{http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"}},
+		{http.MethodPost, api.PathComplete, api.CompleteRequest{Scope: "s", Key: "k", Token: "t", Response: api.StoredResponse{Status: 200}}},
+		{http.MethodPost, api.PathRelease, api.ReleaseRequest{Scope: "s", Key: "k", Token: "t"}},
+		{http.MethodPost, api.PathAbandon, api.AbandonRequest{Scope: "s", Key: "k", Token: "t"}},
+		{http.MethodGet, api.PathEdgeEpoch, nil},
+	} {
+		resp, body := e.do(ep.method, ep.path, ep.body, "Authorization", "Bearer "+adminToken)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s with the admin token = %d %s, want 401", ep.method, ep.path, resp.StatusCode, body)
+		}
+	}
 }
 
 func TestInsecureNoAuth(t *testing.T) {

@@ -50,6 +50,10 @@ func MinRequestBytes(maxStored int) int64 {
 // trailing data. Errors name the field or the byte offset.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *problem {
 	if r.ContentLength > limit {
+		// Close the connection after the answer: otherwise net/http,
+		// to keep it, first reads up to 256 KiB of the body we refuse,
+		// and the 413 waits for a client that may be waiting for it.
+		w.Header().Set("Connection", "close")
 		return tooLarge(limit)
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))

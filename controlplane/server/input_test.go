@@ -1,13 +1,17 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/server"
@@ -193,5 +197,115 @@ func TestCompleteHeaders(t *testing.T) {
 				t.Errorf("after a refused complete, reserve = %+v, want in_progress", res)
 			}
 		})
+	}
+}
+
+// TestSizeLimitBoundary: a body of exactly the limit is served, one byte
+// more is 413, whether the client sends a Content-Length (checked before
+// reading) or sends it chunked (counted while reading). Bodies are padded
+// to size with trailing JSON whitespace, which the decoder accepts.
+func TestSizeLimitBoundary(t *testing.T) {
+	const maxReq = 100_000
+	pad := func(t *testing.T, j []byte, n int64) string {
+		t.Helper()
+		if int64(len(j)) > n {
+			t.Fatalf("body of %d bytes is already over %d", len(j), n)
+		}
+		return string(j) + strings.Repeat(" ", int(n)-len(j))
+	}
+	for _, tt := range []struct {
+		name   string
+		maxReq int64
+		path   string
+		limit  int64
+	}{
+		{"reserve at the small limit", maxReq, api.PathReserve, 64 << 10},
+		{"release at the small limit", maxReq, api.PathRelease, 64 << 10},
+		{"abandon at the small limit", maxReq, api.PathAbandon, 64 << 10},
+		{"complete at MaxRequestBytes", maxReq, api.PathComplete, maxReq},
+		{"reserve under a MaxRequestBytes below 64 KiB", 20_000, api.PathReserve, 20_000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(s *setup) { s.opt.MaxRequestBytes = tt.maxReq })
+			n := 0
+			// body returns a valid request for tt.path on a fresh key,
+			// padded to size bytes.
+			body := func(size int64) string {
+				n++
+				key := "k" + strconv.Itoa(n)
+				var v any
+				switch tt.path {
+				case api.PathReserve:
+					v = api.ReserveRequest{Scope: "s", Key: key, Fingerprint: "f"}
+				case api.PathRelease:
+					v = api.ReleaseRequest{Scope: "s", Key: key, Token: e.acquire("s", key, "f")}
+				case api.PathAbandon:
+					v = api.AbandonRequest{Scope: "s", Key: key, Token: e.acquire("s", key, "f")}
+				case api.PathComplete:
+					v = api.CompleteRequest{Scope: "s", Key: key, Token: e.acquire("s", key, "f"),
+						Response: api.StoredResponse{Status: 200, Body: bytes.Repeat([]byte("x"), 1000)}}
+				}
+				j, err := json.Marshal(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pad(t, j, size)
+			}
+			for _, tr := range []struct {
+				name string
+				wrap func(string) any
+			}{
+				{"with Content-Length", func(s string) any { return s }},
+				// Not a *strings.Reader: the client sends it chunked.
+				{"chunked", func(s string) any { return io.MultiReader(strings.NewReader(s)) }},
+			} {
+				b := body(tt.limit)
+				resp, rb := e.do(http.MethodPost, tt.path, tr.wrap(b))
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("%s, exactly %d bytes = %d %s, want 200", tr.name, len(b), resp.StatusCode, rb)
+				}
+				b = body(tt.limit + 1)
+				resp, rb = e.do(http.MethodPost, tt.path, tr.wrap(b))
+				if resp.StatusCode != http.StatusRequestEntityTooLarge {
+					t.Errorf("%s, %d bytes (one over) = %d %s, want 413", tr.name, len(b), resp.StatusCode, rb)
+				} else if p := problemOf(t, resp, rb, http.StatusRequestEntityTooLarge); !strings.Contains(p.Detail, "larger than "+strconv.FormatInt(tt.limit, 10)+" bytes") {
+					t.Errorf("%s: detail = %q, want the limit %d", tr.name, p.Detail, tt.limit)
+				}
+			}
+		})
+	}
+}
+
+// TestSizeLimitBeforeReading: a Content-Length over the limit is refused
+// before the body is read: the client that declared it and sends nothing
+// gets its 413 at once. (net/http, answering a handler that left the
+// body unread, first reads up to 256 KiB of it to keep the connection,
+// unless the answer closes the connection.)
+func TestSizeLimitBeforeReading(t *testing.T) {
+	const maxReq = 100_000
+	e := newEnv(t, func(s *setup) { s.opt.MaxRequestBytes = maxReq })
+	for _, tt := range []struct {
+		path  string
+		limit int64
+	}{
+		{api.PathReserve, 64 << 10},
+		{api.PathComplete, maxReq},
+	} {
+		conn, err := net.Dial("tcp", e.ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			tt.path, token, tt.limit+1)
+		if err := conn.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s with Content-Length %d and no body: no answer before the body (%v)", tt.path, tt.limit+1, err)
+		} else if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s with Content-Length %d = %d, want 413", tt.path, tt.limit+1, resp.StatusCode)
+		}
+		conn.Close()
 	}
 }
