@@ -123,7 +123,7 @@ func TestConcurrentDuplicatesExecuteOnce(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	var executed, replayed, conflicts int
+	var executed, replayed, conflicts, shed int
 	var original answer
 	for _, a := range answers {
 		switch {
@@ -139,11 +139,16 @@ func TestConcurrentDuplicatesExecuteOnce(t *testing.T) {
 			if a.header.Get("Retry-After") == "" {
 				t.Errorf("409 without Retry-After: %v", a)
 			}
+		case a.status == http.StatusServiceUnavailable && a.header.Get("Retry-After") != "":
+			// Shed by the control plane's admission control (reserves get
+			// 48 of its 64 slots by default): a burst may meet it, and a
+			// shed request runs nothing.
+			shed++
 		default:
 			t.Errorf("unexpected answer %v", a)
 		}
 	}
-	t.Logf("%d concurrent duplicates: %d executed, %d replayed, %d got 409", n, executed, replayed, conflicts)
+	t.Logf("%d concurrent duplicates: %d executed, %d replayed, %d got 409, %d shed (503)", n, executed, replayed, conflicts, shed)
 	if executed != 1 {
 		t.Fatalf("%d answers executed, want exactly 1", executed)
 	}
