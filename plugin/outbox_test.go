@@ -502,19 +502,7 @@ func TestFailedPollReleasesHolder(t *testing.T) {
 		var pq api.ReserveRequest
 		decodeStrict(t, poll.Body, &pq)
 		answerPlugin(t, host, idx, 503, api.Problem{Title: "x", Status: 503})
-		var rr api.ReleaseRequest
-		tickFor(t, host, "release by the poll's holder", func() bool {
-			rel, i, ok := nextPluginCallout(host, api.PathRelease)
-			if !ok {
-				return false
-			}
-			decodeStrict(t, rel.Body, &rr)
-			answerPlugin(t, host, i, 200, api.Result{Outcome: "fenced"})
-			return true
-		})
-		if rr.Holder != pq.Holder || rr.Token != "" {
-			t.Errorf("release = %+v, want by the failed poll's holder %q", rr, pq.Holder)
-		}
+		expectHolderRelease(t, host, pq, "fenced")
 		if r := host.GetSentLocalResponse(id); r != nil {
 			t.Errorf("local response %d after one failed poll, want the wait to go on", r.StatusCode)
 		}
