@@ -330,8 +330,15 @@ func runReconcile(t *testing.T, c redis.UniversalClient) {
 		if rec.State != api.StateInProgress {
 			t.Fatalf("the new reservation %+v was touched", rec)
 		}
-		if err := s.Complete(ctx, api.CompleteRequest{Scope: rcScope, Key: "k", Token: tok2, Response: responseFor(200)}); err != nil {
-			t.Fatalf("the new holder's complete: %v", err)
+		// The new attempt abandoned too: reconcilable, but only by its
+		// own token.
+		if err := s.Abandon(ctx, api.AbandonRequest{Scope: rcScope, Key: "k", Token: tok2}); err != nil {
+			t.Fatalf("the new holder's abandon: %v", err)
+		}
+		checkStale(ctx, t, s, p)
+		p2, rec, ok, err := s.LoadForReconcile(ctx, rcScope, "k")
+		if err != nil || !ok || p2.Token != tok2 || rec.ReconcileAttempts != 0 {
+			t.Fatalf("the new attempt: %+v %+v %v %v, want reconcilable under %q", p2, rec, ok, err, tok2)
 		}
 	})
 
