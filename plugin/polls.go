@@ -107,7 +107,7 @@ func (p *pluginContext) dispatchPoll(g *pollGroup, t int64) error {
 	req := api.ReserveRequest{
 		Scope: g.key.scope, Key: g.key.key, Fingerprint: g.key.fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), Holder: g.holder,
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: g.holder,
 	}
 	g.reservedAt = t
 	g.edgeEpoch, g.edgeEpochKnown = p.edgeEpoch()
@@ -210,11 +210,9 @@ func (p *pluginContext) handOver(g *pollGroup, token string) {
 		if c.phase != phaseWaiting || !p.onStream(c) {
 			continue
 		}
-		c.token, c.holder, c.reservedAt = token, g.holder, g.reservedAt
+		c.holder, c.reservedAt = g.holder, g.reservedAt
 		c.edgeEpoch, c.edgeEpochKnown = g.edgeEpoch, g.edgeEpochKnown
-		c.phase = phaseForwarded
-		p.stats.executions.Increment(1)
-		resumeRequest()
+		c.forward(token)
 		return
 	}
 	proxywasm.LogWarnf("idempotency filter: a poll acquired a key after every request waiting for it left: releasing it")
@@ -246,7 +244,7 @@ func (p *pluginContext) answerAll(g *pollGroup, rr api.ReserveResponse) {
 		case api.Mismatch:
 			c.mismatch()
 		case api.Indeterminate:
-			c.indeterminateAnswer()
+			c.indeterminateAnswer(rr.ReconcileInMS)
 		}
 	}
 	clear(g.members)

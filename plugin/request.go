@@ -115,6 +115,9 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 		return types.ActionContinue
 	}
 	c.matched = r
+	if r.AttemptHeader != "" {
+		stripAttempt(headers, r.AttemptHeader)
+	}
 	raw, n := header(headers, r.KeyHeader)
 	switch {
 	case n == 0 && !r.Required:
@@ -271,7 +274,7 @@ func (c *httpContext) dispatchReserve() error {
 	req := api.ReserveRequest{
 		Scope: c.scope, Key: c.key, Fingerprint: c.fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), Holder: c.holder,
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: c.holder,
 	}
 	c.phase = phaseReserving
 	c.reservedAt = now()
@@ -281,10 +284,47 @@ func (c *httpContext) dispatchReserve() error {
 
 // leaseEnd is the wire value of a route's on_indeterminate.
 func leaseEnd(o policy.OnIndeterminate) string {
-	if o == policy.ReleaseKey {
+	switch o {
+	case policy.ReleaseKey:
 		return api.LeaseRelease
+	case policy.Reconcile:
+		return api.LeaseReconcile
 	}
 	return api.LeaseLock
+}
+
+// stripAttempt removes every value the client sent of a reconcile route's
+// attempt header, whatever becomes of the request: the attempt id the
+// upstream stores must be the gateway's, never one a client chose (it
+// could name another attempt). One removal per value: Envoy removes them
+// all at once, a host that removes one per call needs one call each.
+func stripAttempt(headers [][2]string, name string) {
+	_, n := header(headers, name)
+	for range n {
+		if err := proxywasm.RemoveHttpRequestHeader(name); err != nil {
+			proxywasm.LogErrorf("idempotency filter: remove request header %s: %v", name, err)
+			return
+		}
+	}
+}
+
+// forward sends the request upstream under the acquired token. On a
+// reconcile route the request carries the token as its attempt id:
+// without it the upstream could not answer for this attempt, so a request
+// whose header cannot be set is not forwarded (its key is released).
+func (c *httpContext) forward(token string) {
+	c.token = token
+	if h := c.route.AttemptHeader; h != "" {
+		if err := proxywasm.ReplaceHttpRequestHeader(h, token); err != nil {
+			proxywasm.LogErrorf("idempotency filter: set request header %s: %v; not forwarding %s %s", h, err, c.method, c.target)
+			c.plugin.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, token, ""), c.outcomeDeadline(), 0)
+			c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
+			return
+		}
+	}
+	c.phase = phaseForwarded
+	c.plugin.stats.executions.Increment(1)
+	resumeRequest()
 }
 
 // onReserve acts on the control plane's answer; the request is held until
@@ -308,13 +348,9 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		c.reserveFailed(reason, mayHold)
 		return
 	}
-	st := &c.plugin.stats
 	switch rr.Outcome {
 	case api.Acquired:
-		c.token = rr.Token
-		c.phase = phaseForwarded
-		st.executions.Increment(1)
-		resumeRequest()
+		c.forward(rr.Token)
 	case api.Completed:
 		if rr.Response != nil {
 			c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
@@ -329,7 +365,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 		c.inProgress()
 	case api.Indeterminate:
-		c.indeterminateAnswer()
+		c.indeterminateAnswer(rr.ReconcileInMS)
 	}
 }
 
@@ -372,10 +408,18 @@ func knownOutcome(o api.Outcome) bool {
 }
 
 // indeterminateAnswer answers the 409 of a record whose outcome is
-// unknown. Waiting would not help: nothing will resolve it but an
-// operator or the record's TTL.
-func (c *httpContext) indeterminateAnswer() {
+// unknown. Waiting would not help, unless the control plane is asking the
+// upstream about it (reconcileInMS > 0: when it asks next): then the
+// answer says when a retry may find it settled. Otherwise nothing will
+// resolve it but an operator or the record's TTL.
+func (c *httpContext) indeterminateAnswer(reconcileInMS int64) {
 	c.plugin.stats.indeterminate.Increment(1)
+	if reconcileInMS > 0 {
+		s := retryAfterSeconds(reconcileInMS)
+		c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; the gateway is asking the upstream whether it ran: "+
+			"retry with the same key after "+strconv.Itoa(s)+" s (its response is replayed if it ran; it runs if it did not)", s)
+		return
+	}
 	c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
 }
 
