@@ -62,7 +62,13 @@ type config struct {
 	// the key before a rotation. Empty FingerprintKeys: unkeyed SHA-256.
 	FingerprintKeyEnv string
 	FingerprintKeys   [][]byte
+
+	showVersion bool // --version: parseConfig answers errVersion
 }
+
+// errVersion is parseConfig's answer to --version, as flag.ErrHelp is to
+// --help.
+var errVersion = errors.New("version requested")
 
 // Environment variables. Flags win over them.
 const (
@@ -145,6 +151,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.StringVar(&c.FingerprintKeyEnv, "fingerprint-key-env", envFingerprintKey, "`NAME` of the environment variable holding the fingerprint key (base64 of 32 bytes; NAME_PREVIOUS: the key before a rotation). Redis keeps HMAC-SHA-256 of each fingerprint under it; unset, SHA-256")
 	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and VCS revision, then exit")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env := flagEnv[f.Name]; env != "" && !strings.Contains(f.Usage, env) {
 			f.Usage += " (env " + env + ")"
@@ -171,6 +178,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+	}
+	// Before the environment is read: --version answers whatever the
+	// configuration (a container's has no token, say).
+	if c.showVersion {
+		return c, errVersion
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
