@@ -44,7 +44,8 @@ func parseDockerfile(t *testing.T, path string) []stage {
 		for a := n.Next; a != nil; a = a.Next {
 			args = append(args, a.Value)
 		}
-		if n.Value == "from" {
+		cmd := strings.ToLower(n.Value) // as written: FROM, from…
+		if cmd == "from" {
 			stages = append(stages, stage{from: strings.Join(args, " ")})
 			continue
 		}
@@ -52,7 +53,7 @@ func parseDockerfile(t *testing.T, path string) []stage {
 			continue // ARG before the first FROM
 		}
 		s := &stages[len(stages)-1]
-		switch n.Value {
+		switch cmd {
 		case "user":
 			s.user = strings.Join(args, " ")
 		case "entrypoint":
@@ -128,6 +129,9 @@ func TestDockerfiles(t *testing.T) {
 	}
 
 	cp := parseDockerfile(t, filepath.Join("..", "controlplane", "Dockerfile"))
+	if len(cp) == 0 {
+		t.Fatal("controlplane/Dockerfile: no FROM")
+	}
 	final := cp[len(cp)-1]
 	if len(final.entrypoint) != 1 || final.entrypoint[0] != images.BinaryPath {
 		t.Errorf("controlplane/Dockerfile ENTRYPOINT %q; make image's binary is %s", final.entrypoint, images.BinaryPath)
