@@ -164,7 +164,6 @@ func ControlPlaneIndex(binaries map[string][]byte, caPEM []byte, m Meta) (v1.Ima
 		if err != nil {
 			return nil, err
 		}
-		p := p
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
 	return idx, nil
