@@ -62,8 +62,13 @@ MKIMAGE := $(GO) run ./images/cmd/mkimage -out $(BUILD)/images -tag $(IMAGE_TAG)
 image: wasm ## build/images/{idempotency-wasm,controlplane}.tar without Docker; prints the digests to pin
 	$(MKIMAGE) -wasm $(WASM) -version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH)
 
+# Checked before anything is built.
+ifneq ($(filter image-push,$(MAKECMDGOALS)),)
+ifeq ($(REGISTRY),)
+$(error make image-push needs REGISTRY, e.g. make image-push REGISTRY=ghcr.io/you)
+endif
+endif
 image-push: image ## push both images to REGISTRY (REGISTRY=ghcr.io/you [IMAGE_TAG=v1.0.0]; auth: your Docker config)
-	@[ -n "$(REGISTRY)" ] || { echo "make image-push needs REGISTRY, e.g. make image-push REGISTRY=ghcr.io/you" >&2; exit 2; }
 	$(MKIMAGE) -push $(REGISTRY)
 
 lint: ## gofmt and go vet (native and wasip1)
