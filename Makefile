@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps demo-deps wasm build test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e load clean
+.PHONY: help deps demo-deps wasm build image image-push test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e load clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -50,19 +50,41 @@ wasm: ## build the filter: build/idempotency.wasm (standard Go, wasip1 reactor)
 build: wasm ## build the wasm filter and the binaries into build/
 	$(GO) build -trimpath -o $(BUILD)/ ./controlplane/... ./e2e/cmd/...
 
+# The images (images/, README "Images"), built with no Docker engine. The
+# version, revision and time come from git, so the same commit gives the
+# same digests; override them (and IMAGE_TAG) for a release.
+IMAGE_TAG ?= dev
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+MKIMAGE := $(GO) run ./images/cmd/mkimage -out $(BUILD)/images -tag $(IMAGE_TAG)
+
+image: wasm ## build/images/{idempotency-wasm,controlplane}.tar without Docker; prints the digests to pin
+	$(MKIMAGE) -wasm $(WASM) -version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH)
+
+# Checked before anything is built.
+ifneq ($(filter image-push,$(MAKECMDGOALS)),)
+ifeq ($(REGISTRY),)
+$(error make image-push needs REGISTRY, e.g. make image-push REGISTRY=ghcr.io/you)
+endif
+endif
+image-push: image ## push both images to REGISTRY (REGISTRY=ghcr.io/you [IMAGE_TAG=v1.0.0]; auth: your Docker config)
+	$(MKIMAGE) -push $(REGISTRY)
+
 lint: ## gofmt and go vet (native and wasip1)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
 
-test: deps build lint test-wasm ## all tests (builds the wasm module first: its tests run against it)
+test: deps build lint test-wasm image ## all tests (builds the wasm module and the images first: tests run against them)
 	$(GO) test -count=1 ./plugin/...
 	@# The race detector covers the concurrent service code; idemctl (a CLI)
 	@# links Envoy's API types, which would compile a second time with -race.
 	$(GO) test -race -count=1 $$($(GO) list ./controlplane/... ./internal/... | grep -v /idemctl)
 	$(GO) test -count=1 ./controlplane/idemctl/
 	$(GO) test -count=1 ./envoy/...
+	$(GO) test -count=1 ./images/...
 	$(GO) test -count=1 ./e2e/...
 
 # The pure packages the filter links are also tested compiled to wasip1 and

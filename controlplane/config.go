@@ -68,6 +68,8 @@ type config struct {
 	// Reconcile holds them resolved, with the loop's settings.
 	ReconcileURLs stringList
 	Reconcile     reconcileConfig
+
+	showVersion bool // --version: parseConfig answers errVersion
 }
 
 // reconcileConfig configures the reconciler (reconcile.Options and its
@@ -95,6 +97,10 @@ func (l *stringList) Set(s string) error {
 	*l = append(*l, s)
 	return nil
 }
+
+// errVersion is parseConfig's answer to --version, as flag.ErrHelp is to
+// --help.
+var errVersion = errors.New("version requested")
 
 // Environment variables. Flags win over them.
 const (
@@ -191,6 +197,7 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Reconcile.MaxBackoff, "reconcile-max-backoff", reconcile.DefaultMaxBackoff, "reconcile: cap of the wait after unknown or failed lookups (1s doubling, jittered) and of an upstream's retry_after_ms; at least 100ms")
 	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and VCS revision, then exit")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env := flagEnv[f.Name]; env != "" && !strings.Contains(f.Usage, env) {
 			f.Usage += " (env " + env + ")"
@@ -227,6 +234,11 @@ func readConfig(args []string, getenv func(string) string) (config, string, erro
 	}
 	if fs.NArg() > 0 {
 		return c, "", fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+	}
+	// Before the environment is read: --version answers whatever the
+	// configuration (a container's has no token, say).
+	if c.showVersion {
+		return c, "", errVersion
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -33,7 +34,7 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal kills the process at once
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 // Exit statuses.
@@ -43,9 +44,15 @@ const (
 	exitUsage   = 2 // invalid configuration
 )
 
-// run starts the service and serves until ctx ends, then drains.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+// run starts the service and serves until ctx ends, then drains. Only
+// --version writes to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, errVersion) {
+		info, _ := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, versionLine(version, revision, info))
+		return exitOK
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		var c config
 		fs, _ := newFlagSet(&c, stderr)

@@ -131,7 +131,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
 	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, io.Discard, logs) }()
 
 	addr := waitListening(t, logs, exited)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+api.PathReserve,
@@ -177,7 +177,7 @@ func TestRunInsecureWarns(t *testing.T) {
 	exited := make(chan int, 1)
 	// Redis is not needed to start: it is unreachable here on purpose.
 	go func() {
-		exited <- run(ctx, []string{"--insecure-no-auth", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--log-format", "text"}, envMap(), logs)
+		exited <- run(ctx, []string{"--insecure-no-auth", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--log-format", "text"}, envMap(), io.Discard, logs)
 	}()
 	waitFor(t, logs, exited, "listening")
 	cancel()
@@ -194,16 +194,16 @@ func TestRunInsecureWarns(t *testing.T) {
 
 func TestRunBadConfig(t *testing.T) {
 	var stderr bytes.Buffer
-	code := run(context.Background(), []string{"--lease", "nope"}, envMap(envToken, testToken), &stderr)
+	code := run(context.Background(), []string{"--lease", "nope"}, envMap(envToken, testToken), io.Discard, &stderr)
 	if code != exitUsage || !strings.Contains(stderr.String(), "controlplane: invalid value \"nope\" for flag -lease") {
 		t.Errorf("run = %d, stderr %q; want 2 and the flag named", code, stderr.String())
 	}
 	stderr.Reset()
-	if code := run(context.Background(), nil, envMap(), &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no token") {
+	if code := run(context.Background(), nil, envMap(), io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no token") {
 		t.Errorf("run without a token = %d, %q", code, stderr.String())
 	}
 	stderr.Reset()
-	if code := run(context.Background(), []string{"--help"}, envMap(), &stderr); code != exitOK || !strings.Contains(stderr.String(), "-insecure-no-auth") {
+	if code := run(context.Background(), []string{"--help"}, envMap(), io.Discard, &stderr); code != exitOK || !strings.Contains(stderr.String(), "-insecure-no-auth") {
 		t.Errorf("run --help = %d, %q", code, stderr.String())
 	}
 	stderr.Reset()
@@ -212,7 +212,7 @@ func TestRunBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if code := run(context.Background(), []string{"--listen", ln.Addr().String()}, envMap(envToken, testToken), &stderr); code != exitFailure || !strings.Contains(stderr.String(), "cannot listen") {
+	if code := run(context.Background(), []string{"--listen", ln.Addr().String()}, envMap(envToken, testToken), io.Discard, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "cannot listen") {
 		t.Errorf("run on a taken port = %d, %q; want 1", code, stderr.String())
 	}
 }
@@ -322,7 +322,7 @@ func TestRunWarnsOnEviction(t *testing.T) {
 	defer cancel()
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
 	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, io.Discard, logs) }()
 	waitFor(t, logs, exited, `"maxmemory_policy":"allkeys-lru"`)
 	cancel()
 	if code := <-exited; code != exitOK {
@@ -339,7 +339,7 @@ func TestRunDurableFsyncRefusedOnRedis70(t *testing.T) {
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code := run(ctx, []string{"--listen", "127.0.0.1:0", "--durable-fsync", "--durable-replicas", "1"}, env, logs)
+	code := run(ctx, []string{"--listen", "127.0.0.1:0", "--durable-fsync", "--durable-replicas", "1"}, env, io.Discard, logs)
 	if code != exitUsage || !strings.Contains(logs.String(), "--durable-fsync needs WAITAOF (Redis 7.2 or later)") {
 		t.Fatalf("run = %d, want %d and the reason; log:\n%s", code, exitUsage, logs)
 	}
@@ -358,7 +358,7 @@ func TestRunDurableLogsAndWatches(t *testing.T) {
 	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEM_LOG_FORMAT", "json",
 		"IDEM_DURABLE_REPLICAS", "1", "IDEM_DURABLE_TIMEOUT", "20ms")
 	exited := make(chan int, 1)
-	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, logs) }()
+	go func() { exited <- run(ctx, []string{"--listen", "127.0.0.1:0"}, env, io.Discard, logs) }()
 	addr := waitListening(t, logs, exited)
 	// The durable check runs after the listening line.
 	waitFor(t, logs, exited, `appendonly is \"no\"`)
@@ -409,7 +409,7 @@ func TestRunReconciles(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ctx, []string{"--listen", "127.0.0.1:0", "--reconcile-url", up.URL + "/__idempotency/{attempt}",
-			"--reconcile-delay", "1ms", "--reconcile-interval", "20ms"}, env, logs)
+			"--reconcile-delay", "1ms", "--reconcile-interval", "20ms"}, env, io.Discard, logs)
 	}()
 	addr := waitListening(t, logs, exited)
 	post := func(path, body string) (int, []byte) {
