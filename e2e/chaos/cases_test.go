@@ -38,6 +38,9 @@ func TestChaosPolicyParses(t *testing.T) {
 		{hostScoped, 30 * time.Second, policy.FailClosed},
 		{hostWaitOpen, 20 * time.Second, policy.FailOpen},
 		{hostStorm, 3 * time.Second, policy.FailClosed},
+		{hostReconcile, 2 * time.Second, policy.FailClosed},
+		{hostRcStorm, 3 * time.Second, policy.FailClosed},
+		{hostRcDead, 2 * time.Second, policy.FailClosed},
 	} {
 		r := cfg.Match(tt.host, "/payments", "POST")
 		if r == nil {
