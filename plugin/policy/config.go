@@ -89,6 +89,15 @@ type Route struct {
 	WaitTimeout     time.Duration // with OnInProgress == Wait; ≤ Lease
 	FailureMode     FailureMode
 	OnIndeterminate OnIndeterminate
+	// ReconcileTarget names the control plane's lookup target (its
+	// --reconcile-url NAME) with OnIndeterminate == Reconcile; "" is the
+	// control plane's "default". Always "" on other routes.
+	ReconcileTarget string
+	// AttemptHeader (lower case) is the request header that carries the
+	// reservation's token to the upstream with OnIndeterminate ==
+	// Reconcile, the client's own values removed; "" on other routes,
+	// which add none.
+	AttemptHeader string
 
 	// ReplayHeaders are the response headers a replay returns, lower case:
 	// DefaultReplayHeaders, the configured replay_headers, and set-cookie
@@ -184,6 +193,12 @@ const (
 	// operation may have run. Opt in only for operations that are safe to
 	// repeat or that the upstream deduplicates itself.
 	ReleaseKey OnIndeterminate = "release"
+	// Reconcile marks the key indeterminate as Lock does, and the control
+	// plane then asks the upstream whether the attempt ran: executed, the
+	// record is completed with the upstream's response; not executed, the
+	// key is released. Every forwarded request carries its attempt id
+	// (AttemptHeader) so that the upstream can answer for that attempt.
+	Reconcile OnIndeterminate = "reconcile"
 )
 
 // Defaults and bounds.
@@ -214,6 +229,12 @@ const (
 	// filter cannot import: it links Redis).
 	MaxTTL             = 366 * 24 * time.Hour
 	DefaultWaitTimeout = 5 * time.Second
+	// DefaultAttemptHeader carries the attempt id on reconcile routes
+	// unless a route names another.
+	DefaultAttemptHeader = "idemgate-attempt"
+	// MaxReconcileTargetLen bounds reconcile_target, as the control
+	// plane bounds its target names.
+	MaxReconcileTargetLen = 64
 	// MinHMACKeyBytes is the shortest scope HMAC key: SHA-256's output
 	// size, so that the key is never the weaker secret.
 	MinHMACKeyBytes = 32

@@ -165,6 +165,23 @@ func TestParseDerivedDefaults(t *testing.T) {
 		{"scope hmac inline", `"scope": {"headers": ["a"], "hmac_key": "0123456789abcdef0123456789abcdef"}`, func(r *Route) (any, any) {
 			return string(r.Scope.HMACKey), "0123456789abcdef0123456789abcdef"
 		}},
+		{"lock: no attempt header, no target", `"on_indeterminate": "lock"`, func(r *Route) (any, any) {
+			return [2]string{r.AttemptHeader, r.ReconcileTarget}, [2]string{"", ""}
+		}},
+		{"release: no attempt header", `"on_indeterminate": "release"`, func(r *Route) (any, any) { return r.AttemptHeader, "" }},
+		{"reconcile: default attempt header and target", `"on_indeterminate": "reconcile"`, func(r *Route) (any, any) {
+			return []any{r.OnIndeterminate, r.AttemptHeader, r.ReconcileTarget}, []any{Reconcile, "idemgate-attempt", ""}
+		}},
+		{"reconcile: target and attempt header, lowered", `"on_indeterminate": "reconcile", "reconcile_target": "payments_v2-EU", "attempt_header": "X-Payment-Attempt"`, func(r *Route) (any, any) {
+			return [2]string{r.AttemptHeader, r.ReconcileTarget}, [2]string{"x-payment-attempt", "payments_v2-EU"}
+		}},
+		{"reconcile: 64-byte target", `"on_indeterminate": "reconcile", "reconcile_target": "` + strings.Repeat("t", 64) + `"`, func(r *Route) (any, any) {
+			return r.ReconcileTarget, strings.Repeat("t", 64)
+		}},
+		{"reconcile: target named default", `"on_indeterminate": "reconcile", "reconcile_target": "default"`, func(r *Route) (any, any) { return r.ReconcileTarget, "default" }},
+		{"reconcile: a renamed key header frees the default name", `"key_header": "X-Key", "on_indeterminate": "reconcile", "attempt_header": "Idempotency-Key"`, func(r *Route) (any, any) {
+			return [2]string{r.KeyHeader, r.AttemptHeader}, [2]string{"x-key", "idempotency-key"}
+		}},
 		{"scope hmac env", `"scope": {"headers": ["a"], "hmac_key_env": "IDEMGATE_SCOPE_KEY"}`, func(r *Route) (any, any) {
 			return r.Scope.HMACKeyEnv + fmt.Sprint(r.Scope.HMACKey == nil), "IDEMGATE_SCOPE_KEY" + "true"
 		}},
@@ -300,7 +317,33 @@ func TestParseErrors(t *testing.T) {
 		{"on in progress", withRoute(`"on_in_progress": "block"`), `routes[0].on_in_progress: want "conflict" or "wait"`},
 		{"on duplicate", withRoute(`"on_duplicate": "Replay"`), `routes[0].on_duplicate: want "replay" or "reject", got "Replay"`},
 		{"failure mode", withRoute(`"failure_mode": "fail-open"`), `routes[0].failure_mode: want "closed" or "open"`},
-		{"on indeterminate", withRoute(`"on_indeterminate": "retry"`), `routes[0].on_indeterminate: want "lock" or "release"`},
+		{"on indeterminate", withRoute(`"on_indeterminate": "retry"`), `routes[0].on_indeterminate: want "lock" or "release" or "reconcile", got "retry"`},
+		{"on indeterminate upper case", withRoute(`"on_indeterminate": "Reconcile"`), `routes[0].on_indeterminate: want "lock" or "release" or "reconcile", got "Reconcile"`},
+		{"target without reconcile", withRoute(`"reconcile_target": "payments"`), `routes[0].reconcile_target: applies only with on_indeterminate: "reconcile"`},
+		{"target with release", withRoute(`"on_indeterminate": "release", "reconcile_target": "payments"`), `routes[0].reconcile_target: applies only with on_indeterminate: "reconcile"`},
+		{"attempt header without reconcile", withRoute(`"attempt_header": "x-attempt"`), `routes[0].attempt_header: applies only with on_indeterminate: "reconcile"`},
+		{"attempt header with lock", withRoute(`"on_indeterminate": "lock", "attempt_header": "idemgate-attempt"`), `routes[0].attempt_header: applies only with on_indeterminate: "reconcile"`},
+		{"target empty", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": ""`), `routes[0].reconcile_target: want a target name of 1 to 64 letters, digits, '_' or '-'`},
+		{"target 65 bytes", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": "` + strings.Repeat("t", 65) + `"`), `routes[0].reconcile_target: want a target name of 1 to 64`},
+		{"target with a dot", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": "pay.eu"`), `routes[0].reconcile_target: want a target name of 1 to 64 letters, digits, '_' or '-' (a --reconcile-url NAME of the control plane), got "pay.eu"`},
+		{"target with a space", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": "pay eu"`), `routes[0].reconcile_target: want a target name`},
+		{"target not ASCII", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": "paiement-é"`), `routes[0].reconcile_target: want a target name`},
+		{"target with a slash", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": "a/b"`), `routes[0].reconcile_target: want a target name`},
+		{"target number", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": 1`), `routes[0].reconcile_target: want a string, got a number`},
+		{"target null", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": null`), `routes[0].reconcile_target: null is not allowed`},
+		{"attempt header bad", withRoute(`"on_indeterminate": "reconcile", "attempt_header": "idemgate attempt"`), `routes[0].attempt_header: want an HTTP header name, got "idemgate attempt"`},
+		{"attempt header empty", withRoute(`"on_indeterminate": "reconcile", "attempt_header": ""`), `routes[0].attempt_header: want an HTTP header name`},
+		{"attempt header number", withRoute(`"on_indeterminate": "reconcile", "attempt_header": 5`), `routes[0].attempt_header: want a string, got a number`},
+		{"attempt header pseudo", withRoute(`"on_indeterminate": "reconcile", "attempt_header": ":authority"`), `routes[0].attempt_header: want a request header name, not a pseudo-header, got ":authority"`},
+		{"attempt header is the key header", withRoute(`"on_indeterminate": "reconcile", "attempt_header": "Idempotency-Key"`), `routes[0].attempt_header: idempotency-key is the key header`},
+		{"attempt header is a renamed key header", withRoute(`"on_indeterminate": "reconcile", "key_header": "X-Key", "attempt_header": "x-KEY"`), `routes[0].attempt_header: x-key is the key header`},
+		{"default attempt header is the key header", withRoute(`"on_indeterminate": "reconcile", "key_header": "Idemgate-Attempt"`), `routes[0].attempt_header: idemgate-attempt (the default) is the key header; name another attempt_header`},
+		{"attempt header is a scope header", withRoute(`"on_indeterminate": "reconcile", "scope": {"headers": ["x-api-key", "x-tenant"]}, "attempt_header": "X-Tenant"`), `routes[0].attempt_header: x-tenant is a scope header`},
+		{"default attempt header is a scope header", withRoute(`"on_indeterminate": "reconcile", "scope": {"headers": ["idemgate-attempt"]}`), `routes[0].attempt_header: idemgate-attempt (the default) is a scope header`},
+		{"attempt header is fingerprinted", withRoute(`"on_indeterminate": "reconcile", "fingerprint": {"headers": ["x-attempt"]}, "attempt_header": "X-Attempt"`), `routes[0].attempt_header: x-attempt counts in the fingerprint (fingerprint.headers)`},
+		{"attempt header is framing", withRoute(`"on_indeterminate": "reconcile", "attempt_header": "Content-Length"`), `routes[0].attempt_header: content-length is a header requests need`},
+		{"attempt header is a credential", withRoute(`"on_indeterminate": "reconcile", "scope": {"headers": ["x-api-key"]}, "attempt_header": "Authorization"`), `routes[0].attempt_header: authorization is a header requests need`},
+		{"attempt header is the host", withRoute(`"on_indeterminate": "reconcile", "attempt_header": "host"`), `routes[0].attempt_header: host is a header requests need`},
 		{"status class", withRoute(`"release_statuses": ["6xx"]`), `routes[0].release_statuses[0]: "6xx": the class must be`},
 		{"status 1xx", withRoute(`"release_statuses": ["5xx", "100"]`), `routes[0].release_statuses[1]: "100": a final status is 200 to 599`},
 		{"status range empty", withRoute(`"release_statuses": ["504-500"]`), `routes[0].release_statuses[0]: "504-500": the range is empty`},

@@ -44,6 +44,8 @@ type rawRoute struct {
 	WaitTimeout     *string         `json:"wait_timeout"`
 	FailureMode     *string         `json:"failure_mode"`
 	OnIndeterminate *string         `json:"on_indeterminate"`
+	ReconcileTarget *string         `json:"reconcile_target"`
+	AttemptHeader   *string         `json:"attempt_header"`
 	ReplayHeaders   []string        `json:"replay_headers"`
 	ReplaySetCookie bool            `json:"replay_set_cookie"`
 }

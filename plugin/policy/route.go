@@ -81,13 +81,16 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	if r.FailureMode, err = oneOf(path+".failure_mode", raw.FailureMode, FailClosed, FailClosed, FailOpen); err != nil {
 		return r, err
 	}
-	if r.OnIndeterminate, err = oneOf(path+".on_indeterminate", raw.OnIndeterminate, Lock, Lock, ReleaseKey); err != nil {
+	if r.OnIndeterminate, err = oneOf(path+".on_indeterminate", raw.OnIndeterminate, Lock, Lock, ReleaseKey, Reconcile); err != nil {
 		return r, err
 	}
 	if r.ReplayHeaders, err = replayHeaders(path+".replay_headers", raw.ReplayHeaders, raw.ReplaySetCookie); err != nil {
 		return r, err
 	}
 	if r.NotExecutedHeader, err = notExecutedHeader(path+".not_executed_header", raw.NotExecuted, &r); err != nil {
+		return r, err
+	}
+	if err = raw.buildReconcile(path, &r); err != nil {
 		return r, err
 	}
 	r.AllowAnonymous = raw.AllowAnonymous
@@ -128,6 +131,83 @@ func notExecutedHeader(path string, name *string, r *Route) (string, error) {
 		return "", fieldErr(path, "%s is a header responses need; the not-executed header is removed from every response", n)
 	case r.ReplayHeader(n):
 		return "", fieldErr(path, "%s is a replayed header (replay_headers or the safe default); the not-executed header is removed from every response", n)
+	}
+	return n, nil
+}
+
+// buildReconcile sets reconcile_target and attempt_header. Both apply
+// only with on_indeterminate: "reconcile"; elsewhere they would do
+// nothing, so they are refused like a typo. Needs the key header, the
+// scope and the fingerprint built.
+func (raw *rawRoute) buildReconcile(path string, r *Route) error {
+	if r.OnIndeterminate != Reconcile {
+		switch {
+		case raw.ReconcileTarget != nil:
+			return fieldErr(path+".reconcile_target", "applies only with on_indeterminate: \"reconcile\"")
+		case raw.AttemptHeader != nil:
+			return fieldErr(path+".attempt_header", "applies only with on_indeterminate: \"reconcile\"")
+		}
+		return nil
+	}
+	if t := raw.ReconcileTarget; t != nil {
+		if !validTargetName(*t) {
+			return fieldErr(path+".reconcile_target", "want a target name of 1 to %d letters, digits, '_' or '-' (a --reconcile-url NAME of the control plane), got %q", MaxReconcileTargetLen, *t)
+		}
+		r.ReconcileTarget = *t
+	}
+	var err error
+	r.AttemptHeader, err = attemptHeader(path+".attempt_header", raw.AttemptHeader, r)
+	return err
+}
+
+// validTargetName accepts 1 to MaxReconcileTargetLen of [A-Za-z0-9_-].
+func validTargetName(s string) bool {
+	if s == "" || len(s) > MaxReconcileTargetLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestNeeds are request headers the attempt header must not be: the
+// filter removes every client value of the attempt header, so naming one
+// of these would strip the request's framing or credentials.
+var requestNeeds = []string{
+	"authorization", "connection", "content-encoding", "content-length", "content-type",
+	"cookie", "expect", "host", "keep-alive", "proxy-authorization", "proxy-connection",
+	"te", "trailer", "transfer-encoding", "upgrade",
+}
+
+// attemptHeader checks the attempt header, the default as much as a
+// configured one: the filter replaces the client's values of it with the
+// token, so it must not be a header the filter reads from the client
+// (key, scope, fingerprint) or one the request needs.
+func attemptHeader(path string, name *string, r *Route) (string, error) {
+	n, given := DefaultAttemptHeader, ""
+	if name != nil {
+		var err error
+		if n, err = headerName(path, *name); err != nil {
+			return "", err
+		}
+	} else {
+		given = " (the default)"
+	}
+	switch {
+	case strings.HasPrefix(n, ":"):
+		return "", fieldErr(path, "want a request header name, not a pseudo-header, got %q", *name)
+	case n == r.KeyHeader:
+		return "", fieldErr(path, "%s%s is the key header; name another attempt_header", n, given)
+	case slices.Contains(r.Scope.Headers, n):
+		return "", fieldErr(path, "%s%s is a scope header, which identifies the principal; name another attempt_header", n, given)
+	case slices.Contains(r.Fingerprint.Headers, n):
+		return "", fieldErr(path, "%s%s counts in the fingerprint (fingerprint.headers), but the filter replaces the client's value; name another attempt_header", n, given)
+	case slices.Contains(requestNeeds, n):
+		return "", fieldErr(path, "%s is a header requests need; the filter removes the client's values of the attempt header", n)
 	}
 	return n, nil
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -126,7 +127,9 @@ func TestSchemaDefaults(t *testing.T) {
 		if d, ok2 := p.(map[string]any)["default"]; ok2 {
 			def, ok = d, true
 		}
-		if !ok || name == "wait_timeout" { // wait_timeout needs on_in_progress: wait
+		// wait_timeout needs on_in_progress: wait, attempt_header
+		// on_indeterminate: reconcile (checked below).
+		if !ok || name == "wait_timeout" || name == "attempt_header" {
 			continue
 		}
 		n++
@@ -149,6 +152,18 @@ func TestSchemaDefaults(t *testing.T) {
 	}
 	if got := wait.Routes[0].WaitTimeout; got != DefaultWaitTimeout {
 		t.Errorf("wait_timeout default %v, want %v", got, DefaultWaitTimeout)
+	}
+	rcBase, err := Parse([]byte(withRoute(`"on_indeterminate": "reconcile"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := resolve(t, root, props["attempt_header"].(map[string]any))["default"]
+	if d, ok := props["attempt_header"].(map[string]any)["default"]; ok {
+		def = d
+	}
+	rc, err := Parse([]byte(withRoute(fmt.Sprintf(`"on_indeterminate": "reconcile", "attempt_header": %q`, def))))
+	if err != nil || !reflect.DeepEqual(rc.Routes[0], rcBase.Routes[0]) {
+		t.Errorf("attempt_header default %v in the schema differs from the parser's (%v)", def, err)
 	}
 	match, _ := Parse([]byte(`{"control_plane": {"cluster": "c", "authority": "a", "token": "t", "timeout": "500ms", "insecure_no_auth": false},
 	  "routes": [{"match": {"path": "/p", "methods": ["POST", "PATCH"]}, "scope": {"headers": ["authorization"]}}]}`))
