@@ -76,7 +76,7 @@ func (s *Server) begin(id, key string, run func() api.StoredResponse) (st attemp
 	if a, seen := s.attempts[id]; seen {
 		return *a, false, true
 	}
-	if len(s.attempts) >= MaxAttempts {
+	if len(s.attempts) >= s.maxAttempts {
 		return attempt{}, false, false
 	}
 	a := &attempt{key: key, executed: true, resp: run()}
@@ -101,7 +101,7 @@ func (s *Server) lookup(q api.ReconcileQuery) (api.ReconcileAnswer, error) {
 	if q.DryRun {
 		return api.ReconcileAnswer{Outcome: api.ReconcileNotExecuted}, nil
 	}
-	if len(s.attempts) >= MaxAttempts {
+	if len(s.attempts) >= s.maxAttempts {
 		return api.ReconcileAnswer{}, errors.New("attempt table full: cannot record the tombstone")
 	}
 	s.attempts[q.Attempt] = &attempt{key: q.Key}

@@ -103,8 +103,9 @@ type Server struct {
 	ledgerMu sync.Mutex
 	ledger   map[string]int64 // executions per X-Demo-Ledger label
 
-	attemptsMu sync.Mutex
-	attempts   map[string]*attempt // per Idemgate-Attempt: executed or tombstoned
+	attemptsMu  sync.Mutex
+	attempts    map[string]*attempt // per Idemgate-Attempt: executed or tombstoned
+	maxAttempts int                 // MaxAttempts; lower in a test
 }
 
 // Options configure a Server.
@@ -127,7 +128,7 @@ func New(log *slog.Logger, o Options) *Server {
 		o.Started = time.Now()
 	}
 	s := &Server{log: log, mux: http.NewServeMux(), ledger: map[string]int64{}, attempts: map[string]*attempt{},
-		token: o.ReconcileToken, started: o.Started}
+		token: o.ReconcileToken, started: o.Started, maxAttempts: MaxAttempts}
 	s.mux.HandleFunc("POST /payments", s.payments)
 	s.mux.HandleFunc("GET /__executions", s.count)
 	s.mux.HandleFunc("GET /__ledger", s.serveLedger)
@@ -311,7 +312,7 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !ok:
 			w.Header().Set(HeaderNotExecuted, "1")
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("attempt table full (%d): not executed", MaxAttempts))
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("attempt table full (%d): not executed", s.maxAttempts))
 			return
 		case !st.executed:
 			s.log.Info("payment refused: its attempt was answered not executed", "attempt", att)
