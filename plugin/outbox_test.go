@@ -116,6 +116,24 @@ func TestOutcomesLand(t *testing.T) {
 			attempts: []int{200},
 		},
 		{
+			name: "no response, on_indeterminate reconcile: abandon through the queue, never a release", config: reconcileRoute,
+			run: func(t *testing.T, host proxytest.HostEmulator, id uint32) (string, []byte) {
+				host.CompleteHttpContext(id)
+				return api.PathAbandon, nil
+			},
+			attempts: []int{0, 200},
+			counters: map[string]uint64{"idemgate.outcomes_queued": 1, "idemgate.outcomes_delivered": 1},
+		},
+		{
+			name: "response cut while buffered, on_indeterminate reconcile: abandon", config: reconcileRoute,
+			run: func(t *testing.T, host proxytest.HostEmulator, id uint32) (string, []byte) {
+				respondBuffering(t, host, id)
+				host.CompleteHttpContext(id)
+				return api.PathAbandon, nil
+			},
+			attempts: []int{200},
+		},
+		{
 			// Issue 10, hole 7: a response cut while buffered is no
 			// evidence of what the upstream stored.
 			name: "response cut while buffered: abandon, never a status-only complete",
@@ -203,6 +221,9 @@ func TestOutcomesLand(t *testing.T) {
 				}
 				if _, _, ok := nextPluginCallout(host, path); ok {
 					t.Errorf("a %s sent again after its last answer", path)
+				}
+				if _, _, ok := nextPluginCallout(host, api.PathRelease); ok && path == api.PathAbandon {
+					t.Errorf("a release sent for a request that may have run")
 				}
 				for name, want := range tc.counters {
 					if got := counter(t, host, name); got != want {

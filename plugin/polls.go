@@ -210,11 +210,9 @@ func (p *pluginContext) handOver(g *pollGroup, token string) {
 		if c.phase != phaseWaiting || !p.onStream(c) {
 			continue
 		}
-		c.token, c.holder, c.reservedAt = token, g.holder, g.reservedAt
+		c.holder, c.reservedAt = g.holder, g.reservedAt
 		c.edgeEpoch, c.edgeEpochKnown = g.edgeEpoch, g.edgeEpochKnown
-		c.phase = phaseForwarded
-		p.stats.executions.Increment(1)
-		resumeRequest()
+		c.forward(token)
 		return
 	}
 	proxywasm.LogWarnf("idempotency filter: a poll acquired a key after every request waiting for it left: releasing it")

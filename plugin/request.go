@@ -115,6 +115,9 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 		return types.ActionContinue
 	}
 	c.matched = r
+	if r.AttemptHeader != "" {
+		stripAttempt(headers, r.AttemptHeader)
+	}
 	raw, n := header(headers, r.KeyHeader)
 	switch {
 	case n == 0 && !r.Required:
@@ -287,6 +290,40 @@ func leaseEnd(o policy.OnIndeterminate) string {
 	return api.LeaseLock
 }
 
+// stripAttempt removes every value the client sent of a reconcile route's
+// attempt header, whatever becomes of the request: the attempt id the
+// upstream stores must be the gateway's, never one a client chose (it
+// could name another attempt). One removal per value: Envoy removes them
+// all at once, a host that removes one per call needs one call each.
+func stripAttempt(headers [][2]string, name string) {
+	_, n := header(headers, name)
+	for range n {
+		if err := proxywasm.RemoveHttpRequestHeader(name); err != nil {
+			proxywasm.LogErrorf("idempotency filter: remove request header %s: %v", name, err)
+			return
+		}
+	}
+}
+
+// forward sends the request upstream under the acquired token. On a
+// reconcile route the request carries the token as its attempt id:
+// without it the upstream could not answer for this attempt, so a request
+// whose header cannot be set is not forwarded (its key is released).
+func (c *httpContext) forward(token string) {
+	c.token = token
+	if h := c.route.AttemptHeader; h != "" {
+		if err := proxywasm.ReplaceHttpRequestHeader(h, token); err != nil {
+			proxywasm.LogErrorf("idempotency filter: set request header %s: %v; not forwarding %s %s", h, err, c.method, c.target)
+			c.plugin.enqueueOutcome(api.PathRelease, appendRelease(nil, c.scope, c.key, token, ""), c.outcomeDeadline(), 0)
+			c.answer(probUnavailable, "the idempotency service is unavailable; retry later", 1)
+			return
+		}
+	}
+	c.phase = phaseForwarded
+	c.plugin.stats.executions.Increment(1)
+	resumeRequest()
+}
+
 // onReserve acts on the control plane's answer; the request is held until
 // it resumes or is answered here.
 func (c *httpContext) onReserve(status int, body []byte) {
@@ -308,13 +345,9 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		c.reserveFailed(reason, mayHold)
 		return
 	}
-	st := &c.plugin.stats
 	switch rr.Outcome {
 	case api.Acquired:
-		c.token = rr.Token
-		c.phase = phaseForwarded
-		st.executions.Increment(1)
-		resumeRequest()
+		c.forward(rr.Token)
 	case api.Completed:
 		if rr.Response != nil {
 			c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)

@@ -376,6 +376,9 @@ func (c *httpContext) indeterminateHeld(what string) types.Action {
 	return c.finish(path, body)
 }
 
+// indeterminatePath is the call for a request that may have run: release
+// only where the route opted into running twice; lock and reconcile
+// abandon (reconcile's lookup starts from the indeterminate record).
 func (c *httpContext) indeterminatePath() string {
 	if c.route.OnIndeterminate == policy.ReleaseKey {
 		return api.PathRelease
@@ -385,7 +388,7 @@ func (c *httpContext) indeterminatePath() string {
 
 // indeterminate handles a request that went upstream without an answer
 // from the upstream: the route's on_indeterminate decides between abandon
-// (lock) and release. The call goes through the queue.
+// (lock, reconcile) and release. The call goes through the queue.
 func (c *httpContext) indeterminate(what string) {
 	path := c.indeterminatePath()
 	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)

@@ -296,6 +296,17 @@ func TestEnvoyAnswers(t *testing.T) {
 		{name: "all 5xx indeterminate: 500", details: "via_upstream", status: "500", wantPath: api.PathAbandon, config: all5xx},
 		{name: "all 5xx indeterminate: 429 released", details: "via_upstream", status: "429", wantPath: api.PathRelease, config: all5xx},
 		{name: "renamed header", details: "via_upstream", status: "500", wantPath: api.PathRelease, config: renamed, extra: [][2]string{{"x-nothing-happened", "1"}}},
+		// on_indeterminate reconcile: what may have run is abandoned as
+		// with lock, never released (the control plane then asks the
+		// upstream); evidence of not executing still releases.
+		{name: "reconcile: reset after sending", details: "upstream_reset_before_response_started{connection_termination}", status: "503", wantPath: api.PathAbandon, config: reconcileRoute},
+		{name: "reconcile: route timeout", details: "upstream_response_timeout", status: "504", wantPath: api.PathAbandon, config: reconcileRoute},
+		{name: "reconcile: a proxy's 502", details: "via_upstream", status: "502", wantPath: api.PathAbandon, config: reconcileRoute},
+		{name: "reconcile: a proxy's 503", details: "via_upstream", status: "503", wantPath: api.PathAbandon, config: reconcileRoute},
+		{name: "reconcile: a proxy's 504", details: "via_upstream", status: "504", wantPath: api.PathAbandon, config: reconcileRoute},
+		{name: "reconcile: connect failure released", details: "upstream_reset_before_response_started{connection_failure}", status: "503", wantPath: api.PathRelease, config: reconcileRoute},
+		{name: "reconcile: 429 released", details: "via_upstream", status: "429", wantPath: api.PathRelease, config: reconcileRoute},
+		{name: "reconcile: 201 stored", details: "via_upstream", status: "201", wantPath: api.PathComplete, config: reconcileRoute},
 		{name: "renamed: the default name means nothing", details: "via_upstream", status: "500", wantPath: api.PathComplete, config: renamed, extra: [][2]string{notExecuted}},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {

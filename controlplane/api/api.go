@@ -20,6 +20,10 @@ const (
 	PathAbandon      = "/v1/abandon"
 	PathAdminKeys    = "/v1/admin/keys"         // GET, DELETE ?scope=S&key=K
 	PathAdminRelease = "/v1/admin/keys/release" // POST ?scope=S&key=K
+	// PathAdminReconcile (POST ?scope=S&key=K[&dry_run=1]) asks the
+	// upstream now whether the record's attempt ran and, unless dry_run,
+	// applies the answer (AdminResult with Answer).
+	PathAdminReconcile = "/v1/admin/keys/reconcile"
 	// PathAdminKeyList (GET ?state=indeterminate|in_progress[&scope=S]
 	// [&cursor=C][&limit=N]) answers KeyList: records in that state,
 	// never bodies, a bounded page per call.
@@ -73,7 +77,19 @@ const (
 	// LeaseRelease: the next reserve takes the key over (a route that
 	// opted in: its operation is safe to run again).
 	LeaseRelease = "release"
+	// LeaseReconcile: the record becomes indeterminate, as with
+	// LeaseLock, and the control plane then asks the upstream (the
+	// reserve's ReconcileTarget) whether the attempt ran: executed
+	// completes the record with the upstream's response, not executed
+	// releases it, unknown asks again later.
+	LeaseReconcile = "reconcile"
 )
+
+// MaxReconcileTargetLen bounds ReserveRequest.ReconcileTarget.
+const MaxReconcileTargetLen = 64
+
+// DefaultReconcileTarget is the target of a reserve that names none.
+const DefaultReconcileTarget = "default"
 
 // Holder ids: what ReserveRequest.Holder and ReleaseRequest.Holder accept.
 const (
@@ -101,6 +117,10 @@ type ReserveRequest struct {
 	// its holder. The record keeps the value of the reserve that acquired
 	// it.
 	OnIndeterminate string `json:"on_indeterminate,omitempty"`
+	// ReconcileTarget names the lookup the control plane asks on a
+	// LeaseReconcile route ("" = DefaultReconcileTarget); only with
+	// LeaseReconcile. See ValidateReconcileTarget.
+	ReconcileTarget string `json:"reconcile_target,omitempty"`
 	// Holder is an id the caller chooses for this reserve attempt
 	// (MinHolderLen to MaxHolderLen bytes of [A-Za-z0-9_-], at least 128
 	// random bits): an acquired token ends with "." + Holder, and a
@@ -123,6 +143,10 @@ type ReserveResponse struct {
 	// replay at the edge keeps it no longer. Absent (0) on a Completed
 	// answer: not said (an older control plane, or a key without expiry).
 	ExpiresInMS int64 `json:"expires_in_ms,omitempty"`
+	// ReconcileInMS, on an Indeterminate answer for a record being
+	// reconciled, is when the next lookup of the upstream is due (≥1): a
+	// retry after it may find the record resolved. Absent otherwise.
+	ReconcileInMS int64 `json:"reconcile_in_ms,omitempty"`
 	// Response is the stored response of a Completed key.
 	Response *StoredResponse `json:"response,omitempty"`
 }
@@ -219,6 +243,20 @@ type Record struct {
 	Status         int             `json:"status,omitempty"` // completed only
 	BodyOmitted    bool            `json:"body_omitted,omitempty"`
 	Response       *StoredResponse `json:"response,omitempty"` // only with ?body=1
+	// OnIndeterminate is what the acquiring reserve asked for
+	// (LeaseLock, LeaseRelease, LeaseReconcile); "" for records written
+	// before it was shown (lock).
+	OnIndeterminate string `json:"on_indeterminate,omitempty"`
+	// ReconcileTarget, ReconcileAttempts, ReconcileLast and
+	// ReconcileNextAt describe a LeaseReconcile record: its lookup
+	// target, how many lookups were answered without resolving it, the
+	// last answer (ReconcileUnknown or ReconcileFailed; the others
+	// resolve it) and when the next lookup is due (absent when the
+	// record is not in the reconcile index).
+	ReconcileTarget   string     `json:"reconcile_target,omitempty"`
+	ReconcileAttempts int        `json:"reconcile_attempts,omitempty"`
+	ReconcileLast     string     `json:"reconcile_last,omitempty"`
+	ReconcileNextAt   *time.Time `json:"reconcile_next_at,omitempty"`
 }
 
 // Pages of PathAdminKeyList: limit is how many records' keys one call
@@ -245,13 +283,58 @@ const (
 	EffectNoop         Effect = "noop"
 	EffectWouldDelete  Effect = "would_delete"
 	EffectWouldRelease Effect = "would_release"
+	// EffectCompleted: a reconcile stored the upstream's response.
+	EffectCompleted     Effect = "completed"
+	EffectWouldComplete Effect = "would_complete"
 )
 
-// AdminResult answers DELETE and release on the admin API.
+// AdminResult answers DELETE, release and reconcile on the admin API.
 type AdminResult struct {
 	Effect Effect  `json:"effect"`
 	Record *Record `json:"record,omitempty"` // the record before the change
+	// Answer is the upstream's answer to a reconcile (its response's
+	// body left out unless asked for with ?body=1).
+	Answer *ReconcileAnswer `json:"answer,omitempty"`
 }
+
+// ReconcileQuery is the JSON body the control plane POSTs to the
+// upstream's lookup URL: did the attempt Attempt (the token the filter
+// forwarded in the attempt header) of Key run?
+type ReconcileQuery struct {
+	Attempt     string    `json:"attempt"`
+	Key         string    `json:"key"`         // the Idempotency-Key as the client sent it
+	Scope       string    `json:"scope"`       // the record's scope (the filter's hash of the principal)
+	Fingerprint string    `json:"fingerprint"` // the stored (hashed) fingerprint form
+	CreatedAt   time.Time `json:"created_at"`  // when the reservation was made (Redis clock)
+	// DryRun asks the upstream to answer without writing anything (no
+	// tombstone): a "not_executed" answer is then only informative.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// ReconcileAnswer is the upstream's answer to a ReconcileQuery (HTTP 200
+// only; anything else is a failed lookup). See ValidateReconcileAnswer.
+type ReconcileAnswer struct {
+	Outcome string `json:"outcome"` // ReconcileExecuted | ReconcileNotExecuted | ReconcileUnknown
+	// Response is what retries replay; required with ReconcileExecuted.
+	Response *StoredResponse `json:"response,omitempty"`
+	// RetryAfterMS, optional with ReconcileUnknown: when to ask again.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// Outcomes of a lookup (ReconcileAnswer.Outcome).
+const (
+	// ReconcileExecuted: the attempt ran; Response is its answer.
+	ReconcileExecuted = "executed"
+	// ReconcileNotExecuted: the attempt did not run, and the upstream has
+	// durably recorded that it refuses this attempt id from now on.
+	ReconcileNotExecuted = "not_executed"
+	// ReconcileUnknown: the upstream cannot tell yet; ask again later.
+	ReconcileUnknown = "unknown"
+	// ReconcileFailed is never an answer: Record.ReconcileLast shows it
+	// for a lookup that failed (transport error, a status other than 200,
+	// an invalid answer).
+	ReconcileFailed = "failed"
+)
 
 // Problem is an RFC 9457 problem details body (application/problem+json),
 // the shape of every error the service returns.

@@ -41,13 +41,66 @@ func ValidateStatus(code int) error {
 }
 
 // ValidateOnIndeterminate checks ReserveRequest.OnIndeterminate: "",
-// LeaseLock or LeaseRelease, exactly.
+// LeaseLock, LeaseRelease or LeaseReconcile, exactly.
 func ValidateOnIndeterminate(s string) error {
 	switch s {
-	case "", LeaseLock, LeaseRelease:
+	case "", LeaseLock, LeaseRelease, LeaseReconcile:
 		return nil
 	}
-	return fmt.Errorf("on_indeterminate is %q; want %q (the default) or %q", s, LeaseLock, LeaseRelease)
+	return fmt.Errorf("on_indeterminate is %q; want %q (the default), %q or %q", s, LeaseLock, LeaseRelease, LeaseReconcile)
+}
+
+// ValidateReconcileTarget checks ReserveRequest.ReconcileTarget against
+// its OnIndeterminate: a target only with LeaseReconcile, and then "" (the
+// default) or 1 to MaxReconcileTargetLen bytes of [A-Za-z0-9_-] (it names
+// a flag value and an environment variable).
+func ValidateReconcileTarget(onIndeterminate, target string) error {
+	if target == "" {
+		return nil
+	}
+	if onIndeterminate != LeaseReconcile {
+		return fmt.Errorf("reconcile_target %q is set, but on_indeterminate is %q, not %q", target, onIndeterminate, LeaseReconcile)
+	}
+	if len(target) > MaxReconcileTargetLen {
+		return fmt.Errorf("reconcile_target is %d bytes long, more than %d", len(target), MaxReconcileTargetLen)
+	}
+	for i := 0; i < len(target); i++ {
+		c := target[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("reconcile_target has a byte outside [A-Za-z0-9_-] at byte %d", i)
+		}
+	}
+	return nil
+}
+
+// ValidateReconcileAnswer checks an upstream's answer to a lookup: a known
+// outcome; with ReconcileExecuted a Response whose status is 100 to 599
+// (a real answer of the operation, not a gateway's placeholder) and whose
+// headers pass ValidateHeaders; a RetryAfterMS that is not negative. An
+// answer that fails is a failed lookup, never "not executed".
+func ValidateReconcileAnswer(a ReconcileAnswer) error {
+	if a.RetryAfterMS < 0 {
+		return fmt.Errorf("retry_after_ms is %d; want 0 or more", a.RetryAfterMS)
+	}
+	switch a.Outcome {
+	case ReconcileNotExecuted, ReconcileUnknown:
+		return nil
+	case ReconcileExecuted:
+	case "":
+		return fmt.Errorf("outcome is missing; want %q, %q or %q", ReconcileExecuted, ReconcileNotExecuted, ReconcileUnknown)
+	default:
+		return fmt.Errorf("outcome is %q; want %q, %q or %q", a.Outcome, ReconcileExecuted, ReconcileNotExecuted, ReconcileUnknown)
+	}
+	if a.Response == nil {
+		return fmt.Errorf("outcome %q without a response", ReconcileExecuted)
+	}
+	if s := a.Response.Status; s < 100 || s > 599 {
+		return fmt.Errorf("response.status %d is not 100 to 599", s)
+	}
+	if err := ValidateHeaders(a.Response.Headers); err != nil {
+		return err
+	}
+	return nil
 }
 
 // CheckDuplicateMembers reports the first object member whose name occurs

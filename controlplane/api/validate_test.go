@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateHolder(t *testing.T) {
@@ -58,12 +59,122 @@ func TestValidateOnIndeterminate(t *testing.T) {
 		in string
 		ok bool
 	}{
-		{"", true}, {LeaseLock, true}, {LeaseRelease, true}, {"Lock", false}, {"take_over", false}, {" release", false},
+		{"", true}, {LeaseLock, true}, {LeaseRelease, true}, {LeaseReconcile, true},
+		{"Lock", false}, {"take_over", false}, {" release", false}, {"Reconcile", false},
 	}
 	for _, tt := range tests {
 		if err := ValidateOnIndeterminate(tt.in); (err == nil) != tt.ok {
 			t.Errorf("ValidateOnIndeterminate(%q) = %v, want ok=%v", tt.in, err, tt.ok)
 		}
+	}
+}
+
+func TestValidateReconcileTarget(t *testing.T) {
+	tests := []struct {
+		name, oi, target string
+		wantErr          string // substring; "" means valid
+	}{
+		{"default target", LeaseReconcile, "", ""},
+		{"no target, lock", LeaseLock, "", ""},
+		{"no target, default policy", "", "", ""},
+		{"named", LeaseReconcile, "payments_v2-eu", ""},
+		{"max length", LeaseReconcile, strings.Repeat("t", MaxReconcileTargetLen), ""},
+		{"too long", LeaseReconcile, strings.Repeat("t", MaxReconcileTargetLen+1), "more than 64"},
+		{"dot", LeaseReconcile, "pay.ments", "byte 3"},
+		{"space", LeaseReconcile, "pay ments", "byte 3"},
+		{"non-ASCII", LeaseReconcile, "paé", "byte 2"},
+		{"with lock", LeaseLock, "payments", "not \"reconcile\""},
+		{"with release", LeaseRelease, "payments", "not \"reconcile\""},
+		{"with the default policy", "", "payments", "not \"reconcile\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateReconcileTarget(tt.oi, tt.target)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("ValidateReconcileTarget(%q, %q) = %v, want nil", tt.oi, tt.target, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("ValidateReconcileTarget(%q, %q) = %v, want error containing %q", tt.oi, tt.target, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateReconcileAnswer(t *testing.T) {
+	ok := &StoredResponse{Status: 201, Headers: Headers{{"Content-Type", "application/json"}}, Body: []byte(`{"id":1}`)}
+	tests := []struct {
+		name    string
+		in      ReconcileAnswer
+		wantErr string // substring; "" means valid
+	}{
+		{"executed", ReconcileAnswer{Outcome: ReconcileExecuted, Response: ok}, ""},
+		{"executed, status 100", ReconcileAnswer{Outcome: ReconcileExecuted, Response: &StoredResponse{Status: 100}}, ""},
+		{"executed, status 599", ReconcileAnswer{Outcome: ReconcileExecuted, Response: &StoredResponse{Status: 599}}, ""},
+		{"not executed", ReconcileAnswer{Outcome: ReconcileNotExecuted}, ""},
+		{"unknown", ReconcileAnswer{Outcome: ReconcileUnknown}, ""},
+		{"unknown with retry after", ReconcileAnswer{Outcome: ReconcileUnknown, RetryAfterMS: 2500}, ""},
+		{"missing outcome", ReconcileAnswer{}, "outcome is missing"},
+		{"unknown outcome", ReconcileAnswer{Outcome: "ran"}, `outcome is "ran"`},
+		{"outcome in capitals", ReconcileAnswer{Outcome: "EXECUTED", Response: ok}, `outcome is "EXECUTED"`},
+		{"failed is not an answer", ReconcileAnswer{Outcome: ReconcileFailed}, `outcome is "failed"`},
+		{"executed without response", ReconcileAnswer{Outcome: ReconcileExecuted}, "without a response"},
+		{"executed, status 0", ReconcileAnswer{Outcome: ReconcileExecuted, Response: &StoredResponse{}}, "status 0"},
+		{"executed, status 99", ReconcileAnswer{Outcome: ReconcileExecuted, Response: &StoredResponse{Status: 99}}, "status 99"},
+		{"executed, status 600", ReconcileAnswer{Outcome: ReconcileExecuted, Response: &StoredResponse{Status: 600}}, "status 600"},
+		{"executed, header with CRLF", ReconcileAnswer{Outcome: ReconcileExecuted,
+			Response: &StoredResponse{Status: 200, Headers: Headers{{"X-A", "1\r\nX-B: 2"}}}}, "response.headers[0]"},
+		{"executed, pseudo-header", ReconcileAnswer{Outcome: ReconcileExecuted,
+			Response: &StoredResponse{Status: 200, Headers: Headers{{"X-A", "1"}, {":status", "200"}}}}, "response.headers[1]"},
+		{"negative retry after", ReconcileAnswer{Outcome: ReconcileUnknown, RetryAfterMS: -1}, "retry_after_ms is -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateReconcileAnswer(tt.in)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("ValidateReconcileAnswer(%+v) = %v, want nil", tt.in, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("ValidateReconcileAnswer(%+v) = %v, want error containing %q", tt.in, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestReconcileWire pins the JSON names of the reconcile contract: the
+// upstream implements them from the README, not from this package.
+func TestReconcileWire(t *testing.T) {
+	q := ReconcileQuery{Attempt: "1.h", Key: "k", Scope: "s", Fingerprint: "k1:ab",
+		CreatedAt: time.Date(2026, 12, 1, 23, 0, 0, 0, time.UTC), DryRun: true}
+	b, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"attempt":"1.h","key":"k","scope":"s","fingerprint":"k1:ab","created_at":"2026-12-01T23:00:00Z","dry_run":true}`
+	if string(b) != want {
+		t.Errorf("query = %s\nwant    %s", b, want)
+	}
+	var a ReconcileAnswer
+	in := `{"outcome":"executed","response":{"status":201,"headers":[["A","b"]],"body":"eyJpZCI6MX0="},"retry_after_ms":5}`
+	if err := json.Unmarshal([]byte(in), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Outcome != ReconcileExecuted || a.Response == nil || a.Response.Status != 201 ||
+		string(a.Response.Body) != `{"id":1}` || len(a.Response.Headers) != 1 || a.RetryAfterMS != 5 {
+		t.Errorf("answer decoded as %+v (response %+v)", a, a.Response)
+	}
+	b, err = json.Marshal(ReserveResponse{Outcome: Indeterminate, ExpiresInMS: 9, ReconcileInMS: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"outcome":"indeterminate","expires_in_ms":9,"reconcile_in_ms":7}`; string(b) != want {
+		t.Errorf("reserve response = %s, want %s", b, want)
+	}
+	b, err = json.Marshal(ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", OnIndeterminate: LeaseReconcile, ReconcileTarget: "pay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"scope":"s","key":"k","fingerprint":"f","on_indeterminate":"reconcile","reconcile_target":"pay"}`; string(b) != want {
+		t.Errorf("reserve request = %s, want %s", b, want)
 	}
 }
 

@@ -88,6 +88,9 @@ const maxTokenLen = 128
 // used for one attempt only).
 const DefaultFenceTTL = api.DefaultTTL + api.DefaultLease
 
+// DefaultReconcileDelay is Options.ReconcileDelay when zero.
+const DefaultReconcileDelay = time.Second
+
 // DefaultPrefix starts every Redis key of the store.
 const DefaultPrefix = "idemgate"
 
@@ -126,6 +129,10 @@ type Options struct {
 	// Durable makes every state-changing operation wait for replicas (and
 	// with Fsync, the AOF) before it answers; zero value: off.
 	Durable Durability
+	// ReconcileDelay is how long after its holder abandoned it a record
+	// on a route that reconciles is first looked up (its attempt may
+	// still be on its way to the upstream); default DefaultReconcileDelay.
+	ReconcileDelay time.Duration
 	// Observer receives retries, WAIT shortfalls and durations, and the
 	// failovers the topology watcher sees.
 	Observer Observer
@@ -161,6 +168,12 @@ func (o Options) withDefaults() (Options, error) {
 		o.MaxStoredResponse = api.DefaultMaxStoredBody
 	case o.MaxStoredResponse < 0:
 		return o, fmt.Errorf("%w: MaxStoredResponse %d is negative", ErrInvalidOptions, o.MaxStoredResponse)
+	}
+	switch {
+	case o.ReconcileDelay == 0:
+		o.ReconcileDelay = DefaultReconcileDelay
+	case o.ReconcileDelay < time.Millisecond || o.ReconcileDelay > MaxTTL:
+		return o, fmt.Errorf("%w: reconcile delay %v must be from 1ms to %v", ErrInvalidOptions, o.ReconcileDelay, MaxTTL)
 	}
 	if o.DefaultLease == 0 {
 		o.DefaultLease = api.DefaultLease
