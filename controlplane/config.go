@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/seal"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
@@ -62,6 +63,37 @@ type config struct {
 	// the key before a rotation. Empty FingerprintKeys: unkeyed SHA-256.
 	FingerprintKeyEnv string
 	FingerprintKeys   [][]byte
+
+	// ReconcileURLs are the --reconcile-url values as given ([NAME=]TEMPLATE);
+	// Reconcile holds them resolved, with the loop's settings.
+	ReconcileURLs stringList
+	Reconcile     reconcileConfig
+}
+
+// reconcileConfig configures the reconciler (reconcile.Options and its
+// lookup client). No targets: reconcile is off, and a reserve that asks
+// for it is refused.
+type reconcileConfig struct {
+	Targets     []reconcile.Target
+	Delay       time.Duration // store.Options.ReconcileDelay: from an abandon to the first lookup
+	Interval    time.Duration
+	Concurrency int
+	Timeout     time.Duration
+	MaxBackoff  time.Duration
+}
+
+// maxReconcileConcurrency bounds --reconcile-concurrency: each lookup is a
+// goroutine and a connection to an upstream.
+const maxReconcileConcurrency = 1024
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, " ") }
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
 }
 
 // Environment variables. Flags win over them.
@@ -74,6 +106,7 @@ const (
 	envEncryptionKey   = "IDEM_ENCRYPTION_KEY"
 	envEncryptionPrev  = "IDEM_ENCRYPTION_KEY_PREVIOUS"
 	envFingerprintKey  = "IDEM_FINGERPRINT_KEY"
+	envReconcileURL    = "IDEM_RECONCILE_URL"
 	previousSuffix     = "_PREVIOUS"
 	defaultListen      = "127.0.0.1:8081"
 	defaultRedisURL    = "redis://127.0.0.1:6379"
@@ -107,8 +140,15 @@ var flagEnv = map[string]string{
 	"durable-replicas":    "IDEM_DURABLE_REPLICAS",
 	"durable-timeout":     "IDEM_DURABLE_TIMEOUT",
 	"durable-fsync":       "IDEM_DURABLE_FSYNC",
-	"log-level":           "IDEM_LOG_LEVEL",
-	"log-format":          "IDEM_LOG_FORMAT",
+	// IDEM_RECONCILE_URL may hold several values, separated by spaces.
+	"reconcile-url":         envReconcileURL,
+	"reconcile-delay":       "IDEM_RECONCILE_DELAY",
+	"reconcile-interval":    "IDEM_RECONCILE_INTERVAL",
+	"reconcile-concurrency": "IDEM_RECONCILE_CONCURRENCY",
+	"reconcile-timeout":     "IDEM_RECONCILE_TIMEOUT",
+	"reconcile-max-backoff": "IDEM_RECONCILE_MAX_BACKOFF",
+	"log-level":             "IDEM_LOG_LEVEL",
+	"log-format":            "IDEM_LOG_FORMAT",
 	// --insecure-no-auth has no environment variable on purpose: turning
 	// authentication off must be visible on the command line.
 }
@@ -143,6 +183,12 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Durable.Timeout, "durable-timeout", store.DefaultDurableTimeout, "durable mode: how long a state change waits for the replicas; less than --op-timeout and --redis-read-timeout")
 	fs.BoolVar(&c.Durable.Fsync, "durable-fsync", false, "durable mode: WAITAOF 1 N instead of WAIT N, the master's AOF fsync too (Redis 7.2 or later, appendonly yes; checked at start)")
 	fs.StringVar(&c.FingerprintKeyEnv, "fingerprint-key-env", envFingerprintKey, "`NAME` of the environment variable holding the fingerprint key (base64 of 32 bytes; NAME_PREVIOUS: the key before a rotation). Redis keeps HMAC-SHA-256 of each fingerprint under it; unset, SHA-256")
+	fs.Var(&c.ReconcileURLs, "reconcile-url", "lookup URL of an upstream that implements the reconcile contract, `[NAME=]TEMPLATE` (repeatable; bare: the target \"default\"); placeholders {key}, {attempt}, {scope}; its bearer credential comes from "+reconcile.CredentialEnvPrefix+"[_NAME]. Unset: reconcile is off")
+	fs.DurationVar(&c.Reconcile.Delay, "reconcile-delay", store.DefaultReconcileDelay, "reconcile: how long after an abandon the first lookup is due")
+	fs.DurationVar(&c.Reconcile.Interval, "reconcile-interval", reconcile.DefaultInterval, "reconcile: how often the loop claims the records due")
+	fs.IntVar(&c.Reconcile.Concurrency, "reconcile-concurrency", reconcile.DefaultConcurrency, fmt.Sprintf("reconcile: lookups in flight at most, `N` from 1 to %d", maxReconcileConcurrency))
+	fs.DurationVar(&c.Reconcile.Timeout, "reconcile-timeout", reconcile.DefaultLookupTimeout, "reconcile: bound on one lookup; past it the lookup failed (asked again later)")
+	fs.DurationVar(&c.Reconcile.MaxBackoff, "reconcile-max-backoff", reconcile.DefaultMaxBackoff, "reconcile: cap of the wait after unknown or failed lookups (1s doubling, jittered) and of an upstream's retry_after_ms; at least 100ms")
 	fs.StringVar(&logLevel, "log-level", "info", "`LEVEL`: debug (one line per request), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "`FORMAT` of the log on stderr: json or text")
 	fs.VisitAll(func(f *flag.Flag) {
@@ -160,17 +206,27 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 // parseConfig reads flags, then the environment for flags not given, and
 // validates the result. It returns flag.ErrHelp for -h/--help.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
+	c, logLevel, err := readConfig(args, getenv)
+	if err != nil {
+		return c, err
+	}
+	err = c.validate(logLevel, getenv)
+	return c, err
+}
+
+// readConfig reads flags, then the environment for flags not given; it
+// checks only what the flag package checks (types). It returns the
+// --log-level value for validate.
+func readConfig(args []string, getenv func(string) string) (config, string, error) {
 	var c config
 	fs, logLevel := newFlagSet(&c, io.Discard)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		// The flag package's messages are terse but name the flag.
-		return c, err
+		// ErrHelp for -h; else the flag package's message, terse but
+		// naming the flag.
+		return c, "", err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+		return c, "", fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -179,40 +235,51 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if given[name] || v == "" {
 			continue
 		}
-		if err := fs.Set(name, v); err != nil {
-			if name == "token" || name == "admin-token" {
-				return c, fmt.Errorf("%s: invalid value", env)
+		vals := []string{v}
+		if name == "reconcile-url" {
+			vals = strings.Fields(v) // URLs hold no spaces
+		}
+		for _, v := range vals {
+			if err := fs.Set(name, v); err != nil {
+				if name == "token" || name == "admin-token" {
+					return c, "", fmt.Errorf("%s: invalid value", env)
+				}
+				return c, "", fmt.Errorf("%s=%q: %v", env, v, err)
 			}
-			return c, fmt.Errorf("%s=%q: %v", env, v, err)
 		}
 	}
 	if !given["redis-url"] && getenv(envRedisURL) == "" {
 		if addr := getenv(envRedisAddr); addr != "" {
 			c.RedisURL = "redis://" + addr
 			if _, _, err := net.SplitHostPort(addr); err != nil {
-				return c, fmt.Errorf("%s=%q: want host:port", envRedisAddr, addr)
+				return c, "", fmt.Errorf("%s=%q: want host:port", envRedisAddr, addr)
 			}
 		}
 	}
+	return c, *logLevel, nil
+}
 
-	lvl, err := parseLevel(*logLevel)
+// validate checks c, resolves what derives from other settings and reads
+// the keys and credentials from the environment.
+func (c *config) validate(logLevel string, getenv func(string) string) error {
+	lvl, err := parseLevel(logLevel)
 	if err != nil {
-		return c, err
+		return err
 	}
 	c.LogLevel = lvl
 	c.WatchPeriod = store.DefaultWatchPeriod
 	if c.LogFormat != "json" && c.LogFormat != "text" {
-		return c, fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
+		return fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
 	}
 
 	if err := validateListen(c.Listen); err != nil {
-		return c, err
+		return err
 	}
 	if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
-		return c, fmt.Errorf("--redis-url: %v", err)
+		return fmt.Errorf("--redis-url: %v", err)
 	}
-	if err := validateAuth(&c); err != nil {
-		return c, err
+	if err := validateAuth(c); err != nil {
+		return err
 	}
 
 	for _, d := range []struct {
@@ -225,79 +292,83 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		{"--redis-write-timeout", c.Redis.WriteTimeout}, {"--redis-pool-timeout", c.Redis.PoolTimeout},
 	} {
 		if d.v <= 0 {
-			return c, fmt.Errorf("%s is %v; want a positive duration such as 500ms or 30s", d.name, d.v)
+			return fmt.Errorf("%s is %v; want a positive duration such as 500ms or 30s", d.name, d.v)
 		}
 	}
 	if c.Lease%time.Millisecond != 0 || c.TTL%time.Millisecond != 0 {
-		return c, errors.New("--lease and --ttl are kept in milliseconds; give whole milliseconds")
+		return errors.New("--lease and --ttl are kept in milliseconds; give whole milliseconds")
 	}
 	// The fence is a millisecond PEXPIRE; the store bounds it by a whole
 	// longest reservation.
 	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*store.MaxTTL {
-		return c, fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*store.MaxTTL)
+		return fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*store.MaxTTL)
 	}
 	if c.Lease > c.TTL {
-		return c, fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)
+		return fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)
 	}
 	if c.Redis.PoolSize < 0 {
-		return c, fmt.Errorf("--redis-pool-size is %d; want 0 (default) or more", c.Redis.PoolSize)
+		return fmt.Errorf("--redis-pool-size is %d; want 0 (default) or more", c.Redis.PoolSize)
 	}
 	switch {
 	case c.MaxInFlight == 0:
 		c.MaxInFlight = server.DefaultMaxInFlight
 	case c.MaxInFlight == 1, c.MaxInFlight < -1:
-		return c, fmt.Errorf("--max-inflight is %d; want 2 or more (a quarter of the slots, at least one, is kept for complete, release and abandon), 0 for the default %d, or -1 for no bound", c.MaxInFlight, server.DefaultMaxInFlight)
+		return fmt.Errorf("--max-inflight is %d; want 2 or more (a quarter of the slots, at least one, is kept for complete, release and abandon), 0 for the default %d, or -1 for no bound", c.MaxInFlight, server.DefaultMaxInFlight)
 	}
 	if c.RedisMaxRetries < -1 {
-		return c, fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.RedisMaxRetries)
+		return fmt.Errorf("--redis-max-retries is %d; want -1 (none), 0 (default) or more", c.RedisMaxRetries)
 	}
-	if err := validateDurable(c); err != nil {
-		return c, err
+	if err := validateDurable(*c); err != nil {
+		return err
 	}
 	if c.MaxStoredResponse <= 0 {
-		return c, fmt.Errorf("--max-stored-response is %d; want a positive number of bytes", c.MaxStoredResponse)
+		return fmt.Errorf("--max-stored-response is %d; want a positive number of bytes", c.MaxStoredResponse)
 	}
 
 	if k := getenv(envEncryptionKey); k != "" {
 		key, err := seal.ParseKey(k)
 		if err != nil {
-			return c, fmt.Errorf("%s: %v", envEncryptionKey, err)
+			return fmt.Errorf("%s: %v", envEncryptionKey, err)
 		}
 		c.EncryptionKeys = append(c.EncryptionKeys, key)
 		if p := getenv(envEncryptionPrev); p != "" {
 			prev, err := seal.ParseKey(p)
 			if err != nil {
-				return c, fmt.Errorf("%s: %v", envEncryptionPrev, err)
+				return fmt.Errorf("%s: %v", envEncryptionPrev, err)
 			}
 			c.EncryptionKeys = append(c.EncryptionKeys, prev)
 		}
 	} else if getenv(envEncryptionPrev) != "" {
-		return c, fmt.Errorf("%s is set but %s is not: set the new key too", envEncryptionPrev, envEncryptionKey)
+		return fmt.Errorf("%s is set but %s is not: set the new key too", envEncryptionPrev, envEncryptionKey)
 	}
 
 	if c.FingerprintKeyEnv == "" {
-		return c, errors.New("--fingerprint-key-env is empty; want the name of an environment variable")
+		return errors.New("--fingerprint-key-env is empty; want the name of an environment variable")
 	}
 	prevEnv := c.FingerprintKeyEnv + previousSuffix
 	if k := getenv(c.FingerprintKeyEnv); k != "" {
 		key, err := seal.ParseKey(k)
 		if err != nil {
-			return c, fmt.Errorf("%s (the fingerprint key): %v", c.FingerprintKeyEnv, err)
+			return fmt.Errorf("%s (the fingerprint key): %v", c.FingerprintKeyEnv, err)
 		}
 		c.FingerprintKeys = append(c.FingerprintKeys, key)
 		if p := getenv(prevEnv); p != "" {
 			prev, err := seal.ParseKey(p)
 			if err != nil {
-				return c, fmt.Errorf("%s: %v", prevEnv, err)
+				return fmt.Errorf("%s: %v", prevEnv, err)
 			}
 			c.FingerprintKeys = append(c.FingerprintKeys, prev)
 		}
 	} else if getenv(prevEnv) != "" {
-		return c, fmt.Errorf("%s is set but %s is not: set the new key too", prevEnv, c.FingerprintKeyEnv)
+		return fmt.Errorf("%s is set but %s is not: set the new key too", prevEnv, c.FingerprintKeyEnv)
 	}
 
 	if err := c.storeOptions().Validate(); err != nil {
-		return c, fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
+		return fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
+	}
+
+	if err := c.validateReconcile(getenv); err != nil {
+		return err
 	}
 
 	minReq := server.MinRequestBytes(c.storeCap())
@@ -305,10 +376,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	case c.MaxRequestBytes == 0:
 		c.MaxRequestBytes = server.DefaultMaxRequestBytes(c.storeCap())
 	case c.MaxRequestBytes < minReq:
-		return c, fmt.Errorf("--max-request-bytes %d cannot carry a complete with a %d-byte stored response (base64 in JSON): want at least %d, or 0 for the default",
+		return fmt.Errorf("--max-request-bytes %d cannot carry a complete with a %d-byte stored response (base64 in JSON): want at least %d, or 0 for the default",
 			c.MaxRequestBytes, c.MaxStoredResponse, minReq)
 	}
-	return c, nil
+	return nil
 }
 
 // storeCap is the cap the store enforces: with encryption, a sealed body is
@@ -330,12 +401,45 @@ func (c *config) storeOptions() store.Options {
 		FenceTTL:          c.FenceTTL,
 		MaxRetries:        c.RedisMaxRetries,
 		Durable:           c.Durable,
+		ReconcileDelay:    c.Reconcile.Delay,
 	}
 	if len(c.FingerprintKeys) > 0 {
 		o.FingerprintKey = c.FingerprintKeys[0]
 		o.PreviousFingerprintKeys = c.FingerprintKeys[1:]
 	}
 	return o
+}
+
+// validateReconcile checks the reconcile settings and resolves the
+// targets with their credentials.
+func (c *config) validateReconcile(getenv func(string) string) error {
+	r := &c.Reconcile
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--reconcile-delay", r.Delay}, {"--reconcile-interval", r.Interval},
+		{"--reconcile-timeout", r.Timeout}, {"--reconcile-max-backoff", r.MaxBackoff},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s is %v; want a positive duration such as 500ms or 30s", d.name, d.v)
+		}
+	}
+	if r.Delay%time.Millisecond != 0 {
+		return fmt.Errorf("--reconcile-delay is %v; Redis keeps it in milliseconds: give whole milliseconds", r.Delay)
+	}
+	if r.MaxBackoff < reconcile.MinRetryAfter {
+		return fmt.Errorf("--reconcile-max-backoff is %v; want at least %v", r.MaxBackoff, reconcile.MinRetryAfter)
+	}
+	if r.Concurrency < 1 || r.Concurrency > maxReconcileConcurrency {
+		return fmt.Errorf("--reconcile-concurrency is %d; want 1 to %d", r.Concurrency, maxReconcileConcurrency)
+	}
+	targets, err := reconcile.ResolveTargets(c.ReconcileURLs, getenv)
+	if err != nil {
+		return err
+	}
+	r.Targets = targets
+	return nil
 }
 
 // validateDurable checks the durable-mode flags: the WAIT must answer

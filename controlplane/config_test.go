@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/seal"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
@@ -250,6 +251,49 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "reconcile off by default, with the loop's defaults",
+			env:  []string{envToken, testToken},
+			check: func(t *testing.T, c config) {
+				r := c.Reconcile
+				if r.Targets != nil || r.Delay != time.Second || r.Interval != 500*time.Millisecond || r.Concurrency != 8 ||
+					r.Timeout != 5*time.Second || r.MaxBackoff != time.Minute || c.storeOptions().ReconcileDelay != time.Second {
+					t.Errorf("Reconcile %+v, store delay %v", r, c.storeOptions().ReconcileDelay)
+				}
+			},
+		},
+		{
+			name: "reconcile targets from flags, credentials from the environment",
+			args: []string{"--reconcile-url", "http://pay/idem/{key}", "--reconcile-url", "orders-eu=https://o/x?a={attempt}",
+				"--reconcile-delay", "250ms", "--reconcile-interval", "100ms", "--reconcile-concurrency", "3",
+				"--reconcile-timeout", "2s", "--reconcile-max-backoff", "10s"},
+			env: []string{envToken, testToken, "IDEMGATE_RECONCILE_TOKEN", "svc-default", "IDEMGATE_RECONCILE_TOKEN_ORDERS_EU", "svc-orders",
+				envReconcileURL, "http://ignored/{key}"},
+			check: func(t *testing.T, c config) {
+				r := c.Reconcile
+				want := []reconcile.Target{
+					{Name: "default", Template: "http://pay/idem/{key}", Credential: "svc-default"},
+					{Name: "orders-eu", Template: "https://o/x?a={attempt}", Credential: "svc-orders"},
+				}
+				if len(r.Targets) != 2 || r.Targets[0] != want[0] || r.Targets[1] != want[1] {
+					t.Errorf("Targets %+v, want %+v (the flags win over IDEM_RECONCILE_URL)", r.Targets, want)
+				}
+				if r.Delay != 250*time.Millisecond || c.storeOptions().ReconcileDelay != 250*time.Millisecond || r.Interval != 100*time.Millisecond ||
+					r.Concurrency != 3 || r.Timeout != 2*time.Second || r.MaxBackoff != 10*time.Second {
+					t.Errorf("Reconcile %+v", r)
+				}
+			},
+		},
+		{
+			name: "reconcile targets from the environment, separated by spaces",
+			env:  []string{envToken, testToken, envReconcileURL, "http://pay/{key}  b=http://b/{attempt}", "IDEM_RECONCILE_CONCURRENCY", "16"},
+			check: func(t *testing.T, c config) {
+				r := c.Reconcile
+				if len(r.Targets) != 2 || r.Targets[0].Name != "default" || r.Targets[1].Name != "b" || r.Concurrency != 16 {
+					t.Errorf("Reconcile %+v", r)
+				}
+			},
+		},
+		{
 			name: "explicit request limit at the minimum",
 			args: []string{"--max-stored-response", "3000", "--max-request-bytes", "20384"}, // 4000 + 16384
 			env:  []string{envToken, testToken},
@@ -325,6 +369,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"previous key alone", nil, []string{envToken, testToken, envEncryptionPrev, base64.StdEncoding.EncodeToString(make([]byte, 32))}, "IDEM_ENCRYPTION_KEY is not", ""},
 		{"bad log level", []string{"--log-level", "loud"}, []string{envToken, testToken}, "--log-level \"loud\"", ""},
 		{"bad log format", []string{"--log-format", "xml"}, []string{envToken, testToken}, "--log-format \"xml\"", ""},
+		{"reconcile URL not http", []string{"--reconcile-url", "ftp://x/{key}"}, []string{envToken, testToken}, `--reconcile-url "ftp://x/{key}": the URL template is not an absolute http or https URL`, ""},
+		{"reconcile URL without key or attempt", []string{"--reconcile-url", "http://x/{scope}"}, []string{envToken, testToken}, "names neither {key} nor {attempt}", ""},
+		{"reconcile URL with an unknown placeholder", nil, []string{envToken, testToken, envReconcileURL, "http://x/{id}"}, "not one of the placeholders {key}, {attempt}, {scope}", ""},
+		{"reconcile URL with a password", []string{"--reconcile-url", "http://u:hunter2@x/{key}"}, []string{envToken, testToken}, `--reconcile-url of the target "default": the URL template carries user information`, "hunter2"},
+		{"reconcile target twice", []string{"--reconcile-url", "p=http://x/{key}", "--reconcile-url", "p=http://y/{key}"}, []string{envToken, testToken}, `the target "p" is given twice`, ""},
+		{"reconcile target name", []string{"--reconcile-url", "pay.eu=http://x/{key}"}, []string{envToken, testToken}, "byte outside [A-Za-z0-9_-]", ""},
+		{"reconcile concurrency zero", []string{"--reconcile-concurrency", "0"}, []string{envToken, testToken}, "--reconcile-concurrency is 0; want 1 to 1024", ""},
+		{"reconcile concurrency huge", nil, []string{envToken, testToken, "IDEM_RECONCILE_CONCURRENCY", "5000"}, "--reconcile-concurrency is 5000", ""},
+		{"reconcile timeout zero", []string{"--reconcile-timeout", "0s"}, []string{envToken, testToken}, "--reconcile-timeout is 0s; want a positive duration", ""},
+		{"reconcile interval negative", []string{"--reconcile-interval", "-1s"}, []string{envToken, testToken}, "--reconcile-interval is -1s", ""},
+		{"reconcile delay sub-millisecond", []string{"--reconcile-delay", "1500us"}, []string{envToken, testToken}, "--reconcile-delay is 1.5ms; Redis keeps it in milliseconds", ""},
+		{"reconcile max backoff too short", []string{"--reconcile-max-backoff", "50ms"}, []string{envToken, testToken}, "--reconcile-max-backoff is 50ms; want at least 100ms", ""},
 		{"positional argument", []string{"serve"}, []string{envToken, testToken}, `unexpected argument "serve"`, ""},
 		{"unknown flag", []string{"--port", "1"}, []string{envToken, testToken}, "flag provided but not defined: -port", ""},
 	}

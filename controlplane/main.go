@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/seal"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
@@ -77,6 +79,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	sopt := cfg.storeOptions()
 	sopt.Observer = redisMetrics.Observer()
 	st := store.New(client, sopt)
+	rec := newReconciler(cfg, st, sealer, reg, log)
+	var reconciler server.Reconciler // a nil *Reconciler must stay a nil interface
+	if rec != nil {
+		reconciler = rec
+	}
 	handler, err := server.New(st, server.Options{
 		Registry:        reg,
 		Token:           cfg.Token,
@@ -88,6 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Sealer:          sealer,
 		Logger:          log,
 		MaxInFlight:     cfg.MaxInFlight,
+		Reconciler:      reconciler,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "controlplane: %v\n", err)
@@ -116,7 +124,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"durable", cfg.Durable.String(),
 		"redis_max_retries", cfg.RedisMaxRetries,
 		"max_inflight", cfg.MaxInFlight,
-		"redis_pool_timeout", cfg.Redis.PoolTimeout)
+		"redis_pool_timeout", cfg.Redis.PoolTimeout,
+		"reconcile_targets", targetNames(cfg.Reconcile.Targets))
 	// Redis being down at start is not fatal: /readyz reports it and the
 	// API answers 503 until it is back.
 	pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
@@ -154,6 +163,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		st.WatchTopology(wctx, cfg.WatchPeriod, log)
 	}()
 	defer func() { stopWatch(); <-watchDone }()
+	// The reconciler asks upstreams about indeterminate records of routes
+	// that reconcile, until shutdown; only with a target to ask.
+	if rec != nil {
+		rctx, stopReconcile := context.WithCancel(ctx)
+		reconcileDone := make(chan struct{})
+		go func() {
+			defer close(reconcileDone)
+			rec.Run(rctx)
+		}()
+		defer func() { stopReconcile(); <-reconcileDone }()
+	}
 
 	if err := serve(ctx, newHTTPServer(cfg, handler, log), ln, cfg.ShutdownTimeout, log); err != nil {
 		log.Error("serving failed", "error", err)
@@ -161,6 +181,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return exitOK
+}
+
+// newReconciler builds the reconciler of the configured lookup targets,
+// its metrics on reg; nil when there is none (reconcile off).
+func newReconciler(cfg config, st *store.Store, sealer *seal.Sealer, reg *prometheus.Registry, log *slog.Logger) *reconcile.Reconciler {
+	names := targetNames(cfg.Reconcile.Targets)
+	m := reconcile.NewMetrics(reg, names)
+	if len(names) == 0 {
+		return nil
+	}
+	c := reconcile.NewClient(cfg.Reconcile.Targets, nil, cfg.Reconcile.Timeout, reconcile.MaxAnswerBytes(cfg.MaxStoredResponse))
+	return reconcile.New(st, c, reconcile.Options{
+		Interval:    cfg.Reconcile.Interval,
+		Concurrency: cfg.Reconcile.Concurrency,
+		MaxBackoff:  cfg.Reconcile.MaxBackoff,
+		OpTimeout:   cfg.OpTimeout,
+		Sealer:      sealer,
+		Logger:      log,
+		Metrics:     m,
+	})
+}
+
+func targetNames(ts []reconcile.Target) []string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Name
+	}
+	return names
 }
 
 // checkEvictionPolicy reads maxmemory-policy on Redis (every master of a

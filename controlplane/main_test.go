@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -383,5 +384,97 @@ func TestRunDurableLogsAndWatches(t *testing.T) {
 	cancel()
 	if code := <-exited; code != exitOK {
 		t.Errorf("run = %d", code)
+	}
+}
+
+// TestRunReconciles: with --reconcile-url, run starts the reconciler: an
+// abandoned key on a route that reconciles is looked up (with the
+// credential from the environment) and released on "not executed", and a
+// reserve naming a target without a URL is refused.
+func TestRunReconciles(t *testing.T) {
+	rs := redistest.Start(t)
+	auth := make(chan string, 16)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case auth <- r.Header.Get("Authorization"):
+		default:
+		}
+		io.WriteString(w, `{"outcome":"not_executed"}`)
+	}))
+	defer up.Close()
+	logs := &syncbuf.Buffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := envMap(envToken, testToken, envRedisAddr, rs.Addr(), "IDEMGATE_RECONCILE_TOKEN", "svc-credential-1")
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"--listen", "127.0.0.1:0", "--reconcile-url", up.URL + "/__idempotency/{attempt}",
+			"--reconcile-delay", "1ms", "--reconcile-interval", "20ms"}, env, logs)
+	}()
+	addr := waitListening(t, logs, exited)
+	post := func(path, body string) (int, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, b := post(api.PathReserve, `{"scope":"s","key":"o","fingerprint":"fp","on_indeterminate":"reconcile","reconcile_target":"orders"}`); code != 400 ||
+		!strings.Contains(string(b), "no reconcile target orders is configured on this control plane") {
+		t.Errorf("reserve naming an unconfigured target = %d %s, want 400", code, b)
+	}
+	reserve := `{"scope":"s","key":"k","fingerprint":"fp","on_indeterminate":"reconcile"}`
+	code, b := post(api.PathReserve, reserve)
+	var res api.ReserveResponse
+	if err := json.Unmarshal(b, &res); code != 200 || err != nil || res.Outcome != api.Acquired {
+		t.Fatalf("reserve = %d %s", code, b)
+	}
+	if code, b := post(api.PathAbandon, `{"scope":"s","key":"k","token":"`+res.Token+`"}`); code != 200 {
+		t.Fatalf("abandon = %d %s", code, b)
+	}
+	// The reconciler releases the key: a retry acquires it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, b := post(api.PathReserve, reserve)
+		if json.Unmarshal(b, &res) == nil && res.Outcome == api.Acquired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the key was not released within 30s; last reserve %s; log:\n%s", b, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := <-auth; got != "Bearer svc-credential-1" {
+		t.Errorf("lookup sent Authorization %q", got)
+	}
+	resp, err := http.Get("http://" + addr + api.PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`idemgate_reconcile_applied_total{effect="released"} 1`, `idemgate_reconcile_answers_total{answer="not_executed",target="default"} 1`} {
+		if !strings.Contains(string(m), want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	cancel()
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Errorf("run = %d, want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+	if !strings.Contains(logs.String(), `"reconcile_targets":["default"]`) {
+		t.Errorf("the start line does not name the reconcile targets:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), "svc-credential-1") {
+		t.Error("the log contains the reconcile credential")
 	}
 }

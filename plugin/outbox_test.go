@@ -269,16 +269,20 @@ func checkOutcomeBody(t *testing.T, path string, body []byte, scope string) {
 
 var holderRE = regexp.MustCompile(`^[A-Za-z0-9_-]{22,64}$`)
 
-// TestReserveHolder: reserve carries the route's on_indeterminate and a
-// holder id of at least 128 random bits, fresh per attempt.
+// TestReserveHolder: reserve carries the route's on_indeterminate (and
+// reconcile_target) and a holder id of at least 128 random bits, fresh per attempt.
 func TestReserveHolder(t *testing.T) {
 	tests := []struct {
 		name   string
 		config []string
 		want   string
+		target string
 	}{
 		{name: "lock", want: api.LeaseLock},
 		{name: "release", config: releaseOnIndeterminate, want: api.LeaseRelease},
+		{name: "reconcile", config: reconcileRoute, want: api.LeaseReconcile},
+		{name: "reconcile with a target", config: []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "reconcile", "reconcile_target": "payments-eu"`},
+			want: api.LeaseReconcile, target: "payments-eu"},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for _, tc := range tests {
@@ -291,8 +295,8 @@ func TestReserveHolder(t *testing.T) {
 					sendRequest(host, id, paymentHeaders(keyK1), []byte(paymentBody))
 					c := nthCallout(t, host, id, 0, api.PathReserve)
 					req := checkReserve(t, c, paymentBody, paymentHeaders(keyK1))
-					if req.OnIndeterminate != tc.want {
-						t.Errorf("on_indeterminate = %q, want %q", req.OnIndeterminate, tc.want)
+					if req.OnIndeterminate != tc.want || req.ReconcileTarget != tc.target {
+						t.Errorf("on_indeterminate = %q, reconcile_target %q; want %q, %q", req.OnIndeterminate, req.ReconcileTarget, tc.want, tc.target)
 					}
 					if !holderRE.MatchString(req.Holder) || seen[req.Holder] {
 						t.Errorf("holder = %q, want 22-64 of [A-Za-z0-9_-], new each time (seen %v)", req.Holder, seen)

@@ -107,7 +107,7 @@ func (p *pluginContext) dispatchPoll(g *pollGroup, t int64) error {
 	req := api.ReserveRequest{
 		Scope: g.key.scope, Key: g.key.key, Fingerprint: g.key.fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), Holder: g.holder,
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: g.holder,
 	}
 	g.reservedAt = t
 	g.edgeEpoch, g.edgeEpochKnown = p.edgeEpoch()
@@ -244,7 +244,7 @@ func (p *pluginContext) answerAll(g *pollGroup, rr api.ReserveResponse) {
 		case api.Mismatch:
 			c.mismatch()
 		case api.Indeterminate:
-			c.indeterminateAnswer()
+			c.indeterminateAnswer(rr.ReconcileInMS)
 		}
 	}
 	clear(g.members)

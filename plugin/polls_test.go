@@ -256,6 +256,7 @@ func TestSharedPollAnswers(t *testing.T) {
 		release  bool   // the poll's holder is released
 		problem  int    // each waiter's answer; 0: a replay, -1: still held
 		title    string // of the problem
+		retry    string // its Retry-After
 		counters map[string]uint64
 	}{
 		{name: "completed: every waiter replays", status: 200, answer: api.ReserveResponse{Outcome: api.Completed, Response: stored, ExpiresInMS: 86400000},
@@ -264,6 +265,8 @@ func TestSharedPollAnswers(t *testing.T) {
 			counters: map[string]uint64{"idemgate.mismatches": 3}},
 		{name: "indeterminate: every waiter 409", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate}, problem: 409,
 			title: "The outcome of the request with this Idempotency-Key is unknown", counters: map[string]uint64{"idemgate.indeterminate": 3}},
+		{name: "indeterminate, being reconciled: every waiter 409 + Retry-After", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ReconcileInMS: 4200}, problem: 409,
+			title: "The outcome of the request with this Idempotency-Key is unknown", retry: "5", counters: map[string]uint64{"idemgate.indeterminate": 3}},
 		{name: "503: one release by holder, all wait on", status: 503, answer: api.Problem{Title: "x", Status: 503}, release: true, problem: -1,
 			counters: map[string]uint64{"idemgate.controlplane_errors": 1}},
 		{name: "no answer: one release by holder, all wait on", status: 0, release: true, problem: -1,
@@ -295,7 +298,7 @@ func TestSharedPollAnswers(t *testing.T) {
 							t.Errorf("stream %d not held", id)
 						}
 					default:
-						checkProblem(t, r, tc.problem, tc.title, "", "")
+						checkProblem(t, r, tc.problem, tc.title, "", tc.retry)
 					}
 				}
 				var releases []api.ReleaseRequest

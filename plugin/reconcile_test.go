@@ -114,12 +114,13 @@ func TestAttemptHeader(t *testing.T) {
 	})
 }
 
-// TestAttemptHeaderAfterWait: a duplicate held by on_in_progress wait
-// that a shared poll hands the key to goes upstream with that token as its
+// TestAttemptHeaderAfterWait: the shared poll of duplicates held by
+// on_in_progress wait carries the route's reconcile and target, and the
+// duplicate it hands the key to goes upstream with that token as its
 // attempt id, its client's value removed.
 func TestAttemptHeaderAfterWait(t *testing.T) {
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
-		host, reset := startHost(t, vm, withConfig(t, append(slices.Clone(reconcileRoute), waitConfig...)...))
+		host, reset := startHost(t, vm, withConfig(t, append([]string{`"on_indeterminate": "lock"`, `"on_indeterminate": "reconcile", "reconcile_target": "payments"`}, waitConfig...)...))
 		defer reset()
 		id := host.InitializeHttpContext()
 		headers := paymentHeaders(keyK1, [2]string{"idemgate-attempt", "1.spoofed"})
@@ -128,7 +129,10 @@ func TestAttemptHeaderAfterWait(t *testing.T) {
 		if !held(host, id) {
 			t.Fatal("the duplicate is not held")
 		}
-		_, idx := nextPoll(t, host)
+		poll, idx := nextPoll(t, host)
+		if poll.OnIndeterminate != api.LeaseReconcile || poll.ReconcileTarget != "payments" {
+			t.Errorf("poll's on_indeterminate %q, reconcile_target %q; want %q, %q", poll.OnIndeterminate, poll.ReconcileTarget, api.LeaseReconcile, "payments")
+		}
 		answerPlugin(t, host, idx, 200, api.ReserveResponse{Outcome: api.Acquired, Token: reconcileToken})
 		if a := host.GetCurrentHttpStreamAction(id); a != types.ActionContinue {
 			t.Fatalf("stream action = %v, want ActionContinue (handed the key)", a)

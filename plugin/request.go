@@ -274,7 +274,7 @@ func (c *httpContext) dispatchReserve() error {
 	req := api.ReserveRequest{
 		Scope: c.scope, Key: c.key, Fingerprint: c.fp,
 		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), Holder: c.holder,
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: c.holder,
 	}
 	c.phase = phaseReserving
 	c.reservedAt = now()
@@ -284,8 +284,11 @@ func (c *httpContext) dispatchReserve() error {
 
 // leaseEnd is the wire value of a route's on_indeterminate.
 func leaseEnd(o policy.OnIndeterminate) string {
-	if o == policy.ReleaseKey {
+	switch o {
+	case policy.ReleaseKey:
 		return api.LeaseRelease
+	case policy.Reconcile:
+		return api.LeaseReconcile
 	}
 	return api.LeaseLock
 }
@@ -362,7 +365,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 		c.inProgress()
 	case api.Indeterminate:
-		c.indeterminateAnswer()
+		c.indeterminateAnswer(rr.ReconcileInMS)
 	}
 }
 
@@ -405,10 +408,18 @@ func knownOutcome(o api.Outcome) bool {
 }
 
 // indeterminateAnswer answers the 409 of a record whose outcome is
-// unknown. Waiting would not help: nothing will resolve it but an
-// operator or the record's TTL.
-func (c *httpContext) indeterminateAnswer() {
+// unknown. Waiting would not help, unless the control plane is asking the
+// upstream about it (reconcileInMS > 0: when it asks next): then the
+// answer says when a retry may find it settled. Otherwise nothing will
+// resolve it but an operator or the record's TTL.
+func (c *httpContext) indeterminateAnswer(reconcileInMS int64) {
 	c.plugin.stats.indeterminate.Increment(1)
+	if reconcileInMS > 0 {
+		s := retryAfterSeconds(reconcileInMS)
+		c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; the gateway is asking the upstream whether it ran: "+
+			"retry with the same key after "+strconv.Itoa(s)+" s (its response is replayed if it ran; it runs if it did not)", s)
+		return
+	}
 	c.answer(probIndeterminate, "a request with this "+c.route.KeyHeader+" was forwarded and its outcome is unknown; retrying will not help: an operator must resolve it, or use a new key", 0)
 }
 

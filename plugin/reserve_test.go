@@ -53,6 +53,7 @@ func TestReserveOutcomes(t *testing.T) {
 		wantResume bool   // the request goes upstream
 		want       int    // status of the local response
 		title      string // of a problem; "" for a replay
+		detail     string // in the problem's detail
 		retryAfter string
 		counter    string // incremented once
 	}{
@@ -79,7 +80,31 @@ func TestReserveOutcomes(t *testing.T) {
 		},
 		{
 			name: "indeterminate: its own 409, no Retry-After", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: 86379000},
-			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", counter: "idemgate.indeterminate",
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", detail: "retrying will not help: an operator must resolve it", counter: "idemgate.indeterminate",
+		},
+		// Being reconciled: Retry-After says when the control plane asks
+		// the upstream next (seconds, rounded up, at least 1).
+		{
+			name: "indeterminate, being reconciled: Retry-After", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: 86379000, ReconcileInMS: 1500},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", retryAfter: "2", counter: "idemgate.indeterminate",
+			detail: "the gateway is asking the upstream whether it ran: retry with the same key after 2 s",
+		},
+		{
+			name: "indeterminate, being reconciled, due in 1 ms: Retry-After 1", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ReconcileInMS: 1},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", retryAfter: "1", detail: "asking the upstream whether it ran",
+		},
+		{
+			name: "indeterminate, being reconciled, whole seconds", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ReconcileInMS: 60000},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", retryAfter: "60", detail: "after 60 s",
+		},
+		{
+			name: "indeterminate, being reconciled, on a reconcile route alike", config: []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "reconcile"`},
+			status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ReconcileInMS: 2001},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", retryAfter: "3", detail: "asking the upstream",
+		},
+		{
+			name: "indeterminate, negative reconcile_in_ms: as without", status: 200, answer: api.ReserveResponse{Outcome: api.Indeterminate, ReconcileInMS: -5},
+			want: 409, title: "The outcome of the request with this Idempotency-Key is unknown", detail: "an operator must resolve it",
 		},
 		{name: "control plane 500, fail-closed", status: 500, answer: api.Problem{Title: "x", Status: 500}, want: 503, title: "Idempotency service unavailable", retryAfter: "1", counter: "idemgate.controlplane_errors"},
 		{name: "control plane timeout, fail-closed", status: 0, want: 503, title: "Idempotency service unavailable", retryAfter: "1", counter: "idemgate.controlplane_errors"},
@@ -121,7 +146,7 @@ func TestReserveOutcomes(t *testing.T) {
 						t.Errorf("forwarded headers = %q, want unchanged %q", got, headers)
 					}
 				} else if tc.title != "" {
-					checkProblem(t, r, tc.want, tc.title, "", tc.retryAfter)
+					checkProblem(t, r, tc.want, tc.title, tc.detail, tc.retryAfter)
 				} else {
 					checkReplay(t, r, tc.answer.(api.ReserveResponse).Response)
 				}

@@ -35,8 +35,9 @@ var (
 	probPrincipalMissing = problem{401, "urn:idemgate:problem:principal-missing", "The request carries no principal"}
 	// A governed request with a compressed body.
 	probContentEncoding = problem{415, "urn:idemgate:problem:content-encoding", "Content-Encoding is not supported"}
-	// probIndeterminate has no Retry-After: retrying will not help; an
-	// operator or a new key will.
+	// probIndeterminate has no Retry-After (retrying will not help; an
+	// operator or a new key will) unless the control plane is reconciling
+	// the record with the upstream: then Retry-After says when it asks next.
 	probIndeterminate = problem{409, "urn:idemgate:problem:indeterminate", "The outcome of the request with this Idempotency-Key is unknown"}
 )
 

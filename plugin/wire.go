@@ -38,6 +38,10 @@ func appendReserve(dst []byte, r *api.ReserveRequest) []byte {
 		dst = append(dst, `,"on_indeterminate":`...)
 		dst = appendJSONString(dst, r.OnIndeterminate)
 	}
+	if r.ReconcileTarget != "" {
+		dst = append(dst, `,"reconcile_target":`...)
+		dst = appendJSONString(dst, r.ReconcileTarget)
+	}
 	if r.Holder != "" {
 		dst = append(dst, `,"holder":`...)
 		dst = appendJSONString(dst, r.Holder)
@@ -215,6 +219,8 @@ func decodeReserveResponse(body []byte) (api.ReserveResponse, error) {
 			err = jsonIntMember(name, v, &rr.LeaseRemainingMS)
 		case strings.EqualFold(name, "expires_in_ms"):
 			err = jsonIntMember(name, v, &rr.ExpiresInMS)
+		case strings.EqualFold(name, "reconcile_in_ms"):
+			err = jsonIntMember(name, v, &rr.ReconcileInMS)
 		case strings.EqualFold(name, "response"):
 			switch {
 			case v.Type == gjson.Null:

@@ -31,6 +31,8 @@ func calloutBodies() []any {
 		reqs = append(reqs,
 			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "sha256:" + s, LeaseMS: int64(i) * 1000, TTLMS: -int64(i)},
 			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "f", OnIndeterminate: s, Holder: other},
+			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "f", OnIndeterminate: api.LeaseReconcile, ReconcileTarget: s, Holder: other},
+			api.ReserveRequest{Scope: s, Key: other, Fingerprint: "f", ReconcileTarget: other},
 			api.ReleaseRequest{Scope: s, Key: other, Token: s + other},
 			api.ReleaseRequest{Scope: s, Key: other, Holder: other},
 			api.AbandonRequest{Scope: other, Key: s, Token: ""},
@@ -52,6 +54,8 @@ func calloutBodies() []any {
 		api.CompleteRequest{Response: api.StoredResponse{Status: 200, Body: []byte{1, 2, 3}}}, // no padding
 		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 30000, TTLMS: 86400000, OnIndeterminate: api.LeaseRelease, Holder: "h0123456789abcdef_-"},
 		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", OnIndeterminate: api.LeaseLock},
+		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 30000, TTLMS: 86400000, OnIndeterminate: api.LeaseReconcile, Holder: "h0123456789abcdef_-"},
+		api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 30000, TTLMS: 86400000, OnIndeterminate: api.LeaseReconcile, ReconcileTarget: "payments_v2-eu", Holder: "h0123456789abcdef_-"},
 		api.ReserveRequest{Holder: "h"},
 		api.ReleaseRequest{},
 		api.ReleaseRequest{Scope: "s", Key: "k", Holder: "h0123456789abcdef"},
@@ -113,6 +117,7 @@ func FuzzCalloutBody(f *testing.F) {
 			api.ReleaseRequest{Scope: s, Key: s, Token: s},
 			api.ReleaseRequest{Scope: s, Key: s, Holder: s},
 			api.ReserveRequest{Scope: s, Key: s, Fingerprint: s, OnIndeterminate: s, Holder: s},
+			api.ReserveRequest{Scope: s, Key: s, Fingerprint: s, OnIndeterminate: s, ReconcileTarget: s, Holder: s},
 		} {
 			want, _ := json.Marshal(req)
 			got, _ := appendCalloutBody(nil, req)
@@ -142,12 +147,16 @@ func TestDecodeReserveResponse(t *testing.T) {
 		`{"outcome":"in_progress","lease_remaining_ms":-3}`,
 		`{"outcome":"indeterminate","expires_in_ms":86379000}`,
 		`{"outcome":"indeterminate","EXPIRES_IN_MS":5,"expires_in_ms":null}`,
+		`{"outcome":"indeterminate","expires_in_ms":86379000,"reconcile_in_ms":1500}`,
+		`{"outcome":"indeterminate","Reconcile_In_MS":7,"reconcile_in_ms":null}`,
+		`{"outcome":"indeterminate","reconcile_in_ms":-1}`,
 		// unreadable
 		`not an object`, ``, `[]`, `"acquired"`, `42`, `{"outcome":"acquired"`,
 		`{"outcome":1}`, `{"outcome":true}`, `{"token":["t"]}`,
 		`{"lease_remaining_ms":1.5}`, `{"lease_remaining_ms":"15"}`, `{"lease_remaining_ms":1e3}`,
 		`{"lease_remaining_ms":99999999999999999999}`,
 		`{"expires_in_ms":"5"}`, `{"expires_in_ms":2.5}`,
+		`{"reconcile_in_ms":"5"}`, `{"reconcile_in_ms":2.5}`, `{"reconcile_in_ms":true}`, `{"reconcile_in_ms":99999999999999999999}`,
 		`{"outcome":"completed","response":[]}`, `{"outcome":"completed","response":"x"}`,
 		`{"outcome":"completed","response":{"status":"201"}}`,
 		`{"outcome":"completed","response":{"headers":[["a"]]}}`,

@@ -11,9 +11,9 @@ const overview = `idemctl - operator CLI for idemgate, the idempotency gateway
 
 idemctl computes what the Wasm filter computes, by calling the same Go
 package, so that an operator can reproduce a filter decision by hand; it
-inspects, deletes and releases keys through the control plane's admin
-API (the keys commands); and it checks Envoy configurations for what
-would break idempotency (check-envoy).
+inspects, deletes, releases and reconciles keys through the control
+plane's admin API (the keys commands); and it checks Envoy configurations
+for what would break idempotency (check-envoy).
 
 USAGE
   idemctl COMMAND [FLAGS] [ARGS]
@@ -41,11 +41,14 @@ const jsonOutputHelp = `JSON OUTPUT
     too_large       the input exceeds 64 MiB
     usage           unknown command or flag, missing or invalid flag value
     io              FILE cannot be opened or read (exit 2 for check-envoy)
-    unavailable     the control plane cannot be reached or failed (keys)
+    unavailable     the control plane cannot be reached or failed (keys), or
+                    the upstream's reconcile lookup failed (keys reconcile)
     unauthorized    the control plane refused the token (keys)
     not_found       keys get: no record for this scope and key
-    conflict        keys release: the record is completed, not in progress
-    lease_live      keys release/delete: the record's lease still runs (--force)
+    conflict        keys release: the record is completed, not in progress;
+                    keys reconcile: the record's route does not reconcile
+    lease_live      keys release/delete/reconcile: the record's lease still
+                    runs (release and delete: --force)
     rejected        the control plane refused the request as invalid (keys)
     internal        a bug in idemctl; please report it
 `
@@ -83,9 +86,9 @@ func (e *env) help(args []string) int {
 func writeHelp(w io.Writer) {
 	io.WriteString(w, overview+"\nCOMMANDS\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "  %-13s %s\n", "help", "print this help, or one command's")
+	fmt.Fprintf(w, "  %-14s %s\n", "help", "print this help, or one command's")
 	for _, c := range commands {
 		fmt.Fprintln(w)
 		writeCommandHelp(w, c)

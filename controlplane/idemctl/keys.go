@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,7 +34,7 @@ stored responses carry personal data. A key with no record exits 1 with
 code not_found.`,
 		jsonOK:  `{"ok":true,"effect":"noop","record":{"scope":…,"key":…,"state":…,"fingerprint":…,…}}`,
 		example: `$ idemctl keys get --scope tenant-7 --key 8e1f… --json`,
-		define:  defineKeys(keysGet, false),
+		define:  defineKeys(keysGet, keysReading),
 	}
 	keysDeleteCommand = &command{
 		name:    "keys delete",
@@ -46,7 +47,7 @@ noop).
 ` + leaseNote,
 		jsonOK:  `{"ok":true,"effect":"deleted"|"noop"|"would_delete","record":{…the record before…}}`,
 		example: `$ idemctl keys delete --scope tenant-7 --key 8e1f… --dry-run`,
-		define:  defineKeys(keysDelete, true),
+		define:  defineKeys(keysDelete, keysMutating),
 	}
 	keysReleaseCommand = &command{
 		name:    "keys release",
@@ -62,7 +63,29 @@ nothing and reports would_release or noop.
 ` + edgeNote,
 		jsonOK:  `{"ok":true,"effect":"released"|"noop"|"would_release","record":{…the record before…},"edge_caches_stop_within":"…"}`,
 		example: `$ idemctl keys release --scope tenant-7 --key 8e1f…`,
-		define:  defineKeys(keysRelease, true),
+		define:  defineKeys(keysRelease, keysMutating),
+	}
+	keysReconcileCommand = &command{
+		name:    "keys reconcile",
+		args:    "[KEY]",
+		summary: "ask the upstream now whether an indeterminate key's request ran, and apply its answer",
+		about: `Asks the upstream's lookup URL (the control plane's --reconcile-url for the
+record's target) whether the request of the indeterminate record of --scope
+and KEY (or --key) ran, as the control plane's reconciler does on its own,
+and applies the answer: executed completes the record with the upstream's
+response (retries replay it), not_executed releases it (a retry executes),
+unknown leaves it indeterminate. A failed lookup (no answer, a status other
+than 200, a malformed answer) changes nothing and fails with code
+unavailable. Only records reserved on a route with on_indeterminate
+reconcile can be asked about (else code conflict): their requests carried
+the attempt id the upstream recorded.
+--dry-run asks with dry_run (the upstream records nothing) and changes
+nothing: the effect says what would happen (would_complete, would_release,
+or noop). An absent or completed record is a noop; a record whose lease
+still runs is refused (code lease_live).`,
+		jsonOK:  `{"ok":true,"effect":"completed"|"released"|"would_complete"|"would_release"|"noop","record":{…the record before…},"answer":{"outcome":…,"response":{"status":…,"headers":…},"retry_after_ms":…}}`,
+		example: `$ idemctl keys reconcile 8e1f… --scope tenant-7 --dry-run`,
+		define:  defineKeys(keysReconcile, keysReconciling),
 	}
 	keysListCommand = &command{
 		name:    "keys list",
@@ -118,7 +141,16 @@ const headerRedisNode = "Idemgate-Redis-Node"
 
 type keysAction func(ctx context.Context, c *adminClient, f *keysFlags) (result, error)
 
-func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
+// keysKind says which flags a keys command takes beyond the common ones.
+type keysKind int
+
+const (
+	keysReading     keysKind = iota // --body
+	keysMutating                    // --dry-run, --force
+	keysReconciling                 // --dry-run; the key may be the argument
+)
+
+func defineKeys(act keysAction, kind keysKind) func(fs *flag.FlagSet) action {
 	return func(fs *flag.FlagSet) action {
 		f := &keysFlags{}
 		fs.StringVar(&f.addr, "addr", envOr("IDEM_CONTROLPLANE_ADDR", "127.0.0.1:8081"),
@@ -126,16 +158,29 @@ func defineKeys(act keysAction, mutating bool) func(fs *flag.FlagSet) action {
 		fs.StringVar(&f.token, "token", envOr("IDEM_ADMIN_TOKEN", os.Getenv("IDEM_CONTROLPLANE_TOKEN")),
 			"bearer TOKEN for the admin API (env IDEM_ADMIN_TOKEN, else IDEM_CONTROLPLANE_TOKEN)")
 		fs.StringVar(&f.scope, "scope", "", "the record's SCOPE, as the filter sends it; required")
-		fs.StringVar(&f.key, "key", "", "the Idempotency-Key KEY, as the filter sends it; required")
+		keyUsage := "the Idempotency-Key KEY, as the filter sends it; required"
+		if kind == keysReconciling {
+			keyUsage = "the Idempotency-Key KEY, as the filter sends it; or give it as the argument"
+		}
+		fs.StringVar(&f.key, "key", "", keyUsage)
 		fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after DURATION")
 		fs.BoolVar(&f.verbose, "verbose", false, verboseUsage)
-		if mutating {
+		switch kind {
+		case keysMutating:
 			fs.BoolVar(&f.dryRun, "dry-run", false, "change nothing; report what would happen")
 			fs.BoolVar(&f.force, "force", false, "also free a record in progress whose lease still runs (its request may still be executing: the retry that follows may run it twice)")
-		} else {
+		case keysReconciling:
+			fs.BoolVar(&f.dryRun, "dry-run", false, "ask with dry_run (the upstream records nothing) and change nothing; report what would happen")
+		default:
 			fs.BoolVar(&f.body, "body", false, "include the stored response, body included")
 		}
 		return func(e *env, args []string) (result, error) {
+			if kind == keysReconciling && len(args) == 1 {
+				if f.key != "" {
+					return result{}, usagef("the key is given twice: as --key and as the argument %q", args[0])
+				}
+				f.key, args = args[0], nil
+			}
 			if len(args) > 0 {
 				return result{}, usagef("unexpected arguments: %s", strings.Join(args, " "))
 			}
@@ -218,6 +263,56 @@ func keysDelete(ctx context.Context, c *adminClient, f *keysFlags) (result, erro
 
 func keysRelease(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
 	return c.mutate(ctx, http.MethodPost, api.PathAdminRelease, f)
+}
+
+type reconcileResult struct {
+	OK     bool                 `json:"ok"`
+	Effect api.Effect           `json:"effect"`
+	Record *api.Record          `json:"record,omitempty"`
+	Answer *api.ReconcileAnswer `json:"answer,omitempty"`
+}
+
+func keysReconcile(ctx context.Context, c *adminClient, f *keysFlags) (result, error) {
+	var res api.AdminResult
+	if err := c.do(ctx, http.MethodPost, api.PathAdminReconcile, c.query(f), &res); err != nil {
+		var se *serviceError
+		if errors.As(err, &se) && se.code == codeLeaseLive {
+			se.msg = strings.Replace(se.msg, forceHint, "", 1) // reconcile has no --force
+		}
+		return result{}, err
+	}
+	return result{text: describeReconcile(&res, f.dryRun), json: reconcileResult{OK: true, Effect: res.Effect, Record: res.Record, Answer: res.Answer}}, nil
+}
+
+// describeReconcile says in one or two lines what a reconcile did and why.
+func describeReconcile(res *api.AdminResult, dryRun bool) string {
+	a := res.Answer
+	var b strings.Builder
+	b.WriteString(string(res.Effect))
+	switch {
+	case a == nil && res.Record == nil:
+		b.WriteString(": no record for this scope and key")
+	case a == nil:
+		fmt.Fprintf(&b, ": the record is %s; nothing to ask", res.Record.State)
+	default:
+		fmt.Fprintf(&b, ": the upstream answered %s", a.Outcome)
+		if a.Response != nil {
+			fmt.Fprintf(&b, " (status %d)", a.Response.Status)
+		}
+		switch {
+		case dryRun:
+			b.WriteString("; dry run: nothing changed")
+		case a.Outcome == api.ReconcileUnknown:
+			b.WriteString("; the record stays indeterminate and is asked about again later")
+		case res.Effect == api.EffectNoop:
+			b.WriteString("; the record changed meanwhile and was left alone")
+		case res.Effect == api.EffectCompleted:
+			b.WriteString("; retries replay its response")
+		case res.Effect == api.EffectReleased:
+			b.WriteString("; the next request with this key executes")
+		}
+	}
+	return b.String()
 }
 
 func describeRecord(r *api.Record) string {
@@ -404,6 +499,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, q url.Values,
 // refused because the record's lease still runs.
 const problemLeaseLive = "urn:idemgate:problem:lease-live"
 
+// forceHint ends the message of a lease_live refusal of delete and release.
+const forceHint = " (idemctl: --force)"
+
 func problemError(status int, body []byte) error {
 	var p api.Problem
 	msg := http.StatusText(status)
@@ -423,7 +521,7 @@ func problemError(status int, body []byte) error {
 		code = codeConflict
 		if p.Type == problemLeaseLive {
 			code = codeLeaseLive
-			msg += " (idemctl: --force)"
+			msg += forceHint
 		}
 	case http.StatusBadRequest:
 		code = codeRejected

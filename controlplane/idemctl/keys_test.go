@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
 	"github.com/idemgate/idemgate/internal/redistest"
@@ -26,6 +30,9 @@ type keysEnv struct {
 	st    *store.Store
 	addr  string
 	redis string // the redis-server's host:port
+	// lookups answers the control plane's reconcile lookups: key → the
+	// upstream's answer (HTTP 200); a key without one gets a 503.
+	lookups sync.Map
 }
 
 func newKeysEnv(t *testing.T) *keysEnv {
@@ -37,13 +44,31 @@ func newKeysEnv(t *testing.T) *keysEnv {
 	}
 	t.Cleanup(func() { client.Close() })
 	st := store.New(client, store.Options{})
-	srv, err := server.New(st, server.Options{Token: adminToken, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e := &keysEnv{st: st, redis: rs.Addr()}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var q api.ReconcileQuery
+		if err := json.NewDecoder(r.Body).Decode(&q); err != nil {
+			t.Errorf("lookup: %v", err)
+		}
+		a, ok := e.lookups.Load(q.Key)
+		if !ok {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, a.(string))
+	}))
+	t.Cleanup(up.Close)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lookup := reconcile.NewClient([]reconcile.Target{{Name: reconcile.DefaultTarget, Template: up.URL + "/{attempt}"}}, nil, 10*time.Second, 1<<16)
+	srv, err := server.New(st, server.Options{Token: adminToken, Logger: log,
+		Reconciler: reconcile.New(st, lookup, reconcile.Options{Logger: log})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return &keysEnv{st: st, addr: ts.URL, redis: rs.Addr()}
+	e.addr = ts.URL
+	return e
 }
 
 // seed creates a record: in progress, or completed with a 201.
@@ -322,5 +347,92 @@ func TestKeysVerboseNamesRedisNode(t *testing.T) {
 	inv := invoke(t, "", "keys", "list", "--state", "in_progress", "--verbose", "--addr", e.addr, "--token", adminToken)
 	if inv.code != 0 || !strings.Contains(inv.stderr, "GET /v1/admin/keys/list: HTTP 200, redis node "+e.redis) {
 		t.Errorf("keys list --verbose: exit %d, stderr %q", inv.code, inv.stderr)
+	}
+}
+
+// abandoned makes key an abandoned record of a route that reconciles, or
+// of one that locks.
+func (e *keysEnv) abandoned(t *testing.T, key, onIndeterminate string) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := e.st.Reserve(ctx, api.ReserveRequest{Scope: "tenant-1", Key: key, Fingerprint: "sha256:aa", OnIndeterminate: onIndeterminate})
+	if err != nil || res.Outcome != api.Acquired {
+		t.Fatalf("reserve: %+v, %v", res, err)
+	}
+	if err := e.st.Abandon(ctx, api.AbandonRequest{Scope: "tenant-1", Key: key, Token: res.Token}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeysReconcile(t *testing.T) {
+	e := newKeysEnv(t)
+	e.abandoned(t, "lost", api.LeaseReconcile)
+	e.lookups.Store("lost", `{"outcome":"not_executed"}`)
+	e.abandoned(t, "paid", api.LeaseReconcile)
+	e.lookups.Store("paid", `{"outcome":"executed","response":{"status":201,"body":"eyJpZCI6InBheV8xIn0="}}`)
+	e.abandoned(t, "busy", api.LeaseReconcile) // its lookup answers 503
+	e.abandoned(t, "locked", api.LeaseLock)
+	e.seed(t, "held", false)
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantEffect string
+		wantError  string
+		wantAnswer string // the answer's outcome
+		state      string // of lost afterwards: "" = absent
+	}{
+		{"dry run, key as the argument", []string{"keys", "reconcile", "lost", "--dry-run"}, 0, "would_release", "", "not_executed", "indeterminate"},
+		{"dry run, key as a flag", []string{"keys", "reconcile", "--key", "lost", "--dry-run"}, 0, "would_release", "", "not_executed", "indeterminate"},
+		{"executed", []string{"keys", "reconcile", "paid"}, 0, "completed", "", "executed", "indeterminate"},
+		{"failed lookup", []string{"keys", "reconcile", "busy"}, 1, "", "unavailable", "", "indeterminate"},
+		{"route that locks", []string{"keys", "reconcile", "locked"}, 1, "", "conflict", "", "indeterminate"},
+		{"live lease", []string{"keys", "reconcile", "held"}, 1, "", "lease_live", "", "indeterminate"},
+		{"key twice", []string{"keys", "reconcile", "lost", "--key", "lost"}, 2, "", "usage", "", "indeterminate"},
+		{"no force for reconcile", []string{"keys", "reconcile", "lost", "--force"}, 2, "", "usage", "", "indeterminate"},
+		{"not executed", []string{"keys", "reconcile", "lost"}, 0, "released", "", "not_executed", ""},
+		{"again: noop", []string{"keys", "reconcile", "lost"}, 0, "noop", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv, out := e.keys(t, tt.args...)
+			if inv.code != tt.wantCode {
+				t.Errorf("exit %d, want %d (stdout %s)", inv.code, tt.wantCode, inv.stdout)
+			}
+			if tt.wantEffect != "" && out["effect"] != tt.wantEffect {
+				t.Errorf("effect = %v, want %s", out["effect"], tt.wantEffect)
+			}
+			if tt.wantError != "" {
+				errObj, _ := out["error"].(map[string]any)
+				if errObj["code"] != tt.wantError {
+					t.Errorf("error = %v, want code %s", out["error"], tt.wantError)
+				}
+				if msg, _ := errObj["message"].(string); strings.Contains(msg, "--force") {
+					t.Errorf("message %q suggests --force, which reconcile lacks", msg)
+				}
+			}
+			answer, _ := out["answer"].(map[string]any)
+			if got, _ := answer["outcome"].(string); got != tt.wantAnswer {
+				t.Errorf("answer = %v, want outcome %q", out["answer"], tt.wantAnswer)
+			}
+			rec, err := e.st.Get(context.Background(), "tenant-1", "lost", false)
+			switch {
+			case tt.state == "" && err == nil:
+				t.Errorf("lost is still %s", rec.State)
+			case tt.state != "" && (err != nil || string(rec.State) != tt.state):
+				t.Errorf("lost: %+v, %v; want %s", rec, err, tt.state)
+			}
+		})
+	}
+	if rec, err := e.st.Get(context.Background(), "tenant-1", "paid", false); err != nil || rec.State != api.StateCompleted || rec.Status != 201 {
+		t.Errorf("paid: %+v, %v; want completed with 201", rec, err)
+	}
+	// Text output says what happened and why.
+	e.abandoned(t, "text", api.LeaseReconcile)
+	e.lookups.Store("text", `{"outcome":"unknown","retry_after_ms":5000}`)
+	inv := invoke(t, "", "keys", "reconcile", "text", "--addr", e.addr, "--token", adminToken, "--scope", "tenant-1")
+	if inv.code != 0 || !strings.Contains(inv.stdout, "noop: the upstream answered unknown; the record stays indeterminate") {
+		t.Errorf("text output: exit %d\n%s", inv.code, inv.stdout)
 	}
 }

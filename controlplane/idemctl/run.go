@@ -55,7 +55,7 @@ type result struct {
 }
 
 // commands is the dispatch table, in the order the help lists them.
-var commands = []*command{canonCommand, fingerprintCommand, keysGetCommand, keysDeleteCommand, keysReleaseCommand, keysListCommand, checkEnvoyCommand}
+var commands = []*command{canonCommand, fingerprintCommand, keysGetCommand, keysDeleteCommand, keysReleaseCommand, keysReconcileCommand, keysListCommand, checkEnvoyCommand}
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}

@@ -121,3 +121,8 @@ func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
 	}
 	return nil, ErrOpen
 }
+
+// RecordAAD is the additional data a stored body is sealed with: its
+// record's scope and key, so that a sealed body moved to another record
+// does not open.
+func RecordAAD(scope, key string) []byte { return []byte(scope + "\x00" + key) }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/server"
 )
 
@@ -225,7 +226,10 @@ func TestAuth(t *testing.T) {
 // the filter's token (403) and serves the admin token; a wrong token is
 // 401 there; the admin token opens nothing but the admin endpoints.
 func TestAdminToken(t *testing.T) {
-	e := newEnv(t, func(s *setup) { s.opt.AdminToken = adminToken })
+	e := newEnv(t, func(s *setup) {
+		s.opt.AdminToken = adminToken
+		s.reconcile = []reconcile.Target{{Name: reconcile.DefaultTarget, Template: "http://127.0.0.1:1/{key}"}}
+	})
 	keyQ := query("s", "absent")
 	for _, ep := range []struct {
 		name, method, path string
@@ -238,6 +242,8 @@ func TestAdminToken(t *testing.T) {
 		{"admin release dry run", http.MethodPost, api.PathAdminRelease + query("s", "absent", "dry_run=1"), http.StatusOK},
 		{"admin list", http.MethodGet, api.PathAdminKeyList + "?state=indeterminate", http.StatusOK},
 		{"admin list in progress", http.MethodGet, api.PathAdminKeyList + "?state=in_progress&scope=s", http.StatusOK},
+		{"admin reconcile", http.MethodPost, api.PathAdminReconcile + keyQ, http.StatusOK},
+		{"admin reconcile dry run", http.MethodPost, api.PathAdminReconcile + query("s", "absent", "dry_run=1"), http.StatusOK},
 	} {
 		t.Run(ep.name, func(t *testing.T) {
 			// The filter's token is refused...

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/reconcile"
+	"github.com/idemgate/idemgate/controlplane/seal"
 	"github.com/idemgate/idemgate/controlplane/store"
 )
 
@@ -84,8 +86,9 @@ func notInProgress() *problem {
 		"the record is completed, not in progress: release refuses it (delete it if you mean to)"}
 }
 
-// aad binds a sealed body to its record.
-func aad(scope, key string) []byte { return []byte(scope + "\x00" + key) }
+// aad binds a sealed body to its record (the reconciler seals the bodies
+// it stores the same way).
+func aad(scope, key string) []byte { return seal.RecordAAD(scope, key) }
 
 // openBody decrypts a stored response's body in place when encryption is on.
 func (s *Server) openBody(resp *api.StoredResponse, scope, key string) error {
@@ -186,6 +189,10 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	}
 	if err := api.ValidateOnIndeterminate(req.OnIndeterminate); err != nil {
 		refuse(w, ri, badRequest(err.Error()))
+		return
+	}
+	if p := s.checkReconcileTarget(req); p != nil {
+		refuse(w, ri, p)
 		return
 	}
 	if req.Holder != "" {
@@ -514,6 +521,95 @@ func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqIn
 	}
 	setNode(w, rep)
 	s.adminResult(w, r, ri, rec, err, effect)
+}
+
+// checkReconcileTarget refuses a reserve asking for reconcile with a
+// target this control plane cannot ask: its key would stay indeterminate
+// whatever the upstream knows. Failing the first request loudly beats
+// burning keys silently.
+func (s *Server) checkReconcileTarget(req api.ReserveRequest) *problem {
+	if err := api.ValidateReconcileTarget(req.OnIndeterminate, req.ReconcileTarget); err != nil {
+		return badRequest(err.Error())
+	}
+	if req.OnIndeterminate != api.LeaseReconcile {
+		return nil
+	}
+	name := req.ReconcileTarget
+	if name == "" {
+		name = api.DefaultReconcileTarget
+	}
+	if s.opt.Reconciler == nil || !s.opt.Reconciler.HasTarget(name) {
+		return badRequest(fmt.Sprintf("no reconcile target %s is configured on this control plane (--reconcile-url %s=...)", name, name))
+	}
+	return nil
+}
+
+// adminReconcile serves POST ?scope=&key=[&dry_run=1][&body=1]: one
+// lookup now, applied unless dry_run. The upstream's answer is shown, its
+// body only with body=1.
+func (s *Server) adminReconcile(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminRecon
+	scope, key, flags, p := adminQuery(r, "dry_run", "body")
+	if p != nil {
+		refuse(w, ri, p)
+		return
+	}
+	ri.scope, ri.key = scope, key
+	if s.opt.Reconciler == nil {
+		refuse(w, ri, badRequest("reconcile is off on this control plane: no --reconcile-url is configured"))
+		return
+	}
+	if !s.admit(w, r, ri, admitLow) {
+		return
+	}
+	defer s.gate.leave()
+	// No op timeout: the reconciler bounds its lookup (--reconcile-timeout)
+	// and each store call (--op-timeout) itself.
+	ctx, rep := store.WithNodeReport(r.Context())
+	res, err := s.opt.Reconciler.Reconcile(ctx, scope, key, flags["dry_run"])
+	setNode(w, rep)
+	var lerr *reconcile.LookupError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		ri.outcome = outNoop
+		writeJSON(w, http.StatusOK, api.AdminResult{Effect: api.EffectNoop})
+		return
+	case errors.Is(err, store.ErrLeaseLive):
+		ri.outcome = outLeaseLive
+		until := "has not ended"
+		if res.Record != nil && res.Record.LeaseExpiresAt != nil {
+			until = "runs until " + res.Record.LeaseExpiresAt.UTC().Format(time.RFC3339Nano)
+		}
+		writeProblem(w, &problem{http.StatusConflict, probLeaseLive, "Lease still running",
+			"the record is in progress and its lease " + until + ": its request may still be executing, and the holder will settle it; nothing was asked or changed. Reconcile a record once its lease has ended"})
+		return
+	case errors.Is(err, reconcile.ErrNotReconcilable):
+		ri.outcome = outNotReconcile
+		writeProblem(w, &problem{http.StatusConflict, probNotReconcilable, "Not reconcilable",
+			"the record was reserved on a route whose on_indeterminate is not reconcile: its request carried no attempt id the upstream could know, so its answer could not be trusted; nothing was asked or changed. Resolve it with keys release or keys delete"})
+		return
+	case errors.As(err, &lerr):
+		ri.outcome = outLookupFailed
+		ri.err = err
+		writeProblem(w, &problem{http.StatusBadGateway, probLookupFailed, "Reconcile lookup failed",
+			"the upstream gave no trustworthy answer (" + lerr.Reason + "); the record stays indeterminate and is asked about again later"})
+		return
+	case err != nil:
+		s.fail(w, r, ri, err)
+		return
+	}
+	if res.Record != nil {
+		res.Record.Response = nil
+	}
+	if res.Answer != nil && res.Answer.Response != nil && !flags["body"] {
+		a := *res.Answer
+		resp := *a.Response
+		resp.Body = nil
+		a.Response = &resp
+		res.Answer = &a
+	}
+	ri.outcome = string(res.Effect)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // adminList serves GET ?state=S[&scope=][&cursor=][&limit=]: a page of

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/controlplane/store"
 	"github.com/idemgate/idemgate/internal/redistest"
@@ -48,6 +49,9 @@ type setup struct {
 	// wrap, when set, stands between the server and the store (to make
 	// one store call fail).
 	wrap func(server.Store) server.Store
+	// reconcile, when set, are the lookup targets of a reconciler over
+	// the store (Options.Reconciler), its metrics on the server's registry.
+	reconcile []reconcile.Target
 }
 
 func newEnv(t *testing.T, mods ...func(*setup)) *env {
@@ -71,6 +75,17 @@ func newEnv(t *testing.T, mods ...func(*setup)) *env {
 	var api server.Store = st
 	if s.wrap != nil {
 		api = s.wrap(st)
+	}
+	if s.reconcile != nil {
+		if s.opt.Registry == nil {
+			s.opt.Registry = server.NewRegistry()
+		}
+		names := make([]string, len(s.reconcile))
+		for i, tg := range s.reconcile {
+			names[i] = tg.Name
+		}
+		c := reconcile.NewClient(s.reconcile, nil, 10*time.Second, reconcile.MaxAnswerBytes(1<<20))
+		s.opt.Reconciler = reconcile.New(st, c, reconcile.Options{Logger: s.opt.Logger, Metrics: reconcile.NewMetrics(s.opt.Registry, names)})
 	}
 	srv, err := server.New(api, s.opt)
 	if err != nil {

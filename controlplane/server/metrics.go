@@ -19,6 +19,7 @@ const (
 	opAdminDelete  = "admin_delete"
 	opAdminRelease = "admin_release"
 	opAdminList    = "admin_list"
+	opAdminRecon   = "admin_reconcile"
 	opEdgeEpoch    = "edge_epoch"
 	opReady        = "ready"
 )
@@ -49,6 +50,9 @@ const (
 	outCanceled      = "canceled"
 	outDecryptError  = "decrypt_error"
 	outShed          = "shed"
+	outWouldComplete = "would_complete"
+	outNotReconcile  = "not_reconcilable"
+	outLookupFailed  = "lookup_failed"
 )
 
 // Reasons a stored response cannot be read: the "reason" label of
@@ -69,12 +73,13 @@ var knownOutcomes = map[string][]string{
 	opAdminDelete:  {outDeleted, outNoop, outWouldDelete, outLeaseLive, outInvalid, outError, outEpochFailed, outShed},
 	opAdminRelease: {outReleased, outNoop, outWouldRelease, outNotInProgress, outLeaseLive, outInvalid, outError, outEpochFailed, outShed},
 	opAdminList:    {outListed, outInvalid, outError, outShed},
+	opAdminRecon:   {outCompleted, outReleased, outWouldComplete, outWouldRelease, outNoop, outLeaseLive, outNotReconcile, outLookupFailed, outInvalid, outError, outShed},
 	opEdgeEpoch:    {outFound, outError, outShed},
 }
 
 // shedRoutes are the routes admission control may shed: the series of
 // idemgate_shed_total exist at zero for them.
-var shedRoutes = []string{"reserve", "complete", "release", "abandon", "edge_epoch", "admin_keys", "admin_release", "admin_list"}
+var shedRoutes = []string{"reserve", "complete", "release", "abandon", "edge_epoch", "admin_keys", "admin_release", "admin_list", "admin_reconcile"}
 
 type metrics struct {
 	ops       *prometheus.CounterVec

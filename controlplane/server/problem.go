@@ -26,6 +26,8 @@ const (
 	probUndecryptable   = probPrefix + "undecryptable"
 	probInternal        = probPrefix + "internal"
 	probEdgesNotTold    = probPrefix + "edges-not-told"
+	probNotReconcilable = probPrefix + "not-reconcilable"
+	probLookupFailed    = probPrefix + "reconcile-lookup-failed"
 	probOverloaded      = api.ProblemOverloaded // shed by admission control: nothing reached the store
 	contentTypeProblem  = "application/problem+json"
 	contentTypeJSON     = "application/json"

@@ -32,7 +32,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 			t.Errorf("README documents %s %s, the server answers %d: %s", method, path, resp.StatusCode, body)
 		}
 	}
-	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAbandon, api.PathAdminKeys, api.PathAdminRelease, api.PathAdminKeyList, api.PathEdgeEpoch} {
+	for _, p := range []string{api.PathReserve, api.PathComplete, api.PathRelease, api.PathAbandon, api.PathAdminKeys, api.PathAdminRelease, api.PathAdminKeyList, api.PathAdminReconcile, api.PathEdgeEpoch} {
 		if !documented[p] {
 			t.Errorf("README has no section for %s", p)
 		}
@@ -61,7 +61,7 @@ func TestREADMEMatchesCode(t *testing.T) {
 			continue
 		}
 		examples++
-		if !decodesAsOneOf(line, &api.ReserveResponse{}, &api.Result{}, &api.Record{}, &api.AdminResult{}, &api.Problem{}, &api.KeyList{}, &api.EdgeEpoch{}) {
+		if !decodesAsOneOf(line, &api.ReserveResponse{}, &api.Result{}, &api.Record{}, &api.AdminResult{}, &api.Problem{}, &api.KeyList{}, &api.EdgeEpoch{}, &api.ReconcileQuery{}, &api.ReconcileAnswer{}) {
 			t.Errorf("README example decodes into no wire type without unknown fields: %s", line)
 		}
 	}

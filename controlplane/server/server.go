@@ -90,6 +90,20 @@ type Options struct {
 	// waiting up to 50 ms for a slot (admit.go). Zero means
 	// DefaultMaxInFlight; negative means no bound.
 	MaxInFlight int
+	// Reconciler, when set, serves the admin reconcile endpoint and says
+	// which lookup targets exist; a reserve with on_indeterminate
+	// "reconcile" naming a target it lacks (or any, when nil) is refused
+	// with 400 rather than burn keys no lookup would ever resolve.
+	// *reconcile.Reconciler implements it.
+	Reconciler Reconciler
+}
+
+// Reconciler is what the API needs of the reconciler.
+type Reconciler interface {
+	HasTarget(name string) bool
+	// Reconcile looks up one record now and applies the answer unless
+	// dryRun; errors as reconcile.Reconciler.Reconcile's.
+	Reconcile(ctx context.Context, scope, key string, dryRun bool) (api.AdminResult, error)
 }
 
 // Server is the API's http.Handler.
@@ -199,6 +213,7 @@ func New(st Store, opt Options) (*Server, error) {
 	add(api.PathAdminKeys, "admin_keys", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminGet, http.MethodDelete: s.adminDelete})
 	add(api.PathAdminRelease, "admin_release", authAdmin, map[string]handlerFunc{http.MethodPost: s.adminRelease})
 	add(api.PathAdminKeyList, "admin_list", authAdmin, map[string]handlerFunc{http.MethodGet: s.adminList})
+	add(api.PathAdminReconcile, "admin_reconcile", authAdmin, map[string]handlerFunc{http.MethodPost: s.adminReconcile})
 	add(api.PathEdgeEpoch, "edge_epoch", authAPI, map[string]handlerFunc{http.MethodGet: s.edgeEpoch})
 	add(api.PathHealthz, "healthz", authNone, map[string]handlerFunc{http.MethodGet: s.healthz, http.MethodHead: s.healthz})
 	add(api.PathReadyz, "readyz", authNone, map[string]handlerFunc{http.MethodGet: s.readyz, http.MethodHead: s.readyz})

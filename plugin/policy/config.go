@@ -234,7 +234,7 @@ const (
 	DefaultAttemptHeader = "idemgate-attempt"
 	// MaxReconcileTargetLen bounds reconcile_target, as the control
 	// plane bounds its target names.
-	MaxReconcileTargetLen = 64
+	MaxReconcileTargetLen = api.MaxReconcileTargetLen
 	// MinHMACKeyBytes is the shortest scope HMAC key: SHA-256's output
 	// size, so that the key is never the weaker secret.
 	MinHMACKeyBytes = 32

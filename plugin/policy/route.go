@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
 )
 
@@ -160,18 +161,10 @@ func (raw *rawRoute) buildReconcile(path string, r *Route) error {
 	return err
 }
 
-// validTargetName accepts 1 to MaxReconcileTargetLen of [A-Za-z0-9_-].
+// validTargetName accepts 1 to MaxReconcileTargetLen of [A-Za-z0-9_-],
+// what the control plane accepts: given, it is never empty.
 func validTargetName(s string) bool {
-	if s == "" || len(s) > MaxReconcileTargetLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return s != "" && api.ValidateReconcileTarget(api.LeaseReconcile, s) == nil
 }
 
 // requestNeeds are request headers the attempt header must not be: the
