@@ -330,7 +330,7 @@ func TestReconcileUnreachableKeepsTheKey(t *testing.T) {
 		}
 		last = recs[0]
 	}
-	if last.ReconcileLast != "failed" {
+	if last.ReconcileLast != api.ReconcileFailed {
 		t.Errorf("last lookup %q, want failed (%+v)", last.ReconcileLast, last)
 	}
 	p.headers = map[string]string{upstream.HeaderLedger: label}

@@ -478,7 +478,7 @@ func reconcileCredential() (string, error) {
 // ps) and clears settings the user's shell may carry that would change
 // what the stack means.
 func controlPlaneEnv(cfg Config, pol policyInfo, credential string) []string {
-	env := []string{"IDEM_ADMIN_TOKEN=", "IDEMGATE_RECONCILE_TOKEN="}
+	env := []string{"IDEM_ADMIN_TOKEN=", "IDEMGATE_RECONCILE_TOKEN=", "IDEM_RECONCILE_URL="}
 	if !pol.InsecureNoAuth {
 		env = append(env, "IDEM_CONTROLPLANE_TOKEN="+pol.Token)
 	}
