@@ -199,8 +199,11 @@ func (s *Store) readRecords(ctx context.Context, node *redis.Client, keys []stri
 	}
 	pipe := node.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(keys))
+	next := make([]*redis.FloatCmd, len(keys))
 	for i, k := range keys {
-		cmds[i] = pipe.HMGet(ctx, k, "st", "fp", "cr", "exp", "lease", "code", "omit", "oi")
+		cmds[i] = pipe.HMGet(ctx, k, "st", "fp", "cr", "exp", "lease", "code", "omit", "oi", "rt", "ra", "rl")
+		// The record's index lives on this node too (its slot).
+		next[i] = pipe.ZScore(ctx, s.reconcileIndexKey(k), k)
 	}
 	tm := pipe.Time(ctx)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -214,14 +217,18 @@ func (s *Store) readRecords(ctx context.Context, node *redis.Client, keys []stri
 	var out []api.Record
 	for i, k := range keys {
 		v, err := cmds[i].Result()
-		if err != nil || len(v) != 8 || v[0] == nil {
+		if err != nil || len(v) != 11 || v[0] == nil {
 			continue
 		}
 		scope, key, ok := s.parseRecordKey(k)
 		if !ok {
 			continue
 		}
-		row := []any{v[0], v[1], v[2], v[3], v[4], v[5], v[6], false, false, v[7], now}
+		var at any = false
+		if sc, err := next[i].Result(); err == nil {
+			at = strconv.FormatInt(int64(sc), 10)
+		}
+		row := []any{v[0], v[1], v[2], v[3], v[4], v[5], v[6], false, false, v[7], now, v[8], v[9], v[10], at, false}
 		rec, err := decodeRecord("list", scope, key, row, false)
 		if err != nil {
 			continue // not a record of ours

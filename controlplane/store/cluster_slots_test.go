@@ -21,24 +21,6 @@ import (
 	"github.com/idemgate/idemgate/internal/redistest"
 )
 
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0, no final
-// xor), the checksum Redis Cluster hashes keys with, continued from crc.
-// Tests use it to search for keys that land in a chosen slot; every slot
-// it gives is cross-checked with CLUSTER KEYSLOT (checkHashSlot).
-func crc16(crc uint16, b []byte) uint16 {
-	for _, c := range b {
-		crc ^= uint16(c) << 8
-		for i := 0; i < 8; i++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
 // hashSlot is a key's Cluster slot: the CRC of its hash tag (what lies
 // between the first '{' and the next '}', when not empty) or of the whole
 // key, modulo 16384.
@@ -48,7 +30,7 @@ func hashSlot(key string) int {
 			key = key[i+1 : i+1+j]
 		}
 	}
-	return int(crc16(0, []byte(key)) % 16384)
+	return keySlot(key)
 }
 
 // checkHashSlot asks Redis for the slot of every key (one pipeline) and
@@ -255,7 +237,14 @@ type touched struct {
 
 func (sc slotChecker) keysOf(ctx context.Context, t *testing.T, lines []string) []touched {
 	t.Helper()
-	var out []touched
+	// Two pipelines (GETKEYS for every line, then KEYSLOT for every key):
+	// ClaimDue on a Cluster runs a command per slot.
+	type parsed struct {
+		line string
+		cmd  *redis.Cmd
+	}
+	var ps []parsed
+	pipe := sc.c.Pipeline()
 	for _, l := range lines {
 		_, args, err := parseMonitorLine(l)
 		if err != nil {
@@ -268,7 +257,14 @@ func (sc slotChecker) keysOf(ctx context.Context, t *testing.T, lines []string) 
 		for _, a := range args {
 			q = append(q, a)
 		}
-		keys, err := sc.c.Do(ctx, q...).StringSlice()
+		ps = append(ps, parsed{line: l, cmd: pipe.Do(ctx, q...)})
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	var out []touched
+	pipe = sc.c.Pipeline()
+	var slots [][]*redis.IntCmd
+	for _, p := range ps {
+		keys, err := p.cmd.StringSlice()
 		if err != nil {
 			// Commands without keys (CLUSTER SLOTS, WAIT, INFO, TIME,
 			// ECHO, EVALSHA with 0 keys…) are refused by GETKEYS.
@@ -277,17 +273,22 @@ func (sc slotChecker) keysOf(ctx context.Context, t *testing.T, lines []string) 
 				strings.Contains(msg, "Invalid command") {
 				continue
 			}
-			t.Fatalf("COMMAND GETKEYS for %q: %v", l, err)
+			t.Fatalf("COMMAND GETKEYS for %q: %v", p.line, err)
 		}
-		tc := touched{line: l, keys: keys}
+		out = append(out, touched{line: p.line, keys: keys})
+		var cs []*redis.IntCmd
 		for _, k := range keys {
-			slot, err := sc.c.ClusterKeySlot(ctx, k).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.slots = append(tc.slots, int(slot))
+			cs = append(cs, pipe.ClusterKeySlot(ctx, k))
 		}
-		out = append(out, tc)
+		slots = append(slots, cs)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && len(out) > 0 {
+		t.Fatalf("CLUSTER KEYSLOT: %v", err)
+	}
+	for i := range out {
+		for _, c := range slots[i] {
+			out[i].slots = append(out[i].slots, int(c.Val()))
+		}
 	}
 	return out
 }
@@ -384,6 +385,7 @@ func testScriptsTouchOneSlot(t *testing.T, cl *redistest.Cluster, s *Store) {
 		return api.ReserveRequest{Scope: scope, Key: key, Fingerprint: fp, Holder: holderID(holder), LeaseMS: 60000, TTLMS: 120000}
 	}
 	toks := map[string]string{}
+	var pend Pending
 	reserve := func(key, holder, fp string) func() error {
 		return func() error {
 			r, err := s.Reserve(ctx, req(key, holder, fp))
@@ -439,6 +441,52 @@ func testScriptsTouchOneSlot(t *testing.T, cl *redistest.Cluster, s *Store) {
 		{"ForceRelease", "e", false, ignore(func() (*api.Record, error) { return s.ForceRelease(ctx, scope, "e") }, nil)},
 		{"ForceRelease", "a", false, ignore(func() (*api.Record, error) { return s.ForceRelease(ctx, scope, "a") }, ErrNotInProgress)},
 		{"Delete", "a", false, ignore(func() (*api.Record, error) { return s.Delete(ctx, scope, "a") }, nil)},
+		{"Reserve", "f", false, func() error {
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: "f", Fingerprint: "A", Holder: holderID("h1"),
+				OnIndeterminate: api.LeaseReconcile, LeaseMS: 60000, TTLMS: 120000})
+			toks["f"] = r.Token
+			return err
+		}},
+		{"Abandon", "f", false, func() error {
+			return s.Abandon(ctx, api.AbandonRequest{Scope: scope, Key: "f", Token: toks["f"]})
+		}},
+		{"Reserve", "f", false, reserve("f", "h2", "A")}, // indeterminate, reconcile_in_ms
+		{"LoadForReconcile", "f", false, func() error {
+			p, _, ok, err := s.LoadForReconcile(ctx, scope, "f")
+			if err == nil && !ok {
+				err = fmt.Errorf("not reconcilable")
+			}
+			pend = p
+			return err
+		}},
+		{"Postpone", "f", false, func() error { return s.Postpone(ctx, pend, time.Minute, api.ReconcileUnknown) }},
+		{"ApplyExecuted", "f", false, func() error {
+			ok, err := s.ApplyExecuted(ctx, pend, responseFor(201))
+			if err == nil && !ok {
+				err = fmt.Errorf("not applied")
+			}
+			return err
+		}},
+		{"Reserve", "g", false, func() error {
+			r, err := s.Reserve(ctx, api.ReserveRequest{Scope: scope, Key: "g", Fingerprint: "A", Holder: holderID("h1"),
+				OnIndeterminate: api.LeaseReconcile, LeaseMS: 60000, TTLMS: 120000})
+			toks["g"] = r.Token
+			return err
+		}},
+		{"Abandon", "g", false, func() error {
+			return s.Abandon(ctx, api.AbandonRequest{Scope: scope, Key: "g", Token: toks["g"]})
+		}},
+		{"ApplyNotExecuted", "g", false, func() error {
+			ok, err := s.ApplyNotExecuted(ctx, Pending{Scope: scope, Key: "g", Token: toks["g"]})
+			if err == nil && !ok {
+				err = fmt.Errorf("not applied")
+			}
+			return err
+		}},
+		{"ClaimDue", "", true, func() error {
+			_, err := s.ClaimDue(ctx, 10, time.Minute)
+			return err
+		}},
 		{"List", "", true, func() error {
 			_, _, err := s.List(ctx, api.StateIndeterminate, "", "", 100)
 			return err

@@ -49,6 +49,8 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("epoch: %d %v, want %d", n, err, start+1)
 		}
 	})
+	t.Run("ReconcileIndexTags", func(t *testing.T) { testIndexTags(t, s, cl.Client()) })
+	t.Run("Reconcile", func(t *testing.T) { runReconcile(t, c) })
 	t.Run("ScriptsTouchOneSlot", func(t *testing.T) { testScriptsTouchOneSlot(t, cl, s) })
 	if !t.Run("MigrationUnderLoad", func(t *testing.T) {
 		for _, m := range durableModes {
@@ -130,4 +132,41 @@ func testSpread(t *testing.T, s *Store, cc *redis.ClusterClient) {
 		}
 	}
 	t.Logf("%d records on %d slots; per master %v", n, len(slots), perMaster)
+}
+
+// testIndexTags checks the table of reconcile index tags against Redis:
+// every slot's index key hashes to that slot (CLUSTER KEYSLOT), and a
+// record's index is in the record's slot.
+func testIndexTags(t *testing.T, s *Store, cc *redis.ClusterClient) {
+	ctx := testCtx(t)
+	var node *redis.Client
+	_ = cc.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+		node = m
+		return nil
+	})
+	pipe := node.Pipeline()
+	cmds := make([]*redis.IntCmd, clusterSlots)
+	for slot := range cmds {
+		k := s.slotIndexKey(slot)
+		if n := len(slotTags()[slot]); n < 1 || n > 4 {
+			t.Fatalf("slot %d has tag %q, want 1 to 4 characters", slot, slotTags()[slot])
+		}
+		cmds[slot] = pipe.ClusterKeySlot(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for slot, c := range cmds {
+		if int(c.Val()) != slot {
+			t.Fatalf("index key %q of slot %d is on slot %d", s.slotIndexKey(slot), slot, c.Val())
+		}
+	}
+	for i := 0; i < 50; i++ {
+		rk := s.RecordKey("tags", fmt.Sprintf("key-{%d}", i))
+		a, err1 := cc.ClusterKeySlot(ctx, rk).Result()
+		b, err2 := cc.ClusterKeySlot(ctx, s.reconcileIndexKey(rk)).Result()
+		if err1 != nil || err2 != nil || a != b {
+			t.Fatalf("record %q on slot %d, its index %q on %d (%v %v)", rk, a, s.reconcileIndexKey(rk), b, err1, err2)
+		}
+	}
 }

@@ -10,6 +10,7 @@
 //	in_progress, lease live            in_progress (+ remaining lease);   mismatch
 //	                                   its own holder: acquired, same token
 //	in_progress, lease over, lock      → indeterminate: indeterminate     mismatch
+//	  (or reconcile)
 //	in_progress, lease over, release   taken over, new token: acquired    mismatch
 //	indeterminate                      indeterminate (+ remaining TTL)    mismatch
 //	completed                          completed (+ stored response)      mismatch
@@ -23,6 +24,8 @@
 // "lock" is the default: the reserve that acquired the record says what
 // the record becomes when its lease ends (api.ReserveRequest
 // .OnIndeterminate), and a takeover records the taker's choice.
+// "reconcile" behaves as lock and, besides, asks the upstream (see
+// Reconcile below).
 //
 // Complete(token) turns an in-progress record into a completed one, and
 // so it does a record that went indeterminate because its lease ended: the
@@ -37,6 +40,40 @@
 // absent), except a Complete of a record already completed under the same
 // token: that is a retry of the one attempt's one response, answered
 // success without any change.
+//
+// # Reconcile
+//
+// A record reserved with on_indeterminate reconcile keeps its lookup
+// target and is filed in the reconcile index, a sorted set of record keys
+// scored by when their next lookup is due (Redis TIME, ms): at the lease
+// end when acquired (a holder re-run that restarts the lease moves it, a
+// takeover files or unfiles by the taker's choice), at the latest
+// Options.ReconcileDelay (default 1s) after an abandon (the attempt may
+// still be on its way upstream). Complete, release, release by holder and
+// the admin delete and release drop the entry with the record. A reserve
+// that finds such a record indeterminate answers ReconcileInMS beside
+// Indeterminate (and files an entry a failover lost, due now).
+//
+// ClaimDue hands the due records to the reconciler, each for a claim
+// (its entry moves to the claim's end, so that control planes share the
+// work and never ask about one record twice at once); it writes down a
+// lease that ended (indeterminate, as a reserve would), files a live lease
+// at its end, and drops the entries of records gone, completed or not
+// reconciling. The answer is then applied under the attempt's token:
+// ApplyExecuted completes the record with the upstream's response (the
+// cap of Complete holds), ApplyNotExecuted deletes it, Postpone files it
+// for the next lookup and counts the attempt. Each acts only while the
+// record is still indeterminate (or its lease ended) under that token on
+// a route that reconciles: a record its holder completed or released
+// meanwhile, or one reserved again under another token, is left alone
+// (applied=false, or ErrStaleToken from Postpone). LoadForReconcile reads
+// one record for an operator's lookup.
+//
+// The index must live in the record's Cluster slot for the scripts to
+// touch one slot: standalone and Sentinel use one key, "<prefix>:rx"; a
+// Cluster one per slot, "<prefix>:rx:{<tag>}", where the tag is a short
+// string of that slot (a table of 16384, computed once), and ClaimDue
+// reads every slot's index on every master, one pipeline per master.
 //
 // # Holders and fences
 //
@@ -143,6 +180,11 @@
 //   - BumpEdgeEpoch is the exception: a re-run increments again. The
 //     edges compare the epoch for equality, so a second increment only
 //     tells them a second time to drop what they cached.
+//   - ApplyExecuted: a re-run (same call nonce) finds the record
+//     completed by this call and answers applied; ApplyNotExecuted's
+//     re-run finds it gone and answers applied=false; Postpone's re-run
+//     (same nonce) counts the attempt once and files it again. A claim is
+//     not retried: the next ClaimDue finds what it left.
 //   - Get and EdgeEpoch read (EdgeEpoch seeds an absent epoch with SET NX);
 //     Delete and ForceRelease are admin actions whose re-run finds the
 //     record absent and reports ErrNotFound.
@@ -151,7 +193,7 @@
 //
 // With Options.Durable on, every state-changing script (reserve, complete,
 // release, release by holder, abandon, the admin delete and release, the
-// edge-epoch bump) is followed, in the same pipeline and so on the same
+// edge-epoch bump, the reconcile applies and Postpone) is followed, in the same pipeline and so on the same
 // connection, by WAIT N timeout (or WAITAOF 1 N timeout with Fsync), and
 // the operation answers only once N replicas acknowledged; fewer in time
 // is an error matching ErrNotDurable (and ErrUnavailable), the change
@@ -162,7 +204,8 @@
 // a fail-open caller forward a duplicate. WAIT counts the writes of its own
 // connection: a re-run that changes nothing rewrites a field with its own
 // value so that its WAIT covers the first run's write (scripts.go).
-// Reads (Get, EdgeEpoch, List) do not wait.
+// Reads (Get, EdgeEpoch, List, LoadForReconcile) do not wait, nor does
+// ClaimDue: a claim lost in a failover only lets a lookup happen again.
 //
 // # Errors
 //

@@ -16,7 +16,15 @@ import "github.com/redis/go-redis/v9"
 //	tok    fencing token of the current holder, "<gen>.<holder>"
 //	hd     the current holder's id (the token's tail)
 //	oi     "release" when the acquiring reserve said on_indeterminate
-//	       release; anything else (absent in older records) is lock
+//	       release, "reconcile" when it said reconcile (the record is
+//	       then filed in the reconcile index, see below); anything else
+//	       (absent in older records) is lock
+//	rt     reconcile: the lookup target's name
+//	ra     reconcile: lookups answered without resolving the record
+//	rl     reconcile: the last answer (executed, not_executed, unknown,
+//	       failed)
+//	rn     reconcile: nonce of the Postpone call that counted the last
+//	       lookup (a re-run counts it once)
 //	lease  lease end, ms since the epoch by Redis TIME (in progress only)
 //	cr     creation, ms (Redis TIME)
 //	exp    expiry, ms (Redis TIME); the key's PEXPIRE matches it. A
@@ -33,6 +41,16 @@ import "github.com/redis/go-redis/v9"
 // Beside it, in the same Cluster slot (same hash tag), a fence
 // "<record key>f.<holder>" (a string, PEXPIRE FenceTTL) says that this
 // holder released by holder id: a reserve carrying it never acquires.
+//
+// The reconcile index (Store.reconcileIndexKey, in the record's slot) is
+// a sorted set: member the record's key, score when its next lookup is due
+// (ms, Redis TIME). Every script on a record gets it in KEYS, last:
+// reserve files an oi=reconcile record at its lease end when it acquires
+// (or restarts the lease), abandon brings that forward to now +
+// ReconcileDelay (never later than it was), complete and every script
+// that deletes the record drop it, the claim moves it to the end of the
+// claim, Postpone to the next lookup. An entry whose record is gone,
+// completed or not oi=reconcile is dropped by the claim that meets it.
 //
 // Every script reads the clock with redis.call('TIME') so that all
 // control-plane instances share Redis's clock; Redis 7 replicates the
@@ -55,21 +73,50 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// reserveScript: KEYS = record, the holder's fence. ARGV = stored form of
-// the fingerprint (keyed hash under the current key), lease ms, ttl ms,
-// holder, on_indeterminate ("release" or "lock"), the fingerprint itself
-// (compared only with records written before fingerprints were hashed,
-// which carry no "k1:"/"s1:" mark), then any other accepted hashed forms
+// fileEarlierFn files member m in index ix at `at` unless it is filed
+// earlier already (ZADD LT, written out so that it runs on every Redis
+// and on the embedded store).
+const fileEarlierFn = `
+local function fileEarlier(ix, m, at)
+  local sc = tonumber(redis.call('ZSCORE', ix, m))
+  if not sc or sc > at then
+    redis.call('ZADD', ix, at, m)
+  end
+end
+`
+
+// reserveScript: KEYS = record, the holder's fence, the reconcile index.
+// ARGV = stored form of the fingerprint (keyed hash under the current
+// key), lease ms, ttl ms, holder, on_indeterminate ("release", "lock" or
+// "reconcile"), the fingerprint itself (compared only with records
+// written before fingerprints were hashed, which carry no "k1:"/"s1:"
+// mark), the reconcile target, then any other accepted hashed forms
 // (previous keys).
 //
 // Replies {"acquired", token} | {"in_progress", remaining lease ms} |
-// {"indeterminate", remaining TTL ms[, "lease_ended" when this reserve
-// found the lease ended and wrote the record indeterminate]} |
+// {"indeterminate", remaining TTL ms, "lease_ended" when this reserve
+// found the lease ended and wrote the record indeterminate else "",
+// ms until the next lookup of an oi=reconcile record (≥1) else 0} |
 // {"fenced", remaining fence ms} |
 // {"mismatch"} | {"completed", status, headers JSON, body, omitted,
 // remaining TTL ms (0 when the key has no expiry)}.
-var reserveScript = redis.NewScript(nowMS + `
+var reserveScript = redis.NewScript(nowMS + fileEarlierFn + `
 local k, fp, lease, ttl, holder, oi = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local ix = KEYS[3]
+-- reconcileIn: when the next lookup of an indeterminate oi=reconcile
+-- record is due. An entry lost (a failover that dropped the index write)
+-- is filed again, due now: the record must not wait for its TTL.
+local function reconcileIn(roi)
+  if roi ~= 'reconcile' then
+    return 0
+  end
+  local sc = tonumber(redis.call('ZSCORE', ix, k))
+  if not sc then
+    redis.call('ZADD', ix, now, k)
+    return 1
+  end
+  return math.max(sc - now, 1)
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'fenced', math.max(redis.call('PTTL', KEYS[2]), 1)}
 end
@@ -86,6 +133,11 @@ if not r[1] then
   local tok = '1.' .. holder
   redis.call('HSET', k, 'st', 'p', 'fp', fp, 'gen', 1, 'tok', tok, 'hd', holder, 'oi', oi,
     'lease', now + lease, 'cr', now, 'exp', now + life, 'ttl', ttl)
+  if oi == 'reconcile' then
+    -- Due when the lease ends: a holder that never answers is asked about.
+    redis.call('HSET', k, 'rt', ARGV[7])
+    redis.call('ZADD', ix, now + lease, k)
+  end
   redis.call('PEXPIRE', k, life)
   return {'acquired', tok}
 end
@@ -94,7 +146,7 @@ local match = stored == fp
 if not match then
   local mark = string.sub(stored, 1, 3)
   if mark == 'k1:' or mark == 's1:' then
-    for i = 7, #ARGV do
+    for i = 8, #ARGV do
       if stored == ARGV[i] then match = true end
     end
   else
@@ -115,7 +167,7 @@ if r[1] == 'c' then
     math.max(redis.call('PTTL', k), 0)}
 end
 if r[1] == 'i' then
-  return {'indeterminate', math.max(redis.call('PTTL', k), 1)}
+  return {'indeterminate', math.max(redis.call('PTTL', k), 1), '', reconcileIn(r[6])}
 end
 local gen, tok, le = tonumber(r[3]) or 0, r[4], tonumber(r[5]) or 0
 if tok == gen .. '.' .. holder then
@@ -130,6 +182,9 @@ if tok == gen .. '.' .. holder then
   else
     redis.call('HSET', k, 'lease', now + lease, 'exp', now + life)
     redis.call('PEXPIRE', k, life)
+    if r[6] == 'reconcile' then
+      redis.call('ZADD', ix, now + lease, k)
+    end
   end
   return {'acquired', tok}
 end
@@ -142,7 +197,7 @@ if r[6] ~= 'release' then
   -- still completes or releases it.
   redis.call('HSET', k, 'st', 'i', 'why', 'e')
   redis.call('HDEL', k, 'lease')
-  return {'indeterminate', math.max(redis.call('PTTL', k), 1), 'lease_ended'}
+  return {'indeterminate', math.max(redis.call('PTTL', k), 1), 'lease_ended', reconcileIn(r[6])}
 end
 -- The route opted into takeover: a new generation makes the old token
 -- stale, and the new attempt gets a full TTL and its own choice.
@@ -150,11 +205,20 @@ gen = gen + 1
 tok = gen .. '.' .. holder
 redis.call('HSET', k, 'gen', gen, 'tok', tok, 'hd', holder, 'oi', oi,
   'lease', now + lease, 'exp', now + life, 'ttl', ttl)
+redis.call('HDEL', k, 'ra', 'rl', 'rn')
+if oi == 'reconcile' then
+  redis.call('HSET', k, 'rt', ARGV[7])
+  redis.call('ZADD', ix, now + lease, k)
+else
+  redis.call('HDEL', k, 'rt')
+  redis.call('ZREM', ix, k)
+end
 redis.call('PEXPIRE', k, life)
 return {'acquired', tok}
 `)
 
-// completeScript: ARGV = token, call nonce, status, headers JSON, body,
+// completeScript: KEYS = record, reconcile index. ARGV = token, call
+// nonce, status, headers JSON, body,
 // omitted ("1" or ""). Replies 1 when stored, or when the record is already
 // completed under this token (a retried call: nothing changes, the first
 // response stays), 0 when the token does not hold; then nothing changed. The token
@@ -193,18 +257,22 @@ if ttl and ttl > 0 then
   redis.call('HSET', k, 'exp', now + ttl)
   redis.call('PEXPIRE', k, ttl)
 end
+redis.call('ZREM', KEYS[2], k)
 return 1
 `)
 
-// abandonScript: ARGV = token, call nonce. Marks the record indeterminate
+// abandonScript: KEYS = record, reconcile index. ARGV = token, call
+// nonce, reconcile delay ms. Marks the record indeterminate
 // (abandoned) when its token is the one given and it is in progress or
 // already indeterminate: no lease (it cannot be taken over), expiry
 // unchanged (the reservation's TTL bounds it). Abandoning again is a
 // success that changes nothing more, so that a retried abandon is
-// acknowledged. Replies 1 then, 0 otherwise (nothing changed).
-var abandonScript = redis.NewScript(`
+// acknowledged. Replies 1 then, 0 otherwise (nothing changed). An
+// oi=reconcile record is due for its lookup a delay from now (the
+// attempt may still be on its way upstream), unless due earlier.
+var abandonScript = redis.NewScript(nowMS + fileEarlierFn + `
 local k = KEYS[1]
-local r = redis.call('HMGET', k, 'st', 'tok', 'why')
+local r = redis.call('HMGET', k, 'st', 'tok', 'why', 'oi')
 if r[2] ~= ARGV[1] or (r[1] ~= 'p' and r[1] ~= 'i') then
   return 0
 end
@@ -214,10 +282,13 @@ if r[1] == 'i' and r[3] == 'a' then
 end
 redis.call('HSET', k, 'st', 'i', 'why', 'a', 'cn', ARGV[2])
 redis.call('HDEL', k, 'lease')
+if r[4] == 'reconcile' then
+  fileEarlier(KEYS[2], k, now + tonumber(ARGV[3]))
+end
 return 1
 `)
 
-// releaseScript: ARGV = token. Deletes the record when that token holds
+// releaseScript: KEYS = record, reconcile index. ARGV = token. Deletes the record when that token holds
 // it (in progress, or indeterminate because its lease ended: the holder
 // knows the request did not run) and replies 1; otherwise replies 0 and
 // changes nothing. An abandoned record is not released by its token: the
@@ -228,10 +299,12 @@ if r[2] ~= ARGV[1] or not (r[1] == 'p' or (r[1] == 'i' and r[3] == 'e')) then
   return 0
 end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return 1
 `)
 
-// releaseHolderScript: KEYS = record, the holder's fence. ARGV = holder,
+// releaseHolderScript: KEYS = record, the holder's fence, the reconcile
+// index. ARGV = holder,
 // fence ms. Writes the fence (or restarts it) whatever the record holds,
 // so that a reserve of this holder still on its way never acquires, then
 // deletes the record when this holder holds it as releaseScript would.
@@ -245,17 +318,19 @@ if not r[1] or r[2] ~= tostring(r[4]) .. '.' .. ARGV[1] then
 end
 if r[1] == 'p' or (r[1] == 'i' and r[3] == 'e') then
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[3], KEYS[1])
   return 1
 end
 return 0
 `)
 
 // recordFn reads a record for the admin scripts: nil when absent, else
-// {st, fp, cr, exp, lease, code, omit, hdr, body, oi, now} (hdr and body
-// only when withBody, else false; now is Redis's TIME in ms, to tell a
-// lease that ended).
+// {st, fp, cr, exp, lease, code, omit, hdr, body, oi, now, rt, ra, rl,
+// next lookup, tok} (hdr and body only when withBody, else false; now is
+// Redis's TIME in ms, to tell a lease that ended; next lookup the score
+// in the reconcile index ix, false when not filed).
 const recordFn = `
-local function record(k, withBody)
+local function record(k, ix, withBody)
   local r = redis.call('HMGET', k, 'st', 'fp', 'cr', 'exp', 'lease', 'code', 'omit')
   if not r[1] then
     return nil
@@ -267,8 +342,13 @@ local function record(k, withBody)
     r[8], r[9] = false, false
   end
   local t = redis.call('TIME')
-  r[10] = redis.call('HGET', k, 'oi') or false
+  local x = redis.call('HMGET', k, 'oi', 'rt', 'ra', 'rl', 'tok')
+  r[10] = x[1] or false
   r[11] = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  r[12], r[13], r[14] = x[2] or false, x[3] or false, x[4] or false
+  local sc = redis.call('ZSCORE', ix, k)
+  r[15] = sc and string.format('%d', tonumber(sc)) or false
+  r[16] = x[5] or false
   return r
 end
 
@@ -279,18 +359,18 @@ local function leaseLive(r)
 end
 `
 
-// getScript: ARGV = "1" to include headers and body. Replies nil when
-// absent, else the record.
+// getScript: KEYS = record, reconcile index. ARGV = "1" to include
+// headers and body. Replies nil when absent, else the record.
 var getScript = redis.NewScript(recordFn + `
-return record(KEYS[1], ARGV[1] == '1') or false
+return record(KEYS[1], KEYS[2], ARGV[1] == '1') or false
 `)
 
-// deleteScript: ARGV = "1" to refuse a record whose lease still runs.
+// deleteScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still runs.
 // Deletes the record (whatever its state, unless refused). Replies nil
 // when absent, else {changed, record (without body)...}: changed is 1 when
 // deleted, 2 when refused (nothing changed).
 var deleteScript = redis.NewScript(recordFn + `
-local r = record(KEYS[1], false)
+local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
 end
@@ -299,17 +379,18 @@ if ARGV[1] == '1' and leaseLive(r) then
   return r
 end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 table.insert(r, 1, 1)
 return r
 `)
 
-// forceReleaseScript: ARGV = "1" to refuse a record whose lease still
+// forceReleaseScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still
 // runs. Frees an in-progress or indeterminate record whatever its token.
 // Replies nil when absent, else {changed, record...}: changed is 1 when the
 // record was in progress or indeterminate and is now gone, 0 when it is
 // completed and was left alone, 2 when refused (nothing changed).
 var forceReleaseScript = redis.NewScript(recordFn + `
-local r = record(KEYS[1], false)
+local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
 end
@@ -322,6 +403,7 @@ if ARGV[1] == '1' and leaseLive(r) then
   return r
 end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 table.insert(r, 1, 1)
 return r
 `)

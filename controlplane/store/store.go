@@ -352,9 +352,18 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if err := api.ValidateOnIndeterminate(req.OnIndeterminate); err != nil {
 		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	oi := api.LeaseLock
-	if req.OnIndeterminate == api.LeaseRelease {
+	if err := api.ValidateReconcileTarget(req.OnIndeterminate, req.ReconcileTarget); err != nil {
+		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	oi, target := api.LeaseLock, ""
+	switch req.OnIndeterminate {
+	case api.LeaseRelease:
 		oi = api.LeaseRelease
+	case api.LeaseReconcile:
+		oi, target = api.LeaseReconcile, req.ReconcileTarget
+		if target == "" {
+			target = api.DefaultReconcileTarget
+		}
 	}
 	holder := req.Holder
 	if holder == "" {
@@ -365,13 +374,14 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	}
 
 	fp, others := s.fingerprintForms(req.Fingerprint)
-	args := make([]any, 0, 6+len(others))
-	args = append(args, fp, lease, ttl, holder, oi, req.Fingerprint)
+	args := make([]any, 0, 7+len(others))
+	args = append(args, fp, lease, ttl, holder, oi, req.Fingerprint, target)
 	for _, o := range others {
 		args = append(args, o)
 	}
+	rk := s.RecordKey(req.Scope, req.Key)
 	cmd := s.run(ctx, call{op: "reserve", script: reserveScript, write: true,
-		keys: []string{s.RecordKey(req.Scope, req.Key), s.fenceKey(req.Scope, req.Key, holder)}, args: args})
+		keys: []string{rk, s.fenceKey(req.Scope, req.Key, holder), s.reconcileIndexKey(rk)}, args: args})
 	v, err := cmd.Slice()
 	if sv, ok := cmd.Val().([]any); ok && len(sv) > 0 && sv[0] != string(api.Acquired) && errors.As(err, new(*shortfall)) {
 		// Durable mode: only an acquisition needs its replicas. Every
@@ -401,13 +411,15 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 			break
 		}
 		return api.ReserveResponse{Outcome: api.InProgress, LeaseRemainingMS: ms}, nil
-	case outcome == string(api.Indeterminate) && (len(v) == 2 || len(v) == 3):
-		ms, ok := v[1].(int64)
-		if !ok {
+	case outcome == string(api.Indeterminate) && len(v) == 4:
+		ms, ok1 := v[1].(int64)
+		ended, ok2 := v[2].(string)
+		rin, ok3 := v[3].(int64)
+		if !ok1 || !ok2 || !ok3 {
 			break
 		}
-		res := api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: ms}
-		if len(v) == 3 {
+		res := api.ReserveResponse{Outcome: api.Indeterminate, ExpiresInMS: ms, ReconcileInMS: rin}
+		if ended == "lease_ended" {
 			return res, ErrLeaseEnded
 		}
 		return res, nil
@@ -457,35 +469,13 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 		return err
 	}
 	r := req.Response
-	if err := api.ValidateStatus(r.Status); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	hdr, body, omitArg, err := s.encodeResponse("complete", r)
+	if err != nil {
+		return err
 	}
-	if err := api.ValidateHeaders(r.Headers); err != nil {
-		return invalid("%v", err)
-	}
-	hdr, body, omit := "", r.Body, r.BodyOmitted
-	size := 3 + len(r.Body)
-	for _, h := range r.Headers {
-		size += len(h[0]) + len(h[1])
-	}
-	if size > s.opt.MaxStoredResponse {
-		omit = true
-	}
-	if omit {
-		body = nil
-	} else if len(r.Headers) > 0 {
-		b, err := json.Marshal(r.Headers)
-		if err != nil {
-			return fmt.Errorf("store: complete: encode headers: %w", err)
-		}
-		hdr = string(b)
-	}
-	omitArg := ""
-	if omit {
-		omitArg = "1"
-	}
+	rk := s.RecordKey(req.Scope, req.Key)
 	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true,
-		keys: []string{s.RecordKey(req.Scope, req.Key)},
+		keys: []string{rk, s.reconcileIndexKey(rk)},
 		args: []any{req.Token, newNonce(), r.Status, hdr, body, omitArg}}).Int64()
 	if err != nil {
 		return unavailable("complete", err)
@@ -494,6 +484,33 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 		return ErrStaleToken
 	}
 	return nil
+}
+
+// encodeResponse validates r and encodes it for the record: the headers as
+// JSON, the body, and "1" when over the cap (Options.MaxStoredResponse, or
+// r.BodyOmitted): then only the status is stored.
+func (s *Store) encodeResponse(op string, r api.StoredResponse) (hdr string, body []byte, omit string, err error) {
+	if err := api.ValidateStatus(r.Status); err != nil {
+		return "", nil, "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if err := api.ValidateHeaders(r.Headers); err != nil {
+		return "", nil, "", invalid("%v", err)
+	}
+	size := 3 + len(r.Body)
+	for _, h := range r.Headers {
+		size += len(h[0]) + len(h[1])
+	}
+	if r.BodyOmitted || size > s.opt.MaxStoredResponse {
+		return "", nil, "1", nil
+	}
+	if len(r.Headers) > 0 {
+		b, err := json.Marshal(r.Headers)
+		if err != nil {
+			return "", nil, "", fmt.Errorf("store: %s: encode headers: %w", op, err)
+		}
+		hdr = string(b)
+	}
+	return hdr, r.Body, "", nil
 }
 
 // Release frees the reservation held by req.Token (in progress, or
@@ -514,8 +531,9 @@ func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 	if err := validateToken(req.Token); err != nil {
 		return err
 	}
+	rk := s.RecordKey(req.Scope, req.Key)
 	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true,
-		keys: []string{s.RecordKey(req.Scope, req.Key)}, args: []any{req.Token}}).Int64()
+		keys: []string{rk, s.reconcileIndexKey(rk)}, args: []any{req.Token}}).Int64()
 	if err != nil {
 		return unavailable("release", err)
 	}
@@ -543,8 +561,9 @@ func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (d
 	if err := api.ValidateHolder(holder); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
+	rk := s.RecordKey(scope, key)
 	n, err := s.run(ctx, call{op: "release_holder", script: releaseHolderScript, write: true,
-		keys: []string{s.RecordKey(scope, key), s.fenceKey(scope, key, holder)},
+		keys: []string{rk, s.fenceKey(scope, key, holder), s.reconcileIndexKey(rk)},
 		args: []any{holder, s.opt.FenceTTL.Milliseconds()}}).Int64()
 	if err != nil {
 		return false, unavailable("release by holder", err)
@@ -571,8 +590,10 @@ func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
 	if err := validateToken(req.Token); err != nil {
 		return err
 	}
+	rk := s.RecordKey(req.Scope, req.Key)
 	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true,
-		keys: []string{s.RecordKey(req.Scope, req.Key)}, args: []any{req.Token, newNonce()}}).Int64()
+		keys: []string{rk, s.reconcileIndexKey(rk)},
+		args: []any{req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds()}}).Int64()
 	if err != nil {
 		return unavailable("abandon", err)
 	}
@@ -617,8 +638,9 @@ func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, 
 	if err := validateScopeKey(scope, key); err != nil {
 		return nil, err
 	}
+	rk := s.RecordKey(scope, key)
 	v, err := s.run(ctx, call{op: strings.ReplaceAll(op, " ", "_"), script: script, write: write,
-		keys: []string{s.RecordKey(scope, key)}, args: args}).Slice()
+		keys: []string{rk, s.reconcileIndexKey(rk)}, args: args}).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -686,9 +708,9 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // decodeRecord turns the admin scripts' reply {st, fp, cr, exp, lease, code,
-// omit, hdr, body, oi, now} into a Record.
+// omit, hdr, body, oi, now, rt, ra, rl, next lookup, tok} into a Record.
 func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, error) {
-	if len(v) != 11 {
+	if len(v) != recordFields {
 		return nil, unexpected(op, v)
 	}
 	str := func(i int) string { s, _ := v[i].(string); return s }
@@ -699,7 +721,14 @@ func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, e
 		}
 		return time.UnixMilli(n).UTC(), true
 	}
-	rec := &api.Record{Scope: scope, Key: key, Fingerprint: str(1)}
+	rec := &api.Record{Scope: scope, Key: key, Fingerprint: str(1), OnIndeterminate: str(9),
+		ReconcileTarget: str(11), ReconcileLast: str(13)}
+	if n, err := strconv.Atoi(str(12)); err == nil {
+		rec.ReconcileAttempts = n
+	}
+	if next, ok := ms(14); ok {
+		rec.ReconcileNextAt = &next
+	}
 	var ok1, ok2 bool
 	rec.CreatedAt, ok1 = ms(2)
 	rec.ExpiresAt, ok2 = ms(3)
@@ -740,6 +769,9 @@ func decodeRecord(op, scope, key string, v []any, withBody bool) (*api.Record, e
 	}
 	return rec, nil
 }
+
+// recordFields is the length of the admin scripts' record reply.
+const recordFields = 16
 
 func decodeResponse(status int64, hdr, body string, omitted bool) (*api.StoredResponse, error) {
 	resp := &api.StoredResponse{Status: int(status), BodyOmitted: omitted}

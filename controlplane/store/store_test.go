@@ -1018,13 +1018,20 @@ func TestRecordKey(t *testing.T) {
 	}
 }
 
+// scriptKeys are the KEYS of the scripts on a record: the record and its
+// reconcile index.
+func (s *Store) scriptKeys(scope, key string) []string {
+	rk := s.RecordKey(scope, key)
+	return []string{rk, s.reconcileIndexKey(rk)}
+}
+
 // rawReserve runs the reserve script itself on the record at rk, as a
 // go-redis retry would re-run it: lease 10s, TTL 60s, lock, holder h
 // (padded to a valid id).
 func rawReserve(ctx context.Context, s *Store, rk, fp, h string) *redis.Cmd {
 	holder := holderID(h)
 	cur, _ := s.fingerprintForms(fp)
-	return reserveScript.Run(ctx, s.c, []string{rk, rk + "f." + holder}, cur, 10_000, 60_000, holder, api.LeaseLock, fp)
+	return reserveScript.Run(ctx, s.c, []string{rk, rk + "f." + holder, s.reconcileIndexKey(rk)}, cur, 10_000, 60_000, holder, api.LeaseLock, fp, "")
 }
 
 // TestScriptsIdempotentOnRetry re-runs each script with the same arguments,
@@ -1033,7 +1040,7 @@ func rawReserve(ctx context.Context, s *Store, rk, fp, h string) *redis.Cmd {
 func TestScriptsIdempotentOnRetry(t *testing.T) {
 	s, _ := newStandalone(t, Options{})
 	ctx := testCtx(t)
-	k := []string{s.RecordKey("s", "retry")}
+	k := s.scriptKeys("s", "retry")
 
 	first, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
@@ -1070,7 +1077,7 @@ func TestScriptsIdempotentOnRetry(t *testing.T) {
 		t.Fatalf("after retried completes: %+v %v", r, err)
 	}
 
-	k2 := []string{s.RecordKey("s", "retry-release")}
+	k2 := s.scriptKeys("s", "retry-release")
 	rel, err := rawReserve(ctx, s, k2[0], "FP", "NONCE3").Slice()
 	if err != nil {
 		t.Fatal(err)
@@ -1256,7 +1263,7 @@ func TestCompleteRestartsTTL(t *testing.T) {
 func TestCompleteOwnRetryKeepsExpiry(t *testing.T) {
 	s, _ := newStandalone(t, Options{})
 	ctx := testCtx(t)
-	k := []string{s.RecordKey("s", "retry-ttl")}
+	k := s.scriptKeys("s", "retry-ttl")
 	res, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
@@ -1392,14 +1399,14 @@ func TestReserveUnreadableStoredResponse(t *testing.T) {
 func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 	s, _ := newStandalone(t, Options{})
 	ctx := testCtx(t)
-	k := []string{s.RecordKey("s", "retry-abandon")}
+	k := s.scriptKeys("s", "retry-abandon")
 	res, err := rawReserve(ctx, s, k[0], "FP", "NONCE1").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok := res[1].(string)
 	for run := 0; run < 2; run++ {
-		n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL1").Int64()
+		n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL1", 1000).Int64()
 		if err != nil || n != 1 {
 			t.Fatalf("abandon run %d: %d %v, want 1", run, n, err)
 		}
@@ -1409,7 +1416,7 @@ func TestAbandonScriptIdempotentOnRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A retried abandon is acknowledged and changes nothing more.
-	if n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL2").Int64(); err != nil || n != 1 {
+	if n, err := abandonScript.Run(ctx, s.c, k, tok, "CALL2", 1000).Int64(); err != nil || n != 1 {
 		t.Fatalf("another abandon with the same token: %d %v, want 1", n, err)
 	}
 	// Nor does a complete's re-run with that nonce pass for this call.
