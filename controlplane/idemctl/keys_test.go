@@ -372,7 +372,9 @@ func TestKeysReconcile(t *testing.T) {
 	e.lookups.Store("paid", `{"outcome":"executed","response":{"status":201,"body":"eyJpZCI6InBheV8xIn0="}}`)
 	e.abandoned(t, "busy", api.LeaseReconcile) // its lookup answers 503
 	e.abandoned(t, "locked", api.LeaseLock)
-	e.seed(t, "held", false)
+	if res, err := e.st.Reserve(context.Background(), api.ReserveRequest{Scope: "tenant-1", Key: "live", Fingerprint: "sha256:aa", OnIndeterminate: api.LeaseReconcile}); err != nil || res.Outcome != api.Acquired {
+		t.Fatalf("reserve live: %+v, %v", res, err)
+	}
 
 	tests := []struct {
 		name       string
@@ -388,7 +390,7 @@ func TestKeysReconcile(t *testing.T) {
 		{"executed", []string{"keys", "reconcile", "paid"}, 0, "completed", "", "executed", "indeterminate"},
 		{"failed lookup", []string{"keys", "reconcile", "busy"}, 1, "", "unavailable", "", "indeterminate"},
 		{"route that locks", []string{"keys", "reconcile", "locked"}, 1, "", "conflict", "", "indeterminate"},
-		{"live lease", []string{"keys", "reconcile", "held"}, 1, "", "lease_live", "", "indeterminate"},
+		{"live lease", []string{"keys", "reconcile", "live"}, 1, "", "lease_live", "", "indeterminate"},
 		{"key twice", []string{"keys", "reconcile", "lost", "--key", "lost"}, 2, "", "usage", "", "indeterminate"},
 		{"no force for reconcile", []string{"keys", "reconcile", "lost", "--force"}, 2, "", "usage", "", "indeterminate"},
 		{"not executed", []string{"keys", "reconcile", "lost"}, 0, "released", "", "not_executed", ""},

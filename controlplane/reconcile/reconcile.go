@@ -197,11 +197,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, scope, key string, dryRun bo
 	}
 	res := api.AdminResult{Effect: api.EffectNoop, Record: rec}
 	switch {
-	case rec != nil && rec.State == api.StateCompleted:
+	case ok:
+	case rec == nil:
+		return res, ErrNotReconcilable
+	case rec.State == api.StateCompleted:
 		return res, nil
-	case !ok:
+	case rec.OnIndeterminate != api.LeaseReconcile:
+		return res, ErrNotReconcilable
+	case rec.State == api.StateInProgress:
 		return res, store.ErrLeaseLive
-	case rec != nil && rec.OnIndeterminate != api.LeaseReconcile:
+	default: // indeterminate without an attempt id to ask about
 		return res, ErrNotReconcilable
 	}
 	effect, ans, err := r.resolve(ctx, p, dryRun)

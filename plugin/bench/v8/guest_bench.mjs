@@ -258,6 +258,17 @@ const env = {
     for (let i = m.length - 1; i >= 0; i--) if (m[i][0].toLowerCase() === k) m.splice(i, 1);
     return OK;
   },
+  // Envoy sets the name to the one value (every other value removed); the
+  // filter sets a reconcile route's attempt header this way.
+  proxy_replace_header_map_value(mt, kPtr, kSize, vPtr, vSize) {
+    const m = headerMap(mt);
+    if (!m) return NOT_FOUND;
+    const name = readStr(kPtr, kSize);
+    const k = name.toLowerCase();
+    for (let i = m.length - 1; i >= 0; i--) if (m[i][0].toLowerCase() === k) m.splice(i, 1);
+    m.push([name, readStr(vPtr, vSize)]);
+    return OK;
+  },
   proxy_continue_stream(st) {
     const s = streams.get(active);
     if (!s) return BAD_ARGUMENT;
