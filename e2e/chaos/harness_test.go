@@ -421,6 +421,11 @@ const envoyResetBody = "upstream connect error or disconnect/reset before header
 // sees an ordinary (via_upstream) 503.
 func resetProxy(t *testing.T, target string) string {
 	t.Helper()
+	return serve(t, resetProxyHandler(target))
+}
+
+// resetProxyHandler is resetProxy's handler.
+func resetProxyHandler(target string) http.Handler {
 	u := &url.URL{Scheme: "http", Host: target}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
@@ -436,7 +441,7 @@ func resetProxy(t *testing.T, target string) string {
 			_, _ = io.WriteString(w, envoyResetBody)
 		},
 	}
-	return serve(t, rp)
+	return rp
 }
 
 // slowControlPlane is a proxy in front of the control plane that, while

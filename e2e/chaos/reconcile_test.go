@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,8 +122,7 @@ func ledgerCount(t testing.TB, label string) int64 {
 // its retries replay the payment that ran, once.
 func TestReconcileLostAnswers(t *testing.T) {
 	showLogsOnFailure(t)
-	proxied := startGateway(t, "gateway-behind-proxy-rc", gatewayOpts{upstream: resetProxy(t, stk.upstreamAddr)})
-	waitGoverned(t, proxied.url)
+	proxied, _ := sharedReconcileGateway(t)
 	for _, tt := range []struct {
 		name string
 		gw   string
@@ -190,55 +190,106 @@ func TestReconcileLostAnswers(t *testing.T) {
 	}
 }
 
-// holdingProxy sits between a gateway and the upstream and holds every
-// request until release is closed, then forwards it even though the
-// gateway gave up on it: a copy still in flight (queued in a proxy, a
-// slow network) when the upstream is asked about its attempt.
-type holdingProxy struct {
-	addr      string
+// hdrHold asks the reconcile tests' proxy to hold a request (rcProxy).
+const hdrHold = "X-Chaos-Hold"
+
+// rcProxy sits between the reconcile tests' gateway and the upstream. A
+// request carrying hdrHold is held until the current hold's release
+// closes, then forwarded even though the gateway gave up on it: a copy
+// still in flight (queued in a proxy, a slow network) when the upstream
+// is asked about its attempt. Any other request is proxied as resetProxy
+// does: a reset is answered 503 as Envoy answers it.
+type rcProxy struct {
+	addr string
+	hold atomic.Pointer[hold]
+}
+
+// hold is one test's held request.
+type hold struct {
 	release   chan struct{}
 	delivered chan int // the upstream's status for each held request
 	held      atomic.Int64
 }
 
-func startHoldingProxy(t *testing.T, target string) *holdingProxy {
+// The reconcile tests' gateway (the chaos policy, the stack's control
+// plane, the upstream behind an rcProxy), started by the first test that
+// needs it and stopped with gateway B: a gateway takes seconds to start.
+var (
+	rcGatewayMu sync.Mutex
+	rcGateway   *gatewayProc
+	rcProxyOf   *rcProxy
+)
+
+func sharedReconcileGateway(t *testing.T) (*gatewayProc, *rcProxy) {
 	t.Helper()
-	h := &holdingProxy{release: make(chan struct{}), delivered: make(chan int, 16)}
-	u := &url.URL{Scheme: "http", Host: target}
-	rp := &httputil.ReverseProxy{
-		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		ModifyResponse: func(resp *http.Response) error {
-			h.delivered <- resp.StatusCode
-			return nil
-		},
-	}
-	h.addr = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
+	rcGatewayMu.Lock()
+	defer rcGatewayMu.Unlock()
+	if rcGateway == nil {
+		p := &rcProxy{}
+		reset := resetProxyHandler(stk.upstreamAddr)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return
+			t.Fatal(err)
 		}
-		h.held.Add(1)
-		select {
-		case <-h.release:
-		case <-time.After(time.Minute): // a bound; the test releases long before
-		}
-		// The gateway has gone; the copy goes on.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
-		defer cancel()
-		out := r.Clone(ctx)
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.ContentLength = int64(len(body))
-		rp.ServeHTTP(&recorder{header: http.Header{}}, out)
-	}))
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := p.hold.Load(); h != nil && r.Header.Get(hdrHold) != "" {
+				h.forwardLate(w, r, reset)
+				return
+			}
+			reset.ServeHTTP(w, r)
+		}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		p.addr = ln.Addr().String()
+		g := launchGateway(t, "gateway-reconcile", gatewayOpts{upstream: p.addr})
+		gatewayBMu.Lock()
+		gatewayBStop = append(gatewayBStop, g.stop, func() { _ = srv.Close() })
+		gatewayBMu.Unlock()
+		rcGateway, rcProxyOf = g, p
+	}
+	waitGoverned(t, rcGateway.url)
+	return rcGateway, rcProxyOf
+}
+
+// holdNext makes p hold the requests that carry hdrHold until the test
+// releases them (or ends).
+func (p *rcProxy) holdNext(t *testing.T) *hold {
+	h := &hold{release: make(chan struct{}), delivered: make(chan int, 16)}
+	p.hold.Store(h)
 	t.Cleanup(func() {
-		select {
-		case <-h.release:
-		default:
-			close(h.release)
-		}
+		p.hold.CompareAndSwap(h, nil)
+		h.releaseOnce()
 	})
 	return h
+}
+
+func (h *hold) releaseOnce() {
+	select {
+	case <-h.release:
+	default:
+		close(h.release)
+	}
+}
+
+// forwardLate holds r, then sends it on through next, detached from the
+// gateway's connection, and reports the upstream's status.
+func (h *hold) forwardLate(_ http.ResponseWriter, r *http.Request, next http.Handler) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	h.held.Add(1)
+	select {
+	case <-h.release:
+	case <-time.After(time.Minute): // a bound; the test releases long before
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
+	out := r.Clone(ctx)
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.ContentLength = int64(len(body))
+	rec := &recorder{header: http.Header{}}
+	next.ServeHTTP(rec, out)
+	h.delivered <- rec.status
 }
 
 // The danger reconcile is designed against: the gateway abandons a
@@ -247,12 +298,12 @@ func startHoldingProxy(t *testing.T, target string) *holdingProxy {
 // copy, so the payment runs once: the retry's.
 func TestReconcileLateCopyIsRefused(t *testing.T) {
 	showLogsOnFailure(t)
-	hold := startHoldingProxy(t, stk.upstreamAddr)
-	gw := startGateway(t, "gateway-holding-proxy", gatewayOpts{upstream: hold.addr})
+	gw, proxy := sharedReconcileGateway(t)
+	hold := proxy.holdNext(t)
 	key := random(t, "rclate-")
 	label := "rclate/" + key
 	p := payment{gateway: gw.url, host: hostReconcile, key: key, auth: random(t, "Bearer rclate-"), body: `{"amount":116}`,
-		headers: map[string]string{upstream.HeaderLedger: label}}
+		headers: map[string]string{upstream.HeaderLedger: label, hdrHold: "1"}}
 	before := executions(t)
 	leave := make(chan struct{})
 	q := p
@@ -275,11 +326,12 @@ func TestReconcileLateCopyIsRefused(t *testing.T) {
 	t.Logf("late copy: the key was released in %v", took.Round(time.Millisecond))
 	// The retry, through the stack's gateway (no proxy): it executes.
 	p.gateway = ""
+	p.headers = map[string]string{upstream.HeaderLedger: label}
 	retry := mustSend(t, p)
 	if retry.status != http.StatusCreated || retry.replayed() || retry.id() == "" {
 		t.Fatalf("retry after the key was released: %v, want 201 executed", retry)
 	}
-	close(hold.release)
+	hold.releaseOnce()
 	select {
 	case st := <-hold.delivered:
 		if st != http.StatusConflict {
