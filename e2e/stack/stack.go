@@ -60,8 +60,9 @@ const (
 )
 
 // readyTimeout bounds each component's start; they start in well under a
-// second, so this only guards against hangs.
-const readyTimeout = 30 * time.Second
+// second, so this only guards against hangs. Wide: on a loaded 2-core
+// machine a gateway compiling the module for each VM took 30 s.
+const readyTimeout = 90 * time.Second
 
 // Config says what to run where.
 type Config struct {
