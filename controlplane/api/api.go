@@ -249,10 +249,11 @@ type Record struct {
 	OnIndeterminate string `json:"on_indeterminate,omitempty"`
 	// ReconcileTarget, ReconcileAttempts, ReconcileLast and
 	// ReconcileNextAt describe a LeaseReconcile record: its lookup
-	// target, how many lookups were answered without resolving it, the
-	// last answer (ReconcileUnknown or ReconcileFailed; the others
-	// resolve it) and when the next lookup is due (absent when the
-	// record is not in the reconcile index).
+	// target, how many lookups were answered (the one that resolved it
+	// included), the last answer (ReconcileExecuted on a record a lookup
+	// completed, else ReconcileUnknown or ReconcileFailed: a record a
+	// lookup released is gone) and when the next lookup is due (absent
+	// when the record is not in the reconcile index).
 	ReconcileTarget   string     `json:"reconcile_target,omitempty"`
 	ReconcileAttempts int        `json:"reconcile_attempts,omitempty"`
 	ReconcileLast     string     `json:"reconcile_last,omitempty"`

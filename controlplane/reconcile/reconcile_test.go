@@ -104,8 +104,9 @@ type rig struct {
 }
 
 type rigOpt struct {
-	targetURL string // "" = the upstream's
-	sealer    *seal.Sealer
+	targetURL   string // "" = the upstream's
+	sealer      *seal.Sealer
+	concurrency int
 }
 
 func newRig(t *testing.T, mods ...func(*rigOpt)) *rig {
@@ -131,12 +132,13 @@ func newRig(t *testing.T, mods ...func(*rigOpt)) *rig {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg, []string{DefaultTarget})
 	r := New(st, c, Options{
-		Interval:   10 * time.Millisecond,
-		MaxBackoff: time.Minute,
-		OpTimeout:  5 * time.Second,
-		Sealer:     o.sealer,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Metrics:    m,
+		Interval:    10 * time.Millisecond,
+		Concurrency: o.concurrency,
+		MaxBackoff:  time.Minute,
+		OpTimeout:   5 * time.Second,
+		Sealer:      o.sealer,
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics:     m,
 	})
 	return &rig{st: st, up: up, r: r, m: m, reg: reg}
 }
@@ -596,4 +598,47 @@ func TestExecutedBodySealed(t *testing.T) {
 	if err != nil || string(pt) != `{"id":"pay_1"}` {
 		t.Errorf("opened %q, %v", pt, err)
 	}
+}
+
+// TestRunBoundsConcurrency: at most Concurrency lookups are in flight; the
+// others wait for a free worker (and are claimed only then).
+func TestRunBoundsConcurrency(t *testing.T) {
+	const workers, records = 2, 6
+	g := newRig(t, func(o *rigOpt) { o.concurrency = workers })
+	var inFlight, most atomic.Int32
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) }) // before the upstream closes: free what still waits
+	g.up.setAnswer(func(api.ReconcileQuery) (int, string) {
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-gate
+		inFlight.Add(-1)
+		return 200, `{"outcome":"not_executed"}`
+	})
+	for i := range records {
+		g.indeterminate(t, "k"+string(rune('0'+i)))
+	}
+	g.run(t)
+	for range records {
+		eventually(t, "the workers busy", func() bool { return inFlight.Load() == workers || g.allAsked(records) && inFlight.Load() > 0 })
+		gate <- struct{}{}
+	}
+	eventually(t, "every record released", func() bool {
+		for i := range records {
+			if g.record(t, "k"+string(rune('0'+i))) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if m := most.Load(); m != workers {
+		t.Errorf("at most %d lookups in flight, want %d", m, workers)
+	}
+}
+
+func (g *rig) allAsked(n int) bool {
+	g.up.mu.Lock()
+	defer g.up.mu.Unlock()
+	return len(g.up.queries) >= n
 }

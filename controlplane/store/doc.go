@@ -73,7 +73,14 @@
 // touch one slot: standalone and Sentinel use one key, "<prefix>:rx"; a
 // Cluster one per slot, "<prefix>:rx:{<tag>}", where the tag is a short
 // string of that slot (a table of 16384, computed once), and ClaimDue
-// reads every slot's index on every master, one pipeline per master.
+// reads every slot's index on every master, pipelined per master. While a
+// slot migrates, Redis answers TRYAGAIN to a script whose keys are not all
+// on one side, and the index of a slot that files nothing exists nowhere:
+// complete, release, release by holder, abandon, the applies and the admin
+// scripts are then retried without the index (exec, call.optional), so
+// that they follow ASK as a one-key script does. What they would have
+// tidied the claim tidies; an abandon so retried leaves the record filed
+// at its lease end (looked up later, still looked up).
 //
 // # Holders and fences
 //

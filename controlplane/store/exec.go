@@ -87,6 +87,14 @@ type call struct {
 	keys   []string
 	args   []any
 	write  bool // state-changing: waits for the replicas in durable mode
+	// optional: how many of the last keys the script can do without (the
+	// reconcile index, where it only drops an entry or shows it; the claim
+	// drops an entry left behind). A Cluster answers TRYAGAIN to a script
+	// whose keys are split by a slot migration, and to one that names a
+	// key absent on either side (an index that does not exist): the retry
+	// leaves them out, so that an operation on a record follows ASK alone,
+	// as before the index.
+	optional int
 }
 
 // shortfall is the error of a WAIT with too few acks.
@@ -191,6 +199,9 @@ func (s *Store) exec(ctx context.Context, c call) (any, error) {
 		}
 		reason, ok := retryReason(err)
 		budget := &retries
+		if reason == "tryagain" && c.optional > 0 {
+			c.keys, c.optional = c.keys[:len(c.keys)-c.optional], 0
+		}
 		if reason == "tryagain" {
 			// A multi-key script (reserve: record and fence) in a slot
 			// being migrated, the keys split between the nodes: it did

@@ -113,6 +113,9 @@ func (s *Store) indexNodes(ctx context.Context) ([]indexNode, error) {
 	return out, nil
 }
 
+// claimBatch is how many index reads one pipeline of ClaimDue carries.
+const claimBatch = 1024
+
 // candidate is a due index entry: the record's key and its index.
 type candidate struct {
 	member, ix string
@@ -129,13 +132,18 @@ func (s *Store) claimOn(ctx context.Context, nd indexNode, n int, claimMS int64)
 		return nil, unavailable("claim", err)
 	}
 	upTo := strconv.FormatInt(now.UnixMilli(), 10)
-	pipe := nd.c.Pipeline()
 	due := make([]*redis.ZSliceCmd, len(nd.keys))
-	for i, k := range nd.keys {
-		due[i] = pipe.ZRangeByScoreWithScores(ctx, k, &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(n)})
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, unavailable("claim", err)
+	for lo := 0; lo < len(nd.keys); lo += claimBatch {
+		// In batches: a master's whole share of 16384 slots in one
+		// pipeline would take longer to write and read than the
+		// client's timeouts allow on a busy node.
+		pipe := nd.c.Pipeline()
+		for i := lo; i < min(lo+claimBatch, len(nd.keys)); i++ {
+			due[i] = pipe.ZRangeByScoreWithScores(ctx, nd.keys[i], &redis.ZRangeBy{Min: "-inf", Max: upTo, Count: int64(n)})
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, unavailable("claim", err)
+		}
 	}
 	var cands []candidate
 	for i, cmd := range due {
@@ -151,7 +159,7 @@ func (s *Store) claimOn(ctx context.Context, nd indexNode, n int, claimMS int64)
 	if len(cands) == 0 {
 		return nil, nil
 	}
-	pipe = nd.c.Pipeline()
+	pipe := nd.c.Pipeline()
 	type sent struct {
 		scope, key string
 		cmd        *redis.Cmd
@@ -245,7 +253,7 @@ func (s *Store) ApplyExecuted(ctx context.Context, p Pending, resp api.StoredRes
 		return false, err
 	}
 	rk := s.RecordKey(p.Scope, p.Key)
-	n, err := s.run(ctx, call{op: "apply_executed", script: applyExecutedScript, write: true,
+	n, err := s.run(ctx, call{op: "apply_executed", script: applyExecutedScript, write: true, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)},
 		args: []any{p.Token, newNonce(), resp.Status, hdr, body, omit}}).Int64()
 	if err != nil {
@@ -265,7 +273,7 @@ func (s *Store) ApplyNotExecuted(ctx context.Context, p Pending) (bool, error) {
 		return false, err
 	}
 	rk := s.RecordKey(p.Scope, p.Key)
-	n, err := s.run(ctx, call{op: "apply_not_executed", script: applyNotExecutedScript, write: true,
+	n, err := s.run(ctx, call{op: "apply_not_executed", script: applyNotExecutedScript, write: true, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)}, args: []any{p.Token}}).Int64()
 	if err != nil {
 		return false, unavailable("apply not executed", err)

@@ -78,7 +78,9 @@ if ttl and ttl > 0 then
   redis.call('HSET', k, 'exp', now + ttl)
   redis.call('PEXPIRE', k, ttl)
 end
-redis.call('ZREM', KEYS[2], k)
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], k)
+end
 return 1
 `)
 
@@ -92,7 +94,9 @@ if not ok then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
 return 1
 `)
 

@@ -44,7 +44,8 @@ import "github.com/redis/go-redis/v9"
 //
 // The reconcile index (Store.reconcileIndexKey, in the record's slot) is
 // a sorted set: member the record's key, score when its next lookup is due
-// (ms, Redis TIME). Every script on a record gets it in KEYS, last:
+// (ms, Redis TIME). Every script on a record gets it in KEYS, last (and
+// where only tidying needs it, it may be left out: see call.optional):
 // reserve files an oi=reconcile record at its lease end when it acquires
 // (or restarts the lease), abandon brings that forward to now +
 // ReconcileDelay (never later than it was), complete and every script
@@ -257,7 +258,9 @@ if ttl and ttl > 0 then
   redis.call('HSET', k, 'exp', now + ttl)
   redis.call('PEXPIRE', k, ttl)
 end
-redis.call('ZREM', KEYS[2], k)
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], k)
+end
 return 1
 `)
 
@@ -282,7 +285,7 @@ if r[1] == 'i' and r[3] == 'a' then
 end
 redis.call('HSET', k, 'st', 'i', 'why', 'a', 'cn', ARGV[2])
 redis.call('HDEL', k, 'lease')
-if r[4] == 'reconcile' then
+if r[4] == 'reconcile' and KEYS[2] then
   fileEarlier(KEYS[2], k, now + tonumber(ARGV[3]))
 end
 return 1
@@ -299,7 +302,9 @@ if r[2] ~= ARGV[1] or not (r[1] == 'p' or (r[1] == 'i' and r[3] == 'e')) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
 return 1
 `)
 
@@ -318,7 +323,9 @@ if not r[1] or r[2] ~= tostring(r[4]) .. '.' .. ARGV[1] then
 end
 if r[1] == 'p' or (r[1] == 'i' and r[3] == 'e') then
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], KEYS[1])
+  if KEYS[3] then
+    redis.call('ZREM', KEYS[3], KEYS[1])
+  end
   return 1
 end
 return 0
@@ -346,7 +353,7 @@ local function record(k, ix, withBody)
   r[10] = x[1] or false
   r[11] = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   r[12], r[13], r[14] = x[2] or false, x[3] or false, x[4] or false
-  local sc = redis.call('ZSCORE', ix, k)
+  local sc = ix and redis.call('ZSCORE', ix, k)
   r[15] = sc and string.format('%d', tonumber(sc)) or false
   r[16] = x[5] or false
   return r
@@ -379,7 +386,9 @@ if ARGV[1] == '1' and leaseLive(r) then
   return r
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
 table.insert(r, 1, 1)
 return r
 `)
@@ -403,7 +412,9 @@ if ARGV[1] == '1' and leaseLive(r) then
   return r
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
 table.insert(r, 1, 1)
 return r
 `)

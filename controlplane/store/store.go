@@ -474,7 +474,7 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 		return err
 	}
 	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true,
+	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)},
 		args: []any{req.Token, newNonce(), r.Status, hdr, body, omitArg}}).Int64()
 	if err != nil {
@@ -532,7 +532,7 @@ func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
 		return err
 	}
 	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true,
+	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)}, args: []any{req.Token}}).Int64()
 	if err != nil {
 		return unavailable("release", err)
@@ -562,7 +562,7 @@ func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (d
 		return false, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	rk := s.RecordKey(scope, key)
-	n, err := s.run(ctx, call{op: "release_holder", script: releaseHolderScript, write: true,
+	n, err := s.run(ctx, call{op: "release_holder", script: releaseHolderScript, write: true, optional: 1,
 		keys: []string{rk, s.fenceKey(scope, key, holder), s.reconcileIndexKey(rk)},
 		args: []any{holder, s.opt.FenceTTL.Milliseconds()}}).Int64()
 	if err != nil {
@@ -591,7 +591,9 @@ func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
 		return err
 	}
 	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true,
+	// Without the index (a migrating slot) an oi=reconcile record stays
+	// filed at its lease end: looked up later, but looked up.
+	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)},
 		args: []any{req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds()}}).Int64()
 	if err != nil {
@@ -639,7 +641,7 @@ func (s *Store) runRecord(ctx context.Context, op string, script *redis.Script, 
 		return nil, err
 	}
 	rk := s.RecordKey(scope, key)
-	v, err := s.run(ctx, call{op: strings.ReplaceAll(op, " ", "_"), script: script, write: write,
+	v, err := s.run(ctx, call{op: strings.ReplaceAll(op, " ", "_"), script: script, write: write, optional: 1,
 		keys: []string{rk, s.reconcileIndexKey(rk)}, args: args}).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
