@@ -29,23 +29,29 @@ func TestChaosPolicyParses(t *testing.T) {
 		t.Fatalf("%s: %v", policyFile, err)
 	}
 	for _, tt := range []struct {
-		host  string
-		lease time.Duration
-		mode  policy.FailureMode
+		host   string
+		lease  time.Duration
+		mode   policy.FailureMode
+		indet  policy.OnIndeterminate
+		target string
 	}{
-		{hostDefault, 30 * time.Second, policy.FailClosed},
-		{hostLock, 2 * time.Second, policy.FailClosed},
-		{hostScoped, 30 * time.Second, policy.FailClosed},
-		{hostWaitOpen, 20 * time.Second, policy.FailOpen},
-		{hostStorm, 3 * time.Second, policy.FailClosed},
+		{hostDefault, 30 * time.Second, policy.FailClosed, policy.Lock, ""},
+		{hostLock, 2 * time.Second, policy.FailClosed, policy.Lock, ""},
+		{hostScoped, 30 * time.Second, policy.FailClosed, policy.Lock, ""},
+		{hostWaitOpen, 20 * time.Second, policy.FailOpen, policy.Lock, ""},
+		{hostStorm, 3 * time.Second, policy.FailClosed, policy.Lock, ""},
+		{hostReconcile, 2 * time.Second, policy.FailClosed, policy.Reconcile, ""},
+		{hostRcStorm, 3 * time.Second, policy.FailClosed, policy.Reconcile, ""},
+		{hostRcDead, 2 * time.Second, policy.FailClosed, policy.Reconcile, "dead"},
 	} {
 		r := cfg.Match(tt.host, "/payments", "POST")
 		if r == nil {
 			t.Errorf("host %q: POST /payments not governed", tt.host)
 			continue
 		}
-		if r.Lease != tt.lease || r.FailureMode != tt.mode {
-			t.Errorf("host %q: lease %v, failure_mode %s; want %v, %s", tt.host, r.Lease, r.FailureMode, tt.lease, tt.mode)
+		if r.Lease != tt.lease || r.FailureMode != tt.mode || r.OnIndeterminate != tt.indet || (tt.target != "" && r.ReconcileTarget != tt.target) {
+			t.Errorf("host %q: lease %v, failure_mode %s, on_indeterminate %s, target %q; want %v, %s, %s, %q",
+				tt.host, r.Lease, r.FailureMode, r.OnIndeterminate, r.ReconcileTarget, tt.lease, tt.mode, tt.indet, tt.target)
 		}
 	}
 }

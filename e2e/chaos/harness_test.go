@@ -377,7 +377,9 @@ func launchGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 		logf.Close()
 		close(g.done)
 	}()
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	// 90 s: a guard against hangs; on a loaded machine the module's
+	// compilation alone took 30 s.
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -390,7 +392,7 @@ func launchGateway(t *testing.T, name string, o gatewayOpts) *gatewayProc {
 		}
 		if time.Now().After(deadline) {
 			g.stop()
-			t.Fatalf("gateway %s not listening on %s within 30s; end of %s:\n%s", name, addr, logPath, tail(logPath, 2048))
+			t.Fatalf("gateway %s not listening on %s within 90s; end of %s:\n%s", name, addr, logPath, tail(logPath, 2048))
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -421,6 +423,11 @@ const envoyResetBody = "upstream connect error or disconnect/reset before header
 // sees an ordinary (via_upstream) 503.
 func resetProxy(t *testing.T, target string) string {
 	t.Helper()
+	return serve(t, resetProxyHandler(target))
+}
+
+// resetProxyHandler is resetProxy's handler.
+func resetProxyHandler(target string) http.Handler {
 	u := &url.URL{Scheme: "http", Host: target}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
@@ -436,7 +443,7 @@ func resetProxy(t *testing.T, target string) string {
 			_, _ = io.WriteString(w, envoyResetBody)
 		},
 	}
-	return serve(t, rp)
+	return rp
 }
 
 // slowControlPlane is a proxy in front of the control plane that, while

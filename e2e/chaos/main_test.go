@@ -80,7 +80,7 @@ func startStack() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	var addrs [3]string
+	var addrs [4]string // gateway, control plane, upstream, and a closed port: the "dead" reconcile target
 	for i := range addrs {
 		if addrs[i], err = stack.FreeAddr(); err != nil {
 			return nil, err
@@ -105,6 +105,12 @@ func startStack() (func(), error) {
 		ControlPlaneAddr: addrs[1],
 		UpstreamAddr:     addrs[2],
 		Gateway:          stack.GatewayHost,
+		// The default reconcile target is the demo upstream (the stack's
+		// own); "dead" is a loopback port nothing listens on. A 1 s lookup
+		// timeout keeps a killed control plane's claims short (twice the
+		// timeout plus a second), so that the storm's keys resolve within
+		// reconcileBound of the faults' end.
+		ControlPlaneArgs: []string{"--reconcile-url", "dead=" + stack.ReconcileURL(addrs[3]), "--reconcile-timeout", "1s"},
 		Log:              slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

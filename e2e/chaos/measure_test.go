@@ -155,7 +155,7 @@ func runLoad(t *testing.T, sides []*side, clients int, run string) (stop func())
 					}
 					p := pair{client: c, key: fmt.Sprintf("m-%s-%d", run, k)}
 					s.addKey(p)
-					s.log.settle(stormKey(t, rng, hostMeasure, []string{s.gateway}, p, s.log))
+					s.log.settle(stormKey(t, rng, hostMeasure, []string{s.gateway}, p, s.log, false))
 					select {
 					case <-done:
 						return

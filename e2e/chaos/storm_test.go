@@ -7,11 +7,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
@@ -73,6 +75,15 @@ func (l *stormLog) saw(p pair, id string, a answer) {
 }
 
 func TestStorm(t *testing.T) {
+	runStorm(t, hostStorm, false)
+}
+
+// runStorm is the storm on host's route. With reconcile (a route with
+// on_indeterminate: reconcile) the indeterminate problem is not where a key
+// settles: its client waits the answer's Retry-After and retries, and once
+// the faults end every key of the run must be resolved within
+// reconcileBound, none left indeterminate.
+func runStorm(t *testing.T, host string, reconcile bool) {
 	showLogsOnFailure(t)
 	restartControlPlaneAfter(t)
 	gwB := sharedGatewayB(t)
@@ -80,6 +91,11 @@ func TestStorm(t *testing.T) {
 	clients, keys, dur := *stormClients, *stormKeys, *stormFor
 	if clients < 1 || keys < 1 || dur <= 0 {
 		t.Fatalf("-chaos.clients %d, -chaos.keys %d, -chaos.duration %v: each must be positive", clients, keys, dur)
+	}
+	if reconcile {
+		// Half the size in each dimension: the second storm of make test
+		// stays short; make chaos's flags scale it with the first.
+		clients, keys, dur = max(clients/2, 1), max(keys/2, 1), dur/2
 	}
 	run := random(t, "")[:8]
 	log := newStormLog()
@@ -102,7 +118,7 @@ func TestStorm(t *testing.T) {
 			pace := dur / time.Duration(keys)
 			for _, k := range order {
 				p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
-				log.settle(stormKey(t, rng, hostStorm, gateways, p, log))
+				log.settle(stormKey(t, rng, host, gateways, p, log, reconcile))
 				time.Sleep(pace)
 			}
 		}()
@@ -111,16 +127,37 @@ func TestStorm(t *testing.T) {
 	stop()
 	done := <-faults
 	startControlPlane(t)
+	keyPart := "storm-" + run + "-"
+	if reconcile {
+		left, took := waitReconciled(t, keyPart, reconcileBound)
+		t.Logf("storm: keys indeterminate once the faults ended, %v later: %d", took.Round(time.Millisecond), len(left))
+		if len(left) > 0 {
+			t.Errorf("%d keys still indeterminate %v after the faults ended, want 0: %v", len(left), reconcileBound, left)
+		}
+	}
 
 	// A last pass once every component is up again: each settled key's
-	// retry must replay the one payment, or stay indeterminate.
+	// retry must replay the one payment, or stay indeterminate (with
+	// reconcile: replay it, or execute a key the lookup released).
+	var lastIndeterminate int
 	for c := range clients {
 		for k := range keys {
 			p := pair{client: c, key: fmt.Sprintf("storm-%s-%d", run, k)}
-			a := send(t, stormPayment(gateways[k%2], hostStorm, p, nil, 0))
+			a := send(t, stormPayment(gateways[k%2], host, p, nil, 0))
 			if id := a.id(); id != "" {
 				log.saw(p, id, a)
 			}
+			if reconcile && a.id() == "" {
+				lastIndeterminate++
+				t.Errorf("last pass, client %d key %s: %v, want a payment (replayed, or executed once the key was released)", p.client, p.key, a)
+			}
+		}
+	}
+	if reconcile {
+		left := listKeys(t, api.StateIndeterminate, keyPart)
+		t.Logf("storm: keys indeterminate after the last pass: %d; last-pass answers without a payment: %d", len(left), lastIndeterminate)
+		if len(left) > 0 {
+			t.Errorf("keys indeterminate after the last pass: %v", left)
 		}
 	}
 
@@ -142,7 +179,7 @@ func TestStorm(t *testing.T) {
 	t.Logf("storm: executions %d; keys with a payment id %d; keys with two or more ids %d; cross-principal answers %d",
 		executed, len(log.ids), len(twoIDs), len(log.violations))
 	t.Logf("storm: keys settled %v; answers %v", log.settled, log.counts)
-	twice := doubles(ledger(t, stk.upstream), "/storm-"+run+"-")
+	twice := doubles(ledger(t, stk.upstream), "/"+keyPart)
 	t.Logf("storm: keys the upstream's ledger shows executed more than once: %d", len(twice))
 	for i, d := range twice {
 		if i == 20 {
@@ -197,7 +234,7 @@ func (p pair) label() string { return fmt.Sprintf("%d/%s", p.client, p.key) }
 // stormKey sends p on host's route until it settles (a payment, the indeterminate
 // problem, another final answer) or stormAttempts run out; it says how it
 // settled.
-func stormKey(t *testing.T, rng *rand.Rand, host string, gateways []string, p pair, log *stormLog) string {
+func stormKey(t *testing.T, rng *rand.Rand, host string, gateways []string, p pair, log *stormLog, reconcile bool) string {
 	for range stormAttempts {
 		var headers map[string]string
 		timeout := 10 * time.Second
@@ -218,6 +255,16 @@ func stormKey(t *testing.T, rng *rand.Rand, host string, gateways []string, p pa
 		switch {
 		case a.err != nil:
 			log.add("no answer")
+		case a.indeterminate() && reconcile:
+			// The control plane is asking the upstream: come back when
+			// the answer says (bounded: a lookup is due within seconds).
+			log.add("409 indeterminate, reconciling")
+			ra, err := strconv.Atoi(a.header.Get("Retry-After"))
+			if err != nil || ra < 1 || ra > 3 {
+				ra = 1
+			}
+			time.Sleep(time.Duration(ra) * time.Second)
+			continue
 		case a.indeterminate():
 			log.add("409 indeterminate")
 			return "indeterminate"

@@ -19,14 +19,14 @@ func TestVMEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
 	}
-	demo, err := os.ReadFile(demoConfig)
+	demo, err := os.ReadFile(lockConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(demo), `"scope": { "headers": ["authorization"] }`,
 		`"scope": { "headers": ["authorization"], "hmac_key_env": "IDEMGATE_SCOPE_KEY" }`, 1)
 	if cfg == string(demo) {
-		t.Fatal("demo.json's scope line changed; update this test")
+		t.Fatal("testdata/lock.json's scope line changed; update this test")
 	}
 	tests := []struct {
 		name    string

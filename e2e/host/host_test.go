@@ -22,8 +22,12 @@ import (
 )
 
 const (
-	wasmPath   = "../../build/idempotency.wasm"
-	demoConfig = "../../plugin/policy/testdata/demo.json"
+	wasmPath = "../../build/idempotency.wasm"
+	// lockConfig is the demo policy with on_indeterminate: lock (the demo's
+	// own reconciles, which needs a control plane with a lookup target;
+	// these tests run the control plane's server without one, and test
+	// the lock: a dropped answer locks the key).
+	lockConfig = "testdata/lock.json"
 	demoToken  = "demo-token-change-me"
 )
 
@@ -95,7 +99,7 @@ func newHost(t *testing.T, cp *controlPlane, up *testUpstream, workers int) (*Ho
 	if err != nil {
 		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
 	}
-	cfg, err := os.ReadFile(demoConfig)
+	cfg, err := os.ReadFile(lockConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +491,7 @@ func TestCloseEndsCallouts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
 	}
-	cfg, err := os.ReadFile(demoConfig)
+	cfg, err := os.ReadFile(lockConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +557,7 @@ func newHostWith(t *testing.T, cp *controlPlane, up *testUpstream, cfg Config) (
 		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
 	}
 	if cfg.PluginConfig == nil {
-		if cfg.PluginConfig, err = os.ReadFile(demoConfig); err != nil {
+		if cfg.PluginConfig, err = os.ReadFile(lockConfig); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -724,7 +728,7 @@ func TestCalloutOutlivesItsStream(t *testing.T) {
 			close(gate)
 		}
 	})
-	cfg, err := os.ReadFile(demoConfig)
+	cfg, err := os.ReadFile(lockConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

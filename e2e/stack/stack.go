@@ -21,6 +21,8 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
 // Binaries the stack runs from Config.BinDir (`make build` puts them there).
@@ -56,8 +60,9 @@ const (
 )
 
 // readyTimeout bounds each component's start; they start in well under a
-// second, so this only guards against hangs.
-const readyTimeout = 30 * time.Second
+// second, so this only guards against hangs. Wide: on a loaded 2-core
+// machine a gateway compiling the module for each VM took 30 s.
+const readyTimeout = 90 * time.Second
 
 // Config says what to run where.
 type Config struct {
@@ -79,6 +84,13 @@ type Config struct {
 	// own (a repeated flag wins: the flag package keeps the last), e.g.
 	// "--durable-replicas", "2" or "--redis-prefix", "side-a".
 	ControlPlaneArgs []string
+	// NoReconcile starts the control plane without the demo upstream as
+	// its reconcile target. By default it gets
+	// --reconcile-url http://<UpstreamAddr>/__idempotency/{attempt} (the
+	// demo upstream implements the lookup) and a fresh bearer credential
+	// shared with the upstream, so that routes with on_indeterminate:
+	// reconcile work; routes without it are unaffected.
+	NoReconcile bool
 	// EmbeddedRedis uses the embedded dev-only store even when
 	// redis-server is installed (for its tests); ignored with RedisAddr.
 	EmbeddedRedis bool
@@ -203,8 +215,12 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 
-	s.controlplane = s.newProc(RoleControlPlane, filepath.Join(cfg.BinDir, BinControlPlane), controlPlaneArgs(s.cfg, s.redis.url(), pol), controlPlaneEnv(pol))
-	s.upstream = s.newProc(RoleUpstream, filepath.Join(cfg.BinDir, BinUpstream), []string{"-listen", cfg.UpstreamAddr}, nil)
+	credential, err := reconcileCredential()
+	if err != nil {
+		return nil, err
+	}
+	s.controlplane = s.newProc(RoleControlPlane, filepath.Join(cfg.BinDir, BinControlPlane), controlPlaneArgs(s.cfg, s.redis.url(), pol), controlPlaneEnv(s.cfg, pol, credential))
+	s.upstream = s.newProc(RoleUpstream, filepath.Join(cfg.BinDir, BinUpstream), []string{"-listen", cfg.UpstreamAddr}, upstreamEnv(s.cfg, credential))
 	if s.gw, err = s.gatewayProc(pol); err != nil {
 		return nil, err
 	}
@@ -437,18 +453,49 @@ func controlPlaneArgs(cfg Config, redisURL string, pol policyInfo) []string {
 	if pol.InsecureNoAuth {
 		args = append(args, "--insecure-no-auth")
 	}
+	if !cfg.NoReconcile {
+		args = append(args, "--reconcile-url", ReconcileURL(cfg.UpstreamAddr))
+	}
 	return append(args, cfg.ControlPlaneArgs...)
 }
 
-// controlPlaneEnv passes the token through the environment (flags show in
+// ReconcileURL is the demo upstream's lookup URL template, as the control
+// plane's --reconcile-url takes it.
+func ReconcileURL(upstreamAddr string) string {
+	return "http://" + upstreamAddr + upstream.PathReconcile + "{attempt}"
+}
+
+// reconcileCredential is a fresh bearer credential for the control
+// plane's lookups, so that the demo upstream's check is exercised.
+func reconcileCredential() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reconcile credential: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// controlPlaneEnv passes the tokens through the environment (flags show in
 // ps) and clears settings the user's shell may carry that would change
 // what the stack means.
-func controlPlaneEnv(pol policyInfo) []string {
-	env := []string{"IDEM_ADMIN_TOKEN="}
+func controlPlaneEnv(cfg Config, pol policyInfo, credential string) []string {
+	env := []string{"IDEM_ADMIN_TOKEN=", "IDEMGATE_RECONCILE_TOKEN=", "IDEM_RECONCILE_URL="}
 	if !pol.InsecureNoAuth {
 		env = append(env, "IDEM_CONTROLPLANE_TOKEN="+pol.Token)
 	}
+	if !cfg.NoReconcile {
+		env = append(env, "IDEMGATE_RECONCILE_TOKEN="+credential)
+	}
 	return env
+}
+
+// upstreamEnv gives the demo upstream the credential its lookups must
+// carry (none with NoReconcile).
+func upstreamEnv(cfg Config, credential string) []string {
+	if cfg.NoReconcile {
+		return []string{upstream.TokenEnv + "="}
+	}
+	return []string{upstream.TokenEnv + "=" + credential}
 }
 
 func (s *Stack) gatewayProc(pol policyInfo) (*proc, error) {

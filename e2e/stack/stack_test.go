@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
 func TestProcCrashIsReportedStopIsNot(t *testing.T) {
@@ -260,4 +262,49 @@ func TestHostArgs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The control plane asks the demo upstream about reconcile routes, with a
+// credential the upstream is given too; NoReconcile leaves both out.
+func TestControlPlaneReconcileTarget(t *testing.T) {
+	pol := policyInfo{Cluster: "cp", Token: "t"}
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantURL string // "" means no --reconcile-url
+	}{
+		{"default", Config{UpstreamAddr: "127.0.0.1:9"}, "http://127.0.0.1:9/__idempotency/{attempt}"},
+		{"off", Config{UpstreamAddr: "127.0.0.1:9", NoReconcile: true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := controlPlaneArgs(tc.cfg, "redis://127.0.0.1:1", pol)
+			got := ""
+			if i := indexOf(args, "--reconcile-url"); i >= 0 && i+1 < len(args) {
+				got = args[i+1]
+			}
+			if got != tc.wantURL {
+				t.Errorf("args %q: --reconcile-url %q, want %q", args, got, tc.wantURL)
+			}
+			cp := lastEnv(controlPlaneEnv(tc.cfg, pol, "cred"), "IDEMGATE_RECONCILE_TOKEN")
+			up := lastEnv(upstreamEnv(tc.cfg, "cred"), upstream.TokenEnv)
+			want := "cred"
+			if tc.cfg.NoReconcile {
+				want = ""
+			}
+			if cp != want || up != want {
+				t.Errorf("credential: control plane %q, upstream %q; want both %q", cp, up, want)
+			}
+		})
+	}
+}
+
+// lastEnv is name's value in env as exec.Cmd applies it (the last wins).
+func lastEnv(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
 }

@@ -7,6 +7,10 @@
 //	POST /payments        201 {"id":"pay_<n>", ...the request's JSON members}; one execution
 //	GET  /__executions    200 {"count":N}
 //	GET  /__ledger        200 {"LABEL":N, ...}: executions per X-Demo-Ledger label
+//	POST /__idempotency/{attempt}
+//	                      the reconcile lookup (reconcile.go): executed with
+//	                      the stored response, or not_executed after
+//	                      tombstoning the attempt
 //
 // Control headers, never part of the fingerprint:
 //
@@ -15,6 +19,7 @@
 //	                        executed: header idempotency-not-executed: 1
 //	X-Demo-Fail-After: S    execute, then answer S (200..999): an error after commit
 //	X-Demo-Drop: 1          execute, then close the connection without an answer
+//	                        (reset: with a TCP reset instead of a FIN)
 //	X-Demo-Pad-Bytes: N     execute, and add a member "pad" of N bytes
 //	                        (0..16777216) to the answer: a large response
 //	X-Demo-Ledger: LABEL    count the execution (if any) under LABEL too
@@ -26,6 +31,10 @@
 // others, which need an execution; X-Demo-Drop
 // excludes X-Demo-Fail-After (there is no answer). A bad control value or
 // combination is a 400 naming the header, without executing.
+//
+// A request carrying Idemgate-Attempt (the gateway's attempt id on routes
+// with on_indeterminate: reconcile) executes at most once per attempt id,
+// and not at all once a lookup has answered "not executed" for it.
 package upstream
 
 import (
@@ -35,12 +44,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/idemgate/idemgate/controlplane/api"
 )
 
 // Control header names.
@@ -85,20 +97,42 @@ type Server struct {
 	log        *slog.Logger
 	executions atomic.Int64
 	mux        *http.ServeMux
+	token      string    // Options.ReconcileToken
+	started    time.Time // Options.Started
 
 	ledgerMu sync.Mutex
 	ledger   map[string]int64 // executions per X-Demo-Ledger label
+
+	attemptsMu  sync.Mutex
+	attempts    map[string]*attempt // per Idemgate-Attempt: executed or tombstoned
+	maxAttempts int                 // MaxAttempts; lower in a test
+}
+
+// Options configure a Server.
+type Options struct {
+	// ReconcileToken, when set, is the bearer credential a lookup
+	// (POST /__idempotency/{attempt}) must carry; otherwise 401.
+	ReconcileToken string
+	// Started is when this upstream's memory begins: an attempt created
+	// before it may have executed in a previous run, and is answered
+	// "unknown". Zero: now.
+	Started time.Time
 }
 
 // New returns a Server that logs to log (nil: discard).
-func New(log *slog.Logger) *Server {
+func New(log *slog.Logger, o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, mux: http.NewServeMux(), ledger: map[string]int64{}}
+	if o.Started.IsZero() {
+		o.Started = time.Now()
+	}
+	s := &Server{log: log, mux: http.NewServeMux(), ledger: map[string]int64{}, attempts: map[string]*attempt{},
+		token: o.ReconcileToken, started: o.Started, maxAttempts: MaxAttempts}
 	s.mux.HandleFunc("POST /payments", s.payments)
 	s.mux.HandleFunc("GET /__executions", s.count)
 	s.mux.HandleFunc("GET /__ledger", s.serveLedger)
+	s.mux.HandleFunc("POST "+PathReconcile+"{attempt}", s.serveReconcile)
 	return s
 }
 
@@ -137,6 +171,7 @@ type control struct {
 	status    int // 0: execute normally
 	failAfter int // 0: answer 201
 	drop      bool
+	reset     bool // X-Demo-Drop: reset: close with a TCP reset
 	pad       int
 	label     string // X-Demo-Ledger
 }
@@ -159,8 +194,12 @@ func parseControl(h http.Header) (control, error) {
 		return c, err
 	}
 	if v, ok := single(h, HeaderDrop); ok {
-		if v != "1" {
-			return c, fmt.Errorf("%s: %q; the only value is 1", HeaderDrop, v)
+		switch v {
+		case "1":
+		case "reset":
+			c.reset = true
+		default:
+			return c, fmt.Errorf("%s: %q; want 1 (close) or reset (TCP reset)", HeaderDrop, v)
 		}
 		c.drop = true
 	}
@@ -251,30 +290,62 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	n := s.executions.Add(1)
-	s.record(c.label)
-	id, _ := json.Marshal(fmt.Sprintf("pay_%d", n))
-	fields["id"] = id
+	var pad json.RawMessage
 	if c.pad > 0 {
-		pad, _ := json.Marshal(strings.Repeat("x", c.pad))
-		fields["pad"] = pad
+		pad, _ = json.Marshal(strings.Repeat("x", c.pad))
 	}
-	s.log.Info("payment executed", "id", fmt.Sprintf("pay_%d", n), "delay", c.delay, "drop", c.drop, "fail_after", c.failAfter, "pad", c.pad)
+	// execute runs the payment and builds the 201 it answers (also when
+	// the answer will fail: the payment exists all the same).
+	execute := func() api.StoredResponse {
+		n := s.executions.Add(1)
+		s.record(c.label)
+		id, _ := json.Marshal(fmt.Sprintf("pay_%d", n))
+		fields["id"] = id
+		if pad != nil {
+			fields["pad"] = pad
+		}
+		return api.StoredResponse{Status: http.StatusCreated, Headers: api.Headers{{"Content-Type", "application/json"}}, Body: encodeJSON(fields)}
+	}
+	var resp api.StoredResponse
+	if att, ok := single(r.Header, HeaderAttempt); ok {
+		st, executed, ok := s.begin(att, r.Header.Get("Idempotency-Key"), execute)
+		switch {
+		case !ok:
+			w.Header().Set(HeaderNotExecuted, "1")
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("attempt table full (%d): not executed", s.maxAttempts))
+			return
+		case !st.executed:
+			s.log.Info("payment refused: its attempt was answered not executed", "attempt", att)
+			refuseTombstoned(w, att)
+			return
+		case !executed:
+			// The same attempt again (a proxy re-sent it): the unique
+			// attempt id keeps it from running twice.
+			s.log.Info("payment not executed again: its attempt ran already", "attempt", att)
+			writeStored(w, st.resp)
+			return
+		}
+		resp = st.resp
+	} else {
+		resp = execute()
+	}
+	id := fields["id"]
+	s.log.Info("payment executed", "id", string(id), "attempt", r.Header.Get(HeaderAttempt), "delay", c.delay, "drop", c.drop, "fail_after", c.failAfter, "pad", c.pad)
 
 	if !wait(r, c.delay) {
 		return // the client went away; the payment has executed all the same
 	}
 	if c.drop {
-		drop(w)
+		drop(w, c.reset)
 		return
 	}
 	if c.failAfter != 0 {
 		// The payment has run; only its answer fails. The id is in the
 		// body so that a test can tell a replay from a second execution.
-		writeJSON(w, c.failAfter, map[string]any{"error": "answered as asked by " + HeaderFailAfter + " after executing", "status": c.failAfter, "id": fields["id"]})
+		writeJSON(w, c.failAfter, map[string]any{"error": "answered as asked by " + HeaderFailAfter + " after executing", "status": c.failAfter, "id": id})
 		return
 	}
-	writeJSON(w, http.StatusCreated, fields)
+	writeStored(w, resp)
 }
 
 // wait sleeps d, or until the client goes away (false).
@@ -311,12 +382,17 @@ func decodeObject(body []byte, into *map[string]json.RawMessage) error {
 }
 
 // drop closes the connection without writing a response: what an upstream
-// that crashed after executing looks like from the gateway.
-func drop(w http.ResponseWriter) {
+// that crashed after executing looks like from the gateway. With reset the
+// close is a TCP reset (SO_LINGER 0), as from a process killed mid-answer
+// or a middlebox, instead of an orderly FIN.
+func drop(w http.ResponseWriter, reset bool) {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		// HTTP/2 cannot be hijacked; aborting the handler resets the stream.
 		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok && reset {
+		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
 }
@@ -342,4 +418,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// encodeJSON is a payment's answer body as writeJSON writes it.
+func encodeJSON(v map[string]json.RawMessage) []byte {
+	b, _ := json.Marshal(v) // RawMessages that came from a decoded object, and strings
+	return append(b, '\n')
 }

@@ -97,7 +97,7 @@ func TestPayments(t *testing.T) {
 		{"ledger label", `{"amount":1}`, map[string]string{HeaderLedger: "k1"}, 201, 1, `"amount":1`, false},
 		{"ledger label too long", `{}`, map[string]string{HeaderLedger: strings.Repeat("k", 201)}, 400, 0, HeaderLedger, false},
 	}
-	srv := httptest.NewServer(New(nil))
+	srv := httptest.NewServer(New(nil, Options{}))
 	defer srv.Close()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,7 +136,7 @@ func TestNotExecutedHeaderName(t *testing.T) {
 // An error after commit carries the id of the payment that ran, so a
 // replay can be told from a second execution.
 func TestFailAfterCarriesTheExecutedID(t *testing.T) {
-	s := New(nil)
+	s := New(nil, Options{})
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 	_, body, err := post(t, srv.URL, `{"amount":3}`, map[string]string{HeaderFailAfter: "500"})
@@ -150,7 +150,7 @@ func TestFailAfterCarriesTheExecutedID(t *testing.T) {
 }
 
 func TestPaymentIDsCountExecutions(t *testing.T) {
-	srv := httptest.NewServer(New(nil))
+	srv := httptest.NewServer(New(nil, Options{}))
 	defer srv.Close()
 	for want := 1; want <= 3; want++ {
 		_, body, err := post(t, srv.URL, `{"amount":5}`, nil)
@@ -174,7 +174,7 @@ func TestPaymentIDsCountExecutions(t *testing.T) {
 }
 
 func TestDropExecutesAndAnswersNothing(t *testing.T) {
-	s := New(nil)
+	s := New(nil, Options{})
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 	resp, _, err := post(t, srv.URL, `{"amount":1}`, map[string]string{HeaderDrop: "1"})
@@ -186,8 +186,22 @@ func TestDropExecutesAndAnswersNothing(t *testing.T) {
 	}
 }
 
+// X-Demo-Drop: reset ends the connection with a TCP reset, not a FIN.
+func TestDropResetResets(t *testing.T) {
+	s := New(nil, Options{})
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	_, _, err := post(t, srv.URL, `{"amount":1}`, map[string]string{HeaderDrop: "reset"})
+	if err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("error %v, want the connection reset", err)
+	}
+	if n := s.Executions(); n != 1 {
+		t.Errorf("executions = %d, want 1", n)
+	}
+}
+
 func TestRoutes(t *testing.T) {
-	srv := httptest.NewServer(New(nil))
+	srv := httptest.NewServer(New(nil, Options{}))
 	defer srv.Close()
 	for _, tt := range []struct {
 		method, path string
@@ -199,6 +213,8 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/__executions", 200},
 		{"GET", "/__ledger", 200},
 		{"POST", "/__ledger", 405},
+		{"GET", "/__idempotency/1.a", 405},
+		{"POST", "/__idempotency/", 404},
 	} {
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -215,7 +231,7 @@ func TestRoutes(t *testing.T) {
 // The ledger counts executions per label, and only executions: a key that
 // ran twice shows 2 under its label.
 func TestLedgerCountsExecutionsPerLabel(t *testing.T) {
-	srv := httptest.NewServer(New(nil))
+	srv := httptest.NewServer(New(nil, Options{}))
 	defer srv.Close()
 	sends := []map[string]string{
 		{HeaderLedger: "a"},
@@ -252,7 +268,7 @@ func TestLedgerCountsExecutionsPerLabel(t *testing.T) {
 }
 
 func TestLedgerOverflowIsCountedNotDropped(t *testing.T) {
-	s := New(nil)
+	s := New(nil, Options{})
 	for i := range MaxLabels {
 		s.ledger[strconv.Itoa(i)] = 1 // filled directly: a million requests would be slow
 	}

@@ -1,6 +1,9 @@
 // Command demo-upstream serves the demo payments API of the local stack
 // (package e2e/upstream) on -listen, default $IDEM_UPSTREAM_ADDR or
-// 127.0.0.1:9000, until SIGINT or SIGTERM.
+// 127.0.0.1:9000, until SIGINT or SIGTERM. With IDEM_UPSTREAM_RECONCILE_TOKEN
+// set, its reconcile lookup (POST /__idempotency/{attempt}) requires that
+// bearer credential, the one the control plane sends from
+// IDEMGATE_RECONCILE_TOKEN.
 package main
 
 import (
@@ -41,7 +44,9 @@ func serve(ctx context.Context, addr string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: upstream.New(log), ReadHeaderTimeout: 5 * time.Second}
+	// The credential comes from the environment, never a flag: flags show in ps.
+	h := upstream.New(log, upstream.Options{ReconcileToken: os.Getenv(upstream.TokenEnv)})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("demo upstream listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

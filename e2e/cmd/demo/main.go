@@ -1,6 +1,8 @@
 // Command demo runs idemgate's local stack in the foreground (make demo):
 // Redis, the control plane, the demo upstream and a gateway running
-// build/idempotency.wasm with the demo policy, until Ctrl-C or SIGTERM,
+// build/idempotency.wasm with the demo policy (POST /payments with
+// on_indeterminate: reconcile, the control plane asking the demo upstream
+// about a lost answer), until Ctrl-C or SIGTERM,
 // then stops everything it started. A component that dies (try kill -9 on
 // the control plane) is named and restarted after -restart-delay (5 s, time
 // to try a request by hand) while the others keep running; one that keeps
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/e2e/stack"
+	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
 // envVars name the variable that sets each address, for error messages.
@@ -171,13 +174,24 @@ Try it:
   curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-1"' \
        -H 'Content-Type: application/json' -d '{"amount":2000,"currency":"EUR"}'
 
-  # 4. faults: kill -9 any component's pid; the demo names it and restarts it
+  # 4. the upstream executes, then drops the connection: the answer is lost (5xx)
+  curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-2"' \
+       -H 'Content-Type: application/json' -d '{"amount":500,"currency":"EUR"}' -H '%s: 1'
+
+  # 5. retry without the header: within a second, 409 + Retry-After (the control plane is asking
+  #    the upstream whether order-2 ran: POST http://%s/__idempotency/{attempt});
+  #    a moment later, the payment of 4. replayed (Idempotent-Replayed: true), executed once
+  curl -i %s/payments -H 'Authorization: Bearer alice' -H 'Idempotency-Key: "order-2"' \
+       -H 'Content-Type: application/json' -d '{"amount":500,"currency":"EUR"}'
+
+  # 6. faults: kill -9 any component's pid; the demo names it and restarts it
   #    %v later while the others keep running. With the control plane down,
   #    2. still replays from the gateway's edge cache; a new key gets 503 + Retry-After.
 
 Logs:
 `, gw, st.Gateway(), pid(stack.RoleGateway), cfg.Policy, cfg.ControlPlaneAddr, pid(stack.RoleControlPlane),
-		cfg.UpstreamAddr, pid(stack.RoleUpstream), cfg.UpstreamAddr, st.RedisKind(), pid(stack.RoleRedis), gw, gw, gw, cfg.RestartBackoff)
+		cfg.UpstreamAddr, pid(stack.RoleUpstream), cfg.UpstreamAddr, st.RedisKind(), pid(stack.RoleRedis), gw, gw, gw,
+		gw, upstream.HeaderDrop, cfg.UpstreamAddr, gw, cfg.RestartBackoff)
 	files := st.LogFiles()
 	names := make([]string, 0, len(files))
 	for n := range files {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/e2e/stack"
+	"github.com/idemgate/idemgate/e2e/upstream"
 	"github.com/idemgate/idemgate/internal/syncbuf"
 )
 
@@ -118,7 +121,84 @@ func TestDemoRunsAndStops(t *testing.T) {
 	if resp, body := pay(t, getenv("IDEM_GATEWAY_ADDR"), `{"amount":1000,"currency":"EUR"}`); resp.StatusCode != 201 {
 		t.Errorf("first curl: %s %s, want 201", resp.Status, body)
 	}
+	dropThenReplay(t, out, getenv("IDEM_GATEWAY_ADDR"), getenv("IDEM_UPSTREAM_ADDR"))
 	d.stop(t, getenv)
+}
+
+// dropThenReplay walks the welcome text's steps 4 and 5: a payment whose
+// answer the upstream drops after executing, then its retry, which the
+// control plane's lookup turns into a replay of that payment.
+func dropThenReplay(t *testing.T, welcome, gw, upstreamAddr string) {
+	t.Helper()
+	for _, want := range []string{"-H '" + upstream.HeaderDrop + ": 1'", "Idempotency-Key: \"order-2\"", "/__idempotency/{attempt}"} {
+		if !strings.Contains(welcome, want) {
+			t.Errorf("welcome text lacks %q:\n%s", want, welcome)
+		}
+	}
+	before := executionCount(t, upstreamAddr)
+	send := func(drop bool) (*http.Response, []byte, error) {
+		req, _ := http.NewRequest("POST", "http://"+gw+"/payments", strings.NewReader(`{"amount":500,"currency":"EUR"}`))
+		req.Header.Set("Authorization", "Bearer alice")
+		req.Header.Set("Idempotency-Key", `"order-2"`)
+		req.Header.Set("Content-Type", "application/json")
+		if drop {
+			req.Header.Set(upstream.HeaderDrop, "1")
+		}
+		// A new connection each time: net/http must not re-send the POST.
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	if resp, body, err := send(true); err == nil && resp.StatusCode < 500 {
+		t.Fatalf("step 4: %s %s, want a 5xx (the answer was dropped)", resp.Status, body)
+	}
+	// Step 5, retried as a person would: 409 while the lookup is due,
+	// then the replay. Bounded at 10 s (the lookup is due 1 s after the
+	// abandon).
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, body, err := send(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 201 {
+			if resp.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(string(body), `"id":"pay_`) {
+				t.Errorf("step 5: %s %v %s, want the dropped payment replayed", resp.Status, resp.Header, body)
+			}
+			break
+		}
+		last = fmt.Sprintf("%s Retry-After %q %s", resp.Status, resp.Header.Get("Retry-After"), body)
+		if resp.StatusCode != 409 {
+			t.Fatalf("step 5: %s, want 409 then the replay", last)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("step 5: still %s after 10 s, want the replay", last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := executionCount(t, upstreamAddr) - before; n != 1 {
+		t.Errorf("steps 4 and 5 executed %d times, want once", n)
+	}
+}
+
+// executionCount is the demo upstream's GET /__executions.
+func executionCount(t *testing.T, upstreamAddr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + upstreamAddr + "/__executions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Count *int }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.Count == nil {
+		t.Fatalf("GET /__executions: %v", err)
+	}
+	return *v.Count
 }
 
 // Without redis-server (forced here with -embedded-redis, since this
@@ -160,6 +240,8 @@ func TestDemoOnTheEmbeddedStore(t *testing.T) {
 	if strings.TrimSpace(string(b)) != `{"count":1}` {
 		t.Errorf("executions %s, want 1", b)
 	}
+	// The reconcile index and its scripts on the embedded store.
+	dropThenReplay(t, d.stdout.String(), gw, getenv("IDEM_UPSTREAM_ADDR"))
 	d.stop(t, getenv)
 }
 
