@@ -134,9 +134,9 @@ func (c *Config) names() string {
 	return strings.Join(ns, ", ")
 }
 
-// selectsByPath reports whether the route's own host/path/method match
+// SelectsByPath reports whether the route's own host/path/method match
 // selects requests (step 3 of Select): it names a path and no route_name.
-func (m *RouteMatch) selectsByPath() bool {
+func (m *RouteMatch) SelectsByPath() bool {
 	return m.RouteName == "" && (m.Path != "" || m.Prefix != "" || m.Glob != "")
 }
 

@@ -20,7 +20,7 @@ func (c *Config) Match(host, target, method string) *Route {
 		target = target[:i]
 	}
 	for i := range c.Routes {
-		if r := &c.Routes[i]; r.Match.selectsByPath() && r.Match.matches(host, target, method) {
+		if r := &c.Routes[i]; r.Match.SelectsByPath() && r.Match.matches(host, target, method) {
 			return r
 		}
 	}
