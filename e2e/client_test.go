@@ -43,6 +43,7 @@ func random(t testing.TB, prefix string) string {
 // payment is one POST /payments through the gateway.
 type payment struct {
 	host    string // default hostDefault
+	path    string // default /payments
 	key     string // "" with noKey: no header
 	noKey   bool
 	auth    string
@@ -70,7 +71,11 @@ func send(t testing.TB, p payment) answer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.gateway+"/payments", strings.NewReader(p.body))
+	path := p.path
+	if path == "" {
+		path = "/payments"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.gateway+path, strings.NewReader(p.body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/idemgate/idemgate/e2e/host"
 	"github.com/idemgate/idemgate/envoy/envoycheck"
 	"github.com/idemgate/idemgate/images"
 )
@@ -101,11 +102,61 @@ func TestDockerStackMatchesLocal(t *testing.T) {
 	if !jsonEqual(t, []byte(inline), want) {
 		t.Errorf("envoy-docker.yaml's plugin configuration differs from %s:\n%s", policyFile, inline)
 	}
+	// Its routes are the local stack's route table.
+	var table []host.Route
+	if b, err := os.ReadFile(routesFile); err != nil || json.Unmarshal(b, &table) != nil {
+		t.Fatalf("%s: %v", routesFile, err)
+	}
+	routes, _ := dig(bootstrap, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config",
+		"route_config", "virtual_hosts", 0, "routes").([]any)
+	if len(routes) != len(table) {
+		t.Fatalf("envoy-docker.yaml has %d routes, %s %d", len(routes), routesFile, len(table))
+	}
+	for i, r := range table {
+		var md any
+		if r.Metadata != nil {
+			b, _ := json.Marshal(r.Metadata)
+			_ = json.Unmarshal(b, &md)
+		}
+		got := []any{dig(routes[i], "name"), dig(routes[i], "match", "prefix"), jsonOf(dig(routes[i], "metadata", "filter_metadata"))}
+		want := []any{r.Name, r.Prefix, jsonOf(md)}
+		for k := range got {
+			if got[k] != want[k] {
+				t.Errorf("envoy-docker.yaml routes[%d] = %v, want %s's %v", i, got, routesFile, want)
+				break
+			}
+		}
+	}
 	// Envoy's own API types and idemctl check-envoy's rules accept it,
 	// warnings included.
 	for _, f := range envoycheck.Check(raw) {
 		t.Errorf("envoy-docker.yaml: check-envoy: %s", f)
 	}
+}
+
+// jsonOf writes a decoded YAML or JSON value as JSON, maps with string
+// keys, so that the two decoders' results compare.
+func jsonOf(v any) string {
+	var norm func(any) any
+	norm = func(v any) any {
+		switch x := v.(type) {
+		case map[any]any:
+			m := map[string]any{}
+			for k, e := range x {
+				m[fmt.Sprint(k)] = norm(e)
+			}
+			return m
+		case map[string]any:
+			m := map[string]any{}
+			for k, e := range x {
+				m[k] = norm(e)
+			}
+			return m
+		}
+		return v
+	}
+	b, _ := json.Marshal(norm(v))
+	return string(b)
 }
 
 func contains(list []string, s string) bool {

@@ -23,6 +23,7 @@ import (
 
 const (
 	policyFile = "testdata/policy.json"
+	routesFile = "testdata/routes.json"
 	buildDir   = "../build"
 )
 
@@ -84,6 +85,7 @@ func startLocal() (target, func(), error) {
 		LogDir:           logDir,
 		Wasm:             filepath.Join(buildDir, "idempotency.wasm"),
 		Policy:           policyFile,
+		Routes:           routesFile,
 		GatewayAddr:      addrs[0],
 		ControlPlaneAddr: addrs[1],
 		UpstreamAddr:     addrs[2],

@@ -109,7 +109,10 @@ func (c *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) types.Action
 	host, _ := header(headers, ":authority")
 	target, _ := header(headers, ":path")
 	method, _ := header(headers, ":method")
-	r := cfg.Match(host, target, method)
+	r, action, ok := c.selectRoute(cfg, host, target, method)
+	if !ok {
+		return action
+	}
 	if r == nil {
 		c.plugin.stats.bypassNoRoute.Increment(1)
 		return types.ActionContinue

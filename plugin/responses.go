@@ -33,6 +33,9 @@ var (
 	// A request without a principal (its route's scope values absent or
 	// empty) where the route does not allow anonymous callers.
 	probPrincipalMissing = problem{401, "urn:idemgate:problem:principal-missing", "The request carries no principal"}
+	// A request whose Envoy route's metadata names a policy route the
+	// configuration lacks (envoyroute.go).
+	probRouteUnknown = problem{500, "urn:idemgate:problem:policy-route-unknown", "The gateway's idempotency policy is misconfigured"}
 	// A governed request with a compressed body.
 	probContentEncoding = problem{415, "urn:idemgate:problem:content-encoding", "Content-Encoding is not supported"}
 	// probIndeterminate has no Retry-After (retrying will not help; an
@@ -59,10 +62,12 @@ func sendProblem(p problem, detail string, retryAfter int, extra ...[2]string) {
 
 // sendReplay answers with a stored response: its status and body, the
 // stored headers the route replays (never hop-by-hop ones, content-length
-// or date; set-cookie only when configured), and Idempotent-Replayed.
+// or date; set-cookie only when configured), and the route's replay_header
+// (Idempotent-Replayed by default), whether the edge cache or the control
+// plane had the response.
 func sendReplay(r *policy.Route, stored *api.StoredResponse) {
 	headers := replayHeaders(r, stored.Headers)
-	headers = append(headers, [2]string{"idempotent-replayed", "true"})
+	headers = append(headers, [2]string{r.ReplayedHeader, "true"})
 	if err := proxywasm.SendHttpResponse(uint32(stored.Status), headers, stored.Body, -1); err != nil {
 		proxywasm.LogErrorf("idempotency filter: send replay %d: %v", stored.Status, err)
 	}

@@ -28,6 +28,7 @@ type stats struct {
 	polls               proxywasm.MetricCounter // reserves sent for them: one in flight per waiting record (polls.go)
 	bypassNoRoute       proxywasm.MetricCounter // requests no route governs: passed through untouched
 	bypassNoKey         proxywasm.MetricCounter // requests without a key on a route where it is optional
+	routeUnknown        proxywasm.MetricCounter // requests whose Envoy route metadata names no policy route (envoyroute.go)
 	failOpen            proxywasm.MetricCounter // forwarded ungoverned because the control plane failed
 	controlPlaneError   proxywasm.MetricCounter // callouts that failed, timed out or got a non-200 (edge epoch polls aside)
 	edgeEpochErrors     proxywasm.MetricCounter // edge epoch polls that failed (epoch.go): one a second per VM while the control plane is down
@@ -61,6 +62,7 @@ func defineStats() stats {
 		polls:               proxywasm.DefineCounterMetric("idemgate.polls"),
 		bypassNoRoute:       proxywasm.DefineCounterMetric("idemgate.bypassed_no_route"),
 		bypassNoKey:         proxywasm.DefineCounterMetric("idemgate.bypassed_no_key"),
+		routeUnknown:        proxywasm.DefineCounterMetric("idemgate.route_unknown"),
 		failOpen:            proxywasm.DefineCounterMetric("idemgate.fail_open"),
 		controlPlaneError:   proxywasm.DefineCounterMetric("idemgate.controlplane_errors"),
 		edgeEpochErrors:     proxywasm.DefineCounterMetric("idemgate.edge_epoch_errors"),

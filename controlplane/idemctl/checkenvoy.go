@@ -39,7 +39,12 @@ control_plane.cluster missing from the static
 clusters, or speaking HTTP/2; an invalid policy; the filter after the
 router; fail_open or FAIL_OPEN on the filter; a control-plane cluster
 idle_timeout not below the control plane's 5-minute idle close; a route
-timeout not below the lease (warnings for the last two).
+timeout not below the lease (warnings for the last two). Routes the policy
+selects through Envoy's router: a route whose
+metadata.filter_metadata.idemgate.route names no policy route (the filter
+would refuse its requests with 500), a policy match.route_name that names
+no route of the route_config, and (a warning) a policy route no route
+ever sends requests to.
 
 Each finding is printed on stdout as FILE: PATH: SEVERITY: MESSAGE, where
 PATH locates it by the field names written in the YAML. A clean file

@@ -7,11 +7,12 @@ import (
 )
 
 const (
-	envoyYAML  = "../../envoy/envoy.yaml"
-	twoRoutes  = "../../envoy/two-routes.yaml"
-	negatives  = "../../envoy/envoycheck/testdata/"
-	retryRoute = negatives + "retry_route.yaml"
-	idleLong   = negatives + "idle_timeout_long.yaml"
+	envoyYAML   = "../../envoy/envoy.yaml"
+	twoRoutes   = "../../envoy/two-routes.yaml"
+	envoyRoutes = "../../envoy/envoy-routes.yaml"
+	negatives   = "../../envoy/envoycheck/testdata/"
+	retryRoute  = negatives + "retry_route.yaml"
+	idleLong    = negatives + "idle_timeout_long.yaml"
 )
 
 func TestCheckEnvoy(t *testing.T) {
@@ -29,6 +30,16 @@ func TestCheckEnvoy(t *testing.T) {
 			name: "retry on a governed route", args: []string{"check-envoy", envoyYAML, retryRoute}, wantCode: 1,
 			wantStdout: []string{envoyYAML + ": ok\n", retryRoute + ": static_resources.listeners[0]", "routes[0].route.retry_policy: error: retries traffic the idemgate policy governs"},
 		},
+		{
+			name: "route metadata names no policy route", args: []string{"check-envoy", negatives + "route_metadata_unknown.yaml"}, wantCode: 1,
+			wantStdout: []string{`routes[0].metadata.filter_metadata["idemgate"].route: error: names policy route "paymnts"`, `warning: policy routes[0] "payments": POST: no route of the route_config sends requests to it`},
+		},
+		{
+			name: "route_name names no route", args: []string{"check-envoy", negatives + "route_name_unknown.yaml"}, wantCode: 1,
+			wantStdout: []string{`error: routes[1].match.route_name "orders-create" names no route`},
+		},
+		{name: "unrouted policy route: a warning", args: []string{"check-envoy", negatives + "unrouted_path.yaml"}, wantStdout: []string{"warning: policy routes[2]: POST /payments: no route of the route_config sends requests to it"}},
+		{name: "routes by name and metadata", args: []string{"check-envoy", envoyRoutes}, wantStdout: []string{envoyRoutes + ": ok\n"}},
 		{name: "warning only", args: []string{"check-envoy", idleLong}, wantStdout: []string{idleLong + ": static_resources.clusters[1]: warning: the idle_timeout"}},
 		{
 			name: "schema error", args: []string{"check-envoy", negatives + "schema_unknown_field.yaml"}, wantCode: 1,

@@ -437,6 +437,9 @@ func (w *worker) property(path []string) ([]byte, bool) {
 	if s == nil {
 		return nil, false
 	}
+	if v, found, ok := routeProperty(s.route, path); ok {
+		return v, found
+	}
 	switch name {
 	case "response.code_details":
 		if s.codeDetails == "" {

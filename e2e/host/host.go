@@ -59,6 +59,11 @@ type Config struct {
 	// Logger receives the module's logs and the host's own; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Routes is the route table (routes.go); empty: every request is
+	// routed to Upstream by an unnamed route without metadata. With
+	// routes, a request none matches is answered 404 by the "router"
+	// after the module saw it, as Envoy's route_not_found.
+	Routes []Route
 }
 
 // Defaults of Config's zero fields: Envoy's.
@@ -121,6 +126,9 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	if cfg.Upstream == "" {
 		return nil, errors.New("host: no upstream address")
+	}
+	if err := checkRoutes(cfg.Routes); err != nil {
+		return nil, err
 	}
 	h := &Host{
 		cfg:     cfg,

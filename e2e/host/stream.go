@@ -29,6 +29,10 @@ type stream struct {
 	respStatus  int
 	codeDetails string // Envoy's response.code_details
 
+	// route routed the request (routes.go); nil without a route table, or
+	// when no route matches.
+	route *Route
+
 	reqContinued, respContinued bool
 	local                       *localReply
 	reset                       bool
@@ -89,6 +93,7 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 	w.nextContext++
 	w.streams[s.id] = s
 	s.reqHeaders = requestHeaders(r, s.requestID)
+	s.route = w.h.route(r.URL.Path)
 	_, err := w.call(w.ctx, "proxy_on_context_create", uint64(s.id), rootContextID)
 	w.mu.Unlock()
 	defer w.finish(s)
@@ -119,6 +124,11 @@ func (w *worker) serve(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if s.route == nil && len(w.h.cfg.Routes) > 0 {
+		// Envoy's router answers a request no route matches.
+		w.respond(rw, r, s, 404, "route_not_found", nil, nil, nil)
+		return
+	}
 	resp, details := w.forward(r, s)
 	if resp == nil {
 		// No answer from the upstream: Envoy's router answers itself and

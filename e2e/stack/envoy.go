@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"text/template"
+
+	"github.com/idemgate/idemgate/e2e/host"
 )
 
 //go:embed envoy.yaml.tmpl
@@ -20,6 +22,11 @@ var envoyTmpl = template.Must(template.New("envoy.yaml").Funcs(template.FuncMap{
 		b, err := json.Marshal(s)
 		return string(b), err
 	},
+	// json writes a value as JSON, which YAML reads as a flow mapping.
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
 }).Parse(envoyTemplate))
 
 // EnvoyParams are the addresses and files an Envoy bootstrap needs.
@@ -30,6 +37,9 @@ type EnvoyParams struct {
 	ControlPlaneName string // the policy's control_plane.cluster
 	Wasm             string // absolute path of the module
 	Policy           string // the plugin configuration, verbatim
+	// Routes are the route configuration's routes, by path prefix, each
+	// to the upstream; none: one unnamed route for "/".
+	Routes []host.Route
 }
 
 type hostPort struct {
@@ -58,6 +68,7 @@ func RenderEnvoy(p EnvoyParams) ([]byte, error) {
 	var d struct {
 		Gateway, ControlPlane, Upstream hostPort
 		ControlPlaneName, Wasm, Policy  string
+		Routes                          []host.Route
 	}
 	var err error
 	if d.Gateway, err = splitAddr(RoleGateway, p.GatewayAddr); err != nil {
@@ -69,7 +80,7 @@ func RenderEnvoy(p EnvoyParams) ([]byte, error) {
 	if d.Upstream, err = splitAddr(RoleUpstream, p.UpstreamAddr); err != nil {
 		return nil, err
 	}
-	d.ControlPlaneName, d.Wasm, d.Policy = p.ControlPlaneName, p.Wasm, p.Policy
+	d.ControlPlaneName, d.Wasm, d.Policy, d.Routes = p.ControlPlaneName, p.Wasm, p.Policy, p.Routes
 	var buf bytes.Buffer
 	if err := envoyTmpl.Execute(&buf, d); err != nil {
 		return nil, fmt.Errorf("render envoy bootstrap: %w", err)

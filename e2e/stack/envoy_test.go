@@ -86,3 +86,58 @@ func TestRenderEnvoyRefusesNames(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the gateway address", err)
 	}
 }
+
+// TestRenderEnvoyRoutes: the e2e route table becomes Envoy routes with the
+// same names, prefixes and metadata, which check-envoy finds consistent
+// with the e2e policy (it flags a policy route no route reaches).
+func TestRenderEnvoyRoutes(t *testing.T) {
+	policy, err := os.ReadFile("../testdata/policy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := readRoutes("../testdata/routes.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := RenderEnvoy(EnvoyParams{
+		GatewayAddr: "127.0.0.1:8080", ControlPlaneAddr: "127.0.0.1:8081", UpstreamAddr: "127.0.0.1:9000",
+		ControlPlaneName: "idemgate_controlplane", Wasm: "/abs/build/idempotency.wasm", Policy: string(policy), Routes: routes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("not YAML: %v\n%s", err, out)
+	}
+	rs := get(t, doc, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config", "route_config", "virtual_hosts", 0, "routes")
+	if n := len(rs.([]any)); n != len(routes) {
+		t.Fatalf("%d routes rendered, want %d", n, len(routes))
+	}
+	for i, r := range routes {
+		if got := get(t, rs, i, "name"); got != r.Name {
+			t.Errorf("routes[%d].name = %v, want %q", i, got, r.Name)
+		}
+		if got := get(t, rs, i, "match", "prefix"); got != r.Prefix {
+			t.Errorf("routes[%d].match.prefix = %v, want %q", i, got, r.Prefix)
+		}
+	}
+	if got := get(t, rs, 0, "metadata", "filter_metadata", "idemgate", "route"); got != "routed-payments" {
+		t.Errorf("routes[0] idemgate metadata = %v, want routed-payments", got)
+	}
+	for _, f := range envoycheck.Check(out) {
+		t.Errorf("check-envoy: %s", f)
+	}
+	// Without the table, the same policy's route-picked routes are
+	// unreachable: check-envoy says so.
+	bare, err := RenderEnvoy(EnvoyParams{
+		GatewayAddr: "127.0.0.1:8080", ControlPlaneAddr: "127.0.0.1:8081", UpstreamAddr: "127.0.0.1:9000",
+		ControlPlaneName: "idemgate_controlplane", Wasm: "/abs/build/idempotency.wasm", Policy: string(policy),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := envoycheck.Check(bare); !envoycheck.HasErrors(fs) {
+		t.Errorf("check-envoy without routes: %v, want the route_name that names no route", fs)
+	}
+}

@@ -20,6 +20,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -35,6 +36,7 @@ import (
 	"time"
 
 	"github.com/idemgate/idemgate/e2e/upstream"
+	"github.com/idemgate/idemgate/e2e/host"
 )
 
 // Binaries the stack runs from Config.BinDir (`make build` puts them there).
@@ -70,6 +72,10 @@ type Config struct {
 	LogDir string // one <component>.log each, plus Redis's data and Envoy's bootstrap
 	Wasm   string // the filter module, build/idempotency.wasm
 	Policy string // the plugin configuration (JSON), passed to the gateway verbatim
+	// Routes, when set, is a route table (JSON, e2e/host.Route's shape:
+	// name, path prefix, filter_metadata): the local host's -routes, and
+	// the routes of Envoy's bootstrap. Empty: one unnamed route for "/".
+	Routes string
 
 	GatewayAddr      string
 	ControlPlaneAddr string
@@ -190,10 +196,22 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 		*p = abs
 	}
+	if cfg.Routes != "" {
+		abs, err := filepath.Abs(cfg.Routes)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Routes = abs
+	}
 	s := newStack(cfg)
 	pol, err := readPolicy(cfg.Policy)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Routes != "" {
+		if pol.routes, err = readRoutes(cfg.Routes); err != nil {
+			return nil, err
+		}
 	}
 	if s.gateway, err = chooseGateway(cfg.Gateway); err != nil {
 		return nil, err
@@ -323,6 +341,22 @@ type policyInfo struct {
 	Token          string
 	InsecureNoAuth bool
 	raw            []byte
+	routes         []host.Route // the route table, from Config.Routes
+}
+
+// readRoutes reads a route table strictly, as idemgate-host does.
+func readRoutes(path string) ([]host.Route, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var routes []host.Route
+	if err := dec.Decode(&routes); err != nil {
+		return nil, fmt.Errorf("routes %s: %w", path, err)
+	}
+	return routes, nil
 }
 
 func readPolicy(path string) (policyInfo, error) {
@@ -512,6 +546,7 @@ func (s *Stack) gatewayProc(pol policyInfo) (*proc, error) {
 			ControlPlaneName: pol.Cluster,
 			Wasm:             wasm,
 			Policy:           string(pol.raw),
+			Routes:           pol.routes,
 		})
 		if err != nil {
 			return nil, err
@@ -538,6 +573,9 @@ func hostArgs(cfg Config, pol policyInfo, addr, admin string) []string {
 		"-cluster", pol.Cluster + "=" + callouts,
 		"-upstream", cfg.UpstreamAddr,
 		"-log-level", cfg.LogLevel,
+	}
+	if cfg.Routes != "" {
+		args = append(args, "-routes", cfg.Routes)
 	}
 	if admin != "" {
 		args = append(args, "-admin", admin)

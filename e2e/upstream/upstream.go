@@ -130,6 +130,9 @@ func New(log *slog.Logger, o Options) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), ledger: map[string]int64{}, attempts: map[string]*attempt{},
 		token: o.ReconcileToken, started: o.Started, maxAttempts: MaxAttempts}
 	s.mux.HandleFunc("POST /payments", s.payments)
+	// Paths the e2e route table sends through Envoy routes that the
+	// policy selects by route name and route metadata.
+	s.mux.HandleFunc("POST /routed/", s.payments)
 	s.mux.HandleFunc("GET /__executions", s.count)
 	s.mux.HandleFunc("GET /__ledger", s.serveLedger)
 	s.mux.HandleFunc("POST "+PathReconcile+"{attempt}", s.serveReconcile)

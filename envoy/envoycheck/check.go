@@ -59,6 +59,9 @@ const (
 	RuleNotGoverned     Rule = "not_governed"     // no idemgate filter, or one that cannot be checked
 	RuleOtherWasm       Rule = "other_wasm"       // a wasm filter that is not idemgate's
 	RuleRoutesUnchecked Rule = "routes_unchecked" // routes from RDS
+	RuleRouteMetadata   Rule = "route_metadata"   // a route's idemgate metadata names no policy route
+	RuleRouteName       Rule = "route_name"       // a policy match.route_name names no route
+	RuleUnrouted        Rule = "unrouted"         // a policy route no Envoy route sends requests to
 )
 
 // HasErrors reports whether any finding is an Error.

@@ -75,6 +75,17 @@ func TestCheckTestdata(t *testing.T) {
 		{"retry_mirror.yaml", []want{{Error, route0 + ".route.request_mirror_policies", `to cluster "upstream"`}}},
 		{"retry_hedge.yaml", []want{{Error, route0 + ".route.hedge_policy", "remove initial_requests"}}},
 		{"retry_internal_redirect.yaml", []want{{Warning, route0 + ".route", "follows upstream redirects internally"}}},
+		// Issue 13: Envoy's router selects policy routes by name and metadata.
+		{"route_selection_ok.yaml", nil},
+		{"route_metadata_unknown.yaml", []want{
+			{Error, route0 + `.metadata.filter_metadata["idemgate"].route`, `names policy route "paymnts", which the idemgate policy does not have (its named routes: "payments")`},
+			{Warning, wasmCfg + ".configuration", `policy routes[0] "payments": POST: no route of the route_config sends requests to it`},
+		}},
+		{"route_metadata_number.yaml", []want{{Error, route0 + `.metadata.filter_metadata["idemgate"].route`, "must be a non-empty string naming a policy route"}}},
+		{"route_metadata_retry.yaml", []want{{Error, route0 + ".route.retry_policy", `retries traffic the idemgate policy governs (policy routes[0] "payments": POST)`}}},
+		{"route_name_unknown.yaml", []want{{Error, wasmCfg + ".configuration", `routes[1].match.route_name "orders-create" names no route of the route_config that goes upstream through this filter`}}},
+		{"unrouted_named.yaml", []want{{Warning, wasmCfg + ".configuration", `no route's metadata.filter_metadata.idemgate.route names "payments"`}}},
+		{"unrouted_path.yaml", []want{{Warning, wasmCfg + ".configuration", "policy routes[2]: POST /payments: no route of the route_config sends requests to it"}}},
 		{"configuration_struct_type.yaml", []want{{Error, wasmCfg + ".configuration", "google.protobuf.Duration; the idemgate policy is JSON in a google.protobuf.StringValue"}}},
 	}
 	seen := map[string]bool{}

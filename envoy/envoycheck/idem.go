@@ -3,6 +3,7 @@ package envoycheck
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,6 +156,7 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 		switch {
 		case hcm.GetRouteConfig() != nil:
 			checkRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), cfg, hf.GetName(), chainInfo{buffers: bufferFilters(hcm, hp, i), writers: writers}, out)
+			checkRouteSelection(filteredRoutes(hcm.GetRouteConfig(), field(hp, "route_config"), hf.GetName()), cfg, cp, out)
 		default:
 			out.add(Warning, RuleRoutesUnchecked, hp, "routes come from RDS or scoped routes: their retry policies and buffer limits cannot be checked here")
 		}
@@ -295,11 +297,12 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			if filterDisabled(r.GetTypedPerFilterConfig(), vh.GetTypedPerFilterConfig(), filterName) {
 				continue
 			}
-			pr := governingRoute(r.GetMatch(), cfg)
+			routePath := index(field(vp, "routes"), j)
+			er := newEnvoyRoute(r, routePath, j)
+			pr := governingRouteOf(&er, cfg)
 			if pr < 0 {
 				continue
 			}
-			routePath := index(field(vp, "routes"), j)
 			what := describe(&cfg.Routes[pr], pr)
 			checkRetries(ra, vh, rc, routePath, vp, j, what, out)
 			checkBufferFilters(chain.buffers, r, vh, routePath, vp, j, &cfg.Routes[pr], what, out)
@@ -399,6 +402,12 @@ func describe(r *policy.Route, i int) string {
 	case m.Glob != "":
 		p = "glob " + m.Glob
 	}
+	if m.RouteName != "" {
+		p = strings.TrimSpace("Envoy route " + strconv.Quote(m.RouteName) + " " + p)
+	}
+	if r.Name != "" {
+		return strings.TrimSpace(fmt.Sprintf("policy routes[%d] %q: %s %s", i, r.Name, strings.Join(m.Methods, ","), p))
+	}
 	return fmt.Sprintf("policy routes[%d]: %s %s", i, strings.Join(m.Methods, ","), p)
 }
 
@@ -414,7 +423,8 @@ func filterDisabled(route, vhost map[string]*anypb.Any, name string) bool {
 	return false
 }
 
-// governingRoute returns the index of a policy route that may govern
+// governingRoute returns the index of a policy route whose own match
+// (path, not route_name or metadata: see governingRouteOf) may govern
 // requests this Envoy route matches, or -1 when none can. In doubt
 // (regular expressions, case-insensitive matching, extension matchers) it
 // answers that the first policy route may: a false alarm costs a look, a
@@ -423,6 +433,9 @@ func governingRoute(m *routev3.RouteMatch, cfg *policy.Config) int {
 	methods := envoyMethods(m.GetHeaders())
 	for i := range cfg.Routes {
 		pr := &cfg.Routes[i]
+		if !pr.Match.SelectsByPath() {
+			continue
+		}
 		if methods != nil && !slices.ContainsFunc(pr.Match.Methods, func(x string) bool { return slices.Contains(methods, x) }) {
 			continue
 		}

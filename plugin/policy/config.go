@@ -42,6 +42,9 @@ type ControlPlane struct {
 
 // Route is the idempotency policy of the requests one match selects.
 type Route struct {
+	// Name names the route for Envoy's route metadata to select it
+	// (envoyroute.go); "" when unnamed.
+	Name         string
 	Match        RouteMatch
 	KeyHeader    string // lower case, as Envoy presents header names
 	KeyFormat    KeyFormat
@@ -104,15 +107,25 @@ type Route struct {
 	// when ReplaySetCookie.
 	ReplayHeaders   []string
 	ReplaySetCookie bool
+	// ReplayedHeader (lower case) marks every replayed response, with the
+	// value "true": DefaultReplayedHeader unless replay_header names
+	// another.
+	ReplayedHeader string
 }
 
-// RouteMatch selects requests. Exactly one of Path, Prefix and Glob is set.
+// RouteMatch selects requests. At most one of Path, Prefix and Glob is
+// set; with none, RouteName selects (or, on a named route, only Envoy's
+// route metadata does: see Select).
 type RouteMatch struct {
-	Host    string // lower case; "" any, "*.example.com" a suffix, else exact
-	Path    string // exact path
-	Prefix  string // string prefix, as Envoy's prefix match
-	Glob    string // see matchGlob
-	Methods []string
+	Host   string // lower case; "" any, "*.example.com" a suffix, else exact
+	Path   string // exact path
+	Prefix string // string prefix, as Envoy's prefix match
+	Glob   string // see matchGlob
+	// RouteName is the Envoy route name (xds.route_name) the route
+	// applies to; "" for any. A route with one matches only requests
+	// Envoy routed by that route.
+	RouteName string
+	Methods   []string
 }
 
 // Scope names what identifies the principal: a key is unique per scope, so

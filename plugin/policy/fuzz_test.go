@@ -12,6 +12,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(withRoute(`"on_in_progress": "wait", "release_statuses": ["5xx", "409"]`)))
 	f.Add([]byte(withRoute(`"indeterminate_statuses": ["5xx"], "store_statuses": ["2xx"], "not_executed_header": "x-n", "allow_anonymous": true`)))
+	f.Add([]byte(envoyRoutes))
 	f.Add([]byte(withRoute(`"host_aliases": [{"host": "a.example", "aliases": ["[::1]:8443", "b.example:80"]}]`)))
 	f.Add([]byte(withCP(`"cluster": "c", "authority": "a", "token_env": "IDEMGATE_FILTER_TOKEN"`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -61,6 +62,12 @@ func FuzzParse(f *testing.F) {
 			if r.NotExecutedHeader == "" || r.ReplayHeader(r.NotExecutedHeader) {
 				t.Fatalf("route %d: not-executed header %q empty or replayed", i, r.NotExecutedHeader)
 			}
+			if r.ReplayedHeader == "" || r.ReplayHeader(r.ReplayedHeader) || r.ReplayedHeader == r.NotExecutedHeader {
+				t.Fatalf("route %d: replay header %q empty, replayed or the not-executed header", i, r.ReplayedHeader)
+			}
+			if r.Name != "" && c.Named(r.Name) != r {
+				t.Fatalf("route %d: name %q selects another route", i, r.Name)
+			}
 			for alias, h := range r.HostAliases {
 				if r.CanonicalHost(alias) != h || r.CanonicalHost(h) != h {
 					t.Fatalf("route %d: alias %q of %q does not map", i, alias, h)
@@ -71,6 +78,9 @@ func FuzzParse(f *testing.F) {
 			}
 			// Matching what was accepted must not panic either.
 			c.Match(r.Match.Host, r.Match.Path+r.Match.Prefix+r.Match.Glob, r.Match.Methods[0])
+			if _, err := c.Select(Request{Host: r.Match.Host, Path: r.Match.Path + r.Match.Prefix + r.Match.Glob, Method: r.Match.Methods[0], RouteName: r.Match.RouteName, PolicyRoute: r.Name}); err != nil {
+				t.Fatalf("route %d: Select by its own name: %v", i, err)
+			}
 		}
 	})
 }

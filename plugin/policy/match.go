@@ -6,9 +6,11 @@ import (
 	"strings"
 )
 
-// Match returns the first route, in configuration order, that governs a
-// request, or nil. host is the :authority (any case, port ignored), target
-// the :path (query and fragment ignored), method the :method (exact).
+// Match returns the first route, in configuration order, whose own match
+// (host, path and methods; no route_name) governs a request, or nil;
+// Select also weighs Envoy's route name and metadata. host is the
+// :authority (any case, port ignored), target the :path (query and
+// fragment ignored), method the :method (exact).
 //
 // Paths are compared as Envoy forwards them: turn on Envoy's normalize_path
 // and merge_slashes so that /a//b and /a/./b are not another route.
@@ -18,7 +20,7 @@ func (c *Config) Match(host, target, method string) *Route {
 		target = target[:i]
 	}
 	for i := range c.Routes {
-		if r := &c.Routes[i]; r.Match.matches(host, target, method) {
+		if r := &c.Routes[i]; r.Match.SelectsByPath() && r.Match.matches(host, target, method) {
 			return r
 		}
 	}
@@ -34,9 +36,10 @@ func (m *RouteMatch) matches(host, p, method string) bool {
 		return p == m.Path
 	case m.Prefix != "":
 		return strings.HasPrefix(p, m.Prefix)
-	default:
+	case m.Glob != "":
 		return matchGlob(m.Glob, p)
 	}
+	return true // no path: a route_name route, for any path of its Envoy route
 }
 
 func (m *RouteMatch) hasMethod(method string) bool {

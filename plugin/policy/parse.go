@@ -86,6 +86,9 @@ func (raw *rawConfig) build() (*Config, error) {
 			return nil, err
 		}
 	}
+	if err := checkRouteNames(c.Routes); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

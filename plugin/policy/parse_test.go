@@ -56,6 +56,7 @@ func TestParseDefaults(t *testing.T) {
 		FailureMode:            FailClosed,
 		OnIndeterminate:        Lock,
 		ReplayHeaders:          DefaultReplayHeaders,
+		ReplayedHeader:         "idempotent-replayed",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("route =\n%+v\nwant\n%+v", got, want)
@@ -253,7 +254,7 @@ func TestParseErrors(t *testing.T) {
 		{"route not object", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [1]}`, "routes[0]: want an object, got a number"},
 		{"second route named", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a"}, "scope": {"headers": ["a"]}}, {"match": {"path": "/b"}, "scope": {"headers": ["a"]}, "max_body_bytes": 0}]}`, "routes[1].max_body_bytes: must be > 0"},
 		{"no match", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"scope": {"headers": ["a"]}}]}`, "routes[0].match: required"},
-		{"no path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {}, "scope": {"headers": ["a"]}}]}`, "routes[0].match: want exactly one of path, prefix and glob, got 0"},
+		{"no path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {}, "scope": {"headers": ["a"]}}]}`, "routes[0].match: want one of path, prefix, glob and route_name, got none"},
 		{"path and prefix", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a", "prefix": "/a"}, "scope": {"headers": ["a"]}}]}`, "got 2"},
 		{"relative path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"prefix": "a"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.prefix: must start with '/'"},
 		{"query in path", `{"control_plane": {"cluster": "c", "authority": "a", "token": "t"}, "routes": [{"match": {"path": "/a?x=1"}, "scope": {"headers": ["a"]}}]}`, "routes[0].match.path: matches the path only"},

@@ -20,6 +20,7 @@ type rawControlPlane struct {
 }
 
 type rawRoute struct {
+	Name            *string         `json:"name"`
 	Match           *rawMatch       `json:"match"`
 	KeyHeader       *string         `json:"key_header"`
 	KeyFormat       *string         `json:"key_format"`
@@ -48,6 +49,7 @@ type rawRoute struct {
 	AttemptHeader   *string         `json:"attempt_header"`
 	ReplayHeaders   []string        `json:"replay_headers"`
 	ReplaySetCookie bool            `json:"replay_set_cookie"`
+	ReplayedHeader  *string         `json:"replay_header"`
 }
 
 type rawHostAlias struct {
@@ -56,11 +58,12 @@ type rawHostAlias struct {
 }
 
 type rawMatch struct {
-	Host    string   `json:"host"`
-	Path    string   `json:"path"`
-	Prefix  string   `json:"prefix"`
-	Glob    string   `json:"glob"`
-	Methods []string `json:"methods"`
+	Host      string   `json:"host"`
+	Path      string   `json:"path"`
+	Prefix    string   `json:"prefix"`
+	Glob      string   `json:"glob"`
+	RouteName *string  `json:"route_name"`
+	Methods   []string `json:"methods"`
 }
 
 type rawScope struct {

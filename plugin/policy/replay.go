@@ -1,6 +1,9 @@
 package policy
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // DefaultReplayHeaders are the response headers a replay returns unless
 // configured otherwise: those that describe the representation or point to
@@ -26,4 +29,35 @@ var neverReplayed = []string{
 // (lower case, as Envoy presents it).
 func (r *Route) ReplayHeader(name string) bool {
 	return slices.Contains(r.ReplayHeaders, name)
+}
+
+// DefaultReplayedHeader marks a replayed response unless a route's
+// replay_header names another (Idempotency-Replayed, X-Idempotent-Replayed
+// in other APIs).
+const DefaultReplayedHeader = "idempotent-replayed"
+
+// replayedHeader checks a route's replay marker. The filter adds it to
+// every replay, so it must not be a header the replay copies from the
+// stored response, one that frames or dates it, or the not-executed header
+// (removed from the route's responses).
+func replayedHeader(path string, name *string, r *Route) (string, error) {
+	if name == nil {
+		return DefaultReplayedHeader, nil
+	}
+	n, err := headerName(path, *name)
+	switch {
+	case err != nil:
+		return "", err
+	case strings.HasPrefix(n, ":"):
+		return "", fieldErr(path, "want a response header name, not a pseudo-header, got %q", *name)
+	case n == DefaultReplayedHeader:
+		return n, nil
+	case n == "set-cookie" || slices.Contains(neverReplayed, n):
+		return "", fieldErr(path, "%s is a header the replay frames, dates or must never carry", n)
+	case r.ReplayHeader(n):
+		return "", fieldErr(path, "%s is a replayed header (replay_headers or the safe default): a replay would carry it twice", n)
+	case n == r.NotExecutedHeader:
+		return "", fieldErr(path, "%s is the route's not_executed_header, which the filter removes from its responses", n)
+	}
+	return n, nil
 }

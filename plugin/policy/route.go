@@ -15,10 +15,7 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	r := Route{KeyHeader: DefaultKeyHeader, Required: true, MaxKeyLength: MaxKeyLength, MaxBodyBytes: DefaultMaxBodyBytes, MaxStoredResponseBytes: DefaultMaxStoredResponseBytes,
 		EdgeCacheMaxEntryBytes: DefaultEdgeCacheMaxEntryBytes, ReplaySetCookie: raw.ReplaySetCookie}
 	var err error
-	if raw.Match == nil {
-		return r, fieldErr(path+".match", "required")
-	}
-	if r.Match, err = raw.Match.build(path + ".match"); err != nil {
+	if r.Name, r.Match, err = raw.buildSelection(path); err != nil {
 		return r, err
 	}
 	if raw.KeyHeader != nil {
@@ -92,6 +89,9 @@ func (raw *rawRoute) build(path string) (Route, error) {
 		return r, err
 	}
 	if err = raw.buildReconcile(path, &r); err != nil {
+		return r, err
+	}
+	if r.ReplayedHeader, err = replayedHeader(path+".replay_header", raw.ReplayedHeader, &r); err != nil {
 		return r, err
 	}
 	r.AllowAnonymous = raw.AllowAnonymous
@@ -333,8 +333,8 @@ func (raw *rawMatch) build(path string) (RouteMatch, error) {
 			return m, wrapField(path+"."+f.name, err)
 		}
 	}
-	if n != 1 {
-		return m, fieldErr(path, "want exactly one of path, prefix and glob, got %d", n)
+	if n > 1 {
+		return m, fieldErr(path, "want at most one of path, prefix and glob, got %d", n)
 	}
 	if m.Glob != "" {
 		if err := validateGlob(m.Glob); err != nil {

@@ -4,7 +4,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +54,7 @@ func run(args []string) error {
 	routeTimeout := fs.Duration("route-timeout", host.DefaultRouteTimeout, "upstream request timeout (Envoy's route timeout)")
 	bufferLimit := fs.Int("buffer-limit", host.DefaultBufferLimit, "bytes a paused module may buffer (Envoy's per_connection_buffer_limit_bytes)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	routesPath := fs.String("routes", "", "file holding the route table, JSON: [{\"name\": …, \"prefix\": \"/…\", \"metadata\": {\"idemgate\": {\"route\": …}}}]; empty: one unnamed route")
 	clusters, env := pairs{}, pairs{}
 	fs.Var(clusters, "cluster", "NAME=HOST:PORT, a cluster the module may call out to (repeatable)")
 	fs.Var(env, "env", "NAME=VALUE in the VM's environment (Envoy: vm_config.environment_variables; repeatable)")
@@ -70,6 +73,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-config: %w", err)
 	}
+	var routes []host.Route
+	if *routesPath != "" {
+		if routes, err = readRoutes(*routesPath); err != nil {
+			return err
+		}
+	}
 	wasm, err := os.ReadFile(*wasmPath)
 	if err != nil {
 		return fmt.Errorf("-wasm: %w (run `make wasm`)", err)
@@ -79,7 +88,7 @@ func run(args []string) error {
 	h, err := host.New(ctx, host.Config{
 		Wasm: wasm, PluginConfig: pluginConfig, Env: env, Clusters: clusters,
 		Upstream: *upstream, Workers: *workers, RouteTimeout: *routeTimeout,
-		BufferLimit: *bufferLimit, Logger: log,
+		BufferLimit: *bufferLimit, Logger: log, Routes: routes,
 	})
 	if err != nil {
 		return err
@@ -114,4 +123,20 @@ func run(args []string) error {
 		adminSrv.Shutdown(sctx)
 	}
 	return srv.Shutdown(sctx)
+}
+
+// readRoutes reads -routes strictly: a typo in a field name must not
+// silently leave a route without its name or metadata.
+func readRoutes(path string) ([]host.Route, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-routes: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var routes []host.Route
+	if err := dec.Decode(&routes); err != nil {
+		return nil, fmt.Errorf("-routes %s: %w", path, err)
+	}
+	return routes, nil
 }
