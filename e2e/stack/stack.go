@@ -35,8 +35,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idemgate/idemgate/e2e/upstream"
 	"github.com/idemgate/idemgate/e2e/host"
+	"github.com/idemgate/idemgate/e2e/upstream"
 )
 
 // Binaries the stack runs from Config.BinDir (`make build` puts them there).
