@@ -36,19 +36,19 @@ func withoutHeader(headers [][2]string, name string) [][2]string {
 // TestAttemptHeader: on a reconcile route the request the filter forwards
 // carries the reservation's token in the attempt header, and never a
 // value the client sent (one or several); a request forwarded without a
-// token (no key on an optional route, fail-open) carries none. Lock and
+// token (no key on an optional route; a reconcile route never fails open)
+// carries none. Lock and
 // release routes add nothing and leave the client's header alone.
 func TestAttemptHeader(t *testing.T) {
 	spoof := [2]string{"idemgate-attempt", "1.someone-elses-attempt"}
 	optional := []string{`"required": true`, `"required": false`}
-	open := []string{`"failure_mode": "closed"`, `"failure_mode": "open"`}
 	renamed := []string{`"on_indeterminate": "lock"`, `"on_indeterminate": "reconcile", "attempt_header": "X-Payment-Attempt"`}
 	tests := []struct {
 		name   string
 		config []string
 		extra  [][2]string         // request headers beyond the payment's (and its key)
 		noKey  bool                // the request carries no key
-		how    string              // the reserve's answer: "acquired", "timeout" (no answer), "none" (no reserve)
+		how    string              // the reserve's answer: "acquired", "none" (no reserve)
 		want   map[string][]string // values upstream of the headers named (none: absent)
 	}{
 		{name: "reconcile: the token", config: reconcileRoute, how: "acquired", want: map[string][]string{"idemgate-attempt": {reconcileToken}}},
@@ -62,8 +62,6 @@ func TestAttemptHeader(t *testing.T) {
 			want: map[string][]string{"idemgate-attempt": {spoof[1]}, "x-payment-attempt": {reconcileToken}}},
 		{name: "reconcile, no key on an optional route: stripped", config: append(slices.Clone(reconcileRoute), optional...), extra: [][2]string{spoof},
 			noKey: true, how: "none", want: map[string][]string{"idemgate-attempt": nil}},
-		{name: "reconcile, failed open: stripped", config: append(slices.Clone(reconcileRoute), open...), extra: [][2]string{spoof},
-			how: "timeout", want: map[string][]string{"idemgate-attempt": nil}},
 		{name: "lock: none added", how: "acquired", want: map[string][]string{"idemgate-attempt": nil}},
 		{name: "lock: the client's value untouched", extra: [][2]string{spoof}, how: "acquired", want: map[string][]string{"idemgate-attempt": {spoof[1]}}},
 		{name: "release: none added", config: releaseOnIndeterminate, how: "acquired", want: map[string][]string{"idemgate-attempt": nil}},
@@ -82,8 +80,6 @@ func TestAttemptHeader(t *testing.T) {
 				switch tc.how {
 				case "acquired":
 					answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 200, api.ReserveResponse{Outcome: api.Acquired, Token: reconcileToken})
-				case "timeout":
-					answer(t, host, nthCallout(t, host, id, 0, api.PathReserve), 0, nil)
 				case "none":
 					if a != types.ActionContinue {
 						t.Fatalf("request action = %v, want ActionContinue (ungoverned)", a)
@@ -105,7 +101,7 @@ func TestAttemptHeader(t *testing.T) {
 				if !slices.Equal(got, rest) {
 					t.Errorf("other headers upstream = %q, want the client's %q", got, rest)
 				}
-				if errs := host.GetErrorLogs(); tc.how != "timeout" && len(errs) != 0 {
+				if errs := host.GetErrorLogs(); len(errs) != 0 {
 					t.Errorf("error logs = %q, want none", errs)
 				}
 				host.CompleteHttpContext(id)

@@ -157,6 +157,9 @@ func decodeAnswer(b []byte) (api.ReconcileAnswer, error) {
 	if err := api.CheckDuplicateMembers(b); err != nil {
 		return a, err
 	}
+	if err := exactNames(b); err != nil {
+		return a, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
@@ -169,4 +172,36 @@ func decodeAnswer(b []byte) (api.ReconcileAnswer, error) {
 		return api.ReconcileAnswer{}, err
 	}
 	return a, nil
+}
+
+// exactNames refuses a member of the answer, or of its response, not
+// spelled exactly as the contract spells it: encoding/json matches names
+// without regard to case, so {"OUTCOME":"not_executed"} would be read as
+// an outcome, and beside "outcome" as a duplicate the check above cannot
+// see, whose value another parser may read the other way.
+func exactNames(b []byte) error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil {
+		return nil // not an object: the decoder says what is wrong
+	}
+	for name, v := range top {
+		switch name {
+		case "outcome", "retry_after_ms":
+		case "response":
+			var resp map[string]json.RawMessage
+			if json.Unmarshal(v, &resp) != nil {
+				continue // null, or not an object: the decoder says
+			}
+			for name := range resp {
+				switch name {
+				case "status", "headers", "body", "body_omitted":
+				default:
+					return fmt.Errorf("response: unknown member %q", name)
+				}
+			}
+		default:
+			return fmt.Errorf("unknown member %q", name)
+		}
+	}
+	return nil
 }

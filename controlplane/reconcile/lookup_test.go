@@ -60,6 +60,13 @@ func TestLookup(t *testing.T) {
 		{name: "executed with a pseudo-header", status: 200, body: `{"outcome":"executed","response":{"status":201,"headers":[[":status","200"]]}}`, wantErr: "malformed answer"},
 		{name: "executed with a header of three strings", status: 200, body: `{"outcome":"executed","response":{"status":201,"headers":[["a","b","c"]]}}`, wantErr: "malformed answer"},
 		{name: "executed with a body not base64", status: 200, body: `{"outcome":"executed","response":{"status":201,"body":"!!"}}`, wantErr: "malformed answer"},
+		// encoding/json matches member names without regard to case: two
+		// spellings of one member are a duplicate another parser may read
+		// the other way, and a spelling of its own is not the contract's.
+		{name: "outcome twice, in two cases", status: 200, body: `{"outcome":"executed","response":{"status":201},"OUTCOME":"not_executed"}`, wantErr: "malformed answer"},
+		{name: "outcome in another case", status: 200, body: `{"Outcome":"not_executed"}`, wantErr: "malformed answer"},
+		{name: "a member spelled with a long s", status: 200, body: `{"outcome":"unknown","retry_after_mſ":5000}`, wantErr: "malformed answer"},
+		{name: "response status in another case", status: 200, body: `{"outcome":"executed","response":{"status":201,"Status":500}}`, wantErr: "malformed answer"},
 		{name: "oversized body", status: 200, body: `{"outcome":"not_executed"}` + strings.Repeat(" ", 4096), wantErr: "longer than"},
 	}
 	for _, tt := range tests {

@@ -391,9 +391,11 @@ func adminQuery(r *http.Request, flags ...string) (scope, key string, on map[str
 	}
 	on = map[string]bool{}
 	for _, flag := range flags {
-		switch v := strings.ToLower(q.Get(flag)); v {
-		case "", "0", "false":
-		case "1", "true":
+		// A flag given bare or empty (?dry_run) is refused, not read as 0:
+		// an operator who meant a dry run would see the change made.
+		switch v := strings.ToLower(q.Get(flag)); {
+		case !q.Has(flag), v == "0", v == "false":
+		case v == "1", v == "true":
 			on[flag] = true
 		default:
 			return "", "", nil, badRequest(fmt.Sprintf("query parameter %q is %q; want 1 or 0", flag, v))

@@ -70,6 +70,10 @@ func TestBadInput(t *testing.T) {
 		{"admin: body on delete", "DELETE", api.PathAdminKeys + query("s", "k", "body=1"), ``, 400, `unknown query parameter "body"`},
 		{"admin: repeated key", "GET", api.PathAdminKeys + query("s", "k", "key=j"), ``, 400, `"key" is given 2 times`},
 		{"admin: bad dry_run", "POST", api.PathAdminRelease + query("s", "k", "dry_run=yes"), ``, 400, `"dry_run" is "yes"; want 1 or 0`},
+		// A bare flag (or an empty value) is no answer: read as 0 it would
+		// run the lookup and apply it, or release, where dry_run was meant.
+		{"admin: bare dry_run", "POST", api.PathAdminReconcile + query("s", "k", "dry_run"), ``, 400, `"dry_run" is ""; want 1 or 0`},
+		{"admin: empty dry_run", "POST", api.PathAdminRelease + query("s", "k", "dry_run="), ``, 400, `"dry_run" is ""; want 1 or 0`},
 		{"admin: malformed query", "GET", api.PathAdminKeys + "?scope=%zz&key=k", ``, 400, "malformed query string"},
 	}
 	for _, tt := range tests {

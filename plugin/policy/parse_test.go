@@ -333,6 +333,11 @@ func TestParseErrors(t *testing.T) {
 		{"target number", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": 1`), `routes[0].reconcile_target: want a string, got a number`},
 		{"target null", withRoute(`"on_indeterminate": "reconcile", "reconcile_target": null`), `routes[0].reconcile_target: null is not allowed`},
 		{"attempt header bad", withRoute(`"on_indeterminate": "reconcile", "attempt_header": "idemgate attempt"`), `routes[0].attempt_header: want an HTTP header name, got "idemgate attempt"`},
+		// Failed open, a request goes upstream without its attempt id while the
+		// reservation its lost reserve made may stand: the lookup would ask
+		// about an attempt the upstream never saw and release the key on its
+		// (true) "not executed", so a retry would run the operation again.
+		{"reconcile failed open", withRoute(`"on_indeterminate": "reconcile", "failure_mode": "open"`), `routes[0].failure_mode: "open" cannot go with on_indeterminate: "reconcile"`},
 		{"attempt header empty", withRoute(`"on_indeterminate": "reconcile", "attempt_header": ""`), `routes[0].attempt_header: want an HTTP header name`},
 		{"attempt header number", withRoute(`"on_indeterminate": "reconcile", "attempt_header": 5`), `routes[0].attempt_header: want a string, got a number`},
 		{"attempt header pseudo", withRoute(`"on_indeterminate": "reconcile", "attempt_header": ":authority"`), `routes[0].attempt_header: want a request header name, not a pseudo-header, got ":authority"`},

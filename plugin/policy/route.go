@@ -150,6 +150,13 @@ func (raw *rawRoute) buildReconcile(path string, r *Route) error {
 		}
 		return nil
 	}
+	if r.FailureMode == FailOpen {
+		// A request forwarded ungoverned carries no attempt id, yet the
+		// reserve whose answer was lost may have made a reservation: the
+		// lookup would ask about an attempt the upstream never saw, and
+		// release the key on its true "not executed" while the request ran.
+		return fieldErr(path+".failure_mode", "\"open\" cannot go with on_indeterminate: \"reconcile\": a request forwarded ungoverned carries no attempt id, and a reservation its lost reserve made would be released on the upstream's \"not executed\" for an attempt it never saw")
+	}
 	if t := raw.ReconcileTarget; t != nil {
 		if !validTargetName(*t) {
 			return fieldErr(path+".reconcile_target", "want a target name of 1 to %d letters, digits, '_' or '-' (a --reconcile-url NAME of the control plane), got %q", MaxReconcileTargetLen, *t)
