@@ -172,18 +172,23 @@ func filterSeries(t *testing.T) series {
 	return out
 }
 
-// Envoy's default tag extractors that are not anchored to a prefix a
-// wasmcustom stat cannot have (cluster., http., listener., ...): a match
-// would move part of the name into a label.
+// The tag extractors, Envoy's defaults and those Istio's bootstrap adds,
+// that are not anchored to a prefix a wasmcustom stat cannot have
+// (cluster., http., listener., ...): a match would move part of the name
+// into a label.
 var envoyUnanchoredTags = []*regexp.Regexp{
-	regexp.MustCompile(`_rq(_(\d{3}))$`), // envoy.response_code
-	regexp.MustCompile(`_rq(_(\dxx))$`),  // envoy.response_code_class
+	regexp.MustCompile(`_rq(_(\d{3}))$`),         // envoy.response_code
+	regexp.MustCompile(`_rq(_(\dxx))$`),          // envoy.response_code_class
+	regexp.MustCompile(`(cache\.(.+?)\.)`),       // Istio: cache
+	regexp.MustCompile(`(component\.(.+?)\.)`),   // Istio: component
+	regexp.MustCompile(`(tag\.(.+?);\.)`),        // Istio: tag
+	regexp.MustCompile(`(wasm_filter\.(.+?)\.)`), // Istio: wasm_filter
 }
 
 func TestFilterStatsHaveNoEnvoyTags(t *testing.T) {
 	for _, s := range moduleStats(t) {
 		for _, re := range envoyUnanchoredTags {
-			if re.MatchString(s.name) {
+			if re.MatchString(wasmCustomNamespace + "." + s.name) {
 				t.Errorf("stat %s matches Envoy's tag extractor %s: its Prometheus name would differ", s.name, re)
 			}
 		}
