@@ -114,6 +114,15 @@ type problems []error
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
 
+func trafficExtensionWasm(te *istiov1alpha1.TrafficExtension) istioWasm {
+	w := te.GetWasm()
+	return istioWasm{
+		url: w.GetUrl(), sha256: w.GetSha256(), phase: te.GetPhase().String(),
+		failStrategy: w.GetFailStrategy(), pluginType: w.GetType(),
+		env: slices.Clone(w.GetVmConfig().GetEnv()), pluginConfig: w.GetPluginConfig(),
+	}
+}
+
 // policySecrets parses a policy and returns the environment variables it
 // reads its secrets from. A secret inline is a problem: the policy is
 // readable by whoever reads the resource, and Envoy's config_dump shows it.
@@ -258,13 +267,8 @@ func TestIstioSidecar(t *testing.T) {
 	}
 	t.Run("TrafficExtension", func(t *testing.T) {
 		te := only[*istioResource[*istiov1alpha1.TrafficExtension]](t, decodeFile(t, "istio/trafficextension-sidecar.yaml"), "TrafficExtension")
-		s, wasm := te.Spec, te.Spec.GetWasm()
-		selects(t, te.Metadata.Namespace, s.GetSelector().GetMatchLabels())
-		reportAll(t, istioWasmProblems(t, istioWasm{
-			url: wasm.GetUrl(), sha256: wasm.GetSha256(), phase: s.GetPhase().String(),
-			failStrategy: wasm.GetFailStrategy(), pluginType: wasm.GetType(),
-			env: wasm.GetVmConfig().GetEnv(), pluginConfig: wasm.GetPluginConfig(),
-		}, proxyEnv, secrets))
+		selects(t, te.Metadata.Namespace, te.Spec.GetSelector().GetMatchLabels())
+		reportAll(t, istioWasmProblems(t, trafficExtensionWasm(te.Spec), proxyEnv, secrets))
 	})
 	t.Run("WasmPlugin", func(t *testing.T) {
 		wp := only[*istioResource[*istiov1alpha1.WasmPlugin]](t, decodeFile(t, "istio/wasmplugin.yaml"), "WasmPlugin")
@@ -302,12 +306,7 @@ func TestIstioWaypoint(t *testing.T) {
 	if err := strictDecode([]byte(cm.Data["deployment"]), &patch); err != nil {
 		t.Fatalf("ConfigMap %s deployment: %v", cm.Name, err)
 	}
-	wasm := te.Spec.GetWasm()
-	reportAll(t, istioWasmProblems(t, istioWasm{
-		url: wasm.GetUrl(), sha256: wasm.GetSha256(), phase: te.Spec.GetPhase().String(),
-		failStrategy: wasm.GetFailStrategy(), pluginType: wasm.GetType(),
-		env: wasm.GetVmConfig().GetEnv(), pluginConfig: wasm.GetPluginConfig(),
-	}, istioProxyEnv(t, patch.Spec.Template.Spec), secretsIn(decodeFile(t, "istio/secret.yaml"), te.Metadata.Namespace)))
+	reportAll(t, istioWasmProblems(t, trafficExtensionWasm(te.Spec), istioProxyEnv(t, patch.Spec.Template.Spec), secretsIn(decodeFile(t, "istio/secret.yaml"), te.Metadata.Namespace)))
 }
 
 // TestIstioChecksFail breaks the sidecar TrafficExtension and its Secret
@@ -317,12 +316,8 @@ func TestIstioChecksFail(t *testing.T) {
 	workload := only[*appsv1.Deployment](t, decodeFile(t, "istio/workload-sidecar.yaml"), "Deployment")
 	secrets := secretsIn(decodeFile(t, "istio/secret.yaml"), "payments")
 	base := func() (istioWasm, []corev1.EnvVar, []*corev1.Secret) {
-		wasm := te.Spec.GetWasm()
-		w := istioWasm{url: wasm.GetUrl(), sha256: wasm.GetSha256(), phase: te.Spec.GetPhase().String(),
-			failStrategy: wasm.GetFailStrategy(), pluginType: wasm.GetType(),
-			env: wasm.GetVmConfig().GetEnv(), pluginConfig: wasm.GetPluginConfig()}
 		sec := secrets[0].DeepCopy()
-		return w, istioProxyEnv(t, workload.Spec.Template.Spec), []*corev1.Secret{sec}
+		return trafficExtensionWasm(te.Spec), istioProxyEnv(t, workload.Spec.Template.Spec), []*corev1.Secret{sec}
 	}
 	mutate := func(s *structpb.Struct, path string, v any) *structpb.Struct {
 		js, _ := protojson.Marshal(s)
