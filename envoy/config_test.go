@@ -16,14 +16,17 @@ import (
 	"strings"
 	"testing"
 
+	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	istiov1alpha1 "istio.io/api/extensions/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -33,16 +36,18 @@ import (
 )
 
 // TestEveryYAML covers every YAML file under envoy/ (testdata aside), so
-// that a file added later is validated without a new test: Kubernetes
-// and Istio manifests by strict decoding into their API types, anything
-// else as an Envoy bootstrap by envoycheck, which must find nothing.
+// that a file added later is validated without a new test: Kubernetes,
+// Istio, Gateway API and Envoy Gateway manifests by strict decoding into
+// their API types, anything else as an Envoy bootstrap by envoycheck,
+// which must find nothing.
 func TestEveryYAML(t *testing.T) {
 	var bootstraps, manifests int
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && d.Name() == "testdata" {
+		// observability/ holds Prometheus rules, which its own tests check.
+		if d.IsDir() && (d.Name() == "testdata" || path == "observability") {
 			return filepath.SkipDir
 		}
 		if d.IsDir() || (!strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml")) {
@@ -72,9 +77,9 @@ func TestEveryYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// envoy.yaml, two-routes.yaml; istio/wasmplugin.yaml and k8s/*.
-	if bootstraps < 2 || manifests < 4 {
-		t.Errorf("validated %d bootstraps and %d manifest files; want at least 2 and 4: is the walk still finding them?", bootstraps, manifests)
+	// envoy.yaml, two-routes.yaml; istio/* (5), envoy-gateway/* (3) and k8s/* (3).
+	if bootstraps < 2 || manifests < 11 {
+		t.Errorf("validated %d bootstraps and %d manifest files; want at least 2 and 11: is the walk still finding them?", bootstraps, manifests)
 	}
 }
 
@@ -127,7 +132,23 @@ func decodeManifest(doc []byte) (any, error) {
 	case "apps/v1 StatefulSet":
 		obj = new(appsv1.StatefulSet)
 	case "extensions.istio.io/v1alpha1 WasmPlugin":
-		return decodeWasmPlugin(doc)
+		return decodeIstio(doc, tm.Kind, new(istiov1alpha1.WasmPlugin))
+	case "extensions.istio.io/v1alpha1 TrafficExtension":
+		return decodeIstio(doc, tm.Kind, new(istiov1alpha1.TrafficExtension))
+	case "gateway.networking.k8s.io/v1 GatewayClass":
+		obj = new(gwapiv1.GatewayClass)
+	case "gateway.networking.k8s.io/v1 Gateway":
+		obj = new(gwapiv1.Gateway)
+	case "gateway.networking.k8s.io/v1 HTTPRoute":
+		obj = new(gwapiv1.HTTPRoute)
+	case "gateway.envoyproxy.io/v1alpha1 EnvoyProxy":
+		obj = new(egv1a1.EnvoyProxy)
+	case "gateway.envoyproxy.io/v1alpha1 EnvoyExtensionPolicy":
+		obj = new(egv1a1.EnvoyExtensionPolicy)
+	case "gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy":
+		obj = new(egv1a1.ClientTrafficPolicy)
+	case "gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy":
+		obj = new(egv1a1.BackendTrafficPolicy)
 	default:
 		return nil, fmt.Errorf("%s %s: no API type registered in this test; add one", tm.APIVersion, tm.Kind)
 	}
@@ -155,33 +176,34 @@ func strictDecode(doc []byte, obj any) error {
 	return nil
 }
 
-// wasmPlugin is a WasmPlugin resource: Kubernetes metadata around Istio's
-// protobuf spec, which is decoded with protojson (unknown fields fail).
-type wasmPlugin struct {
+// istioResource is an Istio resource: Kubernetes metadata around Istio's
+// protobuf spec, which is decoded with protojson (unknown fields and enum
+// values fail), as Istio's own validation decodes it.
+type istioResource[T proto.Message] struct {
 	Metadata struct {
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
 	}
-	Spec *istiov1alpha1.WasmPlugin
+	Spec T
 }
 
-func decodeWasmPlugin(doc []byte) (*wasmPlugin, error) {
+func decodeIstio[T proto.Message](doc []byte, kind string, spec T) (*istioResource[T], error) {
 	var raw struct {
 		typeMeta
 		Metadata json.RawMessage `json:"metadata"`
 		Spec     json.RawMessage `json:"spec"`
 	}
 	if err := strictDecode(doc, &raw); err != nil {
-		return nil, fmt.Errorf("WasmPlugin: %w", err)
+		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
-	wp := &wasmPlugin{Spec: new(istiov1alpha1.WasmPlugin)}
-	if err := strictDecode(raw.Metadata, &wp.Metadata); err != nil {
-		return nil, fmt.Errorf("WasmPlugin metadata: %w", err)
+	r := &istioResource[T]{Spec: spec}
+	if err := strictDecode(raw.Metadata, &r.Metadata); err != nil {
+		return nil, fmt.Errorf("%s metadata: %w", kind, err)
 	}
-	if err := protojson.Unmarshal(raw.Spec, wp.Spec); err != nil {
-		return nil, fmt.Errorf("WasmPlugin spec: %w", err)
+	if err := protojson.Unmarshal(raw.Spec, r.Spec); err != nil {
+		return nil, fmt.Errorf("%s spec: %w", kind, err)
 	}
-	return wp, nil
+	return r, nil
 }
 
 func readYAML(t *testing.T, path string) []byte {
@@ -446,41 +468,6 @@ func TestRedisManifest(t *testing.T) {
 	}
 }
 
-func TestWasmPlugin(t *testing.T) {
-	docs := splitDocs(readYAML(t, "istio/wasmplugin.yaml"))
-	obj, err := decodeManifest(docs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	wp := obj.(*wasmPlugin)
-	if wp.Spec.GetPhase() != istiov1alpha1.PluginPhase_STATS || wp.Spec.GetFailStrategy() != istiov1alpha1.FailStrategy_FAIL_CLOSE ||
-		wp.Spec.GetType() != istiov1alpha1.PluginType_HTTP || len(wp.Spec.GetSelector().GetMatchLabels()) == 0 {
-		t.Errorf("spec: phase %v, failStrategy %v, type %v, selector %v; want STATS, FAIL_CLOSE, HTTP and a selector",
-			wp.Spec.GetPhase(), wp.Spec.GetFailStrategy(), wp.Spec.GetType(), wp.Spec.GetSelector())
-	}
-	// Istio hands the plugin pluginConfig as JSON: parse it as the filter does.
-	js, err := protojson.Marshal(wp.Spec.GetPluginConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Parse(js)
-	if err != nil {
-		t.Fatalf("pluginConfig: %v", err)
-	}
-	// The callout cluster is Istio's name for the control plane's Service.
-	m := regexp.MustCompile(`^outbound\|(\d+)\|\|([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local$`).FindStringSubmatch(cfg.ControlPlane.Cluster)
-	if m == nil {
-		t.Fatalf("control_plane.cluster %q is not Istio's outbound|<port>||<service>.<namespace>.svc.cluster.local", cfg.ControlPlane.Cluster)
-	}
-	sec, _, svc := controlPlane(t)
-	if want := []string{strconv.Itoa(int(svc.Spec.Ports[0].Port)), svc.Name, svc.Namespace}; !slices.Equal(m[1:], want) {
-		t.Errorf("control_plane.cluster names port, service, namespace %v; k8s/controlplane.yaml has %v", m[1:], want)
-	}
-	if cfg.ControlPlane.Token != sec.StringData["IDEM_CONTROLPLANE_TOKEN"] {
-		t.Error("control_plane.token differs from the token in k8s/controlplane.yaml's Secret")
-	}
-}
-
 // TestManifestDecodingIsStrict: a misspelt field must fail, or the
 // validation above proves nothing.
 func TestManifestDecodingIsStrict(t *testing.T) {
@@ -489,6 +476,12 @@ func TestManifestDecodingIsStrict(t *testing.T) {
 		{"Service", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  ports: [{port: 80, targetport: 8080}]\n"},
 		{"WasmPlugin spec", "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: x}\nspec:\n  phase: STAT\n"},
 		{"WasmPlugin field", "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: x}\nspec:\n  plugin_confg: {}\n"},
+		{"TrafficExtension field", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: x}\nspec:\n  wasm: {url: oci://x/y, failStrategy: FAIL_CLOSE, vm_confg: {}}\n"},
+		{"TrafficExtension enum", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: x}\nspec:\n  wasm: {url: oci://x/y, failStrategy: FAIL_CLOSED}\n"},
+		{"TrafficExtension env source", "apiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {name: x}\nspec:\n  wasm: {url: oci://x/y, vmConfig: {env: [{name: A, valueFrom: SECRET}]}}\n"},
+		{"Gateway", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: x}\nspec:\n  gatewayClass: istio-waypoint\n"},
+		{"EnvoyExtensionPolicy", "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\nmetadata: {name: x}\nspec:\n  wasm: [{code: {type: Image, image: {url: x, sha265: y}}}]\n"},
+		{"EnvoyProxy", "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: x}\nspec:\n  bootstrap: {type: Merge, vaule: x}\n"},
 		{"unknown kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"},
 	}
 	for _, tt := range tests {
