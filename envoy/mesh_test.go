@@ -33,7 +33,7 @@ var placeholderDigest = strings.Repeat("0", 64)
 var digestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // moduleRepo is where the manifests expect the module image.
-const moduleRepo = "registry.example.com/idemgate/idempotency-wasm"
+const moduleRepo = "registry.example.com/idemgate/idemgate-wasm"
 
 // checkPinned checks that url pulls the module image by digest and that
 // the separate sha256 field names that same digest, a real one or the
@@ -615,7 +615,7 @@ func TestEnvoyGatewayChecksFail(t *testing.T) {
 func TestOneModuleDigest(t *testing.T) {
 	digests := map[string][]string{}
 	for _, f := range []string{"istio/trafficextension-sidecar.yaml", "istio/trafficextension-waypoint.yaml", "istio/wasmplugin.yaml", "envoy-gateway/extensionpolicy.yaml"} {
-		for _, m := range regexp.MustCompile(`idempotency-wasm@sha256:([0-9a-f]+)`).FindAllSubmatch(readYAML(t, f), -1) {
+		for _, m := range regexp.MustCompile(`idemgate-wasm@sha256:([0-9a-f]+)`).FindAllSubmatch(readYAML(t, f), -1) {
 			digests[string(m[1])] = append(digests[string(m[1])], f)
 		}
 	}
