@@ -88,7 +88,11 @@ func listKeys(t testing.TB, state api.State, keyPart string) []api.Record {
 func unresolved(t testing.TB, keyPart string) []string {
 	t.Helper()
 	var keys []string
-	for _, st := range []api.State{api.StateIndeterminate, api.StateInProgress} {
+	// In progress first: a record only moves from in progress to
+	// indeterminate to settled, so one that moves between the two lists
+	// is still seen by the second. The other order missed a record whose
+	// abandon landed between the two calls and called it settled.
+	for _, st := range []api.State{api.StateInProgress, api.StateIndeterminate} {
 		for _, r := range listKeys(t, st, keyPart) {
 			keys = append(keys, fmt.Sprintf("%s (%s, reconcile attempts %d, last %q)", r.Key, r.State, r.ReconcileAttempts, r.ReconcileLast))
 		}
