@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	istiov1alpha1 "istio.io/api/extensions/v1alpha1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -250,6 +251,23 @@ func reportAll(t *testing.T, p problems) {
 	}
 }
 
+// trafficSelector is what WasmPlugin's and TrafficExtension's selectors share.
+type trafficSelector interface {
+	GetMode() typev1beta1.WorkloadMode
+	GetPorts() []*typev1beta1.PortSelector
+}
+
+// inboundOnly checks that a sidecar's filter governs the requests the
+// workload receives and not those it sends: with no match Istio applies
+// it to CLIENT_AND_SERVER, and the workload's own outbound calls would
+// need keys (and be scoped with no authenticated principal).
+func inboundOnly[S trafficSelector](t *testing.T, match []S) {
+	t.Helper()
+	if len(match) != 1 || match[0].GetMode() != typev1beta1.WorkloadMode_SERVER || len(match[0].GetPorts()) != 0 {
+		t.Errorf("match %v: want exactly [{mode: SERVER}] (no match is CLIENT_AND_SERVER: outbound requests governed too)", match)
+	}
+}
+
 func TestIstioSidecar(t *testing.T) {
 	secrets := secretsIn(decodeFile(t, "istio/secret.yaml"), "payments")
 	workload := only[*appsv1.Deployment](t, decodeFile(t, "istio/workload-sidecar.yaml"), "Deployment")
@@ -268,12 +286,14 @@ func TestIstioSidecar(t *testing.T) {
 	t.Run("TrafficExtension", func(t *testing.T) {
 		te := only[*istioResource[*istiov1alpha1.TrafficExtension]](t, decodeFile(t, "istio/trafficextension-sidecar.yaml"), "TrafficExtension")
 		selects(t, te.Metadata.Namespace, te.Spec.GetSelector().GetMatchLabels())
+		inboundOnly(t, te.Spec.GetMatch())
 		reportAll(t, istioWasmProblems(t, trafficExtensionWasm(te.Spec), proxyEnv, secrets))
 	})
 	t.Run("WasmPlugin", func(t *testing.T) {
 		wp := only[*istioResource[*istiov1alpha1.WasmPlugin]](t, decodeFile(t, "istio/wasmplugin.yaml"), "WasmPlugin")
 		s := wp.Spec
 		selects(t, wp.Metadata.Namespace, s.GetSelector().GetMatchLabels())
+		inboundOnly(t, s.GetMatch())
 		reportAll(t, istioWasmProblems(t, istioWasm{
 			url: s.GetUrl(), sha256: s.GetSha256(), phase: s.GetPhase().String(),
 			failStrategy: s.GetFailStrategy(), pluginType: s.GetType(),
