@@ -60,7 +60,7 @@ return {'claimed', r[2] or '', r[5] or '', r[6] or '', r[7] or '', r[8] or '0'}
 // applied it before (a re-run: same nonce; a same-value write for WAIT);
 // 0 otherwise, nothing changed (completed by its holder or released
 // meanwhile, another token).
-var applyExecutedScript = redis.NewScript(nowMS + reconcilableFn + `
+var applyExecutedScript = redis.NewScript(nowMS + reconcilableFn + storeResponseFn + `
 local k = KEYS[1]
 local r, ok = reconcilable(k, ARGV[1])
 if r[1] == 'c' and r[2] == ARGV[1] and r[5] == ARGV[2] then
@@ -70,17 +70,7 @@ end
 if not ok then
   return 0
 end
-redis.call('HSET', k, 'st', 'c', 'code', ARGV[3], 'hdr', ARGV[4], 'body', ARGV[5],
-  'omit', ARGV[6], 'cn', ARGV[2], 'ra', (tonumber(r[7]) or 0) + 1, 'rl', 'executed')
-redis.call('HDEL', k, 'lease', 'why')
-local ttl = tonumber(r[6])
-if ttl and ttl > 0 then
-  redis.call('HSET', k, 'exp', now + ttl)
-  redis.call('PEXPIRE', k, ttl)
-end
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], k)
-end
+storeResponse(k, r[6], 'ra', (tonumber(r[7]) or 0) + 1, 'rl', 'executed')
 return 1
 `)
 

@@ -218,6 +218,29 @@ redis.call('PEXPIRE', k, life)
 return {'acquired', tok}
 `)
 
+// storeResponseFn (after nowMS) completes record k: the response of
+// ARGV (status ARGV[3], headers JSON ARGV[4], body ARGV[5], omitted
+// ARGV[6]) under the call nonce ARGV[2], with any further field-value
+// pairs; the lease goes, the expiry restarts at the record's ttl (an older
+// record without one keeps its expiry), and the reconcile index entry
+// (KEYS[2], when given) goes. Shared by complete and the reconciler's
+// executed answer, which must store a response exactly alike.
+const storeResponseFn = `
+local function storeResponse(k, ttl, ...)
+  redis.call('HSET', k, 'st', 'c', 'code', ARGV[3], 'hdr', ARGV[4], 'body', ARGV[5],
+    'omit', ARGV[6], 'cn', ARGV[2], ...)
+  redis.call('HDEL', k, 'lease', 'why')
+  ttl = tonumber(ttl)
+  if ttl and ttl > 0 then
+    redis.call('HSET', k, 'exp', now + ttl)
+    redis.call('PEXPIRE', k, ttl)
+  end
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], k)
+  end
+end
+`
+
 // completeScript: KEYS = record, reconcile index. ARGV = token, call
 // nonce, status, headers JSON, body,
 // omitted ("1" or ""). Replies 1 when stored, or when the record is already
@@ -232,7 +255,7 @@ return {'acquired', tok}
 // vanish at once and let a retry execute again. A re-run (same token)
 // leaves the expiry where the first run put it. A
 // record without 'ttl' (written by an older version) keeps its expiry.
-var completeScript = redis.NewScript(nowMS + `
+var completeScript = redis.NewScript(nowMS + storeResponseFn + `
 local k = KEYS[1]
 local r = redis.call('HMGET', k, 'st', 'tok', 'cn', 'ttl', 'why')
 if r[2] ~= ARGV[1] then
@@ -250,17 +273,7 @@ end
 if r[1] ~= 'p' and not (r[1] == 'i' and r[5] == 'e') then
   return 0
 end
-redis.call('HSET', k, 'st', 'c', 'code', ARGV[3], 'hdr', ARGV[4], 'body', ARGV[5],
-  'omit', ARGV[6], 'cn', ARGV[2])
-redis.call('HDEL', k, 'lease', 'why')
-local ttl = tonumber(r[4])
-if ttl and ttl > 0 then
-  redis.call('HSET', k, 'exp', now + ttl)
-  redis.call('PEXPIRE', k, ttl)
-end
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], k)
-end
+storeResponse(k, r[4])
 return 1
 `)
 
