@@ -564,6 +564,7 @@ func (c *httpContext) controlPlaneFailed(reason string, inCallback bool) types.A
 // answer sends a problem to the client and ends the request's journey
 // here; ActionPause is what Envoy expects after a local reply.
 func (c *httpContext) answer(p problem, detail string, retryAfter int, extra ...[2]string) types.Action {
+	c.plugin.stats.answer(p.status)
 	sendProblem(p, detail, retryAfter, extra...)
 	c.phase = phaseAnswered
 	return types.ActionPause

@@ -69,6 +69,10 @@ func TestStats(t *testing.T) {
 				"idemgate.bypassed_no_key":      1,
 				"idemgate.fail_open":            0,
 				"idemgate.controlplane_errors":  1,
+				"idemgate.answered_422":         2,
+				"idemgate.answered_409":         2,
+				"idemgate.answered_503":         1,
+				"idemgate.answered_400":         0,
 			},
 		},
 		{
@@ -83,6 +87,7 @@ func TestStats(t *testing.T) {
 				"idemgate.executions":          0,
 				"idemgate.fail_open":           2,
 				"idemgate.controlplane_errors": 2,
+				"idemgate.answered_503":        0,
 			},
 		},
 	}

@@ -23,6 +23,7 @@ import (
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/idemgate/idemgate/controlplane/reconcile"
 	"github.com/idemgate/idemgate/controlplane/server"
 )
 
@@ -197,7 +198,7 @@ func TestFilterStatsHaveNoEnvoyTags(t *testing.T) {
 
 // controlPlaneSeries reads the control plane's /metrics, served by the
 // real server on the registry the binary builds (controlplane/main.go:
-// NewRegistry, NewRedisMetrics, then server.New). Most series exist at
+// NewRegistry, NewRedisMetrics, reconcile.NewMetrics, then server.New). Most series exist at
 // zero from the start (controlplane/server/metrics.go), so the values of
 // their labels are known; a series that appears only on first use
 // (idemgate_http_requests_total) is known by the second scrape, which the
@@ -206,6 +207,7 @@ func controlPlaneSeries(t *testing.T) series {
 	t.Helper()
 	reg := server.NewRegistry()
 	server.NewRedisMetrics(reg)
+	reconcile.NewMetrics(reg, []string{"default"})
 	srv, err := server.New(nil, server.Options{InsecureNoAuth: true, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
