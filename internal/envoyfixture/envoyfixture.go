@@ -123,7 +123,9 @@ func build(dir, name string, chain []string) ([]byte, error) {
 	return doc, nil
 }
 
-// apply applies the JSON Patch ops to the JSON document doc.
+// apply applies the JSON Patch ops to the JSON document doc. Ops that
+// leave it as it was are an error: a case that changes nothing would pass
+// for a clean case while testing none.
 func apply(doc, ops []byte) ([]byte, error) {
 	p, err := jsonpatch.DecodePatch(ops)
 	if err != nil {
@@ -132,7 +134,14 @@ func apply(doc, ops []byte) ([]byte, error) {
 	if len(p) == 0 {
 		return nil, errors.New("no operations")
 	}
-	return p.Apply(doc)
+	out, err := p.Apply(doc)
+	if err != nil {
+		return nil, err
+	}
+	if jsonpatch.Equal(doc, out) {
+		return nil, errors.New("changes nothing")
+	}
+	return out, nil
 }
 
 // patchPolicy applies the JSON Patch ops to the idemgate policy inside the

@@ -170,6 +170,8 @@ func TestBuildErrors(t *testing.T) {
 		{"changes nothing", base, map[string]string{"c.yaml": "# only a comment\n"}, "c.yaml", "changes nothing"},
 		{"no operations", base, map[string]string{"c.yaml": "patch: []\n"}, "c.yaml", "no operations"},
 		{"not a patch", base, map[string]string{"c.yaml": "patch: {op: add}\n"}, "c.yaml", "c.yaml: patch:"},
+		{"ops that change nothing", base, map[string]string{"c.yaml": "patch: [{op: add, path: /a, value: 1}, {op: remove, path: /a}]\n"}, "c.yaml", "c.yaml: patch: changes nothing"},
+		{"policy ops that change nothing", base, map[string]string{"c.yaml": "policy: [{op: replace, path: /control_plane/cluster, value: cp}]\n"}, "c.yaml", "c.yaml: policy: changes nothing"},
 		{"unknown op", base, map[string]string{"c.yaml": "patch: [{op: frob, path: /a}]\n"}, "c.yaml", "frob"},
 		// RFC 6902: replace needs the member to exist; a base that lost it
 		// must fail the case, not grow a new member.
