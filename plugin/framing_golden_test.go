@@ -17,6 +17,7 @@ import (
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
 	"github.com/idemgate/idemgate/plugin/policy"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
 
 // updateFraming rewrites testdata/framing.golden from the current code:
@@ -56,6 +57,29 @@ func framingValues(t *testing.T) []string {
 	for _, s := range scopes {
 		got, missing := scopeOf(s.scope, s.headers)
 		add("scope "+s.name, got+" missing="+strconv.Quote(missing))
+	}
+
+	// Metadata scopes read the property through the host: an emulator's.
+	_, reset := newHost(t, &vmContext{}, demoConfig)
+	defer reset()
+	jwt := &policy.MetadataScope{Filter: "envoy.filters.http.jwt_authn", Path: []string{"payload", "sub"}}
+	for _, m := range []struct {
+		name  string
+		scope policy.Scope
+		value []byte // nil: the property is absent
+	}{
+		{"metadata", policy.Scope{Metadata: jwt}, []byte("user-1")},
+		{"metadata and header", policy.Scope{Headers: []string{"authorization"}, Metadata: jwt}, []byte("user-2")},
+		{"metadata absent", policy.Scope{Metadata: &policy.MetadataScope{Filter: "f", Path: []string{"absent"}}}, nil},
+		{"metadata hmac", policy.Scope{Metadata: jwt, HMACKey: key}, []byte("user-1")},
+	} {
+		if m.value != nil {
+			if err := proxywasm.SetProperty(append([]string{"metadata", "filter_metadata", m.scope.Metadata.Filter}, m.scope.Metadata.Path...), m.value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, missing := scopeOf(m.scope, [][2]string{{"authorization", "Bearer alice"}})
+		add("scope "+m.name, got+" missing="+strconv.Quote(missing))
 	}
 
 	// Edge ids and their slots.
