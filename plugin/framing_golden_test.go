@@ -3,26 +3,20 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
+	"github.com/idemgate/idemgate/internal/golden"
 	"github.com/idemgate/idemgate/plugin/canon"
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
-
-// updateFraming rewrites testdata/framing.golden from the current code:
-// only for a deliberate, versioned change of a framing.
-var updateFraming = flag.Bool("update-golden", false, "rewrite testdata/framing.golden")
 
 // framingValues computes, by name, every value the filter frames with
 // length prefixes and keeps or compares across requests: scopes (the
@@ -147,42 +141,5 @@ func framingValues(t *testing.T) []string {
 // (scopes), misses or confuses edge entries, or replays for another
 // request (images).
 func TestFramingGolden(t *testing.T) {
-	path := filepath.Join("testdata", "framing.golden")
-	lines := framingValues(t)
-	if *updateFraming {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		name, v, ok := strings.Cut(s.Text(), "\t")
-		if !ok {
-			t.Fatalf("%s: line %q has no tab", path, s.Text())
-		}
-		want[name] = v
-	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(want) != len(lines) {
-		t.Errorf("%s has %d values, the test computes %d", path, len(want), len(lines))
-	}
-	for _, l := range lines {
-		name, got, _ := strings.Cut(l, "\t")
-		if w, ok := want[name]; !ok {
-			t.Errorf("%s: not in %s", name, path)
-		} else if got != w {
-			t.Errorf("%s:\n got %s\nwant %s", name, got, w)
-		}
-	}
+	golden.Check(t, filepath.Join("testdata", "framing.golden"), framingValues(t))
 }

@@ -49,22 +49,8 @@ func scopeOf(s policy.Scope, headers [][2]string) (scope, missing string) {
 	b := frame.Field(buf[:0], scopeFramingTag)
 	b = frame.Count(b, len(s.Headers))
 	for _, name := range s.Headers {
-		b = frame.Field(b, name)
-		c := 0
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				c++
-			}
-		}
-		b = frame.Count(b, c)
-		present := false
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				v := strings.Trim(kv[1], " \t")
-				present = present || v != ""
-				b = frame.Field(b, v)
-			}
-		}
+		var present bool
+		b, present = frame.Header(b, headers, name)
 		if !present && missing == "" {
 			missing = "value for the " + name + " header"
 		}

@@ -246,19 +246,7 @@ func appendHeaders(b []byte, headers [][2]string, selected []string) []byte {
 	names = slices.Compact(names)
 	b = frame.Count(b, len(names))
 	for _, name := range names {
-		b = frame.Field(b, name)
-		n := 0
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				n++
-			}
-		}
-		b = frame.Count(b, n)
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				b = frame.Field(b, strings.Trim(kv[1], " \t"))
-			}
-		}
+		b, _ = frame.Header(b, headers, name)
 	}
 	return b
 }

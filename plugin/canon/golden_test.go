@@ -1,19 +1,12 @@
 package canon
 
 import (
-	"bufio"
-	"flag"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// updateGolden rewrites testdata/fingerprints.golden from the current
-// code: only for a deliberate change of the framing (a new tag version),
-// since every stored record is keyed by these values.
-var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/fingerprints.golden")
+	"github.com/idemgate/idemgate/internal/golden"
+)
 
 // goldenRequests covers every part of the framing: method case, hosts
 // (ports, IPv6, trailing dot), targets that normalize, selected headers
@@ -63,7 +56,6 @@ func goldenRequests() []struct {
 // moved to package frame: a fingerprint is stored with every record, so
 // any change of a byte of the preimage shows here.
 func TestFingerprintGolden(t *testing.T) {
-	path := filepath.Join("testdata", "fingerprints.golden")
 	var lines []string
 	for _, g := range goldenRequests() {
 		fp, err := Fingerprint(g.req, g.sel)
@@ -72,43 +64,5 @@ func TestFingerprintGolden(t *testing.T) {
 		}
 		lines = append(lines, g.name+"\t"+fp)
 	}
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := readGolden(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(want) != len(lines) {
-		t.Errorf("%s has %d values, the test computes %d", path, len(want), len(lines))
-	}
-	for _, l := range lines {
-		name, got, _ := strings.Cut(l, "\t")
-		if w, ok := want[name]; !ok {
-			t.Errorf("%s: not in %s", name, path)
-		} else if got != w {
-			t.Errorf("%s: fingerprint %s, golden %s", name, got, w)
-		}
-	}
-}
-
-// readGolden reads "name<TAB>value" lines.
-func readGolden(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		name, v, ok := strings.Cut(s.Text(), "\t")
-		if !ok {
-			return nil, fmt.Errorf("%s: line %q has no tab", path, s.Text())
-		}
-		out[name] = v
-	}
-	return out, s.Err()
+	golden.Check(t, filepath.Join("testdata", "fingerprints.golden"), lines)
 }

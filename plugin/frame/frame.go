@@ -15,7 +15,10 @@
 // needs a new tag in every user.
 package frame
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"strings"
+)
 
 // CountLen is the size of a count, and of a field's length.
 const CountLen = 8
@@ -61,6 +64,31 @@ func CutField[T ~string | ~[]byte](b []byte, f T) ([]byte, bool) {
 		return b, false
 	}
 	return rest[len(f):], true
+}
+
+// Header appends a request header as the fingerprint and the scope frame
+// it: its name as given, the number of values headers holds for it (names
+// compared without regard to case; 0 when absent, so that absent differs
+// from empty), then each value with surrounding spaces and tabs trimmed,
+// in the order received. present reports whether a value is not empty
+// once trimmed.
+func Header(b []byte, headers [][2]string, name string) (_ []byte, present bool) {
+	b = Field(b, name)
+	n := 0
+	for _, kv := range headers {
+		if strings.EqualFold(kv[0], name) {
+			n++
+		}
+	}
+	b = Count(b, n)
+	for _, kv := range headers {
+		if strings.EqualFold(kv[0], name) {
+			v := strings.Trim(kv[1], " \t")
+			present = present || v != ""
+			b = Field(b, v)
+		}
+	}
+	return b, present
 }
 
 // Field16 appends f with a 2-byte big-endian length; false, with b

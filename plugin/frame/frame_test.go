@@ -134,3 +134,25 @@ func TestInjective(t *testing.T) {
 		}
 	}
 }
+
+// TestHeader: a header frames as its name, the count of its values and
+// each value trimmed, in order; present says a value is not empty.
+func TestHeader(t *testing.T) {
+	headers := [][2]string{{"X-Tenant", " a\t"}, {"other", "x"}, {"x-tenant", ""}, {"x-empty", " \t "}}
+	tests := []struct {
+		name    string
+		want    []byte
+		present bool
+	}{
+		{"x-tenant", Field(Field(Count(Field(nil, "x-tenant"), 2), "a"), ""), true},
+		{"X-TENANT", Field(Field(Count(Field(nil, "X-TENANT"), 2), "a"), ""), true},
+		{"x-empty", Field(Count(Field(nil, "x-empty"), 1), ""), false},
+		{"x-absent", Count(Field(nil, "x-absent"), 0), false},
+	}
+	for _, tt := range tests {
+		got, present := Header([]byte("p"), headers, tt.name)
+		if string(got) != "p"+string(tt.want) || present != tt.present {
+			t.Errorf("Header(%s) = % x, %v; want % x, %v", tt.name, got, present, append([]byte("p"), tt.want...), tt.present)
+		}
+	}
+}
