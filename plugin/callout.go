@@ -5,12 +5,18 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
 
-// calloutBuf is where the stream's calls encode their bodies: a VM runs
-// its callbacks one at a time, and the host copies the body.
+// Every call to the control plane goes through callControlPlane: a
+// stream's reserve and the first attempt of its complete, release or
+// abandon, the shared polls' reserve, the outcome queue's attempts and
+// the edge-epoch poll. So every call carries the same headers, timeout
+// and cluster, and records its latency.
+
+// calloutBuf is where callControlPlane has a call's body encoded: a VM
+// runs its callbacks one at a time, and the host copies the body during
+// the dispatch. Only callControlPlane touches it.
 var calloutBuf []byte
 
 const maxCalloutBuf = 64 << 10
@@ -27,29 +33,18 @@ func bearerOf(token string) string {
 	return bearer.value
 }
 
-// dispatchCallout POSTs body (JSON) to the control plane at path through
+// callControlPlane sends method path to the control plane through
 // Envoy's cluster, and calls done with the answer's status and body:
 // status 0 means no answer (the callout timed out or the connection
 // failed; Envoy then calls back with no headers). done is not called when
-// the dispatch itself fails: the error is returned instead. done may be
-// nil for a call whose answer nobody waits for. Every answer (or timeout)
-// records its latency in latency, in ms.
+// the dispatch itself fails: the error is returned instead.
 //
-// The caller encodes body with the request's own encoder (wire.go),
-// normally on calloutBuf[:0], which this then keeps for the next call.
-func dispatchCallout(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, path string, body []byte, done func(status int, body []byte)) error {
-	// The host copies the body during the dispatch: the buffer is reused
-	// by the next call, unless it grew beyond what is worth keeping.
-	if cap(body) <= maxCalloutBuf {
-		calloutBuf = body
-	}
-	return dispatch(cp, latency, "POST", path, body, done)
-}
-
-// dispatch sends method path with body (JSON; nil for none) to the
-// control plane, without taking body over: the queue's calls keep
-// theirs.
-func dispatch(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, method, path string, body []byte, done func(status int, body []byte)) error {
+// body appends the call's JSON to the buffer it is given and returns it
+// (one of the hand encoders of wire.go, or a queued call's bytes); nil
+// sends no body. The callout belongs to the effective context: the
+// stream's in its callbacks, the plugin's in its tick.
+func (p *pluginContext) callControlPlane(method, path string, body func(dst []byte) []byte, done func(status int, body []byte)) error {
+	cp := &p.config.ControlPlane
 	// On the stack: the SDK serializes the headers during the dispatch.
 	var hs [5][2]string
 	headers := append(hs[:0],
@@ -57,21 +52,24 @@ func dispatch(cp *policy.ControlPlane, latency proxywasm.MetricHistogram, method
 		[2]string{":path", path},
 		[2]string{":authority", cp.Authority},
 	)
+	var b []byte
 	if body != nil {
+		b = body(calloutBuf[:0])
+		// Kept for the next call, unless it grew beyond what is worth
+		// keeping.
+		if cap(b) <= maxCalloutBuf {
+			calloutBuf = b[:0]
+		}
 		headers = append(headers, [2]string{"content-type", "application/json"})
 	}
 	if !cp.InsecureNoAuth {
 		headers = append(headers, [2]string{"authorization", bearerOf(cp.Token)})
 	}
-	timeout := uint32(cp.Timeout.Milliseconds())
+	latency := p.stats.controlPlaneLatency
 	start := time.Now()
-	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, body, nil, timeout, func(numHeaders, bodySize, _ int) {
+	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, b, nil, uint32(cp.Timeout.Milliseconds()), func(numHeaders, bodySize, _ int) {
 		latency.Record(uint64(time.Since(start).Milliseconds()))
-		if done == nil {
-			return
-		}
-		status, respBody := readCalloutResponse(numHeaders, bodySize)
-		done(status, respBody)
+		done(readCalloutResponse(numHeaders, bodySize))
 	})
 	if err != nil {
 		return fmt.Errorf("dispatch %s %s to cluster %q: %w", method, path, cp.Cluster, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/plugin/canon"
+	"github.com/idemgate/idemgate/plugin/frame"
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
@@ -91,11 +91,10 @@ func newEdgeID(cluster, scope, key string) edgeID {
 	// One buffer (on the stack for usual sizes) and one Sum256: no hash
 	// object or per-field conversion to allocate on every request.
 	var buf [320]byte
-	b := buf[:0]
-	for _, f := range [...]string{edgeIDTag, cluster, scope, key} {
-		b = binary.BigEndian.AppendUint64(b, uint64(len(f)))
-		b = append(b, f...)
-	}
+	b := frame.Field(buf[:0], edgeIDTag)
+	b = frame.Field(b, cluster)
+	b = frame.Field(b, scope)
+	b = frame.Field(b, key)
 	return sha256.Sum256(b)
 }
 
@@ -150,8 +149,7 @@ const maxEdgeBuf = policy.DefaultEdgeCacheMaxEntryBytes
 // not fit its field (such an entry is simply not cached).
 func (e *edgeEntry) appendEntry(b []byte) ([]byte, bool) {
 	r := &e.resp
-	if len(e.fingerprint) > 0xffff || len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff ||
-		uint64(len(r.Body)) > 0xffffffff || uint64(len(e.request)) > 0xffffffff {
+	if len(r.Headers) > 0xffff || r.Status < 0 || r.Status > 0xffff {
 		return b, false
 	}
 	b = slices.Grow(b, edgeEntrySize(e.fingerprint, e.request, r))
@@ -165,22 +163,20 @@ func (e *edgeEntry) appendEntry(b []byte) ([]byte, bool) {
 		flags |= 1
 	}
 	b = append(b, flags)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(e.fingerprint)))
-	b = append(b, e.fingerprint...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(e.request)))
-	b = append(b, e.request...)
+	// A length that does not fit its field leaves it out and fails the
+	// whole entry.
+	b, okFP := frame.Field16(b, e.fingerprint)
+	b, okRequest := frame.Field32(b, e.request)
+	ok := okFP && okRequest
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Headers)))
 	for _, kv := range r.Headers {
-		if len(kv[0]) > 0xffff || uint64(len(kv[1])) > 0xffffffff {
-			return b, false
-		}
-		b = binary.BigEndian.AppendUint16(b, uint16(len(kv[0])))
-		b = append(b, kv[0]...)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(kv[1])))
-		b = append(b, kv[1]...)
+		var okName, okValue bool
+		b, okName = frame.Field16(b, kv[0])
+		b, okValue = frame.Field32(b, kv[1])
+		ok = ok && okName && okValue
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Body)))
-	return append(b, r.Body...), true
+	b, okBody := frame.Field32(b, r.Body)
+	return b, ok && okBody
 }
 
 // edgeReader reads the encoding; a short or malformed entry sets bad.
@@ -342,12 +338,11 @@ func edgeStore(st sharedStore, key string, id *edgeID, seen slotSeen, value []by
 	return errEdgeCASRetries
 }
 
-// The request image is a length-framed image of everything
-// canon.Fingerprint reads (v2 of the tag: with the host): the method, the
-// host, the target, the content type, the selection, the values of the
-// selected headers (as received, in order) and the body — tag, then each
-// string as an 8-byte length and its bytes, each list as an 8-byte count
-// and its items. Framing makes it injective, so two requests with the
+// The request image is a length-framed image (package frame) of
+// everything canon.Fingerprint reads (v2 of the tag: with the host): the
+// method, the host, the target, the content type, the selection, the
+// values of the selected headers (as received, in order) and the body —
+// tag, then each string as a field, each list as a count and its items. Framing makes it injective, so two requests with the
 // same image have the same fingerprint under any canonicalization; the
 // converse does not hold (a reordered JSON body differs here and
 // fingerprints the same), which only costs the fast path.
@@ -436,14 +431,12 @@ func writeImage[S imageSink](w S, r *canon.Request, sel *canon.Selection) {
 	w.raw(r.Body)
 }
 
-// imageHasher feeds the image to imageHash.
+// imageHasher feeds the image to imageHash: the framing and the short
+// strings through buf, the body straight.
 type imageHasher struct{ buf []byte }
 
-func (w *imageHasher) count(n int) { w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(n)) }
-func (w *imageHasher) str(s string) {
-	w.count(len(s))
-	w.buf = append(w.buf, s...)
-}
+func (w *imageHasher) count(n int)  { w.buf = frame.Count(w.buf, n) }
+func (w *imageHasher) str(s string) { w.buf = frame.Field(w.buf, s) }
 func (w *imageHasher) raw(v []byte) {
 	w.count(len(v))
 	w.flush()
@@ -456,59 +449,50 @@ func (w *imageHasher) flush() {
 
 type imageAppender struct{ b []byte }
 
-func (a *imageAppender) count(n int) { a.b = binary.BigEndian.AppendUint64(a.b, uint64(n)) }
-func (a *imageAppender) str(s string) {
-	a.count(len(s))
-	a.b = append(a.b, s...)
-}
-func (a *imageAppender) raw(v []byte) {
-	a.count(len(v))
-	a.b = append(a.b, v...)
-}
+func (a *imageAppender) count(n int)  { a.b = frame.Count(a.b, n) }
+func (a *imageAppender) str(s string) { a.b = frame.Field(a.b, s) }
+func (a *imageAppender) raw(v []byte) { a.b = frame.Field(a.b, v) }
 
+// imageComparer matches the image against rest; ok turns false at the
+// first difference.
 type imageComparer struct {
 	rest []byte
 	ok   bool
 }
 
 func (c *imageComparer) count(n int) {
-	if !c.ok || len(c.rest) < 8 || binary.BigEndian.Uint64(c.rest) != uint64(n) {
-		c.ok = false
-		return
+	if c.ok {
+		c.rest, c.ok = frame.CutCount(c.rest, n)
 	}
-	c.rest = c.rest[8:]
 }
 
 func (c *imageComparer) str(s string) {
-	if c.count(len(s)); !c.ok || len(c.rest) < len(s) || string(c.rest[:len(s)]) != s {
-		c.ok = false
-		return
+	if c.ok {
+		c.rest, c.ok = frame.CutField(c.rest, s)
 	}
-	c.rest = c.rest[len(s):]
 }
 
 func (c *imageComparer) raw(v []byte) {
-	if c.count(len(v)); !c.ok || len(c.rest) < len(v) || !bytes.Equal(c.rest[:len(v)], v) {
-		c.ok = false
-		return
+	if c.ok {
+		c.rest, c.ok = frame.CutField(c.rest, v)
 	}
-	c.rest = c.rest[len(v):]
 }
 
 // requestImageSize is len(requestImage(nil, r, sel)), without building it.
 func requestImageSize(r *canon.Request, sel *canon.Selection) int {
-	n := 8*6 + len(requestImageTag) + len(r.Method) + len(r.Host) + len(r.Target) + len(r.ContentType) + len(r.Body)
+	const c = frame.CountLen
+	n := c*6 + len(requestImageTag) + len(r.Method) + len(r.Host) + len(r.Target) + len(r.ContentType) + len(r.Body)
 	for _, l := range [][]string{sel.Include, sel.Exclude, sel.Headers} {
-		n += 8
+		n += c
 		for _, s := range l {
-			n += 8 + len(s)
+			n += c + len(s)
 		}
 	}
 	for _, name := range sel.Headers {
-		n += 8
+		n += c
 		for _, kv := range r.Headers {
 			if strings.EqualFold(kv[0], name) {
-				n += 8 + len(kv[1])
+				n += c + len(kv[1])
 			}
 		}
 	}

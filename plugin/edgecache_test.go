@@ -659,3 +659,31 @@ func TestEdgeEntryEncoding(t *testing.T) {
 		t.Errorf("appendEntry(prefix) = %q, %v; want the prefix, then the entry", got, ok)
 	}
 }
+
+// TestEdgeEntryLimits: an entry with a length its field cannot hold is
+// not encoded (not cached); the longest that fits is, and decodes back.
+func TestEdgeEntryLimits(t *testing.T) {
+	base := edgeEntry{id: newEdgeID("c", "s", "k"), expires: 9, fingerprint: "f", resp: api.StoredResponse{Status: 200}}
+	long := strings.Repeat("a", 0x10000)
+	tooMany := make(api.Headers, 0x10000)
+	refused := map[string]func(e *edgeEntry){
+		"fingerprint":  func(e *edgeEntry) { e.fingerprint = long },
+		"header name":  func(e *edgeEntry) { e.resp.Headers = api.Headers{{"ok", "v"}, {long, "v"}} },
+		"header count": func(e *edgeEntry) { e.resp.Headers = tooMany },
+		"status":       func(e *edgeEntry) { e.resp.Status = 0x10000 },
+		"negative":     func(e *edgeEntry) { e.resp.Status = -1 },
+	}
+	for name, f := range refused {
+		e := base
+		f(&e)
+		if _, ok := e.appendEntry(nil); ok {
+			t.Errorf("%s: encoded, want refused", name)
+		}
+	}
+	e := base
+	e.fingerprint = long[:0xffff]
+	e.resp.Headers = api.Headers{{long[:0xffff], long}}
+	if got, ok := decodeEdgeEntry(e.encode()); !ok || !reflect.DeepEqual(*got, e) {
+		t.Errorf("the longest fingerprint and header name: decode = %v", ok)
+	}
+}

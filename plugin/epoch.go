@@ -53,8 +53,7 @@ func (p *pluginContext) pollEpoch(t int64) {
 		return
 	}
 	e.inFlight = true
-	cp := &p.config.ControlPlane
-	if err := dispatch(cp, p.stats.controlPlaneLatency, "GET", api.PathEdgeEpoch, nil, p.onEpoch); err != nil {
+	if err := p.callControlPlane("GET", api.PathEdgeEpoch, nil, p.onEpoch); err != nil {
 		p.epochFailed(err.Error())
 	}
 }
@@ -69,7 +68,7 @@ func (p *pluginContext) firstEpochPoll() {
 		return
 	}
 	e.inFlight = true
-	if dispatch(&p.config.ControlPlane, p.stats.controlPlaneLatency, "GET", api.PathEdgeEpoch, nil, p.onEpoch) != nil {
+	if p.callControlPlane("GET", api.PathEdgeEpoch, nil, p.onEpoch) != nil {
 		e.inFlight = false
 	}
 }

@@ -51,7 +51,7 @@ func (c *httpContext) admit() bool {
 // admission or stream end: a host call per change would cost every
 // request several.
 func (c *httpContext) account() {
-	if c.released {
+	if c.heldReturned {
 		return
 	}
 	n := c.heldNow()
@@ -59,13 +59,13 @@ func (c *httpContext) account() {
 	c.held = n
 }
 
-// release returns the stream's bytes for good: at its end, whatever the
+// returnHeld returns the stream's bytes for good: at its end, whatever the
 // path that ended it.
-func (c *httpContext) release() {
-	if c.released {
+func (c *httpContext) returnHeld() {
+	if c.heldReturned {
 		return
 	}
-	c.released = true
+	c.heldReturned = true
 	if c.held == 0 {
 		return // never counted: an ungoverned stream
 	}

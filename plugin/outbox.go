@@ -70,6 +70,12 @@ type outcomeCall struct {
 	done     bool // acknowledged, refused or dropped: removed at the next serve
 }
 
+// appendBody appends the call's body to dst: the queue keeps its own
+// copy, which the call sends.
+func (c *outcomeCall) appendBody(dst []byte) []byte {
+	return append(dst, c.body...)
+}
+
 // outbox is the queue of one plugin context.
 type outbox struct {
 	calls    []*outcomeCall
@@ -131,7 +137,6 @@ func (p *pluginContext) serveOutbox(t int64) {
 		return
 	}
 	st := &p.stats
-	cp := &p.config.ControlPlane
 	due := int64(1<<63 - 1)
 	kept := q.calls[:0]
 	for _, c := range q.calls {
@@ -163,7 +168,7 @@ func (p *pluginContext) serveOutbox(t int64) {
 		c.inFlight = true
 		q.inFlight++
 		call := c
-		if err := dispatch(cp, st.controlPlaneLatency, "POST", c.path, c.body, func(status int, _ []byte) {
+		if err := p.callControlPlane("POST", c.path, call.appendBody, func(status int, _ []byte) {
 			p.outcomeAnswered(call, status)
 		}); err != nil {
 			c.inFlight = false

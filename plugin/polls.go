@@ -102,16 +102,11 @@ func (p *pluginContext) servePolls(t int64) {
 
 // dispatchPoll sends the group's reserve under a new holder id.
 func (p *pluginContext) dispatchPoll(g *pollGroup, t int64) error {
-	r := g.key.route
 	g.holder = newHolder()
-	req := api.ReserveRequest{
-		Scope: g.key.scope, Key: g.key.key, Fingerprint: g.key.fp,
-		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: g.holder,
-	}
+	req := reserveRequest(g.key.route, g.key.scope, g.key.key, g.key.fp, g.holder)
 	g.reservedAt = t
 	g.edgeEpoch, g.edgeEpochKnown = p.edgeEpoch()
-	err := dispatchCallout(&p.config.ControlPlane, p.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req),
+	err := p.callControlPlane("POST", api.PathReserve, func(b []byte) []byte { return appendReserve(b, &req) },
 		func(status int, body []byte) { p.pollAnswered(g, status, body) })
 	if err == nil {
 		g.inFlight = true
@@ -240,11 +235,11 @@ func (p *pluginContext) answerAll(g *pollGroup, rr api.ReserveResponse) {
 				c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
 			}
 			c.image = nil // held only until now
-			c.completed(rr.Response, false)
+			c.replayStored(rr.Response, false)
 		case api.Mismatch:
 			c.mismatch()
 		case api.Indeterminate:
-			c.indeterminateAnswer(rr.ReconcileInMS)
+			c.answerIndeterminate(rr.ReconcileInMS)
 		}
 	}
 	clear(g.members)

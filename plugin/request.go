@@ -65,9 +65,9 @@ type httpContext struct {
 	image   []byte
 	reqSize int // request body bytes so far (cumulative after a pause)
 	// held is what this stream counts in its plugin's held bytes (held.go);
-	// released once the stream is done.
-	held     int
-	released bool
+	// returned once the stream is done (heldReturned).
+	held         int
+	heldReturned bool
 
 	// edgeKey is the shared-data key of the record's slot; edgeSeen what
 	// the lookup saw of it, where the fill's compare-and-swap starts.
@@ -236,7 +236,7 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		n := requestImageSize(&in, &r.Fingerprint)
 		if e != nil && sameRequest(e.request, n, &in, &r.Fingerprint) {
 			c.fp = e.fingerprint
-			return c.completed(&e.resp, true)
+			return c.replayStored(&e.resp, true)
 		}
 		if e == nil { // kept for the fill
 			if n <= inlineImageMax {
@@ -260,7 +260,7 @@ func (c *httpContext) reserve(body []byte) types.Action {
 		if e.fingerprint != fp {
 			return c.mismatch()
 		}
-		return c.completed(&e.resp, true)
+		return c.replayStored(&e.resp, true)
 	}
 	if err := c.dispatchReserve(); err != nil {
 		return c.controlPlaneFailed(err.Error(), false)
@@ -272,17 +272,23 @@ func (c *httpContext) reserve(body []byte) types.Action {
 // id; onReserve gets the answer. The route's on_indeterminate goes with
 // it: the control plane applies it should the lease end without word.
 func (c *httpContext) dispatchReserve() error {
-	r := c.route
 	c.holder = newHolder()
-	req := api.ReserveRequest{
-		Scope: c.scope, Key: c.key, Fingerprint: c.fp,
-		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
-		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: c.holder,
-	}
+	req := reserveRequest(c.route, c.scope, c.key, c.fp, c.holder)
 	c.phase = phaseReserving
 	c.reservedAt = now()
 	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
-	return dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, api.PathReserve, appendReserve(calloutBuf[:0], &req), c.onReserve)
+	return c.plugin.callControlPlane("POST", api.PathReserve, func(b []byte) []byte { return appendReserve(b, &req) }, c.onReserve)
+}
+
+// reserveRequest is the reserve of the record scope, key under route,
+// for a request with fingerprint fp, by holder: a stream's own or a
+// shared poll's. The route's on_indeterminate goes with it.
+func reserveRequest(r *policy.Route, scope, key, fp, holder string) api.ReserveRequest {
+	return api.ReserveRequest{
+		Scope: scope, Key: key, Fingerprint: fp,
+		LeaseMS: r.Lease.Milliseconds(), TTLMS: r.TTL.Milliseconds(),
+		OnIndeterminate: leaseEnd(r.OnIndeterminate), ReconcileTarget: r.ReconcileTarget, Holder: holder,
+	}
 }
 
 // leaseEnd is the wire value of a route's on_indeterminate.
@@ -358,7 +364,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		if rr.Response != nil {
 			c.edgeFill(rr.Response, time.Duration(rr.ExpiresInMS)*time.Millisecond)
 		}
-		c.completed(rr.Response, false)
+		c.replayStored(rr.Response, false)
 	case api.Mismatch:
 		c.mismatch()
 	case api.InProgress:
@@ -368,7 +374,7 @@ func (c *httpContext) onReserve(status int, body []byte) {
 		}
 		c.inProgress()
 	case api.Indeterminate:
-		c.indeterminateAnswer(rr.ReconcileInMS)
+		c.answerIndeterminate(rr.ReconcileInMS)
 	}
 }
 
@@ -410,12 +416,12 @@ func knownOutcome(o api.Outcome) bool {
 	return false
 }
 
-// indeterminateAnswer answers the 409 of a record whose outcome is
+// answerIndeterminate answers the 409 of a record whose outcome is
 // unknown. Waiting would not help, unless the control plane is asking the
 // upstream about it (reconcileInMS > 0: when it asks next): then the
 // answer says when a retry may find it settled. Otherwise nothing will
 // resolve it but an operator or the record's TTL.
-func (c *httpContext) indeterminateAnswer(reconcileInMS int64) {
+func (c *httpContext) answerIndeterminate(reconcileInMS int64) {
 	c.plugin.stats.indeterminate.Increment(1)
 	if reconcileInMS > 0 {
 		s := retryAfterSeconds(reconcileInMS)
@@ -475,11 +481,11 @@ func (c *httpContext) wait() bool {
 	return true
 }
 
-// completed answers a duplicate of a completed request with its stored
+// replayStored answers a duplicate of a completed request with its stored
 // response, from the edge cache or from the control plane. The operation
 // ran: whatever is wrong with the stored response, the request must not
 // go upstream again.
-func (c *httpContext) completed(resp *api.StoredResponse, edge bool) types.Action {
+func (c *httpContext) replayStored(resp *api.StoredResponse, edge bool) types.Action {
 	st := &c.plugin.stats
 	switch {
 	case c.route.OnDuplicate == policy.Reject:

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -233,4 +234,77 @@ func TestHeader(t *testing.T) {
 			t.Errorf("header(%q) = %q, %d; want %q, %d", tt.name, v, n, tt.wantValue, tt.wantN)
 		}
 	}
+}
+
+// TestRequestSizeLimit (issue 14, item 7): a body of exactly
+// max_body_bytes is accepted and forwarded, one byte more is refused with
+// 413, whether the size is announced (Content-Length: refused at the
+// headers, before any body) or only counted (chunked: no Content-Length).
+// A limit compared off by one either way fails one of the two.
+func TestRequestSizeLimit(t *testing.T) {
+	const limit = 64
+	body := func(n int) string { // valid JSON of n bytes
+		return `{"a":"` + strings.Repeat("x", n-len(`{"a":""}`)) + `"}`
+	}
+	withLength := func(n int) [][2]string {
+		return paymentHeaders(keyK1, [2]string{"content-length", strconv.Itoa(n)})
+	}
+	tests := []struct {
+		name    string
+		headers [][2]string
+		chunks  []string // the body, chunk by chunk; the last ends the stream
+		refused int      // the callback answering 413 (0: the headers, i: chunk i-1); -1: none
+	}{
+		{"content-length at the limit", withLength(limit), []string{body(limit)}, -1},
+		{"content-length one over", withLength(limit + 1), []string{body(limit + 1)}, 0},
+		{"chunked at the limit", paymentHeaders(keyK1), []string{body(limit)[:30], body(limit)[30:]}, -1},
+		{"chunked one over", paymentHeaders(keyK1), []string{body(limit + 1)[:30], body(limit + 1)[30:]}, 2},
+		{"chunked one over in one chunk", paymentHeaders(keyK1), []string{body(limit + 1)}, 1},
+		{"content-length at the limit, body one over", withLength(limit), []string{body(limit + 1)}, 1},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				host, reset := startHost(t, vm, withConfig(t, `"max_body_bytes": 1048576`, `"max_body_bytes": `+strconv.Itoa(limit)))
+				defer reset()
+				id := host.InitializeHttpContext()
+				a := host.CallOnRequestHeaders(id, tc.headers, false)
+				answeredAt := -1 // the callback after which the filter answered
+				for i := 0; answeredAt < 0; i++ {
+					if host.GetSentLocalResponse(id) != nil {
+						answeredAt = i
+						break
+					}
+					if i == len(tc.chunks) {
+						break
+					}
+					if a != types.ActionPause {
+						t.Fatalf("action = %v before chunk %d, want ActionPause", a, i)
+					}
+					a = host.CallOnRequestBody(id, []byte(tc.chunks[i]), i == len(tc.chunks)-1)
+				}
+				if answeredAt != tc.refused {
+					t.Fatalf("answered after callback %d, want %d (0: the headers, i: chunk i-1; -1: not answered)", answeredAt, tc.refused)
+				}
+				if tc.refused >= 0 {
+					checkProblem(t, host.GetSentLocalResponse(id), 413, "Request body is too large", "larger than 64 bytes", "")
+					if n := len(host.GetCalloutAttributesFromContext(id)); n != 0 {
+						t.Errorf("callouts = %d, want none", n)
+					}
+					return
+				}
+				if r := host.GetSentLocalResponse(id); r != nil {
+					t.Fatalf("local response %d %s, want the request reserved", r.StatusCode, r.Data)
+				}
+				c := nthCallout(t, host, id, 0, api.PathReserve)
+				answer(t, host, c, 200, api.ReserveResponse{Outcome: api.Acquired, Token: "t1"})
+				if a := host.GetCurrentHttpStreamAction(id); a != types.ActionContinue {
+					t.Fatalf("stream action after acquired = %v, want ActionContinue (forwarded)", a)
+				}
+				if got := string(host.GetCurrentRequestBody(id)); got != body(limit) {
+					t.Errorf("forwarded body = %q, want the %d bytes sent", got, limit)
+				}
+			})
+		}
+	})
 }

@@ -71,7 +71,7 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		// mid-response, say on a buffer overflow). What the upstream sent
 		// is lost: indeterminate, never stored as a status-only record.
 		c.resp.phase = respDone
-		c.indeterminate("its response was replaced by the proxy")
+		c.recordIndeterminate("its response was replaced by the proxy")
 		return types.ActionContinue
 	}
 	if c.phase != phaseForwarded || c.resp.phase != respNone {
@@ -88,20 +88,20 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 	case indeterminate:
 		// Envoy's own answer (say a 503 after the upstream reset): the
 		// client gets it, the key is handled as when no response came.
-		return c.indeterminateHeld(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
+		return c.recordIndeterminateHeld(fmt.Sprintf("Envoy answered %d (%s)", c.resp.status, details))
 	case notSent:
-		return c.finish(api.PathRelease, c.releaseBody())
+		return c.finish(api.PathRelease)
 	}
 	if notExecuted {
-		return c.finish(api.PathRelease, c.releaseBody())
+		return c.finish(api.PathRelease)
 	}
 	switch c.route.Classify(c.resp.status) {
 	case policy.Release:
-		return c.finish(api.PathRelease, c.releaseBody())
+		return c.finish(api.PathRelease)
 	case policy.Indeterminate:
 		// A 502/503/504 by default: what a proxy between the filter and
 		// the app answers after the app may have run.
-		return c.indeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
+		return c.recordIndeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
 	}
 	stored := replayHeaders(c.route, headers)
 	c.resp.hdrSize = storedSize(stored)
@@ -244,25 +244,20 @@ func (c *httpContext) complete(body []byte, omitted bool) types.Action {
 	// it makes complete fail (the token no longer holds), one after it
 	// changes the epoch known now.
 	c.edgeEpoch, c.edgeEpochKnown = c.plugin.edgeEpoch()
-	req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: stored}
-	return c.finish(api.PathComplete, appendComplete(calloutBuf[:0], &req))
+	return c.finish(api.PathComplete)
 }
 
-// releaseBody is the JSON of releaseRequest, in calloutBuf.
-func (c *httpContext) releaseBody() []byte {
-	return appendRelease(calloutBuf[:0], c.scope, c.key, c.token, "")
-}
-
-// finish sends complete or release (body: its JSON, in calloutBuf) and
-// holds the response for that one call, the first attempt. If it fails,
-// the call goes to the plugin's queue (outbox.go), which retries it until
-// acknowledged, and the response flows on; a definitive refusal (a stale
-// token) is counted and logged.
-func (c *httpContext) finish(path string, body []byte) types.Action {
+// finish sends this reservation's complete, release or abandon (path)
+// and holds the response for that one call, the first attempt. If it
+// fails, the call goes to the plugin's queue (outbox.go), which retries
+// it until acknowledged, and the response flows on; a definitive refusal
+// (a stale token) is counted and logged.
+func (c *httpContext) finish(path string) types.Action {
 	c.resp.phase = respWaiting
 	c.resp.outcome = path
 	c.resp.inFlight = true
-	err := dispatchCallout(&c.plugin.config.ControlPlane, c.plugin.stats.controlPlaneLatency, path, body, func(status int, _ []byte) {
+	body := func(b []byte) []byte { return c.appendOutcome(b, path) }
+	err := c.plugin.callControlPlane("POST", path, body, func(status int, _ []byte) {
 		c.resp.inFlight = false
 		switch {
 		case status != 200:
@@ -307,21 +302,31 @@ func (c *httpContext) finishFailed(path string, status int) {
 }
 
 // queueOutcome queues the call path of this reservation (complete,
-// release or abandon), encoded anew: calloutBuf has moved on. tries is
-// how many attempts were already made.
+// release or abandon) in a body of its own. tries is how many attempts
+// were already made.
 func (c *httpContext) queueOutcome(path string, tries int) {
-	var body []byte
-	switch {
-	case path == api.PathComplete && c.resp.stored != nil:
-		req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: *c.resp.stored}
-		body = appendComplete(nil, &req)
-	case path == api.PathAbandon:
-		body = appendAbandon(nil, c.scope, c.key, c.token)
-	default:
-		path = api.PathRelease
-		body = appendRelease(nil, c.scope, c.key, c.token, "")
+	if path == api.PathComplete && c.resp.stored == nil {
+		// Not so today (stored is held while a complete may be queued);
+		// should it be, the operation ran and its response is lost:
+		// indeterminate, never a release.
+		path = c.indeterminatePath()
 	}
-	c.plugin.enqueueOutcome(path, body, c.outcomeDeadline(), tries)
+	c.plugin.enqueueOutcome(path, c.appendOutcome(nil, path), c.outcomeDeadline(), tries)
+}
+
+// appendOutcome appends the body of this reservation's call path to dst:
+// complete with the response in c.resp.stored (set from complete until
+// its first attempt is answered, the only time it is sent), abandon, or
+// release by token.
+func (c *httpContext) appendOutcome(dst []byte, path string) []byte {
+	switch path {
+	case api.PathComplete:
+		req := api.CompleteRequest{Scope: c.scope, Key: c.key, Token: c.token, Response: *c.resp.stored}
+		return appendComplete(dst, &req)
+	case api.PathAbandon:
+		return appendAbandon(dst, c.scope, c.key, c.token)
+	}
+	return appendRelease(dst, c.scope, c.key, c.token, "")
 }
 
 // OnHttpStreamDone implements types.HttpContext. What the stream leaves
@@ -341,7 +346,7 @@ func (c *httpContext) queueOutcome(path string, tries int) {
 //     may refuse it as stale).
 func (c *httpContext) OnHttpStreamDone() {
 	streamEnded()
-	defer c.release()
+	defer c.returnHeld()
 	switch c.phase {
 	case phaseWaiting:
 		c.phase = phaseGone // the tick drops it
@@ -353,27 +358,23 @@ func (c *httpContext) OnHttpStreamDone() {
 		case c.resp.inFlight:
 			c.queueOutcome(c.resp.outcome, 1)
 		case c.resp.phase == respNone:
-			c.indeterminate("got no response")
+			c.recordIndeterminate("got no response")
 		case c.resp.phase == respBuffering:
-			c.indeterminate("its response ended before its body did")
+			c.recordIndeterminate("its response ended before its body did")
 		}
 		c.phase = phaseGone
 	}
 }
 
-// indeterminateHeld is indeterminate for a response the client is about
+// recordIndeterminateHeld is recordIndeterminate for a response the client is about
 // to get (a proxy's 503, an indeterminate status): the response waits for
 // the first attempt of the call, as after a complete, so that a client
 // that retries on seeing it finds the key indeterminate, not in progress.
 // A failed attempt goes to the queue and the response flows on.
-func (c *httpContext) indeterminateHeld(what string) types.Action {
+func (c *httpContext) recordIndeterminateHeld(what string) types.Action {
 	path := c.indeterminatePath()
 	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
-	body := appendAbandon(calloutBuf[:0], c.scope, c.key, c.token)
-	if path == api.PathRelease {
-		body = c.releaseBody()
-	}
-	return c.finish(path, body)
+	return c.finish(path)
 }
 
 // indeterminatePath is the call for a request that may have run: release
@@ -386,10 +387,10 @@ func (c *httpContext) indeterminatePath() string {
 	return api.PathAbandon
 }
 
-// indeterminate handles a request that went upstream without an answer
+// recordIndeterminate handles a request that went upstream without an answer
 // from the upstream: the route's on_indeterminate decides between abandon
 // (lock, reconcile) and release. The call goes through the queue.
-func (c *httpContext) indeterminate(what string) {
+func (c *httpContext) recordIndeterminate(what string) {
 	path := c.indeterminatePath()
 	proxywasm.LogWarnf("idempotency filter: %s %s went upstream and %s: indeterminate, %s", c.method, c.target, what, path)
 	c.queueOutcome(path, 0)

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"strings"
 
+	"github.com/idemgate/idemgate/plugin/frame"
 	"github.com/idemgate/idemgate/plugin/policy"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 )
@@ -20,8 +20,9 @@ const scopeFramingTag = "idemgate-scope-v1"
 // clear; with a scope HMAC key (scope.hmac_key_env or scope.hmac_key),
 // "hmac-sha256:" and the lower-case hex HMAC-SHA-256 of the same framing
 // under that key, so that a low-entropy credential cannot be found from a
-// stored scope by guessing without the key. The framing, each field an 8-byte big-endian length followed by
-// its bytes and each count an 8-byte big-endian integer:
+// stored scope by guessing without the key. The framing (package frame's:
+// each field an 8-byte big-endian length followed by its bytes, each
+// count an 8-byte big-endian integer):
 //
 //  1. the constant "idemgate-scope-v1";
 //  2. the number of scope headers; for each, in the configured order: its
@@ -45,58 +46,18 @@ func scopeOf(s policy.Scope, headers [][2]string) (scope, missing string) {
 	// The framing is built in one buffer (on the stack for usual sizes)
 	// and hashed once: no hash object or per-field copy to allocate.
 	var buf [512]byte
-	b := buf[:0]
-	count := func(c int) { b = binary.BigEndian.AppendUint64(b, uint64(c)) }
-	field := func(v string) {
-		count(len(v))
-		b = append(b, v...)
-	}
-	field(scopeFramingTag)
-	count(len(s.Headers))
+	b := frame.Field(buf[:0], scopeFramingTag)
+	b = frame.Count(b, len(s.Headers))
 	for _, name := range s.Headers {
-		field(name)
-		c := 0
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				c++
-			}
-		}
-		count(c)
-		present := false
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				v := strings.Trim(kv[1], " \t")
-				present = present || v != ""
-				field(v)
-			}
-		}
+		var present bool
+		b, present = frame.Header(b, headers, name)
 		if !present && missing == "" {
 			missing = "value for the " + name + " header"
 		}
 	}
-	if md := s.Metadata; md != nil {
-		count(1)
-		field(md.Filter)
-		count(len(md.Path))
-		for _, p := range md.Path {
-			field(p)
-		}
-		path := append([]string{"metadata", "filter_metadata", md.Filter}, md.Path...)
-		if v, err := proxywasm.GetProperty(path); err == nil {
-			count(1)
-			count(len(v))
-			b = append(b, v...)
-			if len(v) == 0 && missing == "" {
-				missing = metadataName(md)
-			}
-		} else {
-			count(0)
-			if missing == "" {
-				missing = metadataName(md)
-			}
-		}
-	} else {
-		count(0)
+	b, missingMD := appendMetadataScope(b, s.Metadata)
+	if missing == "" {
+		missing = missingMD
 	}
 	if s.HMACKey != nil {
 		m := hmac.New(sha256.New, s.HMACKey)
@@ -108,6 +69,31 @@ func scopeOf(s policy.Scope, headers [][2]string) (scope, missing string) {
 	}
 	sum := sha256.Sum256(b)
 	return scopeString("sha256:", sum[:]), missing
+}
+
+// appendMetadataScope appends the framing of a metadata scope (item 3
+// above) and names the source when its value is absent or empty.
+func appendMetadataScope(b []byte, md *policy.MetadataScope) ([]byte, string) {
+	if md == nil {
+		return frame.Count(b, 0), ""
+	}
+	b = frame.Count(b, 1)
+	b = frame.Field(b, md.Filter)
+	b = frame.Count(b, len(md.Path))
+	for _, p := range md.Path {
+		b = frame.Field(b, p)
+	}
+	path := append([]string{"metadata", "filter_metadata", md.Filter}, md.Path...)
+	v, err := proxywasm.GetProperty(path)
+	if err != nil {
+		return frame.Count(b, 0), metadataName(md)
+	}
+	b = frame.Count(b, 1)
+	b = frame.Field(b, v)
+	if len(v) == 0 {
+		return b, metadataName(md)
+	}
+	return b, ""
 }
 
 // metadataName names a metadata scope source in a 401's detail.

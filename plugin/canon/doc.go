@@ -64,7 +64,8 @@
 // # Fingerprint framing (version 2)
 //
 // Fingerprint hashes with SHA-256 the concatenation of these fields, each
-// written as an 8-byte big-endian length followed by that many bytes, and
+// written as an 8-byte big-endian length followed by that many bytes (the
+// framing of package frame, which the scope and the edge cache share), and
 // prints "sha256:" and the digest in lowercase hex:
 //
 //  1. the constant "idemgate-fingerprint-v2";

@@ -3,13 +3,13 @@ package canon
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/idemgate/idemgate/plugin/frame"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
@@ -160,10 +160,10 @@ func Fingerprint(r Request, sel Selection) (string, error) {
 			preimages.Put(bp)
 		}
 	}()
-	b := field((*bp)[:0], framingTag)
-	b = field(b, strings.ToUpper(r.Method))
-	b = field(b, NormalizeHost(r.Host))
-	b = field(b, NormalizeTarget(r.Target))
+	b := frame.Field((*bp)[:0], framingTag)
+	b = frame.Field(b, strings.ToUpper(r.Method))
+	b = frame.Field(b, NormalizeHost(r.Host))
+	b = frame.Field(b, NormalizeTarget(r.Target))
 	b = appendHeaders(b, r.Headers, sel.Headers)
 	b, err := appendBody(b, r, sel)
 	*bp = b[:0]
@@ -182,22 +182,19 @@ var preimages = sync.Pool{New: func() any { return new([]byte) }}
 // maxPooledPreimage keeps a rare huge body's buffer out of the pool.
 const maxPooledPreimage = 1 << 20
 
-// appendBody appends the body kind and the body, as an 8-byte length and
-// its bytes, to b.
+// appendBody appends the body kind and the body, each a field, to b.
 func appendBody(b []byte, r Request, sel Selection) ([]byte, error) {
 	if len(r.Body) == 0 || !IsJSON(r.ContentType) {
-		b = field(b, "raw")
-		b = count(b, len(r.Body))
-		return append(b, r.Body...), nil
+		b = frame.Field(b, "raw")
+		return frame.Field(b, r.Body), nil
 	}
-	b = field(b, "json")
-	lenAt := len(b)
-	b = count(b, 0) // the canonical body's length, once known
+	b = frame.Field(b, "json")
+	b, start := frame.Open(b) // the canonical body, its length once known
 	canonical, err := Append(b, r.Body)
 	if err != nil {
 		return b, fmt.Errorf("request body: %w", err)
 	}
-	body := canonical[lenAt+8:]
+	body := canonical[start:]
 	if len(sel.Include) > 0 || len(sel.Exclude) > 0 {
 		selected, err := selectFields(body, sel)
 		if err != nil {
@@ -208,11 +205,11 @@ func appendBody(b []byte, r Request, sel Selection) ([]byte, error) {
 		selected = bytes.Clone(selected)
 		// The selection is built from canonical JSON by gjson and sjson,
 		// so a failure here is a bug, reported rather than hashed.
-		if canonical, err = Append(canonical[:lenAt+8], selected); err != nil {
+		if canonical, err = Append(canonical[:start], selected); err != nil {
 			return canonical, fmt.Errorf("selected body fields: %w", err)
 		}
 	}
-	binary.BigEndian.PutUint64(canonical[lenAt:], uint64(len(canonical)-lenAt-8))
+	frame.Close(canonical, start)
 	return canonical, nil
 }
 
@@ -247,29 +244,9 @@ func appendHeaders(b []byte, headers [][2]string, selected []string) []byte {
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	b = count(b, len(names))
+	b = frame.Count(b, len(names))
 	for _, name := range names {
-		b = field(b, name)
-		n := 0
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				n++
-			}
-		}
-		b = count(b, n)
-		for _, kv := range headers {
-			if strings.EqualFold(kv[0], name) {
-				b = field(b, strings.Trim(kv[1], " \t"))
-			}
-		}
+		b, _ = frame.Header(b, headers, name)
 	}
 	return b
-}
-
-func count(b []byte, n int) []byte {
-	return binary.BigEndian.AppendUint64(b, uint64(n))
-}
-
-func field(b []byte, s string) []byte {
-	return append(count(b, len(s)), s...)
 }

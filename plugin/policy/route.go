@@ -115,27 +115,6 @@ func (raw *rawRoute) build(path string) (Route, error) {
 	return r, nil
 }
 
-// notExecutedHeader checks the route's not-executed header. The filter
-// removes it from every response of the route, so it must not be a header
-// a response needs or a replay returns.
-func notExecutedHeader(path string, name *string, r *Route) (string, error) {
-	if name == nil {
-		return DefaultNotExecutedHeader, nil
-	}
-	n, err := headerName(path, *name)
-	switch {
-	case err != nil:
-		return "", err
-	case strings.HasPrefix(n, ":"):
-		return "", fieldErr(path, "want a response header name, not a pseudo-header, got %q", *name)
-	case n == "set-cookie" || slices.Contains(neverReplayed, n):
-		return "", fieldErr(path, "%s is a header responses need; the not-executed header is removed from every response", n)
-	case r.ReplayHeader(n):
-		return "", fieldErr(path, "%s is a replayed header (replay_headers or the safe default); the not-executed header is removed from every response", n)
-	}
-	return n, nil
-}
-
 // buildReconcile sets reconcile_target and attempt_header. Both apply
 // only with on_indeterminate: "reconcile"; elsewhere they would do
 // nothing, so they are refused like a typo. Needs the key header, the
