@@ -312,8 +312,8 @@ func (c *config) validate(logLevel string, getenv func(string) string) error {
 	}
 	// The fence is a millisecond PEXPIRE; the store bounds it by a whole
 	// longest reservation.
-	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*store.MaxTTL {
-		return fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*store.MaxTTL)
+	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*api.MaxTTL {
+		return fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*api.MaxTTL)
 	}
 	if c.Lease > c.TTL {
 		return fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)

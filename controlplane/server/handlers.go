@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/reconcile"
@@ -143,26 +142,6 @@ func validateNames(scope, key string) *problem {
 	return nil
 }
 
-// validateFingerprint: 1 to store.MaxFingerprintLen bytes of UTF-8 with no
-// control characters (real fingerprints are a hash, ~70 bytes), the rule
-// api.ValidateName applies to names with a longer limit.
-func validateFingerprint(fp string) *problem {
-	switch {
-	case fp == "":
-		return badRequest("fingerprint is empty")
-	case len(fp) > store.MaxFingerprintLen:
-		return badRequest(fmt.Sprintf("fingerprint is %d bytes long, more than %d", len(fp), store.MaxFingerprintLen))
-	case !utf8.ValidString(fp):
-		return badRequest("fingerprint is not valid UTF-8")
-	}
-	for i, r := range fp {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return badRequest(fmt.Sprintf("fingerprint has a control character at byte %d", i))
-		}
-	}
-	return nil
-}
-
 func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opReserve
 	var req api.ReserveRequest
@@ -175,8 +154,8 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = req.Scope, req.Key
-	if p := validateFingerprint(req.Fingerprint); p != nil {
-		refuse(w, ri, p)
+	if err := api.ValidateFingerprint(req.Fingerprint); err != nil {
+		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
 	if req.LeaseMS < 0 {
@@ -254,7 +233,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = req.Scope, req.Key
-	if err := api.ValidateName("token", req.Token); err != nil {
+	if err := api.ValidateToken(req.Token); err != nil {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
@@ -308,7 +287,7 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 			refuse(w, ri, badRequest(err.Error()))
 			return
 		}
-	} else if err := api.ValidateName("token", req.Token); err != nil {
+	} else if err := api.ValidateToken(req.Token); err != nil {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}
@@ -351,7 +330,7 @@ func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 		return
 	}
 	ri.scope, ri.key = req.Scope, req.Key
-	if err := api.ValidateName("token", req.Token); err != nil {
+	if err := api.ValidateToken(req.Token); err != nil {
 		refuse(w, ri, badRequest(err.Error()))
 		return
 	}

@@ -64,19 +64,6 @@ var (
 	ErrUnavailable = errors.New("redis unavailable")
 )
 
-// MaxFingerprintLen bounds a fingerprint; real ones are a hash, ~70 bytes.
-const MaxFingerprintLen = 1024
-
-// MaxTTL bounds a record's TTL (and so its lease). Beyond bounding memory,
-// it keeps now+TTL far inside what PEXPIRE accepts: a script that failed at
-// PEXPIRE after its HSET would leave a record that never expires, because
-// Redis does not roll a script back.
-const MaxTTL = 366 * 24 * time.Hour
-
-// maxTokenLen bounds a token presented to Complete/Release; ours are
-// "<gen>.<26 chars>".
-const maxTokenLen = 128
-
 // DefaultFenceTTL is the least a release by holder id fences that holder
 // out when it does not hold the record: a whole default reservation
 // (lease + TTL). A reserve normally arrives within seconds of its release
@@ -100,9 +87,8 @@ type Options struct {
 	// '{' or '}' (they would move the Cluster hash tag) nor control
 	// characters, and is at most 64 bytes.
 	Prefix string
-	// MaxStoredResponse caps the bytes of a stored response, counted as
-	// 3 for the status plus the lengths of every header name and value plus
-	// the body; over it only the status is stored, with BodyOmitted.
+	// MaxStoredResponse caps the bytes of a stored response, counted by
+	// api.StoredSize; over it only the status is stored, with BodyOmitted.
 	// Default api.DefaultMaxStoredBody.
 	MaxStoredResponse int
 	// DefaultLease and DefaultTTL replace a zero LeaseMS / TTLMS of a
@@ -172,8 +158,8 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.ReconcileDelay == 0:
 		o.ReconcileDelay = DefaultReconcileDelay
-	case o.ReconcileDelay < time.Millisecond || o.ReconcileDelay > MaxTTL:
-		return o, fmt.Errorf("%w: reconcile delay %v must be from 1ms to %v", ErrInvalidOptions, o.ReconcileDelay, MaxTTL)
+	case o.ReconcileDelay < time.Millisecond || o.ReconcileDelay > api.MaxTTL:
+		return o, fmt.Errorf("%w: reconcile delay %v must be from 1ms to %v", ErrInvalidOptions, o.ReconcileDelay, api.MaxTTL)
 	}
 	if o.DefaultLease == 0 {
 		o.DefaultLease = api.DefaultLease
@@ -184,9 +170,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.FenceTTL == 0 {
 		o.FenceTTL = max(DefaultFenceTTL, o.DefaultLease+o.DefaultTTL)
 	}
-	// Up to a whole longest reservation (lease + TTL, each up to MaxTTL).
-	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*MaxTTL {
-		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*MaxTTL)
+	// Up to a whole longest reservation (lease + TTL, each up to api.MaxTTL).
+	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*api.MaxTTL {
+		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*api.MaxTTL)
 	}
 	switch {
 	case o.MaxRetries == 0:
@@ -215,8 +201,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.DefaultLease < time.Millisecond || o.DefaultTTL < time.Millisecond {
 		return o, fmt.Errorf("%w: default lease %v and TTL %v must be at least 1ms", ErrInvalidOptions, o.DefaultLease, o.DefaultTTL)
 	}
-	if o.DefaultTTL > MaxTTL {
-		return o, fmt.Errorf("%w: default TTL %v is longer than %v", ErrInvalidOptions, o.DefaultTTL, MaxTTL)
+	if o.DefaultTTL > api.MaxTTL {
+		return o, fmt.Errorf("%w: default TTL %v is longer than %v", ErrInvalidOptions, o.DefaultTTL, api.MaxTTL)
 	}
 	if o.DefaultTTL < o.DefaultLease {
 		return o, fmt.Errorf("%w: default TTL %v is shorter than the default lease %v", ErrInvalidOptions, o.DefaultTTL, o.DefaultLease)
@@ -287,11 +273,8 @@ func validateScopeKey(scope, key string) error {
 }
 
 func validateToken(tok string) error {
-	if tok == "" {
-		return invalid("token is empty")
-	}
-	if len(tok) > maxTokenLen {
-		return invalid("token is %d bytes long, more than %d", len(tok), maxTokenLen)
+	if err := api.ValidateToken(tok); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	return nil
 }
@@ -322,11 +305,8 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if err := validateScopeKey(req.Scope, req.Key); err != nil {
 		return none, err
 	}
-	if req.Fingerprint == "" {
-		return none, invalid("fingerprint is empty")
-	}
-	if len(req.Fingerprint) > MaxFingerprintLen {
-		return none, invalid("fingerprint is %d bytes long, more than %d", len(req.Fingerprint), MaxFingerprintLen)
+	if err := api.ValidateFingerprint(req.Fingerprint); err != nil {
+		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	lease, ttl := req.LeaseMS, req.TTLMS
 	if lease < 0 {
@@ -338,8 +318,8 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if ttl == 0 {
 		ttl = s.opt.DefaultTTL.Milliseconds()
 	}
-	if ttl > MaxTTL.Milliseconds() {
-		return none, invalid("ttl %dms is longer than %dms", ttl, MaxTTL.Milliseconds())
+	if ttl > api.MaxTTL.Milliseconds() {
+		return none, invalid("ttl %dms is longer than %dms", ttl, api.MaxTTL.Milliseconds())
 	}
 	if lease == 0 {
 		// The default lease, but never past the record's TTL: a caller
@@ -496,11 +476,7 @@ func (s *Store) encodeResponse(op string, r api.StoredResponse) (hdr string, bod
 	if err := api.ValidateHeaders(r.Headers); err != nil {
 		return "", nil, "", invalid("%v", err)
 	}
-	size := 3 + len(r.Body)
-	for _, h := range r.Headers {
-		size += len(h[0]) + len(h[1])
-	}
-	if r.BodyOmitted || size > s.opt.MaxStoredResponse {
+	if r.BodyOmitted || api.StoredSize(r.Headers, len(r.Body)) > s.opt.MaxStoredResponse {
 		return "", nil, "1", nil
 	}
 	if len(r.Headers) > 0 {
