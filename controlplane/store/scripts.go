@@ -385,33 +385,43 @@ var getScript = redis.NewScript(recordFn + `
 return record(KEYS[1], KEYS[2], ARGV[1] == '1') or false
 `)
 
-// deleteScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still runs.
-// Deletes the record (whatever its state, unless refused). Replies nil
-// when absent, else {changed, record (without body)...}: changed is 1 when
-// deleted, 2 when refused (nothing changed).
-var deleteScript = redis.NewScript(recordFn + `
+// dropFn deletes the record r was read from (KEYS[1]) and its entry in
+// the reconcile index (KEYS[2], when given), unless ARGV[1] is "1" and
+// its lease still runs; it replies {changed, record...}: changed is 1
+// when deleted, 2 when refused (nothing changed).
+const dropFn = `
+local function drop(r)
+  if ARGV[1] == '1' and leaseLive(r) then
+    table.insert(r, 1, 2)
+    return r
+  end
+  redis.call('DEL', KEYS[1])
+  if KEYS[2] then
+    redis.call('ZREM', KEYS[2], KEYS[1])
+  end
+  table.insert(r, 1, 1)
+  return r
+end
+`
+
+// deleteScript: KEYS = record, reconcile index. ARGV = "1" to refuse a
+// record whose lease still runs. Deletes the record (whatever its state,
+// unless refused). Replies nil when absent, else dropFn's reply.
+var deleteScript = redis.NewScript(recordFn + dropFn + `
 local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
 end
-if ARGV[1] == '1' and leaseLive(r) then
-  table.insert(r, 1, 2)
-  return r
-end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
-table.insert(r, 1, 1)
-return r
+return drop(r)
 `)
 
-// forceReleaseScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still
-// runs. Frees an in-progress or indeterminate record whatever its token.
-// Replies nil when absent, else {changed, record...}: changed is 1 when the
-// record was in progress or indeterminate and is now gone, 0 when it is
-// completed and was left alone, 2 when refused (nothing changed).
-var forceReleaseScript = redis.NewScript(recordFn + `
+// forceReleaseScript: KEYS = record, reconcile index. ARGV = "1" to
+// refuse a record whose lease still runs. Frees an in-progress or
+// indeterminate record whatever its token. Replies nil when absent, else
+// {changed, record...}: changed is 0 when the record is completed and was
+// left alone, else dropFn's (1: it was in progress or indeterminate and
+// is now gone, 2: refused).
+var forceReleaseScript = redis.NewScript(recordFn + dropFn + `
 local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
@@ -420,16 +430,7 @@ if r[1] == 'c' then
   table.insert(r, 1, 0)
   return r
 end
-if ARGV[1] == '1' and leaseLive(r) then
-  table.insert(r, 1, 2)
-  return r
-end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
-table.insert(r, 1, 1)
-return r
+return drop(r)
 `)
 
 // seedEpoch is the preamble of the edge-epoch scripts: when KEYS[1] is

@@ -122,10 +122,6 @@ type Options struct {
 	// Observer receives retries, WAIT shortfalls and durations, and the
 	// failovers the topology watcher sees.
 	Observer Observer
-	// Now is not consulted for any decision: leases and expiry are judged
-	// by Redis's TIME inside the scripts, so that every instance agrees
-	// whatever its own clock says. Reserved; may be nil.
-	Now func() time.Time
 }
 
 // Validate reports whether the options are usable; the service should call
@@ -439,13 +435,7 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 // changed then. A response over the cap is
 // stored as its status only, with BodyOmitted.
 func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
-		return err
-	}
-	if err := validateToken(req.Token); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
 	r := req.Response
@@ -453,12 +443,34 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if err != nil {
 		return err
 	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)},
-		args: []any{req.Token, newNonce(), r.Status, hdr, body, omitArg}}).Int64()
+	return s.runHeld(ctx, "complete", completeScript, req.Scope, req.Key, req.Token, newNonce(), r.Status, hdr, body, omitArg)
+}
+
+// checkHeld checks what Complete, Release and Abandon are given: usable
+// options, the scope and key, the token.
+func (s *Store) checkHeld(scope, key, tok string) error {
+	if s.optErr != nil {
+		return s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return err
+	}
+	return validateToken(tok)
+}
+
+// runHeld runs one of the token scripts (complete, release, abandon) on
+// the record of scope+key and its reconcile index, with ARGV = tok, args:
+// each replies 1 when tok holds the record (and the change was made, or
+// had been by a retried call), else 0, and then nothing changed:
+// ErrStaleToken. Without the index (a migrating slot) the record is
+// changed all the same; an oi=reconcile record then stays filed at its
+// lease end: looked up later, but looked up.
+func (s *Store) runHeld(ctx context.Context, op string, script *redis.Script, scope, key, tok string, args ...any) error {
+	rk := s.RecordKey(scope, key)
+	n, err := s.run(ctx, call{op: op, script: script, write: true, optional: 1,
+		keys: []string{rk, s.reconcileIndexKey(rk)}, args: append([]any{tok}, args...)}).Int64()
 	if err != nil {
-		return unavailable("complete", err)
+		return unavailable(op, err)
 	}
 	if n != 1 {
 		return ErrStaleToken
@@ -495,28 +507,13 @@ func (s *Store) encodeResponse(op string, r api.StoredResponse) (hdr string, bod
 // changed then. A request that names req.Holder instead goes to
 // ReleaseHolder.
 func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
-		return err
-	}
 	if req.Holder != "" {
 		return invalid("release by holder goes through ReleaseHolder")
 	}
-	if err := validateToken(req.Token); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)}, args: []any{req.Token}}).Int64()
-	if err != nil {
-		return unavailable("release", err)
-	}
-	if n != 1 {
-		return ErrStaleToken
-	}
-	return nil
+	return s.runHeld(ctx, "release", releaseScript, req.Scope, req.Key, req.Token)
 }
 
 // ReleaseHolder frees whatever the holder id holds on scope+key and keeps
@@ -557,28 +554,10 @@ func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (d
 // abandon is acknowledged). ForceRelease or Delete frees it, else the TTL.
 // ErrStaleToken when the token does not hold; nothing changed then.
 func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
-	if err := validateToken(req.Token); err != nil {
-		return err
-	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	// Without the index (a migrating slot) an oi=reconcile record stays
-	// filed at its lease end: looked up later, but looked up.
-	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)},
-		args: []any{req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds()}}).Int64()
-	if err != nil {
-		return unavailable("abandon", err)
-	}
-	if n != 1 {
-		return ErrStaleToken
-	}
-	return nil
+	return s.runHeld(ctx, "abandon", abandonScript, req.Scope, req.Key, req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds())
 }
 
 // Get returns the record of scope+key; its Response (headers and body) only
