@@ -213,32 +213,46 @@ func newFlagSet(c *config, out io.Writer) (*flag.FlagSet, *string) {
 // parseConfig reads flags, then the environment for flags not given, and
 // validates the result. It returns flag.ErrHelp for -h/--help.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
-	c, logLevel, err := readConfig(args, getenv)
+	raw, err := readConfig(args, getenv)
 	if err != nil {
-		return c, err
+		return raw.config, err
 	}
-	err = c.validate(logLevel, getenv)
-	return c, err
+	return validateConfig(raw)
 }
 
-// readConfig reads flags, then the environment for flags not given; it
-// checks only what the flag package checks (types). It returns the
-// --log-level value for validate.
-func readConfig(args []string, getenv func(string) string) (config, string, error) {
-	var c config
-	fs, logLevel := newFlagSet(&c, io.Discard)
+// rawConfig is what the flags and the environment say, checked only for
+// what the flag package checks (types): readConfig's answer,
+// validateConfig's question.
+type rawConfig struct {
+	config // as given; what validation resolves is still unset
+	// LogLevel is --log-level as given.
+	LogLevel string
+	// Env holds, by name, the environment variables validation reads
+	// beside the flags: the encryption keys, the fingerprint keys and the
+	// reconcile credentials.
+	Env map[string]string
+}
+
+func (r rawConfig) getenv(name string) string { return r.Env[name] }
+
+// readConfig reads flags, then the environment for flags not given, and
+// the environment variables that hold keys and credentials.
+func readConfig(args []string, getenv func(string) string) (rawConfig, error) {
+	var raw rawConfig
+	c := &raw.config
+	fs, logLevel := newFlagSet(c, io.Discard)
 	if err := fs.Parse(args); err != nil {
 		// ErrHelp for -h; else the flag package's message, terse but
 		// naming the flag.
-		return c, "", err
+		return raw, err
 	}
 	if fs.NArg() > 0 {
-		return c, "", fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
+		return raw, fmt.Errorf("unexpected argument %q: every setting is a --flag", fs.Arg(0))
 	}
 	// Before the environment is read: --version answers whatever the
 	// configuration (a container's has no token, say).
 	if c.showVersion {
-		return c, "", errVersion
+		return raw, errVersion
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -254,9 +268,9 @@ func readConfig(args []string, getenv func(string) string) (config, string, erro
 		for _, v := range vals {
 			if err := fs.Set(name, v); err != nil {
 				if name == "token" || name == "admin-token" {
-					return c, "", fmt.Errorf("%s: invalid value", env)
+					return raw, fmt.Errorf("%s: invalid value", env)
 				}
-				return c, "", fmt.Errorf("%s=%q: %v", env, v, err)
+				return raw, fmt.Errorf("%s=%q: %v", env, v, err)
 			}
 		}
 	}
@@ -264,36 +278,86 @@ func readConfig(args []string, getenv func(string) string) (config, string, erro
 		if addr := getenv(envRedisAddr); addr != "" {
 			c.RedisURL = "redis://" + addr
 			if _, _, err := net.SplitHostPort(addr); err != nil {
-				return c, "", fmt.Errorf("%s=%q: want host:port", envRedisAddr, addr)
+				return raw, fmt.Errorf("%s=%q: want host:port", envRedisAddr, addr)
 			}
 		}
 	}
-	return c, *logLevel, nil
+	raw.LogLevel = *logLevel
+	secrets := []string{envEncryptionKey, envEncryptionPrev, c.FingerprintKeyEnv, c.FingerprintKeyEnv + previousSuffix}
+	for _, f := range c.ReconcileURLs {
+		name, _ := reconcile.ParseTargetFlag(f)
+		secrets = append(secrets, reconcile.CredentialEnv(name))
+	}
+	raw.Env = map[string]string{}
+	for _, name := range secrets {
+		if v := getenv(name); v != "" && name != "" {
+			raw.Env[name] = v
+		}
+	}
+	return raw, nil
 }
 
-// validate checks c, resolves what derives from other settings and reads
-// the keys and credentials from the environment.
-func (c *config) validate(logLevel string, getenv func(string) string) error {
-	lvl, err := parseLevel(logLevel)
+// validateConfig checks raw and resolves what derives from other settings
+// (defaults that depend on others, keys, reconcile targets). It reads
+// nothing but raw.
+func validateConfig(raw rawConfig) (config, error) {
+	c := raw.config
+	lvl, err := parseLevel(raw.LogLevel)
 	if err != nil {
-		return err
+		return c, err
 	}
 	c.LogLevel = lvl
 	c.WatchPeriod = store.DefaultWatchPeriod
+	if err := checkService(&c); err != nil {
+		return c, err
+	}
+	if err := checkLimits(&c); err != nil {
+		return c, err
+	}
+	if c.EncryptionKeys, err = keyPair(raw.getenv, envEncryptionKey, envEncryptionPrev, ""); err != nil {
+		return c, err
+	}
+	if c.FingerprintKeyEnv == "" {
+		return c, errors.New("--fingerprint-key-env is empty; want the name of an environment variable")
+	}
+	if c.FingerprintKeys, err = keyPair(raw.getenv, c.FingerprintKeyEnv, c.FingerprintKeyEnv+previousSuffix, " (the fingerprint key)"); err != nil {
+		return c, err
+	}
+	if err := c.storeOptions().Validate(); err != nil {
+		return c, fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
+	}
+	if err := c.validateReconcile(raw.getenv); err != nil {
+		return c, err
+	}
+	minReq := server.MinRequestBytes(c.storeCap())
+	switch {
+	case c.MaxRequestBytes == 0:
+		c.MaxRequestBytes = server.DefaultMaxRequestBytes(c.storeCap())
+	case c.MaxRequestBytes < minReq:
+		return c, fmt.Errorf("--max-request-bytes %d cannot carry a complete with a %d-byte stored response (base64 in JSON): want at least %d, or 0 for the default",
+			c.MaxRequestBytes, c.MaxStoredResponse, minReq)
+	}
+	return c, nil
+}
+
+// checkService checks how the service is reached and reaches Redis: the
+// log format, the listen address, the Redis URL, authentication.
+func checkService(c *config) error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
 	}
-
 	if err := validateListen(c.Listen); err != nil {
 		return err
 	}
 	if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
 		return fmt.Errorf("--redis-url: %v", err)
 	}
-	if err := validateAuth(c); err != nil {
-		return err
-	}
+	return validateAuth(c)
+}
 
+// checkLimits checks the durations, sizes and bounds, and resolves
+// --max-inflight's default.
+func checkLimits(c *config) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -312,8 +376,8 @@ func (c *config) validate(logLevel string, getenv func(string) string) error {
 	}
 	// The fence is a millisecond PEXPIRE; the store bounds it by a whole
 	// longest reservation.
-	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*store.MaxTTL {
-		return fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*store.MaxTTL)
+	if c.FenceTTL < 0 || c.FenceTTL > 0 && c.FenceTTL < time.Millisecond || c.FenceTTL > 2*api.MaxTTL {
+		return fmt.Errorf("--fence-ttl is %v; want 0 (the default) or from 1ms to %v", c.FenceTTL, 2*api.MaxTTL)
 	}
 	if c.Lease > c.TTL {
 		return fmt.Errorf("--lease %v is longer than --ttl %v: a record would expire while held", c.Lease, c.TTL)
@@ -336,62 +400,34 @@ func (c *config) validate(logLevel string, getenv func(string) string) error {
 	if c.MaxStoredResponse <= 0 {
 		return fmt.Errorf("--max-stored-response is %d; want a positive number of bytes", c.MaxStoredResponse)
 	}
-
-	if k := getenv(envEncryptionKey); k != "" {
-		key, err := seal.ParseKey(k)
-		if err != nil {
-			return fmt.Errorf("%s: %v", envEncryptionKey, err)
-		}
-		c.EncryptionKeys = append(c.EncryptionKeys, key)
-		if p := getenv(envEncryptionPrev); p != "" {
-			prev, err := seal.ParseKey(p)
-			if err != nil {
-				return fmt.Errorf("%s: %v", envEncryptionPrev, err)
-			}
-			c.EncryptionKeys = append(c.EncryptionKeys, prev)
-		}
-	} else if getenv(envEncryptionPrev) != "" {
-		return fmt.Errorf("%s is set but %s is not: set the new key too", envEncryptionPrev, envEncryptionKey)
-	}
-
-	if c.FingerprintKeyEnv == "" {
-		return errors.New("--fingerprint-key-env is empty; want the name of an environment variable")
-	}
-	prevEnv := c.FingerprintKeyEnv + previousSuffix
-	if k := getenv(c.FingerprintKeyEnv); k != "" {
-		key, err := seal.ParseKey(k)
-		if err != nil {
-			return fmt.Errorf("%s (the fingerprint key): %v", c.FingerprintKeyEnv, err)
-		}
-		c.FingerprintKeys = append(c.FingerprintKeys, key)
-		if p := getenv(prevEnv); p != "" {
-			prev, err := seal.ParseKey(p)
-			if err != nil {
-				return fmt.Errorf("%s: %v", prevEnv, err)
-			}
-			c.FingerprintKeys = append(c.FingerprintKeys, prev)
-		}
-	} else if getenv(prevEnv) != "" {
-		return fmt.Errorf("%s is set but %s is not: set the new key too", prevEnv, c.FingerprintKeyEnv)
-	}
-
-	if err := c.storeOptions().Validate(); err != nil {
-		return fmt.Errorf("--redis-prefix, --lease or --ttl: %v", err)
-	}
-
-	if err := c.validateReconcile(getenv); err != nil {
-		return err
-	}
-
-	minReq := server.MinRequestBytes(c.storeCap())
-	switch {
-	case c.MaxRequestBytes == 0:
-		c.MaxRequestBytes = server.DefaultMaxRequestBytes(c.storeCap())
-	case c.MaxRequestBytes < minReq:
-		return fmt.Errorf("--max-request-bytes %d cannot carry a complete with a %d-byte stored response (base64 in JSON): want at least %d, or 0 for the default",
-			c.MaxRequestBytes, c.MaxStoredResponse, minReq)
-	}
 	return nil
+}
+
+// keyPair reads a key and the one before its rotation (base64 of 32
+// bytes each) from the variables name and prevName: none, the key, or
+// both. label follows the variable's name in errors, which never show a
+// value.
+func keyPair(getenv func(string) string, name, prevName, label string) ([][]byte, error) {
+	k := getenv(name)
+	if k == "" {
+		if getenv(prevName) != "" {
+			return nil, fmt.Errorf("%s is set but %s is not: set the new key too", prevName, name)
+		}
+		return nil, nil
+	}
+	key, err := seal.ParseKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("%s%s: %v", name, label, err)
+	}
+	keys := [][]byte{key}
+	if p := getenv(prevName); p != "" {
+		prev, err := seal.ParseKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", prevName, err)
+		}
+		keys = append(keys, prev)
+	}
+	return keys, nil
 }
 
 // storeCap is the cap the store enforces: with encryption, a sealed body is

@@ -415,3 +415,96 @@ func TestIsToken68(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateConfig holds validation apart from reading: each case
+// changes one setting of the defaults readConfig gives and expects
+// validateConfig's error for it, naming the setting and never a secret.
+func TestValidateConfig(t *testing.T) {
+	key32 := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	const short = "AAAAAAAAAAAAAAAAAAAAAA==" // 16 bytes
+	tests := []struct {
+		name    string
+		mod     func(r *rawConfig)
+		wantErr string
+	}{
+		{"log level", func(r *rawConfig) { r.LogLevel = "loud" }, `--log-level "loud": want debug, info, warn or error`},
+		{"log format", func(r *rawConfig) { r.LogFormat = "xml" }, `--log-format "xml": want json or text`},
+		{"listen", func(r *rawConfig) { r.Listen = "8081" }, `--listen "8081": want host:port`},
+		{"redis URL", func(r *rawConfig) { r.RedisURL = "http://x:1" }, "--redis-url: redis URL: unknown scheme"},
+		{"no token", func(r *rawConfig) { r.Token = "" }, "no token: set IDEM_CONTROLPLANE_TOKEN"},
+		{"short admin token", func(r *rawConfig) { r.AdminToken = "adm" }, "the admin token is 3 characters; want at least 16"},
+		{"zero lease", func(r *rawConfig) { r.Lease = 0 }, "--lease is 0s; want a positive duration"},
+		{"negative pool timeout", func(r *rawConfig) { r.Redis.PoolTimeout = -time.Millisecond }, "--redis-pool-timeout is -1ms"},
+		{"sub-millisecond ttl", func(r *rawConfig) { r.TTL = time.Hour + time.Microsecond }, "--lease and --ttl are kept in milliseconds"},
+		{"fence ttl one millisecond over", func(r *rawConfig) { r.FenceTTL = 2*8784*time.Hour + time.Millisecond }, "--fence-ttl is 17568h0m0.001s; want 0 (the default) or from 1ms to 17568h0m0s"},
+		{"fence ttl sub-millisecond", func(r *rawConfig) { r.FenceTTL = time.Microsecond }, "--fence-ttl is 1µs"},
+		{"lease over ttl", func(r *rawConfig) { r.Lease, r.TTL = 2*time.Hour, time.Hour }, "--lease 2h0m0s is longer than --ttl 1h0m0s"},
+		{"negative pool", func(r *rawConfig) { r.Redis.PoolSize = -1 }, "--redis-pool-size is -1"},
+		{"max inflight of one", func(r *rawConfig) { r.MaxInFlight = 1 }, "--max-inflight is 1; want 2 or more"},
+		{"retries below -1", func(r *rawConfig) { r.RedisMaxRetries = -2 }, "--redis-max-retries is -2"},
+		{"durable timeout not below op timeout", func(r *rawConfig) { r.Durable.Replicas, r.Durable.Timeout = 1, r.OpTimeout }, "must be less than --op-timeout"},
+		{"zero cap", func(r *rawConfig) { r.MaxStoredResponse = 0 }, "--max-stored-response is 0"},
+		{"encryption key short", func(r *rawConfig) { r.Env[envEncryptionKey] = short }, "IDEM_ENCRYPTION_KEY: decodes to 16 bytes, want 32"},
+		{"previous encryption key short", func(r *rawConfig) { r.Env[envEncryptionKey], r.Env[envEncryptionPrev] = key32, short }, "IDEM_ENCRYPTION_KEY_PREVIOUS: decodes to 16 bytes"},
+		{"previous encryption key alone", func(r *rawConfig) { r.Env[envEncryptionPrev] = key32 }, "IDEM_ENCRYPTION_KEY_PREVIOUS is set but IDEM_ENCRYPTION_KEY is not"},
+		{"fingerprint key env empty", func(r *rawConfig) { r.FingerprintKeyEnv = "" }, "--fingerprint-key-env is empty"},
+		{"fingerprint key short", func(r *rawConfig) { r.Env[envFingerprintKey] = short }, "IDEM_FINGERPRINT_KEY (the fingerprint key): decodes to 16 bytes"},
+		{"previous fingerprint key alone", func(r *rawConfig) { r.Env[envFingerprintKey+"_PREVIOUS"] = key32 }, "IDEM_FINGERPRINT_KEY_PREVIOUS is set but IDEM_FINGERPRINT_KEY is not"},
+		{"redis prefix", func(r *rawConfig) { r.RedisPrefix = "a{b" }, "--redis-prefix, --lease or --ttl"},
+		{"reconcile concurrency", func(r *rawConfig) { r.Reconcile.Concurrency = 0 }, "--reconcile-concurrency is 0; want 1 to 1024"},
+		{"reconcile URL", func(r *rawConfig) { r.ReconcileURLs = stringList{"ftp://x/{key}"} }, "the URL template is not an absolute http or https URL"},
+		{"request limit one byte under the minimum", func(r *rawConfig) { r.MaxRequestBytes = server.MinRequestBytes(r.MaxStoredResponse) - 1 }, "--max-request-bytes 1414487 cannot carry"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := readConfig(nil, envMap(envToken, testToken))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.mod(&raw)
+			_, err = validateConfig(raw)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("validateConfig = %v, want error containing %q", err, tt.wantErr)
+			}
+			for _, v := range raw.Env {
+				if strings.Contains(err.Error(), v) {
+					t.Errorf("error %q shows the value %q of an environment variable", err, v)
+				}
+			}
+		})
+	}
+}
+
+// TestReadConfigEnv: readConfig takes from the environment what
+// validation needs beside the flags (keys, the credential of each
+// reconcile target), and validateConfig reads nothing else: the same raw
+// configuration validates the same whatever the environment is then.
+func TestReadConfigEnv(t *testing.T) {
+	key32 := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	raw, err := readConfig([]string{"--reconcile-url", "orders=http://o/{key}"}, envMap(
+		envToken, testToken, envEncryptionKey, key32, envFingerprintKey, key32,
+		reconcile.CredentialEnv("orders"), "svc-orders", "UNRELATED", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{envEncryptionKey: key32, envFingerprintKey: key32, reconcile.CredentialEnv("orders"): "svc-orders"}
+	if len(raw.Env) != len(want) {
+		t.Errorf("raw.Env = %v, want %v", raw.Env, want)
+	}
+	for k, v := range want {
+		if raw.Env[k] != v {
+			t.Errorf("raw.Env[%s] = %q, want %q", k, raw.Env[k], v)
+		}
+	}
+	c, err := validateConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.EncryptionKeys) != 1 || len(c.FingerprintKeys) != 1 || len(c.Reconcile.Targets) != 1 || c.Reconcile.Targets[0].Credential != "svc-orders" {
+		t.Errorf("validated: %d encryption keys, %d fingerprint keys, targets %+v; want 1, 1 and orders with its credential",
+			len(c.EncryptionKeys), len(c.FingerprintKeys), c.Reconcile.Targets)
+	}
+	if raw.MaxInFlight != 0 || raw.MaxRequestBytes != 0 {
+		t.Errorf("validateConfig changed its input: max-inflight %d, max-request-bytes %d", raw.MaxInFlight, raw.MaxRequestBytes)
+	}
+}

@@ -27,7 +27,8 @@ type response struct {
 	status  int
 	headers [][2]string // the headers complete stores: those a replay returns
 	// hdrSize is what the status and the stored headers count towards the
-	// route's MaxStoredResponseBytes (see storedSize).
+	// route's MaxStoredResponseBytes (api.StoredSize, as the control plane
+	// counts them); the body adds its length.
 	hdrSize int
 	size    int // body bytes so far (cumulative after a pause)
 	// stored is what complete sent, for the edge cache once it succeeds
@@ -38,18 +39,6 @@ type response struct {
 	// response over the cap flows on at once).
 	outcome  string
 	inFlight bool
-}
-
-// storedSize counts a stored response's status and headers as the
-// control plane counts them against its --max-stored-response: 3 for the
-// status plus the length of every header name and value. The body adds
-// its length.
-func storedSize(headers [][2]string) int {
-	n := 3
-	for _, kv := range headers {
-		n += len(kv[0]) + len(kv[1])
-	}
-	return n
 }
 
 // OnHttpResponseHeaders implements types.HttpContext. Every response of
@@ -104,7 +93,7 @@ func (c *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) types.Actio
 		return c.recordIndeterminateHeld(fmt.Sprintf("answered %d, an indeterminate status", c.resp.status))
 	}
 	stored := replayHeaders(c.route, headers)
-	c.resp.hdrSize = storedSize(stored)
+	c.resp.hdrSize = api.StoredSize(stored, 0)
 	if c.resp.hdrSize > c.route.MaxStoredResponseBytes {
 		return c.completeOmitted("its headers are")
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-	"unicode/utf8"
 )
 
 // Paths of the API. The filter calls the first four; operators the admin
@@ -36,13 +35,11 @@ const (
 	PathMetrics   = "/metrics"
 )
 
-// Limits and defaults that both sides validate against.
+// Defaults both sides share; the limits are in rules.go.
 const (
-	MaxScopeLen          = 255
-	MaxKeyLen            = 255
 	DefaultLease         = 30 * time.Second
 	DefaultTTL           = 24 * time.Hour
-	DefaultMaxStoredBody = 1 << 20 // bytes of a stored response (status, headers, body)
+	DefaultMaxStoredBody = 1 << 20 // bytes of a stored response, counted by StoredSize
 )
 
 // Outcome is the result of a reserve.
@@ -351,26 +348,6 @@ type Problem struct {
 // nothing, so a shed reserve reserved nothing and leaves no holder to
 // release.
 const ProblemOverloaded = "urn:idemgate:problem:overloaded"
-
-// ValidateName checks a scope or a key: 1 to 255 bytes of valid UTF-8 with
-// no control characters, so that it is safe in Redis keys, logs and headers.
-func ValidateName(what, s string) error {
-	if s == "" {
-		return fmt.Errorf("%s is empty", what)
-	}
-	if len(s) > MaxKeyLen {
-		return fmt.Errorf("%s is %d bytes long, more than %d", what, len(s), MaxKeyLen)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not valid UTF-8", what)
-	}
-	for i, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return fmt.Errorf("%s has a control character at byte %d", what, i)
-		}
-	}
-	return nil
-}
 
 // Headers are a stored response's header fields as [name, value] pairs. In
 // JSON: an array of two-string arrays. Decoding is strict where

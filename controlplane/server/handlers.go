@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/idemgate/idemgate/controlplane/reconcile"
@@ -133,6 +132,44 @@ func omitted(resp *api.StoredResponse) *api.StoredResponse {
 	return &api.StoredResponse{Status: resp.Status, BodyOmitted: true}
 }
 
+// decodeNamed reads a request body of at most limit bytes into v
+// (decodeJSON) and checks the scope and key it names, which scope and key
+// point into; it notes them for the request's log line. On bad input it
+// answers the refusal and reports false.
+func decodeNamed(w http.ResponseWriter, r *http.Request, ri *reqInfo, limit int64, v any, scope, key *string) bool {
+	if p := decodeJSON(w, r, limit, v); p != nil {
+		refuse(w, ri, p)
+		return false
+	}
+	if p := validateNames(*scope, *key); p != nil {
+		refuse(w, ri, p)
+		return false
+	}
+	ri.scope, ri.key = *scope, *key
+	return true
+}
+
+// refuseInvalid answers 400 with the first error of errs that is not nil
+// and reports whether it did. The checks are pure: evaluating them all
+// before looking changes nothing but their layout.
+func refuseInvalid(w http.ResponseWriter, ri *reqInfo, errs ...error) bool {
+	for _, err := range errs {
+		if err != nil {
+			refuse(w, ri, badRequest(err.Error()))
+			return true
+		}
+	}
+	return false
+}
+
+// notNegative checks a duration in milliseconds where 0 means the default.
+func notNegative(field string, ms int64) error {
+	if ms < 0 {
+		return fmt.Errorf("%s is %d; want 0 (the default) or more", field, ms)
+	}
+	return nil
+}
+
 func validateNames(scope, key string) *problem {
 	if err := api.ValidateName("scope", scope); err != nil {
 		return badRequest(err.Error())
@@ -143,63 +180,20 @@ func validateNames(scope, key string) *problem {
 	return nil
 }
 
-// validateFingerprint: 1 to store.MaxFingerprintLen bytes of UTF-8 with no
-// control characters (real fingerprints are a hash, ~70 bytes), the rule
-// api.ValidateName applies to names with a longer limit.
-func validateFingerprint(fp string) *problem {
-	switch {
-	case fp == "":
-		return badRequest("fingerprint is empty")
-	case len(fp) > store.MaxFingerprintLen:
-		return badRequest(fmt.Sprintf("fingerprint is %d bytes long, more than %d", len(fp), store.MaxFingerprintLen))
-	case !utf8.ValidString(fp):
-		return badRequest("fingerprint is not valid UTF-8")
-	}
-	for i, r := range fp {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return badRequest(fmt.Sprintf("fingerprint has a control character at byte %d", i))
-		}
-	}
-	return nil
-}
-
 func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opReserve
 	var req api.ReserveRequest
-	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	if p := validateNames(req.Scope, req.Key); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	ri.scope, ri.key = req.Scope, req.Key
-	if p := validateFingerprint(req.Fingerprint); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	if req.LeaseMS < 0 {
-		refuse(w, ri, badRequest(fmt.Sprintf("lease_ms is %d; want 0 (the default) or more", req.LeaseMS)))
-		return
-	}
-	if req.TTLMS < 0 {
-		refuse(w, ri, badRequest(fmt.Sprintf("ttl_ms is %d; want 0 (the default) or more", req.TTLMS)))
-		return
-	}
-	if err := api.ValidateOnIndeterminate(req.OnIndeterminate); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
+	if !decodeNamed(w, r, ri, s.smallLimit(), &req, &req.Scope, &req.Key) ||
+		refuseInvalid(w, ri, api.ValidateFingerprint(req.Fingerprint), notNegative("lease_ms", req.LeaseMS),
+			notNegative("ttl_ms", req.TTLMS), api.ValidateOnIndeterminate(req.OnIndeterminate)) {
 		return
 	}
 	if p := s.checkReconcileTarget(req); p != nil {
 		refuse(w, ri, p)
 		return
 	}
-	if req.Holder != "" {
-		if err := api.ValidateHolder(req.Holder); err != nil {
-			refuse(w, ri, badRequest(err.Error()))
-			return
-		}
+	if req.Holder != "" && refuseInvalid(w, ri, api.ValidateHolder(req.Holder)) {
+		return
 	}
 	if !s.admit(w, r, ri, admitLow) {
 		return
@@ -245,42 +239,42 @@ func (s *Server) reserve(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opComplete
 	var req api.CompleteRequest
-	if p := decodeJSON(w, r, s.opt.MaxRequestBytes, &req); p != nil {
-		refuse(w, ri, p)
+	if !decodeNamed(w, r, ri, s.opt.MaxRequestBytes, &req, &req.Scope, &req.Key) {
 		return
 	}
-	if p := validateNames(req.Scope, req.Key); p != nil {
-		refuse(w, ri, p)
+	statusErr := api.ValidateStatus(req.Response.Status)
+	if statusErr != nil {
+		statusErr = fmt.Errorf("response.%w", statusErr)
+	}
+	if refuseInvalid(w, ri, api.ValidateToken(req.Token), statusErr, api.ValidateHeaders(req.Response.Headers)) {
 		return
 	}
-	ri.scope, ri.key = req.Scope, req.Key
-	if err := api.ValidateName("token", req.Token); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
-		return
-	}
-	if err := api.ValidateStatus(req.Response.Status); err != nil {
-		refuse(w, ri, badRequest("response."+err.Error()))
-		return
-	}
-	if err := api.ValidateHeaders(req.Response.Headers); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
-		return
-	}
+	s.settle(w, r, ri, outCompleted, func(ctx context.Context) (string, error) {
+		if s.opt.Sealer != nil && len(req.Response.Body) > 0 {
+			req.Response.Body = s.opt.Sealer.Seal(req.Response.Body, aad(req.Scope, req.Key))
+		}
+		return outCompleted, s.store.Complete(ctx, req)
+	})
+}
+
+// settle runs the store call of a complete, release or abandon once it is
+// admitted, under the op timeout: the answer is a Result with answer, and
+// the call's outcome is what the log and metrics count; a store error is
+// answered by fail.
+func (s *Server) settle(w http.ResponseWriter, r *http.Request, ri *reqInfo, answer string, call func(ctx context.Context) (outcome string, err error)) {
 	if !s.admit(w, r, ri, admitOutcome) {
 		return
 	}
 	defer s.gate.leave()
-	if s.opt.Sealer != nil && len(req.Response.Body) > 0 {
-		req.Response.Body = s.opt.Sealer.Seal(req.Response.Body, aad(req.Scope, req.Key))
-	}
 	ctx, cancel := s.opContext(r)
 	defer cancel()
-	if err := s.store.Complete(ctx, req); err != nil {
+	outcome, err := call(ctx)
+	if err != nil {
 		s.fail(w, r, ri, err)
 		return
 	}
-	ri.outcome = outCompleted
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outCompleted})
+	ri.outcome = outcome
+	writeJSON(w, http.StatusOK, api.Result{Outcome: answer})
 }
 
 // release frees a reservation by its token, or by the holder id its
@@ -290,83 +284,42 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 func (s *Server) release(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opRelease
 	var req api.ReleaseRequest
-	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
-		refuse(w, ri, p)
+	if !decodeNamed(w, r, ri, s.smallLimit(), &req, &req.Scope, &req.Key) {
 		return
 	}
-	if p := validateNames(req.Scope, req.Key); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	ri.scope, ri.key = req.Scope, req.Key
 	if (req.Token == "") == (req.Holder == "") {
 		refuse(w, ri, badRequest("a release names exactly one of token and holder"))
 		return
 	}
+	idErr := api.ValidateToken(req.Token)
 	if req.Holder != "" {
-		if err := api.ValidateHolder(req.Holder); err != nil {
-			refuse(w, ri, badRequest(err.Error()))
-			return
+		idErr = api.ValidateHolder(req.Holder)
+	}
+	if refuseInvalid(w, ri, idErr) {
+		return
+	}
+	s.settle(w, r, ri, outReleased, func(ctx context.Context) (string, error) {
+		if req.Holder == "" {
+			return outReleased, s.store.Release(ctx, req)
 		}
-	} else if err := api.ValidateName("token", req.Token); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
-		return
-	}
-	if !s.admit(w, r, ri, admitOutcome) {
-		return
-	}
-	defer s.gate.leave()
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	if req.Holder != "" {
 		deleted, err := s.store.ReleaseHolder(ctx, req.Scope, req.Key, req.Holder)
-		if err != nil {
-			s.fail(w, r, ri, err)
-			return
+		if !deleted {
+			return outFenced, err
 		}
-		ri.outcome = outFenced
-		if deleted {
-			ri.outcome = outReleased
-		}
-		writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
-		return
-	}
-	if err := s.store.Release(ctx, req); err != nil {
-		s.fail(w, r, ri, err)
-		return
-	}
-	ri.outcome = outReleased
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outReleased})
+		return outReleased, err
+	})
 }
 
 func (s *Server) abandon(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opAbandon
 	var req api.AbandonRequest
-	if p := decodeJSON(w, r, s.smallLimit(), &req); p != nil {
-		refuse(w, ri, p)
+	if !decodeNamed(w, r, ri, s.smallLimit(), &req, &req.Scope, &req.Key) ||
+		refuseInvalid(w, ri, api.ValidateToken(req.Token)) {
 		return
 	}
-	if p := validateNames(req.Scope, req.Key); p != nil {
-		refuse(w, ri, p)
-		return
-	}
-	ri.scope, ri.key = req.Scope, req.Key
-	if err := api.ValidateName("token", req.Token); err != nil {
-		refuse(w, ri, badRequest(err.Error()))
-		return
-	}
-	if !s.admit(w, r, ri, admitOutcome) {
-		return
-	}
-	defer s.gate.leave()
-	ctx, cancel := s.opContext(r)
-	defer cancel()
-	if err := s.store.Abandon(ctx, req); err != nil {
-		s.fail(w, r, ri, err)
-		return
-	}
-	ri.outcome = outIndeterminate
-	writeJSON(w, http.StatusOK, api.Result{Outcome: outIndeterminate})
+	s.settle(w, r, ri, outIndeterminate, func(ctx context.Context) (string, error) {
+		return outIndeterminate, s.store.Abandon(ctx, req)
+	})
 }
 
 // adminQuery parses ?scope=S&key=K plus optional boolean flags. Unknown or
@@ -404,15 +357,25 @@ func adminQuery(r *http.Request, flags ...string) (scope, key string, on map[str
 	return scope, key, on, nil
 }
 
-func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
-	ri.op = opAdminGet
-	scope, key, flags, p := adminQuery(r, "body")
-	withBody := flags["body"]
+// adminNamed is adminQuery for a handler: it notes the scope and key for
+// the request's log line, or answers the refusal and reports false.
+func adminNamed(w http.ResponseWriter, r *http.Request, ri *reqInfo, flags ...string) (scope, key string, on map[string]bool, ok bool) {
+	scope, key, on, p := adminQuery(r, flags...)
 	if p != nil {
 		refuse(w, ri, p)
-		return
+		return "", "", nil, false
 	}
 	ri.scope, ri.key = scope, key
+	return scope, key, on, true
+}
+
+func (s *Server) adminGet(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
+	ri.op = opAdminGet
+	scope, key, flags, ok := adminNamed(w, r, ri, "body")
+	if !ok {
+		return
+	}
+	withBody := flags["body"]
 	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
@@ -489,13 +452,11 @@ func leaseLive(rec *api.Record) bool {
 func (s *Server) adminMutation(w http.ResponseWriter, r *http.Request, ri *reqInfo, op string,
 	do func(ctx context.Context, scope, key string, dryRun, force bool) (*api.Record, api.Effect, error)) {
 	ri.op = op
-	scope, key, flags, p := adminQuery(r, "dry_run", "force")
-	if p != nil {
-		refuse(w, ri, p)
+	scope, key, flags, ok := adminNamed(w, r, ri, "dry_run", "force")
+	if !ok {
 		return
 	}
 	dryRun := flags["dry_run"]
-	ri.scope, ri.key = scope, key
 	if !s.admit(w, r, ri, admitLow) {
 		return
 	}
@@ -551,12 +512,10 @@ func (s *Server) checkReconcileTarget(req api.ReserveRequest) *problem {
 // body only with body=1.
 func (s *Server) adminReconcile(w http.ResponseWriter, r *http.Request, ri *reqInfo) {
 	ri.op = opAdminRecon
-	scope, key, flags, p := adminQuery(r, "dry_run", "body")
-	if p != nil {
-		refuse(w, ri, p)
+	scope, key, flags, ok := adminNamed(w, r, ri, "dry_run", "body")
+	if !ok {
 		return
 	}
-	ri.scope, ri.key = scope, key
 	if s.opt.Reconciler == nil {
 		refuse(w, ri, badRequest("reconcile is off on this control plane: no --reconcile-url is configured"))
 		return

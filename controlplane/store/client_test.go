@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemgate/idemgate/controlplane/api"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -224,7 +225,7 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "long prefix", opt: Options{Prefix: strings.Repeat("p", 65)}, wantErr: true},
 		{name: "negative cap", opt: Options{MaxStoredResponse: -1}, wantErr: true},
 		{name: "negative lease", opt: Options{DefaultLease: -time.Second}, wantErr: true},
-		{name: "ttl over the maximum", opt: Options{DefaultTTL: MaxTTL + time.Millisecond}, wantErr: true},
+		{name: "ttl over the maximum", opt: Options{DefaultTTL: api.MaxTTL + time.Millisecond}, wantErr: true},
 		{name: "ttl shorter than lease", opt: Options{DefaultLease: time.Hour, DefaultTTL: time.Minute}, wantErr: true},
 		{name: "durable", opt: Options{Durable: Durability{Replicas: 2, Timeout: 100 * time.Millisecond}}},
 		{name: "durable fsync alone", opt: Options{Durable: Durability{Fsync: true}}},

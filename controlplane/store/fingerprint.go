@@ -29,7 +29,7 @@ import (
 //
 // A record that matches through any of these is rewritten in the current
 // form. Records never touched again keep the old form until they expire
-// (their TTL, at most MaxTTL; api.DefaultTTL by default).
+// (their TTL, at most api.MaxTTL; api.DefaultTTL by default).
 const (
 	fpKeyedMark   = "k1:"
 	fpUnkeyedMark = "s1:"

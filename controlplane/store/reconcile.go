@@ -48,8 +48,8 @@ func (s *Store) ClaimDue(ctx context.Context, n int, claim time.Duration) ([]Pen
 	if n < 1 {
 		return nil, invalid("claim count %d: want at least 1", n)
 	}
-	if claim < time.Millisecond || claim > MaxTTL {
-		return nil, invalid("claim %v: want 1ms to %v", claim, MaxTTL)
+	if claim < time.Millisecond || claim > api.MaxTTL {
+		return nil, invalid("claim %v: want 1ms to %v", claim, api.MaxTTL)
 	}
 	nodes, err := s.indexNodes(ctx)
 	if err != nil {
@@ -290,8 +290,8 @@ func (s *Store) Postpone(ctx context.Context, p Pending, after time.Duration, la
 	if err := s.checkPending(p); err != nil {
 		return err
 	}
-	if after < time.Millisecond || after > MaxTTL {
-		return invalid("postpone by %v: want 1ms to %v", after, MaxTTL)
+	if after < time.Millisecond || after > api.MaxTTL {
+		return invalid("postpone by %v: want 1ms to %v", after, api.MaxTTL)
 	}
 	switch last {
 	case api.ReconcileUnknown, api.ReconcileFailed, api.ReconcileExecuted, api.ReconcileNotExecuted:

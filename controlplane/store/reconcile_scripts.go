@@ -78,15 +78,12 @@ return 1
 // the token and its index entry: the upstream refuses that attempt from
 // now on, so a retry may execute. Replies 1 when deleted, 0 otherwise
 // (nothing changed; a re-run finds the record gone and replies 0 too).
-var applyNotExecutedScript = redis.NewScript(nowMS + reconcilableFn + `
+var applyNotExecutedScript = redis.NewScript(nowMS + reconcilableFn + forgetFn + `
 local r, ok = reconcilable(KEYS[1], ARGV[1])
 if not ok then
   return 0
 end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
+forget(KEYS[2])
 return 1
 `)
 

@@ -667,7 +667,7 @@ func runReconcile(t *testing.T, c redis.UniversalClient) {
 		for _, bad := range []struct {
 			n     int
 			claim time.Duration
-		}{{0, time.Second}, {-1, time.Second}, {1, 0}, {1, MaxTTL + time.Hour}} {
+		}{{0, time.Second}, {-1, time.Second}, {1, 0}, {1, api.MaxTTL + time.Hour}} {
 			if _, err := s.ClaimDue(ctx, bad.n, bad.claim); !errors.Is(err, ErrInvalidRequest) {
 				t.Errorf("ClaimDue(%d, %v): %v, want ErrInvalidRequest", bad.n, bad.claim, err)
 			}

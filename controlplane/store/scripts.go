@@ -309,17 +309,25 @@ return 1
 // knows the request did not run) and replies 1; otherwise replies 0 and
 // changes nothing. An abandoned record is not released by its token: the
 // holder said the request went out.
-var releaseScript = redis.NewScript(`
+var releaseScript = redis.NewScript(forgetFn + `
 local r = redis.call('HMGET', KEYS[1], 'st', 'tok', 'why')
 if r[2] ~= ARGV[1] or not (r[1] == 'p' or (r[1] == 'i' and r[3] == 'e')) then
   return 0
 end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
+forget(KEYS[2])
 return 1
 `)
+
+// forgetFn deletes the record KEYS[1] and its entry in the reconcile
+// index idx (nil when the index is not given: a slot migrating).
+const forgetFn = `
+local function forget(idx)
+  redis.call('DEL', KEYS[1])
+  if idx then
+    redis.call('ZREM', idx, KEYS[1])
+  end
+end
+`
 
 // releaseHolderScript: KEYS = record, the holder's fence, the reconcile
 // index. ARGV = holder,
@@ -328,17 +336,14 @@ return 1
 // deletes the record when this holder holds it as releaseScript would.
 // Replies 1 when the record was deleted, 0 when only the fence was
 // written.
-var releaseHolderScript = redis.NewScript(`
+var releaseHolderScript = redis.NewScript(forgetFn + `
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 local r = redis.call('HMGET', KEYS[1], 'st', 'tok', 'why', 'gen')
 if not r[1] or r[2] ~= tostring(r[4]) .. '.' .. ARGV[1] then
   return 0
 end
 if r[1] == 'p' or (r[1] == 'i' and r[3] == 'e') then
-  redis.call('DEL', KEYS[1])
-  if KEYS[3] then
-    redis.call('ZREM', KEYS[3], KEYS[1])
-  end
+  forget(KEYS[3])
   return 1
 end
 return 0
@@ -385,33 +390,40 @@ var getScript = redis.NewScript(recordFn + `
 return record(KEYS[1], KEYS[2], ARGV[1] == '1') or false
 `)
 
-// deleteScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still runs.
-// Deletes the record (whatever its state, unless refused). Replies nil
-// when absent, else {changed, record (without body)...}: changed is 1 when
-// deleted, 2 when refused (nothing changed).
-var deleteScript = redis.NewScript(recordFn + `
+// dropFn deletes the record r was read from (KEYS[1]) and its entry in
+// the reconcile index (KEYS[2], when given), unless ARGV[1] is "1" and
+// its lease still runs; it replies {changed, record...}: changed is 1
+// when deleted, 2 when refused (nothing changed).
+const dropFn = forgetFn + `
+local function drop(r)
+  if ARGV[1] == '1' and leaseLive(r) then
+    table.insert(r, 1, 2)
+    return r
+  end
+  forget(KEYS[2])
+  table.insert(r, 1, 1)
+  return r
+end
+`
+
+// deleteScript: KEYS = record, reconcile index. ARGV = "1" to refuse a
+// record whose lease still runs. Deletes the record (whatever its state,
+// unless refused). Replies nil when absent, else dropFn's reply.
+var deleteScript = redis.NewScript(recordFn + dropFn + `
 local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
 end
-if ARGV[1] == '1' and leaseLive(r) then
-  table.insert(r, 1, 2)
-  return r
-end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
-table.insert(r, 1, 1)
-return r
+return drop(r)
 `)
 
-// forceReleaseScript: KEYS = record, reconcile index. ARGV = "1" to refuse a record whose lease still
-// runs. Frees an in-progress or indeterminate record whatever its token.
-// Replies nil when absent, else {changed, record...}: changed is 1 when the
-// record was in progress or indeterminate and is now gone, 0 when it is
-// completed and was left alone, 2 when refused (nothing changed).
-var forceReleaseScript = redis.NewScript(recordFn + `
+// forceReleaseScript: KEYS = record, reconcile index. ARGV = "1" to
+// refuse a record whose lease still runs. Frees an in-progress or
+// indeterminate record whatever its token. Replies nil when absent, else
+// {changed, record...}: changed is 0 when the record is completed and was
+// left alone, else dropFn's (1: it was in progress or indeterminate and
+// is now gone, 2: refused).
+var forceReleaseScript = redis.NewScript(recordFn + dropFn + `
 local r = record(KEYS[1], KEYS[2], false)
 if not r then
   return false
@@ -420,16 +432,7 @@ if r[1] == 'c' then
   table.insert(r, 1, 0)
   return r
 end
-if ARGV[1] == '1' and leaseLive(r) then
-  table.insert(r, 1, 2)
-  return r
-end
-redis.call('DEL', KEYS[1])
-if KEYS[2] then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-end
-table.insert(r, 1, 1)
-return r
+return drop(r)
 `)
 
 // seedEpoch is the preamble of the edge-epoch scripts: when KEYS[1] is

@@ -64,19 +64,6 @@ var (
 	ErrUnavailable = errors.New("redis unavailable")
 )
 
-// MaxFingerprintLen bounds a fingerprint; real ones are a hash, ~70 bytes.
-const MaxFingerprintLen = 1024
-
-// MaxTTL bounds a record's TTL (and so its lease). Beyond bounding memory,
-// it keeps now+TTL far inside what PEXPIRE accepts: a script that failed at
-// PEXPIRE after its HSET would leave a record that never expires, because
-// Redis does not roll a script back.
-const MaxTTL = 366 * 24 * time.Hour
-
-// maxTokenLen bounds a token presented to Complete/Release; ours are
-// "<gen>.<26 chars>".
-const maxTokenLen = 128
-
 // DefaultFenceTTL is the least a release by holder id fences that holder
 // out when it does not hold the record: a whole default reservation
 // (lease + TTL). A reserve normally arrives within seconds of its release
@@ -100,9 +87,8 @@ type Options struct {
 	// '{' or '}' (they would move the Cluster hash tag) nor control
 	// characters, and is at most 64 bytes.
 	Prefix string
-	// MaxStoredResponse caps the bytes of a stored response, counted as
-	// 3 for the status plus the lengths of every header name and value plus
-	// the body; over it only the status is stored, with BodyOmitted.
+	// MaxStoredResponse caps the bytes of a stored response, counted by
+	// api.StoredSize; over it only the status is stored, with BodyOmitted.
 	// Default api.DefaultMaxStoredBody.
 	MaxStoredResponse int
 	// DefaultLease and DefaultTTL replace a zero LeaseMS / TTLMS of a
@@ -136,10 +122,6 @@ type Options struct {
 	// Observer receives retries, WAIT shortfalls and durations, and the
 	// failovers the topology watcher sees.
 	Observer Observer
-	// Now is not consulted for any decision: leases and expiry are judged
-	// by Redis's TIME inside the scripts, so that every instance agrees
-	// whatever its own clock says. Reserved; may be nil.
-	Now func() time.Time
 }
 
 // Validate reports whether the options are usable; the service should call
@@ -172,8 +154,8 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.ReconcileDelay == 0:
 		o.ReconcileDelay = DefaultReconcileDelay
-	case o.ReconcileDelay < time.Millisecond || o.ReconcileDelay > MaxTTL:
-		return o, fmt.Errorf("%w: reconcile delay %v must be from 1ms to %v", ErrInvalidOptions, o.ReconcileDelay, MaxTTL)
+	case o.ReconcileDelay < time.Millisecond || o.ReconcileDelay > api.MaxTTL:
+		return o, fmt.Errorf("%w: reconcile delay %v must be from 1ms to %v", ErrInvalidOptions, o.ReconcileDelay, api.MaxTTL)
 	}
 	if o.DefaultLease == 0 {
 		o.DefaultLease = api.DefaultLease
@@ -184,9 +166,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.FenceTTL == 0 {
 		o.FenceTTL = max(DefaultFenceTTL, o.DefaultLease+o.DefaultTTL)
 	}
-	// Up to a whole longest reservation (lease + TTL, each up to MaxTTL).
-	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*MaxTTL {
-		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*MaxTTL)
+	// Up to a whole longest reservation (lease + TTL, each up to api.MaxTTL).
+	if o.FenceTTL < time.Millisecond || o.FenceTTL > 2*api.MaxTTL {
+		return o, fmt.Errorf("%w: fence TTL %v must be from 1ms to %v", ErrInvalidOptions, o.FenceTTL, 2*api.MaxTTL)
 	}
 	switch {
 	case o.MaxRetries == 0:
@@ -215,8 +197,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.DefaultLease < time.Millisecond || o.DefaultTTL < time.Millisecond {
 		return o, fmt.Errorf("%w: default lease %v and TTL %v must be at least 1ms", ErrInvalidOptions, o.DefaultLease, o.DefaultTTL)
 	}
-	if o.DefaultTTL > MaxTTL {
-		return o, fmt.Errorf("%w: default TTL %v is longer than %v", ErrInvalidOptions, o.DefaultTTL, MaxTTL)
+	if o.DefaultTTL > api.MaxTTL {
+		return o, fmt.Errorf("%w: default TTL %v is longer than %v", ErrInvalidOptions, o.DefaultTTL, api.MaxTTL)
 	}
 	if o.DefaultTTL < o.DefaultLease {
 		return o, fmt.Errorf("%w: default TTL %v is shorter than the default lease %v", ErrInvalidOptions, o.DefaultTTL, o.DefaultLease)
@@ -287,11 +269,8 @@ func validateScopeKey(scope, key string) error {
 }
 
 func validateToken(tok string) error {
-	if tok == "" {
-		return invalid("token is empty")
-	}
-	if len(tok) > maxTokenLen {
-		return invalid("token is %d bytes long, more than %d", len(tok), maxTokenLen)
+	if err := api.ValidateToken(tok); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	return nil
 }
@@ -322,11 +301,8 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if err := validateScopeKey(req.Scope, req.Key); err != nil {
 		return none, err
 	}
-	if req.Fingerprint == "" {
-		return none, invalid("fingerprint is empty")
-	}
-	if len(req.Fingerprint) > MaxFingerprintLen {
-		return none, invalid("fingerprint is %d bytes long, more than %d", len(req.Fingerprint), MaxFingerprintLen)
+	if err := api.ValidateFingerprint(req.Fingerprint); err != nil {
+		return none, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
 	lease, ttl := req.LeaseMS, req.TTLMS
 	if lease < 0 {
@@ -338,8 +314,8 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 	if ttl == 0 {
 		ttl = s.opt.DefaultTTL.Milliseconds()
 	}
-	if ttl > MaxTTL.Milliseconds() {
-		return none, invalid("ttl %dms is longer than %dms", ttl, MaxTTL.Milliseconds())
+	if ttl > api.MaxTTL.Milliseconds() {
+		return none, invalid("ttl %dms is longer than %dms", ttl, api.MaxTTL.Milliseconds())
 	}
 	if lease == 0 {
 		// The default lease, but never past the record's TTL: a caller
@@ -459,13 +435,7 @@ func (s *Store) Reserve(ctx context.Context, req api.ReserveRequest) (api.Reserv
 // changed then. A response over the cap is
 // stored as its status only, with BodyOmitted.
 func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
-		return err
-	}
-	if err := validateToken(req.Token); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
 	r := req.Response
@@ -473,12 +443,34 @@ func (s *Store) Complete(ctx context.Context, req api.CompleteRequest) error {
 	if err != nil {
 		return err
 	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "complete", script: completeScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)},
-		args: []any{req.Token, newNonce(), r.Status, hdr, body, omitArg}}).Int64()
+	return s.runHeld(ctx, "complete", completeScript, req.Scope, req.Key, req.Token, newNonce(), r.Status, hdr, body, omitArg)
+}
+
+// checkHeld checks what Complete, Release and Abandon are given: usable
+// options, the scope and key, the token.
+func (s *Store) checkHeld(scope, key, tok string) error {
+	if s.optErr != nil {
+		return s.optErr
+	}
+	if err := validateScopeKey(scope, key); err != nil {
+		return err
+	}
+	return validateToken(tok)
+}
+
+// runHeld runs one of the token scripts (complete, release, abandon) on
+// the record of scope+key and its reconcile index, with ARGV = tok, args:
+// each replies 1 when tok holds the record (and the change was made, or
+// had been by a retried call), else 0, and then nothing changed:
+// ErrStaleToken. Without the index (a migrating slot) the record is
+// changed all the same; an oi=reconcile record then stays filed at its
+// lease end: looked up later, but looked up.
+func (s *Store) runHeld(ctx context.Context, op string, script *redis.Script, scope, key, tok string, args ...any) error {
+	rk := s.RecordKey(scope, key)
+	n, err := s.run(ctx, call{op: op, script: script, write: true, optional: 1,
+		keys: []string{rk, s.reconcileIndexKey(rk)}, args: append([]any{tok}, args...)}).Int64()
 	if err != nil {
-		return unavailable("complete", err)
+		return unavailable(op, err)
 	}
 	if n != 1 {
 		return ErrStaleToken
@@ -496,11 +488,7 @@ func (s *Store) encodeResponse(op string, r api.StoredResponse) (hdr string, bod
 	if err := api.ValidateHeaders(r.Headers); err != nil {
 		return "", nil, "", invalid("%v", err)
 	}
-	size := 3 + len(r.Body)
-	for _, h := range r.Headers {
-		size += len(h[0]) + len(h[1])
-	}
-	if r.BodyOmitted || size > s.opt.MaxStoredResponse {
+	if r.BodyOmitted || api.StoredSize(r.Headers, len(r.Body)) > s.opt.MaxStoredResponse {
 		return "", nil, "1", nil
 	}
 	if len(r.Headers) > 0 {
@@ -519,28 +507,13 @@ func (s *Store) encodeResponse(op string, r api.StoredResponse) (hdr string, bod
 // changed then. A request that names req.Holder instead goes to
 // ReleaseHolder.
 func (s *Store) Release(ctx context.Context, req api.ReleaseRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
-		return err
-	}
 	if req.Holder != "" {
 		return invalid("release by holder goes through ReleaseHolder")
 	}
-	if err := validateToken(req.Token); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	n, err := s.run(ctx, call{op: "release", script: releaseScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)}, args: []any{req.Token}}).Int64()
-	if err != nil {
-		return unavailable("release", err)
-	}
-	if n != 1 {
-		return ErrStaleToken
-	}
-	return nil
+	return s.runHeld(ctx, "release", releaseScript, req.Scope, req.Key, req.Token)
 }
 
 // ReleaseHolder frees whatever the holder id holds on scope+key and keeps
@@ -581,28 +554,10 @@ func (s *Store) ReleaseHolder(ctx context.Context, scope, key, holder string) (d
 // abandon is acknowledged). ForceRelease or Delete frees it, else the TTL.
 // ErrStaleToken when the token does not hold; nothing changed then.
 func (s *Store) Abandon(ctx context.Context, req api.AbandonRequest) error {
-	if s.optErr != nil {
-		return s.optErr
-	}
-	if err := validateScopeKey(req.Scope, req.Key); err != nil {
+	if err := s.checkHeld(req.Scope, req.Key, req.Token); err != nil {
 		return err
 	}
-	if err := validateToken(req.Token); err != nil {
-		return err
-	}
-	rk := s.RecordKey(req.Scope, req.Key)
-	// Without the index (a migrating slot) an oi=reconcile record stays
-	// filed at its lease end: looked up later, but looked up.
-	n, err := s.run(ctx, call{op: "abandon", script: abandonScript, write: true, optional: 1,
-		keys: []string{rk, s.reconcileIndexKey(rk)},
-		args: []any{req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds()}}).Int64()
-	if err != nil {
-		return unavailable("abandon", err)
-	}
-	if n != 1 {
-		return ErrStaleToken
-	}
-	return nil
+	return s.runHeld(ctx, "abandon", abandonScript, req.Scope, req.Key, req.Token, newNonce(), s.opt.ReconcileDelay.Milliseconds())
 }
 
 // Get returns the record of scope+key; its Response (headers and body) only

@@ -688,11 +688,12 @@ func TestValidation(t *testing.T) {
 		{"control char in key", api.ReserveRequest{Scope: "s", Key: "a\x00b", Fingerprint: "f"}},
 		{"invalid utf-8 scope", api.ReserveRequest{Scope: "\xff", Key: "k", Fingerprint: "f"}},
 		{"empty fingerprint", api.ReserveRequest{Scope: "s", Key: "k"}},
-		{"long fingerprint", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: strings.Repeat("f", MaxFingerprintLen+1)}},
+		{"fingerprint one byte over", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: strings.Repeat("f", api.MaxFingerprintLen+1)}},
+		{"control char in fingerprint", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "sha256:\x01"}},
 		{"negative lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: -1}},
 		{"negative ttl", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: -1}},
 		{"ttl below lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1000, TTLMS: 999}},
-		{"ttl over the maximum", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: MaxTTL.Milliseconds() + 1}},
+		{"ttl over the maximum", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", TTLMS: api.MaxTTL.Milliseconds() + 1}},
 		{"huge lease", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", LeaseMS: 1 << 62, TTLMS: 1 << 62}},
 		{"unknown on_indeterminate", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", OnIndeterminate: "takeover"}},
 		{"short holder", api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f", Holder: "abc"}},
@@ -714,6 +715,12 @@ func TestValidation(t *testing.T) {
 		}},
 		{"complete long token", func() error {
 			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: long, Response: api.StoredResponse{Status: 200}})
+		}},
+		{"complete token one byte over", func() error {
+			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: strings.Repeat("t", api.MaxTokenLen+1), Response: api.StoredResponse{Status: 200}})
+		}},
+		{"abandon token with a control character", func() error {
+			return s.Abandon(ctx, api.AbandonRequest{Scope: "s", Key: "k", Token: "1.a\nb"})
 		}},
 		{"complete status 0", func() error {
 			return s.Complete(ctx, api.CompleteRequest{Scope: "s", Key: "k", Token: "t"})

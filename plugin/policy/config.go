@@ -238,10 +238,7 @@ const (
 	DefaultTTL                    = api.DefaultTTL
 	DefaultLease                  = api.DefaultLease
 	MinLease                      = time.Second
-	// MaxTTL is the control plane store's bound (store.MaxTTL, which the
-	// filter cannot import: it links Redis).
-	MaxTTL             = 366 * 24 * time.Hour
-	DefaultWaitTimeout = 5 * time.Second
+	DefaultWaitTimeout            = 5 * time.Second
 	// DefaultAttemptHeader carries the attempt id on reconcile routes
 	// unless a route names another.
 	DefaultAttemptHeader = "idemgate-attempt"

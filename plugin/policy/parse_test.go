@@ -136,6 +136,7 @@ func TestParseDerivedDefaults(t *testing.T) {
 		check func(r *Route) (got, want any)
 	}{
 		{"lease no longer than a short ttl", `"ttl": "10s"`, func(r *Route) (any, any) { return r.Lease, 10 * time.Second }},
+		{"ttl at the maximum (api.MaxTTL)", `"ttl": "8784h"`, func(r *Route) (any, any) { return r.TTL, 8784 * time.Hour }},
 		{"wait timeout default", `"on_in_progress": "wait"`, func(r *Route) (any, any) { return r.WaitTimeout, 5 * time.Second }},
 		{"wait timeout no longer than the lease", `"on_in_progress": "wait", "lease": "2s"`, func(r *Route) (any, any) { return r.WaitTimeout, 2 * time.Second }},
 		{"store only: the others keep their defaults", `"store_statuses": ["2xx", "3xx", "4xx"]`, func(r *Route) (any, any) { return r.Classify(503), Indeterminate }},
@@ -310,6 +311,7 @@ func TestParseErrors(t *testing.T) {
 		{"fingerprint unknown", withRoute(`"fingerprint": {"fields": ["a"]}`), `routes[0].fingerprint.fields: unknown field`},
 		{"ttl bad", withRoute(`"ttl": "1d"`), `routes[0].ttl: want a duration`},
 		{"ttl too long", withRoute(`"ttl": "9000h"`), `routes[0].ttl: 9000h0m0s is outside 1s to 8784h0m0s`},
+		{"ttl one millisecond over the maximum", withRoute(`"ttl": "8784h0m0.001s"`), `routes[0].ttl: 8784h0m0.001s is outside 1s to 8784h0m0s`},
 		{"lease negative", withRoute(`"lease": "-1s"`), `routes[0].lease: -1s is outside`},
 		{"lease over ttl", withRoute(`"ttl": "1m", "lease": "2m"`), `routes[0].lease: 2m0s is longer than the ttl 1m0s`},
 		{"lease short", withRoute(`"lease": "500ms"`), `routes[0].lease: 500ms is outside 1s`},

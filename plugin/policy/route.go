@@ -269,10 +269,10 @@ func (r *Route) CanonicalHost(authority string) string {
 
 func (raw *rawRoute) buildTimes(path string, r *Route) error {
 	var err error
-	if r.TTL, err = duration(path+".ttl", raw.TTL, DefaultTTL, MinLease, MaxTTL); err != nil {
+	if r.TTL, err = duration(path+".ttl", raw.TTL, DefaultTTL, MinLease, api.MaxTTL); err != nil {
 		return err
 	}
-	if r.Lease, err = duration(path+".lease", raw.Lease, min(DefaultLease, r.TTL), MinLease, MaxTTL); err != nil {
+	if r.Lease, err = duration(path+".lease", raw.Lease, min(DefaultLease, r.TTL), MinLease, api.MaxTTL); err != nil {
 		return err
 	}
 	if r.EdgeCacheTTL, err = duration(path+".edge_cache_ttl", raw.EdgeCacheTTL, DefaultEdgeCacheTTL, 0, MaxEdgeCacheTTL); err != nil {
