@@ -71,11 +71,21 @@ endif
 image-push: image ## push both images to REGISTRY (REGISTRY=ghcr.io/you [IMAGE_TAG=v1.0.0]; auth: your Docker config)
 	$(MKIMAGE) -push $(REGISTRY)
 
-lint: ## gofmt and go vet (native and wasip1)
+lint: $(BUILD)/staticcheck ## gofmt, go vet and staticcheck (native and wasip1)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
+	$(BUILD)/staticcheck ./...
+	GOOS=wasip1 GOARCH=wasm $(BUILD)/staticcheck ./plugin/...
+
+# staticcheck at the version tools/go.mod pins (go.sum-checked), built from
+# that module of its own so that the linter's dependencies never raise the
+# versions the filter and the control plane link. Built for the host: it
+# reads GOOS/GOARCH only to load the packages it checks.
+$(BUILD)/staticcheck: tools/go.mod tools/go.sum
+	@mkdir -p $(BUILD)
+	$(GO) -C tools build -o $(CURDIR)/$@ honnef.co/go/tools/cmd/staticcheck
 
 # make unit: the tests that need no Redis, no Node.js, no network beyond
 # loopback and nothing make build or make image writes (only the wasm
@@ -129,7 +139,7 @@ $(BUILD)/wasip1-exec: $(BUILD)/wazero
 	printf '#!/bin/sh\nbin=$$1; shift\nexec "%s" run -mount=/:/ -env=PWD="$$PWD" "$$bin" "$$@"\n' "$(CURDIR)/$(BUILD)/wazero" > $@
 	chmod +x $@
 
-bench: deps ## benchmarks, each side by side with its baseline; numbers go into README
+bench: deps ## benchmarks, each side by side with its baseline; runs go into BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./plugin/canon/
 	$(GO) test -run '^$$' -bench BenchmarkControlPlane -benchtime 3s ./controlplane/server/
 	$(MAKE) wasm && $(GO) test -run '^$$' -bench BenchmarkGuest -benchtime 2000x -count 5 ./plugin/

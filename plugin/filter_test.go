@@ -25,34 +25,70 @@ const wasmPath = "../build/idempotency.wasm"
 // binary Envoy loads behaves the same. A missing module fails the test
 // rather than skipping it, so a green run always means both were exercised.
 //
-// Loading the module costs about 1.7 s (wazero compiles it), so f gets one
-// VM for all its cases: call vmTest once per Test and loop over the table
-// inside f. Each emulator f starts re-creates the plugin context, so cases
-// share only VM-level state, like successive configs on one Envoy worker.
+// Every emulator f starts re-creates the plugin context, so cases share
+// only VM-level state, like successive configs on one Envoy worker; the
+// wasm runs of all the tests share one VM (sharedWasmVM), as they would
+// share one worker.
 func vmTest(t *testing.T, f func(*testing.T, types.VMContext)) {
 	t.Helper()
 	t.Run("go", func(t *testing.T) {
 		f(t, &vmContext{})
 	})
 	t.Run("wasm", func(t *testing.T) {
-		wasm, err := os.ReadFile(wasmPath)
-		if errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("build/idempotency.wasm missing: run `make wasm` first")
-		}
-		if err != nil {
-			t.Fatalf("read %s: %v", wasmPath, err)
-		}
-		vm, err := proxytest.NewWasmVMContext(wasm)
-		if err != nil {
-			t.Fatalf("load %s: %v", wasmPath, err)
-		}
+		vm := sharedWasmVM(t)
 		defer func() {
-			if err := vm.Close(); err != nil {
-				t.Errorf("close wasm VM: %v", err)
+			if t.Failed() {
+				dropWasmVM(t)
 			}
 		}()
 		f(t, vm)
 	})
+}
+
+// wasmVM is the VM of the compiled module that every test's wasm run
+// shares. Loading the module costs about 1.7 s, several times that on
+// loaded cores (wazero compiles it), and proxytest compiles it again for
+// each VM: one VM for the process makes it one compilation instead of one
+// per test. A test that fails drops the VM (a trap leaves it unusable),
+// so the tests after it start on a fresh one.
+var wasmVM struct {
+	vm    proxytest.WasmVMContext
+	loads int // VMs created: sharedWasmVM's test counts them
+}
+
+// sharedWasmVM returns the shared VM, loading build/idempotency.wasm the
+// first time.
+func sharedWasmVM(t *testing.T) types.VMContext {
+	t.Helper()
+	if wasmVM.vm != nil {
+		return wasmVM.vm
+	}
+	wasm, err := os.ReadFile(wasmPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("build/idempotency.wasm missing: run `make wasm` first")
+	}
+	if err != nil {
+		t.Fatalf("read %s: %v", wasmPath, err)
+	}
+	vm, err := proxytest.NewWasmVMContext(wasm)
+	if err != nil {
+		t.Fatalf("load %s: %v", wasmPath, err)
+	}
+	wasmVM.vm = vm
+	wasmVM.loads++
+	return vm
+}
+
+// dropWasmVM closes the shared VM: the next sharedWasmVM loads a new one.
+func dropWasmVM(t *testing.T) {
+	t.Helper()
+	if wasmVM.vm == nil {
+		return
+	}
+	if err := wasmVM.vm.Close(); err != nil {
+		t.Errorf("close wasm VM: %v", err)
+	}
+	wasmVM.vm = nil
 }
 
 // newHost starts the process-wide emulator for vm with the given plugin
@@ -184,4 +220,30 @@ func TestPassThrough(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestWasmVMShared: the wasm runs of successive tests get the same VM, and
+// it is loaded (the module compiled) at most once for them, not per test.
+func TestWasmVMShared(t *testing.T) {
+	var vms []types.VMContext
+	loads := -1
+	for range 3 {
+		vmTest(t, func(t *testing.T, vm types.VMContext) {
+			if _, native := vm.(*vmContext); native {
+				return
+			}
+			if loads < 0 {
+				loads = wasmVM.loads
+			}
+			vms = append(vms, vm)
+			_, reset := startHost(t, vm, demoConfig) // the VM still serves
+			reset()
+		})
+	}
+	if len(vms) != 3 || vms[1] != vms[0] || vms[2] != vms[0] {
+		t.Fatalf("the wasm runs got %d VMs, not one shared: %v", len(vms), vms)
+	}
+	if wasmVM.loads != loads {
+		t.Fatalf("the module was loaded %d more times for 3 tests, want 0 after the first", wasmVM.loads-loads)
+	}
 }

@@ -43,9 +43,6 @@ func respond201(t *testing.T, host proxytest.HostEmulator, id uint32) proxytest.
 // plane acknowledges them; the client's response waits for the first
 // complete attempt only; a definitive refusal is not retried.
 func TestOutcomesLand(t *testing.T) {
-	type step struct {
-		status int // the answer to the next queued attempt; 0: no answer (timeout)
-	}
 	tests := []struct {
 		name   string
 		config []string

@@ -2,20 +2,45 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/idemgate/idemgate/internal/envoyfixture"
 )
 
 const (
 	envoyYAML   = "../../envoy/envoy.yaml"
 	twoRoutes   = "../../envoy/two-routes.yaml"
 	envoyRoutes = "../../envoy/envoy-routes.yaml"
-	negatives   = "../../envoy/envoycheck/testdata/"
-	retryRoute  = negatives + "retry_route.yaml"
-	idleLong    = negatives + "idle_timeout_long.yaml"
+	fixtures    = "../../envoy/envoycheck/testdata"
+	fixtureBase = fixtures + "/" + envoyfixture.BaseFile
 )
 
+// envoyCases writes envoycheck's cases (its base bootstrap with a patch
+// each) to files check-envoy can read, and returns their paths by name.
+func envoyCases(t *testing.T, names ...string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	paths := map[string]string{}
+	for _, name := range names {
+		data, err := envoyfixture.Build(fixtures, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(paths[name], data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return paths
+}
+
 func TestCheckEnvoy(t *testing.T) {
+	cases := envoyCases(t, "retry_route.yaml", "idle_timeout_long.yaml", "route_metadata_unknown.yaml",
+		"route_name_unknown.yaml", "unrouted_path.yaml", "schema_unknown_field.yaml")
+	retryRoute, idleLong := cases["retry_route.yaml"], cases["idle_timeout_long.yaml"]
 	tests := []struct {
 		name       string
 		args       []string
@@ -25,24 +50,25 @@ func TestCheckEnvoy(t *testing.T) {
 		wantStderr []string // substrings
 	}{
 		{name: "clean", args: []string{"check-envoy", envoyYAML}, wantStdout: []string{envoyYAML + ": ok\n"}},
+		{name: "the cases' base", args: []string{"check-envoy", fixtureBase}, wantStdout: []string{fixtureBase + ": ok\n"}},
 		{name: "two clean files", args: []string{"check-envoy", envoyYAML, twoRoutes}, wantStdout: []string{envoyYAML + ": ok\n", twoRoutes + ": ok\n"}},
 		{
 			name: "retry on a governed route", args: []string{"check-envoy", envoyYAML, retryRoute}, wantCode: 1,
 			wantStdout: []string{envoyYAML + ": ok\n", retryRoute + ": static_resources.listeners[0]", "routes[0].route.retry_policy: error: retries traffic the idemgate policy governs"},
 		},
 		{
-			name: "route metadata names no policy route", args: []string{"check-envoy", negatives + "route_metadata_unknown.yaml"}, wantCode: 1,
+			name: "route metadata names no policy route", args: []string{"check-envoy", cases["route_metadata_unknown.yaml"]}, wantCode: 1,
 			wantStdout: []string{`routes[0].metadata.filter_metadata["idemgate"].route: error: names policy route "paymnts"`, `warning: policy routes[0] "payments": POST: no route of the route_config sends requests to it`},
 		},
 		{
-			name: "route_name names no route", args: []string{"check-envoy", negatives + "route_name_unknown.yaml"}, wantCode: 1,
+			name: "route_name names no route", args: []string{"check-envoy", cases["route_name_unknown.yaml"]}, wantCode: 1,
 			wantStdout: []string{`error: routes[1].match.route_name "orders-create" names no route`},
 		},
-		{name: "unrouted policy route: a warning", args: []string{"check-envoy", negatives + "unrouted_path.yaml"}, wantStdout: []string{"warning: policy routes[2]: POST /payments: no route of the route_config sends requests to it"}},
+		{name: "unrouted policy route: a warning", args: []string{"check-envoy", cases["unrouted_path.yaml"]}, wantStdout: []string{"warning: policy routes[2]: POST /payments: no route of the route_config sends requests to it"}},
 		{name: "routes by name and metadata", args: []string{"check-envoy", envoyRoutes}, wantStdout: []string{envoyRoutes + ": ok\n"}},
 		{name: "warning only", args: []string{"check-envoy", idleLong}, wantStdout: []string{idleLong + ": static_resources.clusters[1]: warning: the idle_timeout"}},
 		{
-			name: "schema error", args: []string{"check-envoy", negatives + "schema_unknown_field.yaml"}, wantCode: 1,
+			name: "schema error", args: []string{"check-envoy", cases["schema_unknown_field.yaml"]}, wantCode: 1,
 			wantStdout: []string{`error: schema: unknown field "per_connection_buffer_limit_byte"`},
 		},
 		{name: "stdin", args: []string{"check-envoy", "-"}, stdin: mustRead(t, envoyYAML), wantStdout: []string{"-: ok\n"}},
@@ -93,6 +119,8 @@ type checkEnvoyJSON struct {
 }
 
 func TestCheckEnvoyJSON(t *testing.T) {
+	cases := envoyCases(t, "retry_route.yaml", "idle_timeout_long.yaml")
+	retryRoute, idleLong := cases["retry_route.yaml"], cases["idle_timeout_long.yaml"]
 	tests := []struct {
 		name      string
 		args      []string

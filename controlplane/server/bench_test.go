@@ -34,7 +34,7 @@ import (
 // redis-server, redis-benchmark's SET and EVALSHA rates at 64 clients: one
 // Redis round trip per operation is the physical limit, and a cycle makes
 // two. IDEM_BENCH_MAX_INFLIGHT=16,32 adds those bounds to the comparison.
-// `make bench` runs it; the numbers go into README.
+// `make bench` runs it; BENCHMARKS.md keeps its results.
 func BenchmarkControlPlane(b *testing.B) {
 	rs := redistest.Start(b)
 	client, err := store.NewClient("redis://"+rs.Addr(), store.ClientOptions{PoolSize: 256})

@@ -648,6 +648,7 @@ var durableModes = []struct {
 // slotRanges lists the slots m serves, as [start, end] pairs.
 func slotRanges(ctx context.Context, t *testing.T, m *redistest.Server) [][2]int {
 	t.Helper()
+	//lint:ignore SA1019 the test reads the slot map the way the store and go-redis do (CLUSTER SLOTS)
 	slots, err := m.Client().ClusterSlots(ctx).Result()
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // Config configures a Host.
@@ -108,10 +107,15 @@ func (h *Host) calloutsAnswered(path string) int {
 	return h.answeredByPath[path]
 }
 
-// New compiles the module, starts Workers VMs and configures the plugin
-// in each. A module that fails to start or to configure is an error: Envoy
-// rejects such a filter configuration.
+// New compiles the module (once per process: compile.go), starts Workers
+// VMs and configures the plugin in each. A module that fails to start or
+// to configure is an error: Envoy rejects such a filter configuration.
 func New(ctx context.Context, cfg Config) (*Host, error) {
+	return newWithCache(ctx, cfg, processModules)
+}
+
+// newWithCache is New on the given compilation cache.
+func newWithCache(ctx context.Context, cfg Config, modules *moduleCache) (*Host, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1
 	}
@@ -144,19 +148,18 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h.upstream = &http.Client{Transport: newTransport(cfg.Workers * 64)}
 	h.callouts = &http.Client{Transport: newTransport(cfg.Workers * 64)}
 
-	h.runtime = wazero.NewRuntime(ctx)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, h.runtime); err != nil {
-		h.runtime.Close(ctx)
-		return nil, fmt.Errorf("host: wasi: %w", err)
+	var err error
+	if h.runtime, err = modules.newRuntime(ctx); err != nil {
+		return nil, err
 	}
 	if err := h.instantiateABI(ctx); err != nil {
 		h.runtime.Close(ctx)
 		return nil, err
 	}
-	compiled, err := h.runtime.CompileModule(ctx, cfg.Wasm)
+	compiled, err := modules.compile(ctx, h.runtime, cfg.Wasm)
 	if err != nil {
 		h.runtime.Close(ctx)
-		return nil, fmt.Errorf("host: compile module: %w", err)
+		return nil, err
 	}
 	for i := range cfg.Workers {
 		w, err := h.startWorker(ctx, compiled, i)

@@ -54,7 +54,8 @@ func filterWrites(hf *hcmv3.HttpFilter, ns string) writes {
 	case *rbacv3.RBAC:
 		return yesIf(ns == rbacNamespace)
 	case *setmetadatav3.Config:
-		if v.GetMetadataNamespace() == ns { //nolint:staticcheck // the deprecated field still works
+		//lint:ignore SA1019 Envoy still honours the deprecated metadata_namespace: a filter setting it writes there
+		if v.GetMetadataNamespace() == ns {
 			return writesYes
 		}
 		for _, md := range v.GetMetadata() {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idemgate/idemgate/internal/envoyfixture"
 )
 
 // want is a finding a case expects: its severity, and substrings of its
@@ -92,7 +94,7 @@ func TestCheckTestdata(t *testing.T) {
 	for _, tt := range tests {
 		seen[tt.file] = true
 		t.Run(tt.file, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			data, err := envoyfixture.Build("testdata", tt.file)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,15 +116,30 @@ func TestCheckTestdata(t *testing.T) {
 			}
 		})
 	}
-	// A negative case added to testdata without a row here is an error.
-	files, err := filepath.Glob("testdata/*.yaml")
+	// A case added to testdata/cases without a row here is an error.
+	names, err := envoyfixture.Names("testdata")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range files {
-		if !seen[filepath.Base(f)] {
-			t.Errorf("%s has no row in TestCheckTestdata", f)
+	if len(names) == 0 {
+		t.Fatal("no cases under testdata/cases")
+	}
+	for _, n := range names {
+		if !seen[n] {
+			t.Errorf("testdata/cases/%s has no row in TestCheckTestdata", n)
 		}
+	}
+}
+
+// Every case is base.yaml with a patch: the base must be clean, so that
+// what a case reports comes from its patch alone.
+func TestBaseIsClean(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", envoyfixture.BaseFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Check(data); len(got) != 0 {
+		t.Errorf("testdata/%s: want no findings, got:\n%s", envoyfixture.BaseFile, list(got))
 	}
 }
 

@@ -131,6 +131,7 @@ func (env *envInfo) checkHCM(hcm *hcmv3.HttpConnectionManager, hp string, l *lis
 		if routerAt >= 0 && i > routerAt {
 			out.add(Error, RuleFilterOrder, fp, "comes after the router (http_filters[%d]): the router ends the filter chain, so this filter never runs and no request is governed; put it before the router", routerAt)
 		}
+		//lint:ignore SA1019 Envoy still honours the deprecated fail_open, so a configuration setting it must be rejected
 		if pc.GetFailOpen() {
 			out.add(Error, RuleFailOpen, field(cp, "fail_open"), "true: when the wasm VM fails, governed requests would pass upstream unchecked and a retry could execute twice; leave it false (the policy's failure_mode covers an unreachable control plane)")
 		}
@@ -216,13 +217,15 @@ func (env *envInfo) checkControlPlane(cfg *policy.Config, cp string, out *findin
 	if h := opts.GetExplicitHttpConfig(); h != nil && (h.GetHttp2ProtocolOptions() != nil || h.GetHttp3ProtocolOptions() != nil) {
 		out.add(Error, RuleCluster, field(cpath, "typed_extension_protocol_options"), "the control-plane cluster %q speaks HTTP/2 or HTTP/3; the control plane serves HTTP/1.1 only", name)
 	}
+	//lint:ignore SA1019 Envoy still honours the deprecated cluster-level field: a control-plane cluster setting it speaks HTTP/2
 	if c.GetHttp2ProtocolOptions() != nil {
 		out.add(Error, RuleCluster, field(cpath, "http2_protocol_options"), "the control-plane cluster %q speaks HTTP/2; the control plane serves HTTP/1.1 only", name)
 	}
 	idle := envoyDefaultIdleTimeout
 	common := opts.GetCommonHttpProtocolOptions()
 	if !explicit {
-		common = c.GetCommonHttpProtocolOptions() //nolint:staticcheck // the deprecated field still works
+		//lint:ignore SA1019 without typed protocol options Envoy still takes the idle timeout from this deprecated field
+		common = c.GetCommonHttpProtocolOptions()
 	}
 	if d := common.GetIdleTimeout(); d != nil {
 		idle = d.AsDuration()
@@ -308,8 +311,10 @@ func checkRoutes(rc *routev3.RouteConfiguration, rp string, cfg *policy.Config, 
 			checkBufferFilters(chain.buffers, r, vh, routePath, vp, j, &cfg.Routes[pr], what, out)
 			checkWritersRun(chain.writers[pr], r, vh, routePath, vp, j, what, out)
 			checkTimeout(ra, routePath, &cfg.Routes[pr], what, out)
+			//lint:ignore SA1019 Envoy still honours the deprecated route limit: one below max_body_bytes must be rejected
 			limit, lpath := r.GetPerRequestBufferLimitBytes(), field(routePath, "per_request_buffer_limit_bytes")
 			if limit == nil {
+				//lint:ignore SA1019 the same deprecated limit, on the virtual host
 				limit, lpath = vh.GetPerRequestBufferLimitBytes(), field(vp, "per_request_buffer_limit_bytes")
 			}
 			if limit != nil && int64(limit.GetValue()) < int64(cfg.Routes[pr].MaxBodyBytes) {
@@ -364,7 +369,8 @@ func checkRetries(ra *routev3.RouteAction, vh *routev3.VirtualHost, rc *routev3.
 	if len(mirrors) > 0 {
 		out.add(Error, RuleRetry, mpath, "mirrors traffic the idemgate policy governs (%s, routes[%d]) to cluster %q, which executes every copy unguarded; remove it, or mirror only to a cluster that cannot act on it", what, j, mirrors[0].GetCluster())
 	}
-	if ra.GetInternalRedirectPolicy() != nil || ra.GetInternalRedirectAction() == routev3.RouteAction_HANDLE_INTERNAL_REDIRECT { //nolint:staticcheck // the deprecated action still works
+	//lint:ignore SA1019 Envoy still follows redirects on the deprecated internal_redirect_action, so it must be warned about
+	if ra.GetInternalRedirectPolicy() != nil || ra.GetInternalRedirectAction() == routev3.RouteAction_HANDLE_INTERNAL_REDIRECT {
 		out.add(Warning, RuleRetry, rap, "follows upstream redirects internally on traffic the idemgate policy governs (%s): Envoy re-sends the request to the redirect's target after the upstream answered, so the operation may run there too, unguarded by its key", what)
 	}
 }
@@ -501,7 +507,8 @@ func envoyMethods(hs []*routev3.HeaderMatcher) []string {
 		if h.GetName() != ":method" || h.GetInvertMatch() {
 			continue
 		}
-		exact := h.GetExactMatch() //nolint:staticcheck // deprecated but accepted by Envoy
+		//lint:ignore SA1019 Envoy still matches on the deprecated exact_match, so a route can restrict methods with it
+		exact := h.GetExactMatch()
 		if sm := h.GetStringMatch(); sm != nil && !sm.GetIgnoreCase() {
 			exact = sm.GetExact()
 		}

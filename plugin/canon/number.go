@@ -206,13 +206,6 @@ func trimZeros(s string) string {
 
 func (d *decimal) digits() int { return len(d.hi) + len(d.lo) }
 
-func (d *decimal) digit(i int) byte {
-	if i < len(d.hi) {
-		return d.hi[i]
-	}
-	return d.lo[i-len(d.hi)]
-}
-
 // equals reports whether d, a non-zero value with an exponent that fits an
 // int64, is the value with the given digits and n digits before the
 // decimal point: then the double's RFC 8785 form denotes the number's own

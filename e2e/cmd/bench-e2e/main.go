@@ -2,7 +2,7 @@
 // misses (execute + store) and plain pass-through through the gateway,
 // and the same requests sent straight to the upstream, in one run, and
 // prints requests/s, p50 and p99 with ratios to direct-to-upstream.
-// `make bench-e2e` runs it; numbers go into README.md.
+// `make bench-e2e` runs it; BENCHMARKS.md keeps its results.
 package main
 
 import (
