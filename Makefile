@@ -100,7 +100,7 @@ $(BUILD)/staticcheck: tools/go.mod tools/go.sum
 # the loop reruns what an edit touched; make test runs all with -count=1.
 UNIT_EXCLUDE := controlplane/store|e2e|e2e/chaos|e2e/cmd/demo
 UNIT_MIXED := controlplane|controlplane/reconcile|controlplane/server|internal/redistest
-UNIT_SKIP := ^Test(V8|Keys|BurstStaysBounded$$|RegistryRoundTrip$$|MakeImageReproducible$$|RedisServerRestartKeepsData$$|SupervisedStackSurvivesKills$$|GovernedRequests$$|EdgeCacheSharedByWorkers$$|NoResendOnDroppedConnection$$|UpstreamDown$$|ConcurrentDuplicates$$|UpstreamDropNeverReexecutes$$|ClientGoneMidBodyNotForwarded$$|UpstreamResetMidBody$$|ResponseOverBufferLimit$$|MemoryReported$$|RouteTable$$)
+UNIT_SKIP := ^Test(V8|Keys|BurstStaysBounded$$|RegistryRoundTrip$$|MakeImageReproducible$$|RedisServerRestartKeepsData$$|SupervisedStackSurvivesKills$$|GovernedRequests$$|EdgeCacheSharedByWorkers$$|NoResendOnDroppedConnection$$|UpstreamDown$$|ConcurrentDuplicates$$|UpstreamDropNeverReexecutes$$|ClientGoneMidBodyNotForwarded$$|UpstreamResetMidBody$$|ResponseOverBufferLimit$$|MemoryReported$$|RouteTable$$|ModuleCompiledOnce$$)
 UNIT_RUN := ^Test(Serve|ParseConfig|ValidateConfig|ReadConfig|RunInsecureWarns|RunBadConfig|RunVersion|VersionLine|IsToken68|HTTPServerTimeouts|Lookup|ParseTargetFlag|ValidateTemplate|TargetURL|ResolveTargets|CredentialEnv|Backoff|RetryAfter|Gate|ReserveLimitOf|RedisSilent|NewRequiresAToken|RequestLimits|PanicIsA500Problem|ParseInfo|MissingBinaryFailsWithInstallHint|UnitRunStartsNoServer)
 MODULE := github.com/idemgate/idemgate
 
