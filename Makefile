@@ -43,9 +43,12 @@ demo-deps: ## try to install redis-server for the demo (root + apt only); never 
 	  echo "redis-server is not installed (installing it needs root and apt-get): the demo will use the embedded dev-only store" >&2; \
 	fi
 
+# The module is replaced only when its bytes change: the tests that read it
+# keep their cached results (make unit) while it is the same.
 wasm: ## build the filter: build/idempotency.wasm (standard Go, wasip1 reactor)
 	@mkdir -p $(BUILD)
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(WASM) ./plugin
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(WASM).new ./plugin
+	@if cmp -s $(WASM).new $(WASM); then rm $(WASM).new; else mv $(WASM).new $(WASM); fi
 
 build: wasm ## build the wasm filter and the binaries into build/
 	$(GO) build -trimpath -o $(BUILD)/ ./controlplane/... ./e2e/cmd/...
