@@ -6,7 +6,7 @@ WASM := $(BUILD)/idempotency.wasm
 FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help deps demo-deps wasm build image image-push test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e load clean
+.PHONY: help deps demo-deps wasm build image image-push unit test test-wasm bench bench-v8 fuzz fuzz-smoke lint check demo e2e e2e-docker chaos bench-e2e load clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,9 +43,12 @@ demo-deps: ## try to install redis-server for the demo (root + apt only); never 
 	  echo "redis-server is not installed (installing it needs root and apt-get): the demo will use the embedded dev-only store" >&2; \
 	fi
 
+# The module is replaced only when its bytes change: the tests that read it
+# keep their cached results (make unit) while it is the same.
 wasm: ## build the filter: build/idempotency.wasm (standard Go, wasip1 reactor)
 	@mkdir -p $(BUILD)
-	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(WASM) ./plugin
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(WASM).new ./plugin
+	@if cmp -s $(WASM).new $(WASM); then rm $(WASM).new; else mv $(WASM).new $(WASM); fi
 
 build: wasm ## build the wasm filter and the binaries into build/
 	$(GO) build -trimpath -o $(BUILD)/ ./controlplane/... ./e2e/cmd/...
@@ -87,8 +90,37 @@ $(BUILD)/staticcheck: tools/go.mod tools/go.sum
 	@mkdir -p $(BUILD)
 	$(GO) -C tools build -o $(CURDIR)/$@ honnef.co/go/tools/cmd/staticcheck
 
+# make unit: the tests that need no Redis, no Node.js, no network beyond
+# loopback and nothing make build or make image writes (only the wasm
+# module), for the edit-test loop; make test stays the gate. Every
+# package, except those whose tests all need Redis or the built stack
+# (UNIT_EXCLUDE), run but for the tests UNIT_SKIP names (those that need
+# Redis, Node.js or make build/image, and the filter's two memory soaks,
+# TestSoak and TestHeldStreamsMemory: half of unit's time); the packages
+# that mix (UNIT_MIXED) run only the tests UNIT_RUN names, those that
+# start no Redis. With IDEMGATE_UNIT=1 internal/redistest fails any test
+# that starts a redis-server, so a list that lets one in fails loudly.
+# Go's test cache stays on: a package whose code, files read (the wasm
+# module included) and environment are unchanged is not run again, so
+# the loop reruns what an edit touched; make test runs all with -count=1.
+UNIT_EXCLUDE := controlplane/store|e2e|e2e/chaos|e2e/cmd/demo
+UNIT_MIXED := controlplane|controlplane/reconcile|controlplane/server|internal/redistest
+UNIT_SKIP := ^Test(V8|Keys|Soak$$|HeldStreamsMemory$$|BurstStaysBounded$$|RegistryRoundTrip$$|MakeImageReproducible$$|RedisServerRestartKeepsData$$|SupervisedStackSurvivesKills$$|GovernedRequests$$|EdgeCacheSharedByWorkers$$|NoResendOnDroppedConnection$$|UpstreamDown$$|ConcurrentDuplicates$$|UpstreamDropNeverReexecutes$$|ClientGoneMidBodyNotForwarded$$|UpstreamResetMidBody$$|ResponseOverBufferLimit$$|MemoryReported$$|RouteTable$$|ModuleCompiledOnce$$)
+UNIT_RUN := ^Test(Serve|ParseConfig|ValidateConfig|ReadConfig|RunInsecureWarns|RunBadConfig|RunVersion|VersionLine|IsToken68|HTTPServerTimeouts|Lookup|ParseTargetFlag|ValidateTemplate|TargetURL|ResolveTargets|CredentialEnv|Backoff|RetryAfter|Gate|ReserveLimitOf|RedisSilent|NewRequiresAToken|RequestLimits|PanicIsA500Problem|ParseInfo|MissingBinaryFailsWithInstallHint|UnitRunStartsNoServer)
+MODULE := github.com/idemgate/idemgate
+
+unit: wasm ## the tests that need no Redis, Node.js or network (test cache on): under a minute
+	IDEMGATE_UNIT=1 $(GO) test -skip '$(UNIT_SKIP)' $$($(GO) list ./... | grep -v -E '^$(MODULE)/($(UNIT_EXCLUDE)|$(UNIT_MIXED))$$')
+	IDEMGATE_UNIT=1 $(GO) test -run '$(UNIT_RUN)' $(addprefix $(MODULE)/,$(subst |, ,$(UNIT_MIXED)))
+
+# The filter's soak (plugin TestSoak): 10 000 requests in make test, 100 000
+# in make check (a target-specific value, which make test inherits there).
+SOAK_REQUESTS ?= 10000
+check: SOAK_REQUESTS = 100000
+
 test: deps build lint test-wasm image ## all tests (builds the wasm module and the images first: tests run against them)
-	$(GO) test -count=1 -timeout 30m ./plugin/...
+	$(GO) test -count=1 -timeout 30m ./plugin/ -soak.requests=$(SOAK_REQUESTS)
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./plugin/... | grep -v -x '$(MODULE)/plugin')
 	@# The race detector covers the concurrent service code; idemctl (a CLI)
 	@# links Envoy's API types, which would compile a second time with -race.
 	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./controlplane/... ./internal/... | grep -v /idemctl)
@@ -134,7 +166,7 @@ fuzz: ## fuzz the canonicalizer, the callout bodies and the policy parser for FU
 fuzz-smoke: ## a short fuzz run of each target
 	$(MAKE) fuzz FUZZTIME=10s
 
-check: test fuzz-smoke ## everything CI runs, plus a short fuzz
+check: test fuzz-smoke ## everything CI runs, the soak at 100 000 requests, plus a short fuzz
 
 demo: demo-deps build ## run the local stack in the foreground with the demo policy (Ctrl-C stops it)
 	$(BUILD)/demo

@@ -37,6 +37,10 @@ const (
 	// someone else before redis-server bound it.
 	portAttempts = 5
 	installHint  = "apt-get install -y redis-server"
+	// UnitEnv is set by make unit, whose tests must need no Redis: a test
+	// there that starts a server fails, naming the fix, rather than
+	// passing on a machine that happens to have redis-server.
+	UnitEnv = "IDEMGATE_UNIT"
 )
 
 // Server is one redis-server process owned by a test.
@@ -331,6 +335,9 @@ func freePort(cluster bool) (int, error) {
 
 func lookPath(t testing.TB, name string) string {
 	t.Helper()
+	if os.Getenv(UnitEnv) != "" {
+		t.Fatalf("redistest: %s is set: make unit runs only tests that need no Redis, and this one starts %s; leave it to make test (the Makefile's UNIT lists)", UnitEnv, name)
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		t.Fatalf("redistest: %s not found on PATH (%v); install it: %s", name, err, installHint)

@@ -118,6 +118,7 @@ func (f *fatalTB) Fatalf(format string, args ...any) {
 
 func TestMissingBinaryFailsWithInstallHint(t *testing.T) {
 	t.Setenv("PATH", t.TempDir()) // an empty directory: nothing found
+	t.Setenv(UnitEnv, "")
 	tests := []struct {
 		name  string
 		start func(testing.TB)
@@ -137,6 +138,35 @@ func TestMissingBinaryFailsWithInstallHint(t *testing.T) {
 			<-done
 			if !strings.Contains(f.msg, tt.want) || !strings.Contains(f.msg, "apt-get install -y redis-server") {
 				t.Errorf("failure message %q, want %q and the install hint", f.msg, tt.want)
+			}
+		})
+	}
+}
+
+// TestUnitRunStartsNoServer: under make unit (UnitEnv set) every way to
+// start Redis fails the test before looking for a binary, so that a
+// Redis test put in unit's lists fails loudly instead of passing where
+// redis-server happens to be installed.
+func TestUnitRunStartsNoServer(t *testing.T) {
+	t.Setenv(UnitEnv, "1")
+	for _, tt := range []struct {
+		name  string
+		start func(testing.TB)
+	}{
+		{"server", func(tb testing.TB) { Start(tb) }},
+		{"cluster", func(tb testing.TB) { StartCluster(tb, 3) }},
+		{"sentinel", func(tb testing.TB) { StartSentinel(tb, SentinelOptions{}) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fatalTB{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tt.start(f)
+			}()
+			<-done
+			if !strings.Contains(f.msg, UnitEnv+" is set") || !strings.Contains(f.msg, "make test") {
+				t.Errorf("failure message %q, want it to name %s and make test", f.msg, UnitEnv)
 			}
 		})
 	}
