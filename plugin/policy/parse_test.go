@@ -453,6 +453,22 @@ func TestTokenNotPrinted(t *testing.T) {
 	}
 }
 
+// TestControlPlaneString: a set token shows as <redacted>, so an operator
+// reading a logged configuration can tell a missing token from a hidden one.
+func TestControlPlaneString(t *testing.T) {
+	for _, tt := range []struct {
+		cp   ControlPlane
+		want string
+	}{
+		{ControlPlane{Cluster: "c", Token: "s3cret"}, "Token:<redacted> "},
+		{ControlPlane{Cluster: "c", TokenEnv: "IDEM_TOKEN"}, "Token: TokenEnv:IDEM_TOKEN "},
+	} {
+		if got := tt.cp.String(); !strings.Contains(got, tt.want) || strings.Contains(got, "s3cret") {
+			t.Errorf("String() = %s, want it to hold %q and no token", got, tt.want)
+		}
+	}
+}
+
 // TestResolveEnv: hmac_key_env is read at plugin start; a variable that is
 // unset, empty or short fails it, naming the field and never the value.
 func TestResolveEnv(t *testing.T) {
