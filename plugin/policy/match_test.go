@@ -34,6 +34,8 @@ func TestMatch(t *testing.T) {
 		{"www.example.com", "/orders/1", "POST", 1},
 		{"a.b.example.com", "/orders/1", "POST", 1},
 		{"example.com", "/orders/1", "POST", -1}, // *.example.com needs a label
+		{".example.com", "/orders/1", "POST", -1}, // ... of at least one character
+		{"x.example.com", "/orders/1", "POST", 1},
 		{"xexample.com", "/orders/1", "POST", -1},
 		{"www.example.com", "/orders", "POST", -1},
 		{"any", "/v1/accounts/acct_1/transfers", "POST", 2},
