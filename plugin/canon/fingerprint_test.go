@@ -242,6 +242,35 @@ func TestSelectFields(t *testing.T) {
 	}
 }
 
+// TestSelectionValidate: the policy is refused at load time for a body path
+// or a header name that Fingerprint could not use, and only then; the
+// cases sit on the edges of each rule (the ends of a path, the ends of each
+// character range of a token).
+func TestSelectionValidate(t *testing.T) {
+	for _, tt := range []struct {
+		sel Selection
+		ok  bool
+	}{
+		{Selection{Include: []string{"a.b", `a\.b`, "items.0.sku", "a"}}, true},
+		{Selection{Exclude: []string{"a."}}, false},
+		{Selection{Exclude: []string{".a"}}, false},
+		{Selection{Exclude: []string{"a..b"}}, false},
+		{Selection{Include: []string{"a..", "b"}}, false},
+		{Selection{Headers: []string{"AZaz09", "x-tz", "!#$%&'*+-.^_`|~", ":authority"}}, true},
+		{Selection{Headers: []string{"a@"}}, false},
+		{Selection{Headers: []string{"a["}}, false},
+		{Selection{Headers: []string{"a{"}}, false},
+		{Selection{Headers: []string{"a/"}}, false},
+		{Selection{Headers: []string{"a:b"}}, false},
+		{Selection{Headers: []string{""}}, false},
+		{Selection{Headers: []string{"caf\u00e9"}}, false},
+	} {
+		if err := tt.sel.Validate(); (err == nil) != tt.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tt.sel, err, tt.ok)
+		}
+	}
+}
+
 func TestFingerprintErrors(t *testing.T) {
 	json := Request{Method: "POST", Target: "/", ContentType: "application/json", Body: []byte(`{"a":1,"a":2}`)}
 	if _, err := Fingerprint(json, Selection{}); !errors.Is(err, ErrDuplicateName) {
