@@ -33,7 +33,7 @@ func TestMatch(t *testing.T) {
 		{"other.com", "/payments", "POST", -1},
 		{"www.example.com", "/orders/1", "POST", 1},
 		{"a.b.example.com", "/orders/1", "POST", 1},
-		{"example.com", "/orders/1", "POST", -1}, // *.example.com needs a label
+		{"example.com", "/orders/1", "POST", -1},  // *.example.com needs a label
 		{".example.com", "/orders/1", "POST", -1}, // ... of at least one character
 		{"x.example.com", "/orders/1", "POST", 1},
 		{"xexample.com", "/orders/1", "POST", -1},
