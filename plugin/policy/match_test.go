@@ -94,6 +94,13 @@ func TestNormalizeHost(t *testing.T) {
 		{"[::1]", "[::1]"},
 		{"", ""},
 		{":80", ""},
+		// The only upper-case letter at either end of A-Z, with and
+		// without characters below 'A' or above 'Z' beside it: a host
+		// left in upper case would not match its route.
+		{"A.example.com", "a.example.com"},
+		{"exampleZ.com", "examplez.com"},
+		{"EXAMPLE", "example"},
+		{"LOCALHOST:8080", "localhost"},
 	} {
 		if got := normalizeHost(tt.in); got != tt.want {
 			t.Errorf("normalizeHost(%q) = %q, want %q", tt.in, got, tt.want)
