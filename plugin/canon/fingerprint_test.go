@@ -120,6 +120,7 @@ func TestNormalizeHost(t *testing.T) {
 		{"[::1]", "[::1]"},
 		{"127.0.0.1:80", "127.0.0.1"},
 		{"", ""},
+		{":443", ""}, // a port with no name: the port is still read as one
 	}
 	for _, tt := range tests {
 		if got := NormalizeHost(tt.in); got != tt.want {

@@ -361,6 +361,9 @@ func TestParseErrors(t *testing.T) {
 		{"statuses overlap", withRoute(`"store_statuses": ["2xx", "3xx", "4xx"], "release_statuses": ["5xx", "429"]`), `routes[0].release_statuses: 429 is also in store_statuses`},
 		{"indeterminate overlaps release", withRoute(`"release_statuses": ["5xx"], "indeterminate_statuses": ["503"]`), `routes[0].indeterminate_statuses: 503 is also in release_statuses`},
 		{"indeterminate overlaps store", withRoute(`"store_statuses": ["500-502"], "indeterminate_statuses": ["5xx"]`), `routes[0].indeterminate_statuses: 500 is also in store_statuses`},
+		// Shared only at the ends of the range of final statuses.
+		{"overlap only at 599", withRoute(`"release_statuses": ["429", "599"], "indeterminate_statuses": ["502", "599"]`), `routes[0].indeterminate_statuses: 599 is also in release_statuses`},
+		{"overlap only at 200", withRoute(`"store_statuses": ["200"], "release_statuses": ["200", "429"]`), `routes[0].release_statuses: 200 is also in store_statuses`},
 		{"indeterminate empty", withRoute(`"indeterminate_statuses": []`), `routes[0].indeterminate_statuses: must not be empty`},
 		{"indeterminate 600", withRoute(`"indeterminate_statuses": ["600"]`), `routes[0].indeterminate_statuses[0]: "600": a final status is 200 to 599`},
 		{"not executed pseudo", withRoute(`"not_executed_header": ":status"`), `routes[0].not_executed_header: want a response header name, not a pseudo-header`},
