@@ -121,6 +121,11 @@ func TestNormalizeHost(t *testing.T) {
 		{"127.0.0.1:80", "127.0.0.1"},
 		{"", ""},
 		{":443", ""}, // a port with no name: the port is still read as one
+		// The only capital at either end of A-Z, or nothing outside A-Z:
+		// each must still be lowered, or one host has two fingerprints.
+		{"A.example.com", "a.example.com"},
+		{"exampleZ.com", "examplez.com"},
+		{"EXAMPLE", "example"},
 	}
 	for _, tt := range tests {
 		if got := NormalizeHost(tt.in); got != tt.want {
