@@ -28,6 +28,10 @@ func TestNormalizeTarget(t *testing.T) {
 		{"/p?q=%7e+x%20y", "/p?q=~+x%20y"},
 		{"/p?x=100%", "/p?x=100%"},
 		{"/p%zz", "/p%zz"},
+		{"/p%4", "/p%4"}, // one hex digit at the end: kept, never read past
+		{"/p?x=%4", "/p?x=%4"},
+		{"/p?%61=1", "/p?a=1"}, // a parameter that starts with '%'
+		{"/p?%7E", "/p?~"},
 		{"*", "/*"},
 	}
 	for _, tt := range tests {
