@@ -32,6 +32,10 @@ func TestNormalizeTarget(t *testing.T) {
 		{"/p?x=%4", "/p?x=%4"},
 		{"/p?%61=1", "/p?a=1"}, // a parameter that starts with '%'
 		{"/p?%7E", "/p?~"},
+		// The ends of each range of hex digits and of unreserved
+		// characters are decoded; their neighbours stay encoded.
+		{"/%41%5A%61%7A%30%39%4A%4a%2D%2E%5F%7E", "/AZaz09JJ-._~"},
+		{"/%40%5B%60%7B%2F%3A%2f%3a%3F", "/%40%5B%60%7B%2F%3A%2F%3A%3F"},
 		{"*", "/*"},
 	}
 	for _, tt := range tests {
