@@ -581,3 +581,38 @@ func TestSecretRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestParseBounds: each numeric bound of a route is inclusive at both ends
+// and refused one past them; an off-by-one here lets a route promise what
+// the filter or the control plane then refuses.
+func TestParseBounds(t *testing.T) {
+	for _, tt := range []struct {
+		field  string
+		lo, hi int64
+	}{
+		{"max_key_length", 1, MaxKeyLength},
+		{"max_body_bytes", 1, MaxMaxBodyBytes},
+		{"max_stored_response_bytes", 1, MaxMaxStoredResponseBytes},
+		{"edge_cache_max_entry_bytes", 1, MaxEdgeCacheMaxEntryBytes},
+	} {
+		for _, c := range []struct {
+			n  int64
+			ok bool
+		}{{tt.lo, true}, {tt.hi, true}, {tt.hi + 1, false}, {tt.lo - 1, false}} {
+			_, err := Parse([]byte(withRoute(fmt.Sprintf(`"%s": %d`, tt.field, c.n))))
+			if (err == nil) != c.ok {
+				t.Errorf("%s = %d: err = %v, want ok=%v", tt.field, c.n, err, c.ok)
+			}
+		}
+	}
+	// A host alias's port: 1 to 65535.
+	for _, c := range []struct {
+		alias string
+		ok    bool
+	}{{"a.internal:1", true}, {"a.internal:65535", true}, {"a.internal:65536", false}, {"a.internal:0", false}} {
+		_, err := Parse([]byte(withRoute(`"host_aliases": [{"host": "a.example", "aliases": ["` + c.alias + `"]}]`)))
+		if (err == nil) != c.ok {
+			t.Errorf("alias %s: err = %v, want ok=%v", c.alias, err, c.ok)
+		}
+	}
+}
