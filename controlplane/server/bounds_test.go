@@ -8,20 +8,20 @@ import (
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/store"
 )
 
 // TestRequestBounds: a reserve's fingerprint and an admin list's limit are
 // accepted at both ends of their bounds and refused one past them; the
-// fingerprint's control characters end exactly where C0, DEL and C1 end.
+// fingerprint's control characters end exactly where C0, DEL and C1 end
+// (api.ValidateFingerprint, as the server applies it).
 func TestRequestBounds(t *testing.T) {
 	e := newEnv(t)
 	for i, tt := range []struct {
 		name, fp string
 		status   int
 	}{
-		{"longest fingerprint", strings.Repeat("f", store.MaxFingerprintLen), http.StatusOK},
-		{"one byte longer", strings.Repeat("f", store.MaxFingerprintLen+1), http.StatusBadRequest},
+		{"longest fingerprint", strings.Repeat("f", api.MaxFingerprintLen), http.StatusOK},
+		{"one byte longer", strings.Repeat("f", api.MaxFingerprintLen+1), http.StatusBadRequest},
 		{"U+001F", "a\u001f", http.StatusBadRequest},
 		{"U+0020", "a\u0020b", http.StatusOK},
 		{"U+007E", "a\u007e", http.StatusOK},
