@@ -28,6 +28,14 @@ func TestNormalizeTarget(t *testing.T) {
 		{"/p?q=%7e+x%20y", "/p?q=~+x%20y"},
 		{"/p?x=100%", "/p?x=100%"},
 		{"/p%zz", "/p%zz"},
+		{"/p%4", "/p%4"}, // one hex digit at the end: kept, never read past
+		{"/p?x=%4", "/p?x=%4"},
+		{"/p?%61=1", "/p?a=1"}, // a parameter that starts with '%'
+		{"/p?%7E", "/p?~"},
+		// The ends of each range of hex digits and of unreserved
+		// characters are decoded; their neighbours stay encoded.
+		{"/%41%5A%61%7A%30%39%4A%4a%2D%2E%5F%7E", "/AZaz09JJ-._~"},
+		{"/%40%5B%60%7B%2F%3A%2f%3a%3F", "/%40%5B%60%7B%2F%3A%2F%3A%3F"},
 		{"*", "/*"},
 	}
 	for _, tt := range tests {
@@ -120,6 +128,12 @@ func TestNormalizeHost(t *testing.T) {
 		{"[::1]", "[::1]"},
 		{"127.0.0.1:80", "127.0.0.1"},
 		{"", ""},
+		{":443", ""}, // a port with no name: the port is still read as one
+		// The only capital at either end of A-Z, or nothing outside A-Z:
+		// each must still be lowered, or one host has two fingerprints.
+		{"A.example.com", "a.example.com"},
+		{"exampleZ.com", "examplez.com"},
+		{"EXAMPLE", "example"},
 	}
 	for _, tt := range tests {
 		if got := NormalizeHost(tt.in); got != tt.want {
@@ -239,6 +253,35 @@ func TestSelectFields(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSelectionValidate: the policy is refused at load time for a body path
+// or a header name that Fingerprint could not use, and only then; the
+// cases sit on the edges of each rule (the ends of a path, the ends of each
+// character range of a token).
+func TestSelectionValidate(t *testing.T) {
+	for _, tt := range []struct {
+		sel Selection
+		ok  bool
+	}{
+		{Selection{Include: []string{"a.b", `a\.b`, "items.0.sku", "a"}}, true},
+		{Selection{Exclude: []string{"a."}}, false},
+		{Selection{Exclude: []string{".a"}}, false},
+		{Selection{Exclude: []string{"a..b"}}, false},
+		{Selection{Include: []string{"a..", "b"}}, false},
+		{Selection{Headers: []string{"AZaz09", "x-tz", "!#$%&'*+-.^_`|~", ":authority"}}, true},
+		{Selection{Headers: []string{"a@"}}, false},
+		{Selection{Headers: []string{"a["}}, false},
+		{Selection{Headers: []string{"a{"}}, false},
+		{Selection{Headers: []string{"a/"}}, false},
+		{Selection{Headers: []string{"a:b"}}, false},
+		{Selection{Headers: []string{""}}, false},
+		{Selection{Headers: []string{"caf\u00e9"}}, false},
+	} {
+		if err := tt.sel.Validate(); (err == nil) != tt.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tt.sel, err, tt.ok)
+		}
 	}
 }
 

@@ -67,6 +67,27 @@ func TestParseKey(t *testing.T) {
 	}
 }
 
+// TestParseKeyErrorNamesTheByte: the 400's detail points at the offending
+// byte of the raw value, so a client can find it.
+func TestParseKeyErrorNamesTheByte(t *testing.T) {
+	for _, tt := range []struct {
+		raw, want string
+	}{
+		{`"ab\nc"`, "at byte 3,"},
+		{`"a\`, "at byte 2,"},
+		{"\"ab\x01\"", "byte 3 is"},
+		{"abc d", "whitespace at byte 3"},
+		{"ab\x00", "control character at byte 2"},
+		{"abcé", "non-ASCII byte at 3"},
+		{`ab"`, "quote at byte 2"},
+	} {
+		_, err := ParseKey(tt.raw, KeyAny, 0)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseKey(%q) error = %v, want it to say %q", tt.raw, err, tt.want)
+		}
+	}
+}
+
 // A key that parses is always safe for the control plane's names: printable,
 // no control characters, within the bound.
 func FuzzParseKey(f *testing.F) {

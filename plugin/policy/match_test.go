@@ -33,7 +33,9 @@ func TestMatch(t *testing.T) {
 		{"other.com", "/payments", "POST", -1},
 		{"www.example.com", "/orders/1", "POST", 1},
 		{"a.b.example.com", "/orders/1", "POST", 1},
-		{"example.com", "/orders/1", "POST", -1}, // *.example.com needs a label
+		{"example.com", "/orders/1", "POST", -1},  // *.example.com needs a label
+		{".example.com", "/orders/1", "POST", -1}, // ... of at least one character
+		{"x.example.com", "/orders/1", "POST", 1},
 		{"xexample.com", "/orders/1", "POST", -1},
 		{"www.example.com", "/orders", "POST", -1},
 		{"any", "/v1/accounts/acct_1/transfers", "POST", 2},
@@ -92,6 +94,13 @@ func TestNormalizeHost(t *testing.T) {
 		{"[::1]", "[::1]"},
 		{"", ""},
 		{":80", ""},
+		// The only upper-case letter at either end of A-Z, with and
+		// without characters below 'A' or above 'Z' beside it: a host
+		// left in upper case would not match its route.
+		{"A.example.com", "a.example.com"},
+		{"exampleZ.com", "examplez.com"},
+		{"EXAMPLE", "example"},
+		{"LOCALHOST:8080", "localhost"},
 	} {
 		if got := normalizeHost(tt.in); got != tt.want {
 			t.Errorf("normalizeHost(%q) = %q, want %q", tt.in, got, tt.want)

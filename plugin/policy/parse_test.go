@@ -361,6 +361,9 @@ func TestParseErrors(t *testing.T) {
 		{"statuses overlap", withRoute(`"store_statuses": ["2xx", "3xx", "4xx"], "release_statuses": ["5xx", "429"]`), `routes[0].release_statuses: 429 is also in store_statuses`},
 		{"indeterminate overlaps release", withRoute(`"release_statuses": ["5xx"], "indeterminate_statuses": ["503"]`), `routes[0].indeterminate_statuses: 503 is also in release_statuses`},
 		{"indeterminate overlaps store", withRoute(`"store_statuses": ["500-502"], "indeterminate_statuses": ["5xx"]`), `routes[0].indeterminate_statuses: 500 is also in store_statuses`},
+		// Shared only at the ends of the range of final statuses.
+		{"overlap only at 599", withRoute(`"release_statuses": ["429", "599"], "indeterminate_statuses": ["502", "599"]`), `routes[0].indeterminate_statuses: 599 is also in release_statuses`},
+		{"overlap only at 200", withRoute(`"store_statuses": ["200"], "release_statuses": ["200", "429"]`), `routes[0].release_statuses: 200 is also in store_statuses`},
 		{"indeterminate empty", withRoute(`"indeterminate_statuses": []`), `routes[0].indeterminate_statuses: must not be empty`},
 		{"indeterminate 600", withRoute(`"indeterminate_statuses": ["600"]`), `routes[0].indeterminate_statuses[0]: "600": a final status is 200 to 599`},
 		{"not executed pseudo", withRoute(`"not_executed_header": ":status"`), `routes[0].not_executed_header: want a response header name, not a pseudo-header`},
@@ -449,6 +452,22 @@ func TestTokenNotPrinted(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(c.ControlPlane), fmt.Sprintf("%+v", c), fmt.Sprintf("%v", *c)} {
 		if strings.Contains(s, "s3cret") {
 			t.Errorf("token printed: %s", s)
+		}
+	}
+}
+
+// TestControlPlaneString: a set token shows as <redacted>, so an operator
+// reading a logged configuration can tell a missing token from a hidden one.
+func TestControlPlaneString(t *testing.T) {
+	for _, tt := range []struct {
+		cp   ControlPlane
+		want string
+	}{
+		{ControlPlane{Cluster: "c", Token: "s3cret"}, "Token:<redacted> "},
+		{ControlPlane{Cluster: "c", TokenEnv: "IDEM_TOKEN"}, "Token: TokenEnv:IDEM_TOKEN "},
+	} {
+		if got := tt.cp.String(); !strings.Contains(got, tt.want) || strings.Contains(got, "s3cret") {
+			t.Errorf("String() = %s, want it to hold %q and no token", got, tt.want)
 		}
 	}
 }
@@ -559,6 +578,41 @@ func TestSecretRedacted(t *testing.T) {
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
 		if out := fmt.Sprintf(verb, c.Routes[0]); strings.Contains(out, key) || !strings.Contains(out, "<redacted>") {
 			t.Errorf("%s of the route: %s", verb, out)
+		}
+	}
+}
+
+// TestParseBounds: each numeric bound of a route is inclusive at both ends
+// and refused one past them; an off-by-one here lets a route promise what
+// the filter or the control plane then refuses.
+func TestParseBounds(t *testing.T) {
+	for _, tt := range []struct {
+		field  string
+		lo, hi int64
+	}{
+		{"max_key_length", 1, MaxKeyLength},
+		{"max_body_bytes", 1, MaxMaxBodyBytes},
+		{"max_stored_response_bytes", 1, MaxMaxStoredResponseBytes},
+		{"edge_cache_max_entry_bytes", 1, MaxEdgeCacheMaxEntryBytes},
+	} {
+		for _, c := range []struct {
+			n  int64
+			ok bool
+		}{{tt.lo, true}, {tt.hi, true}, {tt.hi + 1, false}, {tt.lo - 1, false}} {
+			_, err := Parse([]byte(withRoute(fmt.Sprintf(`"%s": %d`, tt.field, c.n))))
+			if (err == nil) != c.ok {
+				t.Errorf("%s = %d: err = %v, want ok=%v", tt.field, c.n, err, c.ok)
+			}
+		}
+	}
+	// A host alias's port: 1 to 65535.
+	for _, c := range []struct {
+		alias string
+		ok    bool
+	}{{"a.internal:1", true}, {"a.internal:65535", true}, {"a.internal:65536", false}, {"a.internal:0", false}} {
+		_, err := Parse([]byte(withRoute(`"host_aliases": [{"host": "a.example", "aliases": ["` + c.alias + `"]}]`)))
+		if (err == nil) != c.ok {
+			t.Errorf("alias %s: err = %v, want ok=%v", c.alias, err, c.ok)
 		}
 	}
 }
