@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/idemgate/idemgate/controlplane/api"
-	"github.com/idemgate/idemgate/controlplane/server"
 	"github.com/idemgate/idemgate/internal/syncbuf"
 )
 
@@ -64,14 +62,7 @@ func TestLogLevels(t *testing.T) {
 // failure of the control plane.
 func TestPanicLogsError(t *testing.T) {
 	logs := &syncbuf.Buffer{}
-	srv, err := server.New(panicStore{}, server.Options{Token: token,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	e := &env{t: t, ts: ts, token: token}
+	e := panicEnv(t, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	resp, body := e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"})
 	problemOf(t, resp, body, http.StatusInternalServerError)
 	var levels []string

@@ -352,14 +352,20 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-func TestPanicIsA500Problem(t *testing.T) {
-	srv, err := server.New(panicStore{}, server.Options{Token: token, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// panicEnv serves the API on a store whose every operation panics.
+func panicEnv(t *testing.T, logger *slog.Logger) *env {
+	t.Helper()
+	srv, err := server.New(panicStore{}, server.Options{Token: token, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	e := &env{t: t, ts: ts, token: token}
+	t.Cleanup(ts.Close)
+	return &env{t: t, ts: ts, token: token}
+}
+
+func TestPanicIsA500Problem(t *testing.T) {
+	e := panicEnv(t, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	resp, body := e.do(http.MethodPost, api.PathReserve, api.ReserveRequest{Scope: "s", Key: "k", Fingerprint: "f"})
 	problemOf(t, resp, body, http.StatusInternalServerError)
 }

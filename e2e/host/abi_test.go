@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -46,10 +45,7 @@ func TestABIFunctionsRefuseDuplicates(t *testing.T) {
 // file it lives in.
 func TestABIProvidesModuleImports(t *testing.T) {
 	ctx := context.Background()
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
+	wasm := readModule(t)
 	r, err := processModules.newRuntime(ctx)
 	if err != nil {
 		t.Fatal(err)

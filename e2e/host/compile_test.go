@@ -30,14 +30,8 @@ func TestModuleCompiledOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { cache.Close(context.Background()) }) // after the Hosts' cleanups
 	modules := newModuleCache(cache)
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
-	policy, err := os.ReadFile(lockConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := readModule(t)
+	policy := readFile(t, lockConfig)
 	cp, up := startControlPlane(t), newTestUpstream(t)
 	start := func(workers int) (*Host, string) {
 		t.Helper()

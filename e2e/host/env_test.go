@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 )
@@ -15,14 +14,8 @@ import (
 // cannot pass an environment, so this is where the compiled module's
 // side of it is tested.
 func TestVMEnvironment(t *testing.T) {
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
-	demo, err := os.ReadFile(lockConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := readModule(t)
+	demo := readFile(t, lockConfig)
 	cfg := strings.Replace(string(demo), `"scope": { "headers": ["authorization"] }`,
 		`"scope": { "headers": ["authorization"], "hmac_key_env": "IDEMGATE_SCOPE_KEY" }`, 1)
 	if cfg == string(demo) {

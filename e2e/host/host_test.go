@@ -31,6 +31,25 @@ const (
 	demoToken  = "demo-token-change-me"
 )
 
+// readModule reads the compiled module the Makefile builds before tests.
+func readModule(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
+	}
+	return b
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // testUpstream counts executions: a POST whose X-Test-Drop header asks
 // for it is executed and then its connection is closed without an answer.
 type testUpstream struct {
@@ -95,14 +114,8 @@ func (c *controlPlane) stop() { c.srv.Close() }
 // newHost starts a Host on the compiled module with the demo policy.
 func newHost(t *testing.T, cp *controlPlane, up *testUpstream, workers int) (*Host, string) {
 	t.Helper()
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
-	cfg, err := os.ReadFile(lockConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := readModule(t)
+	cfg := readFile(t, lockConfig)
 	h, err := New(context.Background(), Config{
 		Wasm: wasm, PluginConfig: cfg, Workers: workers,
 		Clusters: map[string]string{"idemgate_controlplane": cp.addr},
@@ -487,14 +500,8 @@ func TestCloseEndsCallouts(t *testing.T) {
 			c.Close()
 		}
 	})
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
-	cfg, err := os.ReadFile(lockConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := readModule(t)
+	cfg := readFile(t, lockConfig)
 	// The longest callout timeout the policy allows: Close must not wait it out.
 	cfg = []byte(strings.Replace(string(cfg), `"timeout": "500ms"`, `"timeout": "10s"`, 1))
 	up := newTestUpstream(t)
@@ -552,14 +559,9 @@ func TestCloseEndsCallouts(t *testing.T) {
 // plugin configuration, clusters and upstream are filled in).
 func newHostWith(t *testing.T, cp *controlPlane, up *testUpstream, cfg Config) (*Host, string) {
 	t.Helper()
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
+	wasm := readModule(t)
 	if cfg.PluginConfig == nil {
-		if cfg.PluginConfig, err = os.ReadFile(lockConfig); err != nil {
-			t.Fatal(err)
-		}
+		cfg.PluginConfig = readFile(t, lockConfig)
 	}
 	cfg.Wasm = wasm
 	cfg.Clusters = map[string]string{"idemgate_controlplane": cp.addr}
@@ -728,10 +730,7 @@ func TestCalloutOutlivesItsStream(t *testing.T) {
 			close(gate)
 		}
 	})
-	cfg, err := os.ReadFile(lockConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := readFile(t, lockConfig)
 	cfg = []byte(strings.Replace(string(cfg), `"timeout": "500ms"`, `"timeout": "10s"`, 1)) // the longest the policy allows
 	up := newTestUpstream(t)
 	h, url := newHostWith(t, &controlPlane{addr: strings.TrimPrefix(cluster.URL, "http://")}, up, Config{Workers: 1, PluginConfig: cfg})

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http/httptest"
-	"os"
 	"testing"
 )
 
@@ -35,10 +34,7 @@ var testRoutes = []Route{
 // gets the router's 404 and never reaches the upstream.
 func TestRouteTable(t *testing.T) {
 	cp, up := startControlPlane(t), newTestUpstream(t)
-	wasm, err := os.ReadFile(wasmPath)
-	if err != nil {
-		t.Fatalf("read %s (run `make wasm`): %v", wasmPath, err)
-	}
+	wasm := readModule(t)
 	h, err := New(context.Background(), Config{
 		Wasm: wasm, PluginConfig: []byte(routesPolicy), Workers: 1, Routes: testRoutes,
 		Clusters: map[string]string{"idemgate_controlplane": cp.addr}, Upstream: up.addr(),

@@ -116,6 +116,19 @@ func (f *fatalTB) Fatalf(format string, args ...any) {
 	runtime.Goexit()
 }
 
+// fatalMessage runs start on a fatalTB in its own goroutine and returns
+// the message of its first Fatalf ("" if it did not fail).
+func fatalMessage(t testing.TB, start func(testing.TB)) string {
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		start(f)
+	}()
+	<-done
+	return f.msg
+}
+
 func TestMissingBinaryFailsWithInstallHint(t *testing.T) {
 	t.Setenv("PATH", t.TempDir()) // an empty directory: nothing found
 	t.Setenv(UnitEnv, "")
@@ -129,15 +142,9 @@ func TestMissingBinaryFailsWithInstallHint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fatalTB{TB: t}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				tt.start(f)
-			}()
-			<-done
-			if !strings.Contains(f.msg, tt.want) || !strings.Contains(f.msg, "apt-get install -y redis-server") {
-				t.Errorf("failure message %q, want %q and the install hint", f.msg, tt.want)
+			msg := fatalMessage(t, tt.start)
+			if !strings.Contains(msg, tt.want) || !strings.Contains(msg, "apt-get install -y redis-server") {
+				t.Errorf("failure message %q, want %q and the install hint", msg, tt.want)
 			}
 		})
 	}
@@ -158,15 +165,9 @@ func TestUnitRunStartsNoServer(t *testing.T) {
 		{"sentinel", func(tb testing.TB) { StartSentinel(tb, SentinelOptions{}) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fatalTB{TB: t}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				tt.start(f)
-			}()
-			<-done
-			if !strings.Contains(f.msg, UnitEnv+" is set") || !strings.Contains(f.msg, "make test") {
-				t.Errorf("failure message %q, want it to name %s and make test", f.msg, UnitEnv)
+			msg := fatalMessage(t, tt.start)
+			if !strings.Contains(msg, UnitEnv+" is set") || !strings.Contains(msg, "make test") {
+				t.Errorf("failure message %q, want it to name %s and make test", msg, UnitEnv)
 			}
 		})
 	}
