@@ -132,7 +132,7 @@ test: deps build lint test-wasm image ## all tests (builds the wasm module and t
 # The pure packages the filter links are also tested compiled to wasip1 and
 # run under wazero: Wasm differs (a small call stack, 32-bit int in places).
 test-wasm: $(BUILD)/wasip1-exec ## pure packages' tests compiled to wasip1, run under wazero
-	GOOS=wasip1 GOARCH=wasm $(GO) test -count=1 -exec $(CURDIR)/$(BUILD)/wasip1-exec ./plugin/canon/ ./plugin/policy/ ./controlplane/api/
+	GOOS=wasip1 GOARCH=wasm $(GO) test -count=1 -exec $(CURDIR)/$(BUILD)/wasip1-exec ./plugin/canon/ ./plugin/frame/ ./plugin/policy/ ./controlplane/api/
 
 $(BUILD)/wazero: go.mod
 	@mkdir -p $(BUILD)

@@ -296,8 +296,9 @@ func (c *httpContext) finishFailed(path string, status int) {
 func (c *httpContext) queueOutcome(path string, tries int) {
 	if path == api.PathComplete && c.resp.stored == nil {
 		// Not so today (stored is held while a complete may be queued);
-		// should it be, the operation ran and its response is lost:
-		// indeterminate, never a release.
+		// should it be, the operation ran and its response is lost: the
+		// route's indeterminate path (a release only where the route chose
+		// on_indeterminate: release), never a release as if nothing ran.
 		path = c.indeterminatePath()
 	}
 	c.plugin.enqueueOutcome(path, c.appendOutcome(nil, path), c.outcomeDeadline(), tries)
