@@ -2,10 +2,7 @@ package host
 
 import (
 	"context"
-	"io"
 	"io/fs"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,24 +27,10 @@ func TestModuleCompiledOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { cache.Close(context.Background()) }) // after the Hosts' cleanups
 	modules := newModuleCache(cache)
-	wasm := readModule(t)
-	policy := readFile(t, lockConfig)
 	cp, up := startControlPlane(t), newTestUpstream(t)
 	start := func(workers int) (*Host, string) {
 		t.Helper()
-		h, err := newWithCache(context.Background(), Config{
-			Wasm: wasm, PluginConfig: policy, Workers: workers,
-			Clusters: map[string]string{"idemgate_controlplane": cp.addr},
-			Upstream: up.addr(),
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, modules)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		srv := httptest.NewServer(h)
-		t.Cleanup(srv.Close)
-		return h, srv.URL
+		return newHostOn(t, cp, up, Config{Workers: workers}, modules)
 	}
 
 	first, _ := start(1)

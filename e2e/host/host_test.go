@@ -114,21 +114,7 @@ func (c *controlPlane) stop() { c.srv.Close() }
 // newHost starts a Host on the compiled module with the demo policy.
 func newHost(t *testing.T, cp *controlPlane, up *testUpstream, workers int) (*Host, string) {
 	t.Helper()
-	wasm := readModule(t)
-	cfg := readFile(t, lockConfig)
-	h, err := New(context.Background(), Config{
-		Wasm: wasm, PluginConfig: cfg, Workers: workers,
-		Clusters: map[string]string{"idemgate_controlplane": cp.addr},
-		Upstream: up.addr(),
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return h, srv.URL
+	return newHostWith(t, cp, up, Config{Workers: workers})
 }
 
 type result struct {
@@ -559,15 +545,20 @@ func TestCloseEndsCallouts(t *testing.T) {
 // plugin configuration, clusters and upstream are filled in).
 func newHostWith(t *testing.T, cp *controlPlane, up *testUpstream, cfg Config) (*Host, string) {
 	t.Helper()
-	wasm := readModule(t)
+	return newHostOn(t, cp, up, cfg, processModules)
+}
+
+// newHostOn is newHostWith on the given compilation cache.
+func newHostOn(t *testing.T, cp *controlPlane, up *testUpstream, cfg Config, modules *moduleCache) (*Host, string) {
+	t.Helper()
 	if cfg.PluginConfig == nil {
 		cfg.PluginConfig = readFile(t, lockConfig)
 	}
-	cfg.Wasm = wasm
+	cfg.Wasm = readModule(t)
 	cfg.Clusters = map[string]string{"idemgate_controlplane": cp.addr}
 	cfg.Upstream = up.addr()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := New(context.Background(), cfg)
+	h, err := newWithCache(context.Background(), cfg, modules)
 	if err != nil {
 		t.Fatal(err)
 	}
